@@ -1,0 +1,41 @@
+"""mosaic: multi-CRS virtual mosaics.
+
+Index scenes where they are (:class:`TileIndex`), plan only the reads a request needs, and load a
+lazy, seamless xarray mosaic in any CRS.
+"""
+
+from mosaic.errors import (
+    AuthenticationError,
+    GDALVersionError,
+    IndexFormatError,
+    InvalidInputError,
+    MissingIndexError,
+    MosaicError,
+    MosaicWarning,
+    NoDataError,
+    ReadError,
+    SkippedSourcesWarning,
+    SourceError,
+)
+from mosaic.index import TileIndex
+from mosaic.records import SceneAsset, Skipped
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "GDALVersionError",
+    "IndexFormatError",
+    "InvalidInputError",
+    "MissingIndexError",
+    "MosaicError",
+    "MosaicWarning",
+    "NoDataError",
+    "ReadError",
+    "SceneAsset",
+    "SkippedSourcesWarning",
+    "Skipped",
+    "SourceError",
+    "TileIndex",
+    "__version__",
+]

@@ -1,0 +1,228 @@
+"""Footprint geometry: from a scene's native CRS to lon/lat and back, correct at the antimeridian and poles.
+
+Every footprint the index stores is in lon/lat (EPSG:4326, x = longitude in [-180, 180]) and is split at
+the antimeridian, as the STAC and GeoJSON specs ask. A native polygon is densified before it is
+reprojected, so straight edges in a projected CRS become the curves they are on the sphere. Splitting
+and pole enclosure are delegated to the `antimeridian` package; whether a footprint encloses a pole is
+decided here, exactly, by testing the pole's position in the native CRS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import antimeridian
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry.base import BaseGeometry
+
+from mosaic.errors import InvalidInputError
+
+__all__ = [
+    "LONLAT",
+    "bbox_to_lonlat",
+    "densify",
+    "grid_outline",
+    "lonlat_to_crs",
+    "normalize_lonlat",
+    "to_lonlat",
+]
+
+LONLAT = CRS.from_epsg(4326)
+_DENSIFY_POINTS = 64  # vertices added along each side of a footprint before reprojection
+_POLE_EPS = 1e-9
+
+
+@lru_cache(maxsize=256)
+def _crs(value: str) -> CRS:
+    return CRS.from_user_input(value)
+
+
+@lru_cache(maxsize=256)
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(_crs(src), _crs(dst), always_xy=True)
+
+
+def _key(crs: CRS | str) -> str:
+    """A hashable, exact key for a CRS (for the caches above)."""
+    if isinstance(crs, str):
+        return crs
+    return crs.to_wkt()
+
+
+def grid_outline(transform: Sequence[float], shape: tuple[int, int]) -> Polygon:
+    """The outline of a pixel grid (affine coefficients a..f, (height, width)) in its own CRS."""
+    a, b, c, d, e, f = (float(v) for v in transform[:6])
+    h, w = shape
+    return Polygon(
+        [(a * col + b * row + c, d * col + e * row + f) for col, row in ((0, 0), (w, 0), (w, h), (0, h))]
+    )
+
+
+def densify(geom: BaseGeometry, points_per_side: int = _DENSIFY_POINTS) -> BaseGeometry:
+    """Insert vertices so that the longest ring edge is at most 1/points_per_side of the geometry's size."""
+    minx, miny, maxx, maxy = geom.bounds
+    span = max(maxx - minx, maxy - miny)
+    if span <= 0:
+        return geom
+    return shapely.segmentize(geom, span / points_per_side)
+
+
+def _contains_pole(native: Polygon, crs: CRS | str, lat: float) -> bool:
+    """Whether the pole at latitude ``lat`` (+-90) lies inside ``native`` (in its own CRS)."""
+    with np.errstate(all="ignore"):
+        x, y = _transformer("EPSG:4326", _key(crs)).transform(0.0, lat, errcheck=False)
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return False
+    return bool(native.buffer(0).contains(shapely.Point(x, y)))
+
+
+def _ring_to_lonlat(coords: np.ndarray, crs: CRS | str) -> np.ndarray:
+    lon, lat = _transformer(_key(crs), "EPSG:4326").transform(coords[:, 0], coords[:, 1], errcheck=False)
+    out = np.column_stack([lon, lat])
+    if not np.isfinite(out).all():
+        raise InvalidInputError(
+            f"footprint cannot be expressed in lon/lat: some of its corners lie outside the valid area of "
+            f"{_crs(_key(crs)).to_string()}"
+        )
+    return out
+
+
+def _polygon_to_lonlat(native: Polygon, crs: CRS | str) -> BaseGeometry:
+    north = _contains_pole(native, crs, 90.0)
+    south = _contains_pole(native, crs, -90.0)
+    shell = _ring_to_lonlat(np.asarray(native.exterior.coords), crs)
+    result = _fix_ring(shell, north=north, south=south)
+    for hole in native.interiors:
+        result = result.difference(_fix_ring(_ring_to_lonlat(np.asarray(hole.coords), crs)))
+    return result
+
+
+def _fix_ring(lonlat: np.ndarray, *, north: bool = False, south: bool = False) -> BaseGeometry:
+    """A lon/lat ring as a valid (multi)polygon, split at +-180 and closed over an enclosed pole."""
+    poly = Polygon(lonlat)
+    crosses = bool(np.any(np.abs(np.diff(lonlat[:, 0])) > 180.0))
+    if not (crosses or north or south):
+        return shapely.make_valid(shapely.geometry.polygon.orient(poly, 1.0))
+    if not shapely.is_ccw(poly.exterior):
+        poly = Polygon(lonlat[::-1])
+    fixed = antimeridian.fix_polygon(
+        poly, force_north_pole=north, force_south_pole=south, fix_winding=False, great_circle=False
+    )
+    return shapely.make_valid(fixed)
+
+
+def _polygons(geom: BaseGeometry) -> list[Polygon]:
+    if isinstance(geom, Polygon):
+        return [geom]
+    if isinstance(geom, MultiPolygon):
+        return list(geom.geoms)
+    if hasattr(geom, "geoms"):
+        return [p for g in geom.geoms for p in _polygons(g)]
+    return []
+
+
+def _as_areal(geom: BaseGeometry) -> Polygon | MultiPolygon:
+    """Keep only the areal parts of ``geom`` (make_valid may add stray lines and points)."""
+    parts = [p for p in _polygons(geom) if not p.is_empty and p.area > 0]
+    if not parts:
+        return MultiPolygon()
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def to_lonlat(
+    geom: BaseGeometry, crs: CRS | str, *, points_per_side: int = _DENSIFY_POINTS
+) -> Polygon | MultiPolygon:
+    """Reproject a polygonal footprint from ``crs`` to lon/lat, split at the antimeridian.
+
+    The geometry is densified first. A footprint that encloses a pole (a polar stereographic scene
+    centred on it, for instance) comes back as a polygon reaching latitude +-90 over all longitudes.
+
+    Args:
+        geom: a Polygon or MultiPolygon in the coordinates of ``crs``.
+        crs: the footprint's CRS (anything pyproj accepts).
+        points_per_side: densification; vertices added along each side before reprojection.
+    """
+    crs_key = _key(crs) if isinstance(crs, CRS) else _crs(crs).to_wkt()
+    if _crs(crs_key).is_geographic and _crs(crs_key).equals(LONLAT, ignore_axis_order=True):
+        return normalize_lonlat(geom)
+    parts = [_polygon_to_lonlat(densify(p, points_per_side), crs_key) for p in _polygons(geom)]
+    if not parts:
+        raise InvalidInputError(f"footprint has no area: {geom.wkt[:80]}")
+    return _as_areal(shapely.union_all(parts))
+
+
+def normalize_lonlat(geom: BaseGeometry) -> Polygon | MultiPolygon:
+    """Make a lon/lat geometry follow our convention: valid, counter-clockwise, split at +-180.
+
+    Accepts GeoJSON-style footprints that cross the antimeridian in either form found in the wild:
+    longitudes beyond 180 (e.g. 179 to 181) or a ring that jumps from +179 to -179.
+    """
+    fixed = []
+    for poly in _polygons(geom):
+        ring = np.asarray(poly.exterior.coords)
+        if ring[:, 0].max() > 180.0 or ring[:, 0].min() < -180.0:
+            ring = ring.copy()
+            ring[:, 0] = (ring[:, 0] + 180.0) % 360.0 - 180.0
+        north = south = False
+        fixed.append(_fix_ring(ring, north=north, south=south))
+        for hole in poly.interiors:
+            fixed[-1] = fixed[-1].difference(_fix_ring(np.asarray(hole.coords)))
+    if not fixed:
+        raise InvalidInputError(f"footprint has no area: {geom.wkt[:80]}")
+    return _as_areal(shapely.union_all(fixed))
+
+
+def bbox_to_lonlat(bbox: Sequence[float], crs: CRS | str = "EPSG:4326") -> Polygon | MultiPolygon:
+    """A query box as a lon/lat footprint.
+
+    In lon/lat, a box whose ``minx`` exceeds its ``maxx`` crosses the antimeridian (GeoJSON's
+    convention), e.g. ``(170, -20, -170, -10)``. In a projected CRS the box is densified and reprojected
+    like any footprint, so a box around a pole in EPSG:3413 becomes a polar cap.
+    """
+    if len(bbox) != 4:
+        raise InvalidInputError(f"bbox must be (minx, miny, maxx, maxy), got {tuple(bbox)!r}")
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise InvalidInputError(f"bbox has a non-finite value: {tuple(bbox)!r}")
+    if miny > maxy:
+        raise InvalidInputError(f"bbox miny {miny} is greater than maxy {maxy}")
+    target = _crs(_key(crs)) if isinstance(crs, CRS) else _crs(crs)
+    if target.equals(LONLAT, ignore_axis_order=True):
+        if miny < -90 or maxy > 90:
+            raise InvalidInputError(f"bbox latitudes must lie within [-90, 90], got {tuple(bbox)!r}")
+        if minx > maxx:  # crosses the antimeridian
+            return MultiPolygon([box(minx, miny, 180.0, maxy), box(-180.0, miny, maxx, maxy)])
+        if maxx - minx >= 360.0:
+            return box(-180.0, miny, 180.0, maxy)
+        return normalize_lonlat(box(minx, miny, maxx, maxy))
+    if minx > maxx:
+        raise InvalidInputError(f"bbox minx {minx} is greater than maxx {maxx}")
+    return to_lonlat(box(minx, miny, maxx, maxy), target)
+
+
+def lonlat_to_crs(
+    geom: BaseGeometry, crs: CRS | str, *, points_per_side: int = _DENSIFY_POINTS
+) -> BaseGeometry:
+    """Reproject a lon/lat footprint (split at the antimeridian) into ``crs``.
+
+    Each part is densified and reprojected on its own and the parts are unioned, so the two halves of
+    a footprint split at +-180 join again in a CRS where they are neighbours (UTM zone 1 or 60, a polar
+    projection). Points that ``crs`` cannot represent make the result raise.
+    """
+    key = _key(crs) if isinstance(crs, CRS) else _crs(crs).to_wkt()
+    tr = _transformer("EPSG:4326", key)
+    parts = []
+    for poly in _polygons(geom):
+        dense = densify(poly, points_per_side)
+        parts.append(shapely.transform(dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))))
+    if not parts:
+        return Polygon()
+    out = shapely.union_all([shapely.make_valid(p) for p in parts])
+    if not np.isfinite(shapely.get_coordinates(out)).all():
+        raise InvalidInputError(f"footprint cannot be represented in {_crs(key).to_string()}")
+    return out

@@ -1,0 +1,615 @@
+"""The tile index: one row per scene asset, stored as GeoParquet 1.1, queried by footprint and time.
+
+Rows live in a :mod:`pyarrow` table (so a nodata of NaN and "no nodata" stay distinct, and a round trip
+through Parquet is exact) beside a NumPy array of shapely footprints in lon/lat. Queries go through a
+shapely STRtree built on first use, then test the exact footprints. On disk, rows are sorted along a
+Hilbert curve of their footprint centres and written in small row groups with a ``bbox`` covering
+column, so a reader that asks for one area reads only the row groups near it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from mosaic.errors import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError
+from mosaic.geom import bbox_to_lonlat, normalize_lonlat
+from mosaic.records import SceneAsset, Skipped
+from mosaic.sources import asset_from_file, assets_from_item, expand_sources, iter_items, map_sources
+from mosaic.times import parse_time, to_utc
+from mosaic.types import BBox, OnError, PathType, TimeLike
+
+__all__ = ["SCHEMA", "TileIndex"]
+
+_TS = pa.timestamp("us", tz="UTC")
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("asset", pa.string(), nullable=False),
+        pa.field("href", pa.string()),
+        pa.field("crs", pa.string(), nullable=False),
+        pa.field("transform", pa.list_(pa.float64())),
+        pa.field("shape", pa.list_(pa.int64())),
+        pa.field("bounds", pa.list_(pa.float64())),
+        pa.field("resolution", pa.list_(pa.float64())),
+        pa.field("datetime", _TS),
+        pa.field("start_datetime", _TS),
+        pa.field("end_datetime", _TS),
+        pa.field("band_count", pa.int32(), nullable=False),
+        pa.field("dtype", pa.string()),
+        pa.field("nodata", pa.float64()),
+        pa.field("overviews", pa.list_(pa.int32())),
+        pa.field("band_names", pa.list_(pa.string())),
+        pa.field("scale", pa.float64()),
+        pa.field("offset", pa.float64()),
+        pa.field("collection", pa.string()),
+        pa.field("properties", pa.string()),
+    ]
+)
+"""Columns of the index besides ``geometry`` (WKB footprint in lon/lat) and ``bbox`` (its covering)."""
+
+ROW_GROUP_SIZE = 8192
+_BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+_META_KEY = b"mosaic"
+_FORMAT_VERSION = 1
+_HILBERT_LEVEL = 16
+
+
+def _ts(value: pd.Timestamp | None) -> pd.Timestamp | None:
+    return None if value is None or pd.isna(value) else value
+
+
+def _records_to_table(records: Sequence[SceneAsset]) -> pa.Table:
+    columns: dict[str, list[Any]] = {f.name: [] for f in SCHEMA}
+    for r in records:
+        columns["id"].append(r.id)
+        columns["asset"].append(r.asset)
+        columns["href"].append(r.href)
+        columns["crs"].append(r.crs)
+        columns["transform"].append(None if r.transform is None else list(r.transform))
+        columns["shape"].append(None if r.shape is None else list(r.shape))
+        bounds, res = r.bounds, r.resolution
+        columns["bounds"].append(None if bounds is None else list(bounds))
+        columns["resolution"].append(None if res is None else list(res))
+        columns["datetime"].append(_ts(r.datetime))
+        columns["start_datetime"].append(_ts(r.start_datetime))
+        columns["end_datetime"].append(_ts(r.end_datetime))
+        columns["band_count"].append(r.band_count)
+        columns["dtype"].append(r.dtype)
+        columns["nodata"].append(r.nodata)
+        columns["overviews"].append(list(r.overviews))
+        columns["band_names"].append(list(r.band_names))
+        columns["scale"].append(r.scale)
+        columns["offset"].append(r.offset)
+        columns["collection"].append(r.collection)
+        columns["properties"].append(r.properties)
+    return pa.table(
+        {name: pa.array(values, type=SCHEMA.field(name).type) for name, values in columns.items()},
+        schema=SCHEMA,
+    )
+
+
+def _timestamp_us(column: pa.ChunkedArray, fill: int) -> np.ndarray:
+    values = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
+    mask = column.is_null().to_numpy(zero_copy_only=False)
+    out = np.asarray(values, dtype="int64").copy() if len(values) else np.zeros(0, dtype="int64")
+    out[mask] = fill
+    return out
+
+
+class TileIndex:
+    """A tile index: where every scene asset is, in which CRS and grid, when, and what it covers.
+
+    Build one with :meth:`from_files`, :meth:`from_stac` or :meth:`from_footprints`, save it with
+    :meth:`write`, open it with :meth:`read`, and select rows with :meth:`query`. Indexes are immutable:
+    selections return new indexes that share the underlying data.
+    """
+
+    __slots__ = ("_geometry", "_lock", "_source", "_table", "_time_bounds", "_tree", "skipped")
+
+    def __init__(
+        self,
+        table: pa.Table,
+        geometry: np.ndarray,
+        *,
+        skipped: Sequence[Skipped] = (),
+        source: str | None = None,
+    ):
+        if len(table) != len(geometry):
+            raise InvalidInputError(f"index has {len(table)} rows but {len(geometry)} footprints")
+        self._table = table
+        self._geometry = geometry
+        self._tree: shapely.STRtree | None = None
+        self._time_bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+        self._source = source
+        self.skipped: tuple[Skipped, ...] = tuple(skipped)
+        """Inputs left out under ``on_error="skip"``, each with the reason."""
+
+    # ------------------------------------------------------------------------------------ building
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[SceneAsset], *, skipped: Sequence[Skipped] = (), source: str | None = None
+    ) -> TileIndex:
+        """An index of the given rows, in canonical (spatial) order."""
+        records = list(records)
+        seen: set[tuple[str, str]] = set()
+        for r in records:
+            key = (r.id, r.asset)
+            if key in seen:
+                raise InvalidInputError(
+                    f"duplicate index row: scene {r.id!r} asset {r.asset!r} appears twice"
+                )
+            seen.add(key)
+        table = _records_to_table(records)
+        geometry = (
+            np.array([r.footprint for r in records], dtype=object) if records else np.empty(0, dtype=object)
+        )
+        return cls(table, geometry, skipped=skipped, source=source)._sorted()
+
+    @classmethod
+    def from_files(
+        cls,
+        sources: PathType | Iterable[PathType],
+        *,
+        pattern: str | re.Pattern[str] | None = None,
+        datetime: Any = None,
+        progress: bool = True,
+        workers: int | None = None,
+        on_error: OnError = "raise",
+    ) -> TileIndex:
+        """Index raster files: paths, directories, globs or URLs, their metadata read in parallel.
+
+        Args:
+            sources: one or more paths, directories (searched recursively), globs or URLs.
+            pattern: regex searched in each path; named groups ``id``, ``asset``, ``datetime`` set the
+                scene id (default: the file stem), the asset name (default ``"data"``) and the time
+                (default: the TIFF ``DATETIME`` tag).
+            datetime: a fixed time for every file, or a callable from path to time.
+            progress: show a progress bar.
+            workers: threads reading metadata (default: a few per core, as the work is I/O bound).
+            on_error: ``"raise"`` stops at the first bad file; ``"skip"`` leaves bad files out, warns with
+                the list, and keeps it in :attr:`skipped`.
+        """
+        hrefs = expand_sources(sources)  # type: ignore[arg-type]
+        if not hrefs:
+            raise InvalidInputError("no sources given")
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        rows, skipped = map_sources(
+            lambda h: [asset_from_file(h, pattern=regex, datetime=datetime)],
+            hrefs,
+            labels=hrefs,
+            workers=workers,
+            progress=progress,
+            on_error=on_error,
+            desc="indexing files",
+        )
+        return cls._finish(rows, skipped, what="files")
+
+    @classmethod
+    def from_stac(
+        cls,
+        items: Any,
+        *,
+        assets: Sequence[str] | None = None,
+        progress: bool = False,
+        workers: int | None = None,
+        on_error: OnError = "raise",
+    ) -> TileIndex:
+        """Index STAC Items: one row per raster asset.
+
+        Args:
+            items: ``pystac.Item``s or dicts, an ItemCollection, a pystac-client search, or the path of
+                a JSON/NDJSON/stac-geoparquet file of Items.
+            assets: asset names to index (default: every raster asset except thumbnails/overviews).
+            progress: show a progress bar (useful when Items lack projection info and files are opened).
+            workers: threads for Items whose files must be opened.
+            on_error: as in :meth:`from_files`.
+        """
+        dicts, base = iter_items(items)
+        if not dicts:
+            raise InvalidInputError("no STAC Items given")
+        labels = [str(d.get("id", "?")) for d in dicts]
+        rows, skipped = map_sources(
+            lambda d: assets_from_item(d, assets=assets, base=base),
+            dicts,
+            labels=labels,
+            workers=workers,
+            progress=progress,
+            on_error=on_error,
+            desc="indexing items",
+        )
+        return cls._finish(rows, skipped, what="STAC Items")
+
+    @classmethod
+    def from_footprints(
+        cls,
+        footprints: Any,
+        *,
+        id_column: str = "id",
+        crs: str | Any = None,
+        datetime: Any = None,
+        asset: str = "footprint",
+    ) -> TileIndex:
+        """A planning-only index of footprints without files (e.g. the Sentinel-2 MGRS grid).
+
+        Args:
+            footprints: a GeoDataFrame (any CRS; reprojected to lon/lat) with an id column.
+            id_column: column holding each footprint's id.
+            crs: each row's native CRS: a fixed value, a column name, or a callable from id to CRS.
+            datetime: a fixed time, a column name, or None.
+            asset: asset name given to every row.
+        """
+        gdf = footprints
+        if gdf.crs is not None and gdf.crs.to_epsg() != 4326:
+            gdf = gdf.to_crs(4326)
+        if id_column not in gdf.columns:
+            raise InvalidInputError(f"footprints have no column {id_column!r}; columns: {list(gdf.columns)}")
+        records = []
+        for row in gdf.itertuples(index=False):
+            rid = str(getattr(row, id_column))
+            if callable(crs):
+                row_crs = crs(rid)
+            elif isinstance(crs, str) and crs in gdf.columns:
+                row_crs = getattr(row, crs)
+            else:
+                row_crs = crs if crs is not None else "EPSG:4326"
+            when = (
+                getattr(row, datetime) if isinstance(datetime, str) and datetime in gdf.columns else datetime
+            )
+            records.append(
+                SceneAsset(
+                    id=rid,
+                    asset=asset,
+                    href=None,
+                    crs=str(row_crs),
+                    transform=None,
+                    shape=None,
+                    footprint=normalize_lonlat(row.geometry),
+                    datetime=None if when is None else to_utc(when),
+                )
+            )
+        return cls.from_records(records)
+
+    @classmethod
+    def _finish(cls, rows: list[SceneAsset], skipped: list[tuple[str, str]], *, what: str) -> TileIndex:
+        skips = [Skipped(h, r) for h, r in skipped]
+        if skips:
+            listing = "\n".join(f"  - {s}" for s in skips)
+            warnings.warn(
+                f"skipped {len(skips)} of the {what} given (on_error='skip'):\n{listing}",
+                SkippedSourcesWarning,
+                stacklevel=3,
+            )
+        if not rows:
+            raise SourceError("(all inputs)", f"none of the {what} could be indexed; {len(skips)} skipped")
+        return cls.from_records(rows, skipped=skips)
+
+    # ------------------------------------------------------------------------------------- storage
+
+    def write(self, path: PathType, *, row_group_size: int = ROW_GROUP_SIZE) -> Path:
+        """Save as GeoParquet 1.1 with a ``bbox`` covering column, readable by geopandas and GDAL."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wkb = shapely.to_wkb(self._geometry, output_dimension=2) if len(self) else np.empty(0, dtype=object)
+        bounds = shapely.bounds(self._geometry) if len(self) else np.empty((0, 4))
+        bbox = pa.StructArray.from_arrays(
+            [pa.array(bounds[:, i], pa.float64()) for i in range(4)], fields=list(_BBOX)
+        )
+        table = self._table.append_column("geometry", pa.array(wkb, pa.binary())).append_column("bbox", bbox)
+        types = sorted({g.geom_type for g in self._geometry})
+        total = [float(v) for v in shapely.total_bounds(self._geometry)] if len(self) else []
+        geo = {
+            "version": "1.1.0",
+            "primary_column": "geometry",
+            "columns": {
+                "geometry": {
+                    "encoding": "WKB",
+                    "geometry_types": types,
+                    "crs": pyproj_crs84(),
+                    "edges": "planar",
+                    "bbox": total,
+                    "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
+                }
+            },
+        }
+        meta = dict(table.schema.metadata or {})
+        meta[b"geo"] = json.dumps(geo).encode()
+        meta[_META_KEY] = json.dumps(
+            {"format_version": _FORMAT_VERSION, "skipped": [[s.href, s.reason] for s in self.skipped]}
+        ).encode()
+        table = table.replace_schema_metadata(meta)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd", write_statistics=True)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(
+        cls,
+        path: PathType,
+        *,
+        bbox: BBox | Sequence[float] | None = None,
+        time: TimeLike = None,
+        bbox_crs: Any = "EPSG:4326",
+    ) -> TileIndex:
+        """Open a saved index (GeoParquet written by :meth:`write`).
+
+        With ``bbox`` and/or ``time``, only the row groups whose statistics can match are read (bbox
+        covering and datetime pushdown), so a small query on a large index stays fast. The result then
+        holds those candidate rows; call :meth:`query` for the exact selection.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise IndexFormatError(f"{path}: index file does not exist")
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IndexFormatError(f"{path}: not a Parquet file ({exc})") from exc
+        missing = [n for n in [*SCHEMA.names, "geometry"] if n not in schema.names]
+        if missing or b"geo" not in (schema.metadata or {}):
+            raise IndexFormatError(
+                f"{path}: not a mosaic tile index (missing {missing or 'GeoParquet metadata'})"
+            )
+        meta = json.loads((schema.metadata or {}).get(_META_KEY, b"{}"))
+        dataset = pads.dataset(path, format="parquet")
+        filt = _pushdown(bbox, time, bbox_crs)
+        table = dataset.to_table(columns=[*SCHEMA.names, "geometry"], filter=filt)
+        geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+        table = table.drop_columns(["geometry"]).cast(SCHEMA)
+        skipped = [Skipped(h, r) for h, r in meta.get("skipped", [])]
+        return cls(
+            table.combine_chunks(), np.asarray(geometry, dtype=object), skipped=skipped, source=str(path)
+        )
+
+    # --------------------------------------------------------------------------------------- query
+
+    def query(
+        self,
+        bbox: BBox | Sequence[float] | None = None,
+        time: TimeLike = None,
+        *,
+        bbox_crs: Any = "EPSG:4326",
+    ) -> TileIndex:
+        """Rows whose footprint (not just its bounding box) intersects ``bbox`` and whose time overlaps.
+
+        Args:
+            bbox: (minx, miny, maxx, maxy) in ``bbox_crs``; in lon/lat, minx > maxx crosses the
+                antimeridian. None selects everywhere.
+            time: a date, partial date (``"2024-06"``), ``"start/end"`` or ``(start, end)``.
+            bbox_crs: CRS of ``bbox``; a box in a polar projection becomes a polar cap.
+        """
+        area = None if bbox is None else bbox_to_lonlat(bbox, bbox_crs)
+        return self.query_geometry(area, time)
+
+    def query_geometry(self, area: BaseGeometry | None, time: TimeLike = None) -> TileIndex:
+        """Rows whose footprint intersects ``area`` (lon/lat, split at the antimeridian) and ``time``."""
+        if area is None:
+            rows = np.arange(len(self))
+        else:
+            rows = np.unique(self._strtree().query(area, predicate="intersects"))
+        start, end = parse_time(time)
+        if start is not None or end is not None:
+            t0, t1 = self._times()
+            keep = np.ones(len(rows), dtype=bool)
+            if end is not None:
+                keep &= t0[rows] < end.value // 1000
+            if start is not None:
+                keep &= t1[rows] >= start.value // 1000
+            rows = rows[keep]
+        return self.take(rows)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> TileIndex:
+        """The rows at the given positions, as a new index."""
+        idx = np.asarray(rows, dtype=np.int64)
+        return TileIndex(
+            self._table.take(pa.array(idx)), self._geometry[idx], skipped=self.skipped, source=self._source
+        )
+
+    def _strtree(self) -> shapely.STRtree:
+        with self._lock:
+            if self._tree is None:
+                self._tree = shapely.STRtree(self._geometry)
+            return self._tree
+
+    def _times(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the [first, last] instant covered, as UTC microseconds (unknown times match all)."""
+        with self._lock:
+            if self._time_bounds is None:
+                lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+                when = self._table.column("datetime")
+                start = pc.coalesce(self._table.column("start_datetime"), when)
+                end = pc.coalesce(self._table.column("end_datetime"), when)
+                self._time_bounds = (_timestamp_us(start, lo), _timestamp_us(end, hi))
+            return self._time_bounds
+
+    def _sorted(self) -> TileIndex:
+        """Canonical row order: Hilbert index of footprint centres, then time, scene and asset."""
+        if len(self) == 0:
+            return self
+        bounds = shapely.bounds(self._geometry)
+        cx = (bounds[:, 0] + bounds[:, 2]) / 2
+        cy = (bounds[:, 1] + bounds[:, 3]) / 2
+        h = _hilbert(cx, cy)
+        when, _ = self._times()
+        ids = self._table.column("id").to_numpy(zero_copy_only=False)
+        assets = self._table.column("asset").to_numpy(zero_copy_only=False)
+        order = np.lexsort((assets, ids, when, h))
+        if np.array_equal(order, np.arange(len(order))):
+            return self
+        return self.take(order)
+
+    # -------------------------------------------------------------------------------------- access
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __iter__(self) -> Iterator[SceneAsset]:
+        return iter(self.records())
+
+    def __repr__(self) -> str:
+        if len(self) == 0:
+            return "<TileIndex: empty>"
+        crs = self.crs_counts()
+        t0, t1 = self.time_range
+        where = f" from {self._source}" if self._source else ""
+        return (
+            f"<TileIndex{where}: {len(self)} assets of {len(self._table.column('id').unique())} scenes, "
+            f"{len(crs)} CRS, {t0:%Y-%m-%d} .. {t1:%Y-%m-%d}>"
+            if t0 is not None and t1 is not None
+            else f"<TileIndex{where}: {len(self)} assets, {len(crs)} CRS>"
+        )
+
+    @property
+    def source(self) -> str | None:
+        """The file this index was read from, if any."""
+        return self._source
+
+    @property
+    def table(self) -> pa.Table:
+        """The rows as an Arrow table (without geometry)."""
+        return self._table
+
+    @property
+    def footprints(self) -> np.ndarray:
+        """Footprints in lon/lat, one shapely geometry per row."""
+        return self._geometry
+
+    @property
+    def time_range(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """Earliest and latest acquisition time in the index."""
+        when = self._table.column("datetime")
+        lo, hi = pc.min(when).as_py(), pc.max(when).as_py()
+        return (None if lo is None else pd.Timestamp(lo), None if hi is None else pd.Timestamp(hi))
+
+    def crs_counts(self) -> dict[str, int]:
+        """How many rows each CRS has."""
+        return dict(Counter(self._table.column("crs").to_pylist()).most_common())
+
+    def records(self) -> list[SceneAsset]:
+        """The rows as :class:`SceneAsset` records."""
+        rows = self._table.to_pylist()
+        out = []
+        for row, geom in zip(rows, self._geometry, strict=True):
+            out.append(
+                SceneAsset(
+                    id=row["id"],
+                    asset=row["asset"],
+                    href=row["href"],
+                    crs=row["crs"],
+                    transform=None if row["transform"] is None else tuple(row["transform"]),
+                    shape=None if row["shape"] is None else tuple(row["shape"]),
+                    footprint=geom,
+                    datetime=_pd(row["datetime"]),
+                    start_datetime=_pd(row["start_datetime"]),
+                    end_datetime=_pd(row["end_datetime"]),
+                    band_count=row["band_count"],
+                    dtype=row["dtype"],
+                    nodata=row["nodata"],
+                    overviews=tuple(row["overviews"] or ()),
+                    band_names=tuple(row["band_names"] or ()),
+                    scale=row["scale"],
+                    offset=row["offset"],
+                    collection=row["collection"],
+                    properties=row["properties"],
+                )
+            )
+        return out
+
+    def to_geodataframe(self) -> Any:
+        """The rows as a ``geopandas.GeoDataFrame`` in EPSG:4326 (Arrow-backed columns keep nulls)."""
+        import geopandas as gpd
+
+        frame = self._table.to_pandas(types_mapper=pd.ArrowDtype)
+        return gpd.GeoDataFrame(frame, geometry=list(self._geometry), crs="EPSG:4326")
+
+    def equals(self, other: TileIndex) -> bool:
+        """Whether two indexes hold the same rows in the same order, footprints included."""
+        if not isinstance(other, TileIndex) or len(self) != len(other):
+            return False
+        if not self._table.equals(other._table):
+            return False
+        return bool(np.all(shapely.equals_exact(self._geometry, other._geometry, tolerance=0.0)))
+
+
+def _pd(value: Any) -> pd.Timestamp | None:
+    return None if value is None else pd.Timestamp(value)
+
+
+def pyproj_crs84() -> dict[str, Any]:
+    """PROJJSON of OGC:CRS84 (lon/lat on WGS 84), the CRS of every footprint."""
+    from pyproj import CRS
+
+    return json.loads(CRS.from_user_input("OGC:CRS84").to_json())
+
+
+def _hilbert(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Hilbert curve index of lon/lat points on a 2^16 grid (vectorised; Skilling's algorithm)."""
+    n = 1 << _HILBERT_LEVEL
+    xi = np.clip(((x + 180.0) / 360.0 * (n - 1)).astype(np.int64), 0, n - 1)
+    yi = np.clip(((y + 90.0) / 180.0 * (n - 1)).astype(np.int64), 0, n - 1)
+    d = np.zeros_like(xi)
+    s = n // 2
+    while s > 0:
+        rx = (xi & s) > 0
+        ry = (yi & s) > 0
+        d += s * s * ((3 * rx) ^ ry)
+        flip = ~ry
+        swap_x = np.where(flip & rx, s - 1 - xi, xi)
+        swap_y = np.where(flip & rx, s - 1 - yi, yi)
+        xi, yi = np.where(flip, swap_y, swap_x), np.where(flip, swap_x, swap_y)
+        s //= 2
+    return d
+
+
+def _pushdown(bbox: Any, time: TimeLike, bbox_crs: Any) -> pc.Expression | None:
+    """A Parquet filter on the bbox covering and datetime columns (row-group pruning)."""
+    filt: pc.Expression | None = None
+    if bbox is not None:
+        area = bbox_to_lonlat(bbox, bbox_crs)
+        parts = getattr(area, "geoms", [area])
+        spatial = None
+        for part in parts:
+            xmin, ymin, xmax, ymax = part.bounds
+            cond = (
+                (pc.field("bbox", "xmin") <= xmax)
+                & (pc.field("bbox", "xmax") >= xmin)
+                & (pc.field("bbox", "ymin") <= ymax)
+                & (pc.field("bbox", "ymax") >= ymin)
+            )
+            spatial = cond if spatial is None else spatial | cond
+        filt = spatial
+    start, end = parse_time(time)
+    if start is not None or end is not None:
+        # A superset of the exact test in TileIndex.query: rows with an interval, or no time, are kept.
+        when = pc.field("datetime")
+        in_range = pc.scalar(True)
+        if start is not None:
+            in_range = in_range & (when >= pa.scalar(start.to_pydatetime(), _TS))
+        if end is not None:
+            in_range = in_range & (when < pa.scalar(end.to_pydatetime(), _TS))
+        cond = (
+            in_range
+            | when.is_null()
+            | pc.field("start_datetime").is_valid()
+            | pc.field("end_datetime").is_valid()
+        )
+        filt = cond if filt is None else filt & cond
+    return filt

@@ -1,0 +1,109 @@
+"""Immutable records that flow between mosaic's steps.
+
+:class:`SceneAsset` is one row of the tile index: one band file of one scene, with everything the
+planner needs to decide whether and how to read it, without opening the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from affine import Affine
+from pyproj import CRS
+from shapely.geometry.base import BaseGeometry
+
+from mosaic.geom import grid_outline
+
+__all__ = ["SceneAsset", "Skipped", "crs_to_string"]
+
+
+def crs_to_string(crs: object) -> str:
+    """The CRS as ``"AUTHORITY:CODE"`` when it is exactly one, else as WKT2 (2019).
+
+    Only an exact match (confidence 100) counts, so a custom CRS that merely resembles an EPSG one
+    keeps its own definition.
+    """
+    parsed = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
+    authority = parsed.to_authority(min_confidence=100)
+    if authority is not None:
+        return f"{authority[0]}:{authority[1]}"
+    return parsed.to_wkt("WKT2_2019")
+
+
+@dataclass(frozen=True, slots=True)
+class SceneAsset:
+    """One band file (asset) of one scene: a tile index row.
+
+    Attributes:
+        id: the scene id (STAC Item id, or derived from the file name).
+        asset: the asset (band file) name within the scene.
+        href: where the pixels are (path, URL or GDAL ``/vsi`` path); None for a planning-only footprint.
+        crs: ``"EPSG:32633"`` where an authority code exists, else WKT2.
+        transform: the native affine transform as its six coefficients (a, b, c, d, e, f).
+        shape: (height, width) in pixels.
+        footprint: where the data are, in lon/lat, split at the antimeridian.
+        datetime: acquisition time (UTC), or None.
+        start_datetime: start of the acquisition interval where one is given.
+        end_datetime: end of the acquisition interval where one is given.
+        band_count: number of bands in the file.
+        dtype: numpy dtype name of the pixels, None where not known without opening the file.
+        nodata: nodata value (may be NaN), None where the file has none.
+        overviews: overview decimation factors (e.g. (2, 4, 8)); empty where none or unknown.
+        band_names: names of the bands, where known.
+        scale: multiplier from stored to physical values, where given.
+        offset: offset from stored to physical values, where given.
+        collection: the STAC collection id, where known.
+        properties: the Item's properties as JSON text (for grouping by a property), where known.
+    """
+
+    id: str
+    asset: str
+    href: str | None
+    crs: str
+    transform: tuple[float, float, float, float, float, float] | None
+    shape: tuple[int, int] | None
+    footprint: BaseGeometry = field(compare=False)
+    datetime: pd.Timestamp | None = None
+    start_datetime: pd.Timestamp | None = None
+    end_datetime: pd.Timestamp | None = None
+    band_count: int = 1
+    dtype: str | None = None
+    nodata: float | None = None
+    overviews: tuple[int, ...] = ()
+    band_names: tuple[str, ...] = ()
+    scale: float | None = None
+    offset: float | None = None
+    collection: str | None = None
+    properties: str | None = None
+
+    @property
+    def affine(self) -> Affine | None:
+        """The native transform as an :class:`affine.Affine`."""
+        return None if self.transform is None else Affine(*self.transform)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        """Native bounds (minx, miny, maxx, maxy) of the pixel grid."""
+        if self.transform is None or self.shape is None:
+            return None
+        return tuple(grid_outline(self.transform, self.shape).bounds)  # type: ignore[return-value]
+
+    @property
+    def resolution(self) -> tuple[float, float] | None:
+        """Pixel size (x, y) in native CRS units, both positive."""
+        if self.transform is None:
+            return None
+        a, b, _, d, e, _ = self.transform
+        return (float((a * a + d * d) ** 0.5), float((b * b + e * e) ** 0.5))
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An input left out under ``on_error="skip"``, and why."""
+
+    href: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.href}: {self.reason}"

@@ -1,0 +1,471 @@
+"""Sources: turn raster files and STAC Items into tile index rows (:class:`~mosaic.records.SceneAsset`).
+
+This is the first step of the flow. Files are opened with rasterio (metadata and, for files with
+nodata, a coarse read of the validity mask to trace the data footprint); STAC Items are read without
+opening any file unless an Item lacks the projection information the index needs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.errors import RasterioIOError
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from mosaic.errors import InvalidInputError, SourceError
+from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
+from mosaic.records import SceneAsset, crs_to_string
+from mosaic.times import to_utc
+
+__all__ = [
+    "RASTER_SUFFIXES",
+    "asset_from_file",
+    "assets_from_item",
+    "expand_sources",
+    "iter_items",
+    "map_sources",
+]
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
+FOOTPRINT_MAX_PIXELS = 1024
+"""Largest side, in pixels, of the validity mask traced for a file's data footprint."""
+
+_REMOTE = re.compile(r"^(https?|s3|gs|az|abfs)://|^/vsi", re.IGNORECASE)
+_TIFF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2}) (\d{2}):(\d{2}):(\d{2})$")
+_DROP_ROLES = {"thumbnail", "overview", "metadata", "tiles"}
+
+
+def is_remote(href: str) -> bool:
+    """Whether ``href`` is a URL or GDAL virtual path rather than a local file."""
+    return bool(_REMOTE.match(href))
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def expand_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Expand paths, directories (searched recursively for rasters) and globs into a list of hrefs.
+
+    URLs and GDAL ``/vsi`` paths pass through unchanged. A glob or directory that matches nothing is an
+    error: nothing is silently dropped.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out: list[str] = []
+    for src in sources:
+        text = os.fspath(src)
+        if is_remote(text):
+            out.append(text)
+        elif any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise SourceError(text, "no file matches this pattern")
+            out.extend(os.path.abspath(m) for m in matches)
+        elif os.path.isdir(text):
+            found = sorted(
+                str(p.resolve()) for p in Path(text).rglob("*") if p.suffix.lower() in RASTER_SUFFIXES
+            )
+            if not found:
+                raise SourceError(text, f"directory holds no raster files ({', '.join(RASTER_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(os.path.abspath(text))
+    return out
+
+
+def _tiff_datetime(tags: Mapping[str, str]) -> pd.Timestamp | None:
+    for key in ("ACQUISITIONDATETIME", "DATETIME", "TIFFTAG_DATETIME"):
+        value = tags.get(key)
+        if not value:
+            continue
+        match = _TIFF_DATETIME.match(value.strip())
+        text = "{}-{}-{}T{}:{}:{}".format(*match.groups()) if match else value
+        try:
+            return to_utc(text)
+        except InvalidInputError:
+            continue
+    return None
+
+
+def data_footprint(src: rasterio.io.DatasetReader) -> BaseGeometry:
+    """The area of valid pixels of an open dataset, in its native CRS.
+
+    Files without nodata, mask or alpha are valid everywhere: their footprint is the pixel grid's
+    outline. Otherwise the validity mask is read at a coarse overview (at most
+    ``FOOTPRINT_MAX_PIXELS`` a side) and traced, so the footprint is accurate to one pixel of that read
+    (one native pixel for scenes up to that size).
+    """
+    outline = grid_outline(src.transform, (src.height, src.width))
+    flags = src.mask_flag_enums
+    has_mask = any(
+        any(
+            f
+            in (
+                rasterio.enums.MaskFlags.nodata,
+                rasterio.enums.MaskFlags.per_dataset,
+                rasterio.enums.MaskFlags.alpha,
+            )
+            for f in band
+        )
+        for band in flags
+    )
+    if not has_mask:
+        return outline
+    factor = max(1, math.ceil(max(src.width, src.height) / FOOTPRINT_MAX_PIXELS))
+    out_h, out_w = math.ceil(src.height / factor), math.ceil(src.width / factor)
+    mask = src.dataset_mask(out_shape=(out_h, out_w))
+    valid = mask > 0
+    if valid.all():
+        return outline
+    if not valid.any():
+        raise SourceError(src.name, "has no valid pixels (everything is nodata)")
+    transform = src.transform * Affine.scale(src.width / out_w, src.height / out_h)
+    polygons = [
+        shape(geom)
+        for geom, _ in rasterio.features.shapes(valid.astype(np.uint8), mask=valid, transform=transform)
+    ]
+    merged = shapely.union_all(polygons)
+    pixel = max(abs(transform.a), abs(transform.e))
+    return merged.simplify(pixel * 0.5, preserve_topology=True)
+
+
+def asset_from_file(
+    href: str,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    datetime: Callable[[str], Any] | Any = None,
+) -> SceneAsset:
+    """Read one raster file's metadata into a :class:`SceneAsset`.
+
+    Args:
+        href: local path, URL or GDAL ``/vsi`` path.
+        pattern: a regex searched in ``href`` whose named groups ``id``, ``asset`` and ``datetime`` name
+            the scene, the asset and the time (defaults: the file stem, ``"data"``, the TIFF tags).
+        datetime: a fixed acquisition time, or a callable from href to one, overriding the above.
+
+    Raises:
+        SourceError: naming ``href``: missing, not a raster, no CRS, no geotransform, or no valid pixels.
+    """
+    if not is_remote(href) and not os.path.exists(href):
+        raise SourceError(href, "file does not exist")
+    try:
+        with rasterio.open(href) as src:
+            return _describe(src, href, pattern=pattern, datetime=datetime)
+    except SourceError:
+        raise
+    except RasterioIOError as exc:
+        message = str(exc)
+        if "not recognized as being in a supported file format" in message or "not recognised" in message:
+            raise SourceError(href, "not a raster GDAL can read") from exc
+        raise SourceError(href, f"cannot be opened: {message}") from exc
+
+
+def _describe(
+    src: rasterio.io.DatasetReader, href: str, *, pattern: re.Pattern[str] | None, datetime: Any
+) -> SceneAsset:
+    if src.crs is None:
+        if src.gcps[0]:
+            raise SourceError(
+                href, "is georeferenced by GCPs only, with no geotransform; warp it to a grid first"
+            )
+        raise SourceError(
+            href, "has no CRS; assign one (e.g. `gdal_edit.py -a_srs EPSG:XXXX`) before indexing"
+        )
+    if src.transform.is_identity and not src.tags(ns="IMAGE_STRUCTURE").get("GEOTRANSFORM"):
+        raise SourceError(href, "has no geotransform (pixel grid is not georeferenced)")
+    groups: dict[str, str] = {}
+    if pattern is not None:
+        match = pattern.search(href)
+        if match is None:
+            raise SourceError(href, f"does not match the pattern {pattern.pattern!r}")
+        groups = {k: v for k, v in match.groupdict().items() if v is not None}
+    when = None
+    if callable(datetime):
+        when = to_utc(datetime(href))
+    elif datetime is not None:
+        when = to_utc(datetime)
+    elif "datetime" in groups:
+        when = to_utc(groups["datetime"])
+    else:
+        when = _tiff_datetime(src.tags())
+    crs = crs_to_string(src.crs)
+    native = data_footprint(src)
+    try:
+        footprint = to_lonlat(native, src.crs.to_wkt())
+    except InvalidInputError as exc:
+        raise SourceError(href, str(exc)) from exc
+    names = tuple(d or f"b{i + 1}" for i, d in enumerate(src.descriptions))
+    scales = {s for s in src.scales if s is not None}
+    offsets = {o for o in src.offsets if o is not None}
+    return SceneAsset(
+        id=groups.get("id", Path(href).stem),
+        asset=groups.get("asset", "data"),
+        href=href,
+        crs=crs,
+        transform=tuple(float(v) for v in tuple(src.transform)[:6]),  # type: ignore[arg-type]
+        shape=(int(src.height), int(src.width)),
+        footprint=footprint,
+        datetime=when,
+        band_count=int(src.count),
+        dtype=str(src.dtypes[0]),
+        nodata=None if src.nodata is None else float(src.nodata),
+        overviews=tuple(int(f) for f in src.overviews(1)),
+        band_names=names if any(src.descriptions) else (),
+        scale=float(scales.pop()) if len(scales) == 1 and 1.0 not in scales else None,
+        offset=float(offsets.pop()) if len(offsets) == 1 and 0.0 not in offsets else None,
+    )
+
+
+def map_sources(
+    func: Callable[[Any], list[SceneAsset]],
+    inputs: Sequence[Any],
+    *,
+    labels: Sequence[str],
+    workers: int | None,
+    progress: bool,
+    on_error: str,
+    desc: str,
+) -> tuple[list[SceneAsset], list[tuple[str, str]]]:
+    """Apply ``func`` to every input in a thread pool, with a progress bar.
+
+    Under ``on_error="raise"`` the first failure (in input order) is raised; under ``"skip"`` failures
+    are returned as ``(label, reason)`` pairs beside the rows that succeeded.
+    """
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    from tqdm.auto import tqdm
+
+    workers = workers or min(16, (os.cpu_count() or 2) * 4)
+    rows: list[SceneAsset] = []
+    skipped: list[tuple[str, str]] = []
+
+    def guarded(item: Any) -> list[SceneAsset] | SourceError:
+        try:
+            return func(item)
+        except SourceError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results: Iterator[list[SceneAsset] | SourceError] = pool.map(guarded, inputs)
+        for label, result in tqdm(
+            zip(labels, results, strict=True), total=len(inputs), disable=not progress, desc=desc, unit="file"
+        ):
+            if isinstance(result, SourceError):
+                if on_error == "raise":
+                    pool.shutdown(cancel_futures=True)
+                    raise result
+                skipped.append((label, result.reason))
+            else:
+                rows.extend(result)
+    return rows, skipped
+
+
+# ---------------------------------------------------------------------------------------------- STAC
+
+
+def iter_items(items: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """Normalise the many forms STAC Items come in to a list of Item dicts.
+
+    Accepts a ``pystac.Item``, a dict, an ItemCollection or FeatureCollection, a pystac-client
+    ``ItemSearch``, an iterable of any of these, or a path to a JSON, NDJSON or stac-geoparquet file.
+    Returns the dicts and, for files, the directory that relative hrefs are resolved against.
+    """
+    base: str | None = None
+    if isinstance(items, (str, os.PathLike)):
+        path = Path(items)
+        if not path.exists():
+            raise SourceError(str(path), "file does not exist")
+        base = str(path.resolve().parent)
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            return _items_from_geoparquet(path), base
+        text = path.read_text()
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError:
+            try:
+                data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise SourceError(str(path), f"is neither JSON nor NDJSON STAC ({exc})") from exc
+        items = data
+    if hasattr(items, "items") and callable(items.items) and not isinstance(items, Mapping):
+        items = items.items()  # pystac-client ItemSearch
+    if isinstance(items, Mapping):
+        if items.get("type") == "FeatureCollection":
+            items = items.get("features", [])
+        else:
+            items = [items]
+    if hasattr(items, "to_dict") and not isinstance(items, Mapping):
+        items = [items]
+    out = []
+    for item in items:
+        d = item.to_dict(transform_hrefs=False) if hasattr(item, "to_dict") else item
+        if not isinstance(d, Mapping) or d.get("type") != "Feature":
+            raise SourceError(repr(item)[:80], "is not a STAC Item (expected a Feature)")
+        if hasattr(item, "get_self_href") and item.get_self_href():
+            d = dict(d)
+            d["_base"] = str(Path(item.get_self_href()).parent)
+        out.append(d)
+    return out, base
+
+
+def _items_from_geoparquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+    from stac_geoparquet.arrow import stac_table_to_items
+
+    try:
+        table = pq.read_table(path)
+        return list(stac_table_to_items(table))
+    except Exception as exc:
+        raise SourceError(str(path), f"is not a stac-geoparquet file ({type(exc).__name__}: {exc})") from exc
+
+
+def _is_raster_asset(asset: Mapping[str, Any]) -> bool:
+    roles = set(asset.get("roles") or ())
+    if roles & _DROP_ROLES and "data" not in roles:
+        return False
+    media = (asset.get("type") or "").lower()
+    if media:
+        return "tiff" in media or "jp2" in media or "x-vrt" in media
+    return str(asset.get("href", "")).lower().endswith(RASTER_SUFFIXES)
+
+
+def _proj(asset: Mapping[str, Any], props: Mapping[str, Any], key: str) -> Any:
+    return asset.get(key, props.get(key))
+
+
+def _crs_from(asset: Mapping[str, Any], props: Mapping[str, Any]) -> str | None:
+    for key in ("proj:code", "proj:epsg", "proj:wkt2", "proj:projjson"):
+        value = _proj(asset, props, key)
+        if value is None:
+            continue
+        if key == "proj:epsg":
+            return f"EPSG:{int(value)}"
+        return crs_to_string(value)
+    return None
+
+
+def _band_info(asset: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    for key in ("raster:bands", "bands"):
+        value = asset.get(key)
+        if value:
+            return list(value)
+    return []
+
+
+def _resolve_href(href: str, base: str | None) -> str:
+    if is_remote(href) or os.path.isabs(href) or base is None:
+        return href
+    return os.path.normpath(os.path.join(base, href))
+
+
+def assets_from_item(
+    item: Mapping[str, Any], *, assets: Sequence[str] | None = None, base: str | None = None
+) -> list[SceneAsset]:
+    """The index rows of one STAC Item (a dict), one per selected raster asset.
+
+    Projection information comes from the projection extension (v1 ``proj:epsg`` or v2 ``proj:code``,
+    ``proj:wkt2``, ``proj:projjson``; ``proj:transform`` and ``proj:shape`` per asset or per Item). An
+    asset without it is opened to find out; if that fails too, the Item is rejected with a clear error.
+    """
+    item_id = str(item.get("id", "?"))
+    props = item.get("properties") or {}
+    all_assets = item.get("assets") or {}
+    if assets is not None:
+        missing = [a for a in assets if a not in all_assets]
+        if missing:
+            raise SourceError(
+                item_id, f"has no asset(s) {missing}; it has {sorted(all_assets)}", scene_id=item_id
+            )
+        chosen = {a: all_assets[a] for a in assets}
+    else:
+        chosen = {k: v for k, v in all_assets.items() if _is_raster_asset(v)}
+        if not chosen:
+            raise SourceError(
+                item_id, f"has no raster assets (assets: {sorted(all_assets)})", scene_id=item_id
+            )
+    base = item.get("_base", base)
+    when = props.get("datetime")
+    start, end = props.get("start_datetime"), props.get("end_datetime")
+    if when is None and start is None:
+        raise SourceError(item_id, "has neither datetime nor start_datetime", scene_id=item_id)
+    geometry = item.get("geometry")
+    footprint = normalize_lonlat(shape(geometry)) if geometry else None
+    public_props = json.dumps(props, sort_keys=True, default=str)
+    rows = []
+    for name, asset in chosen.items():
+        href = _resolve_href(str(asset.get("href", "")), base)
+        crs = _crs_from(asset, props)
+        transform = _proj(asset, props, "proj:transform")
+        shape_ = _proj(asset, props, "proj:shape")
+        bands = _band_info(asset)
+        opened: SceneAsset | None = None
+        if crs is None or transform is None or shape_ is None:
+            try:
+                opened = asset_from_file(href)
+            except SourceError as exc:
+                missing = [
+                    k
+                    for k, v in (("proj:code", crs), ("proj:transform", transform), ("proj:shape", shape_))
+                    if v is None
+                ]
+                raise SourceError(
+                    href,
+                    f"asset {name!r} has no {', '.join(missing)} and opening the file failed: {exc.reason}",
+                    scene_id=item_id,
+                ) from exc
+        if opened is not None:
+            crs, transform, shape_ = opened.crs, opened.transform, opened.shape
+        aff = tuple(float(v) for v in transform[:6])  # type: ignore[index]
+        shp = (int(shape_[0]), int(shape_[1]))  # type: ignore[index]
+        fp = footprint if footprint is not None else to_lonlat(grid_outline(aff, shp), crs)
+        first = bands[0] if bands else {}
+        nodata = first.get("nodata", asset.get("nodata"))
+        dtype = first.get("data_type", asset.get("data_type"))
+        names = tuple(str(b.get("name")) for b in (asset.get("eo:bands") or bands) if b.get("name"))
+        rows.append(
+            SceneAsset(
+                id=item_id,
+                asset=name,
+                href=href,
+                crs=crs,
+                transform=aff,  # type: ignore[arg-type]
+                shape=shp,
+                footprint=fp,
+                datetime=None if when is None else to_utc(when),
+                start_datetime=None if start is None else to_utc(start),
+                end_datetime=None if end is None else to_utc(end),
+                band_count=len(bands)
+                or len(asset.get("eo:bands") or ())
+                or (opened.band_count if opened else 1),
+                dtype=str(dtype) if dtype is not None else (opened.dtype if opened else None),
+                nodata=_nodata(nodata) if nodata is not None else (opened.nodata if opened else None),
+                overviews=opened.overviews if opened else (),
+                band_names=names,
+                scale=first.get("scale"),
+                offset=first.get("offset"),
+                collection=item.get("collection"),
+                properties=public_props,
+            )
+        )
+    return rows
+
+
+def _nodata(value: Any) -> float:
+    if isinstance(value, str):
+        return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(value.lower(), float(value))
+    return float(value)

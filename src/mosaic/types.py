@@ -1,0 +1,28 @@
+"""Type aliases and literals shared across mosaic's public API."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from os import PathLike
+from typing import Literal, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BBox", "OnError", "PathType", "TimeLike", "TimeRange"]
+
+BBox: TypeAlias = tuple[float, float, float, float]
+"""(minx, miny, maxx, maxy); in lon/lat, minx > maxx means the box crosses the antimeridian."""
+
+PathType: TypeAlias = str | PathLike[str]
+
+OnError: TypeAlias = Literal["raise", "skip"]
+"""What to do when one input fails: raise at once, or skip it with a warning that lists it."""
+
+_Instant: TypeAlias = str | _dt.date | _dt.datetime | pd.Timestamp | np.datetime64
+TimeLike: TypeAlias = _Instant | tuple[_Instant | None, _Instant | None] | Sequence[_Instant | None] | None
+"""A date or partial date ("2024-06" is the whole month), a "start/end" string, or a (start, end) pair."""
+
+TimeRange: TypeAlias = tuple[pd.Timestamp | None, pd.Timestamp | None]
+"""Half-open UTC interval [start, end); None is unbounded."""

@@ -108,12 +108,21 @@ def _fix_ring(lonlat: np.ndarray, *, north: bool = False, south: bool = False) -
     crosses = bool(np.any(np.abs(np.diff(lonlat[:, 0])) > 180.0))
     if not (crosses or north or south):
         return shapely.make_valid(shapely.geometry.polygon.orient(poly, 1.0))
-    if not shapely.is_ccw(poly.exterior):
-        poly = Polygon(lonlat[::-1])
+    if not (north or south) and not shapely.is_ccw(Polygon(_unwrap(lonlat)).exterior):
+        poly = Polygon(lonlat[::-1])  # winding is only meaningful on continuous longitudes
     fixed = antimeridian.fix_polygon(
         poly, force_north_pole=north, force_south_pole=south, fix_winding=False, great_circle=False
     )
     return shapely.make_valid(fixed)
+
+
+def _unwrap(lonlat: np.ndarray) -> np.ndarray:
+    """The ring with longitudes made continuous (no jump over 180 degrees between vertices)."""
+    step = np.diff(lonlat[:, 0])
+    step = (step + 180.0) % 360.0 - 180.0
+    out = lonlat.copy()
+    out[1:, 0] = lonlat[0, 0] + np.cumsum(step)
+    return out
 
 
 def _polygons(geom: BaseGeometry) -> list[Polygon]:

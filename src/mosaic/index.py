@@ -106,11 +106,9 @@ def _records_to_table(records: Sequence[SceneAsset]) -> pa.Table:
 
 
 def _timestamp_us(column: pa.ChunkedArray, fill: int) -> np.ndarray:
-    values = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
-    mask = column.is_null().to_numpy(zero_copy_only=False)
-    out = np.asarray(values, dtype="int64").copy() if len(values) else np.zeros(0, dtype="int64")
-    out[mask] = fill
-    return out
+    """Microseconds since the epoch, nulls replaced by ``fill``."""
+    values = pc.fill_null(pc.cast(column, pa.int64()), fill)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 class TileIndex:
@@ -544,8 +542,17 @@ class TileIndex:
         """Whether two indexes hold the same rows in the same order, footprints included."""
         if not isinstance(other, TileIndex) or len(self) != len(other):
             return False
-        if not self._table.equals(other._table):
+        if self._table.schema != other._table.schema:
             return False
+        for name in self._table.column_names:
+            mine, theirs = self._table.column(name), other._table.column(name)
+            if pa.types.is_floating(mine.type):  # NaN nodata must equal NaN
+                same_nulls = mine.is_null().equals(theirs.is_null())
+                values = (c.to_numpy(zero_copy_only=False) for c in (mine.fill_null(0), theirs.fill_null(0)))
+                if not (same_nulls and np.array_equal(*values, equal_nan=True)):
+                    return False
+            elif not mine.equals(theirs):
+                return False
         return bool(np.all(shapely.equals_exact(self._geometry, other._geometry, tolerance=0.0)))
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +20,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pystac
 import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
@@ -134,7 +136,7 @@ def data_footprint(src: rasterio.io.DatasetReader) -> BaseGeometry:
         return outline
     if not valid.any():
         raise SourceError(src.name, "has no valid pixels (everything is nodata)")
-    transform = src.transform * Affine.scale(src.width / out_w, src.height / out_h)
+    transform = src.transform @ Affine.scale(src.width / out_w, src.height / out_h)
     polygons = [
         shape(geom)
         for geom, _ in rasterio.features.shapes(valid.astype(np.uint8), mask=valid, transform=transform)
@@ -164,8 +166,10 @@ def asset_from_file(
     if not is_remote(href) and not os.path.exists(href):
         raise SourceError(href, "file does not exist")
     try:
-        with rasterio.open(href) as src:
-            return _describe(src, href, pattern=pattern, datetime=datetime)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported as a SourceError below
+            with rasterio.open(href) as src:
+                return _describe(src, href, pattern=pattern, datetime=datetime)
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -178,16 +182,18 @@ def asset_from_file(
 def _describe(
     src: rasterio.io.DatasetReader, href: str, *, pattern: re.Pattern[str] | None, datetime: Any
 ) -> SceneAsset:
-    if src.crs is None:
-        if src.gcps[0]:
+    no_transform = src.transform.is_identity
+    if src.crs is None or no_transform:
+        if no_transform and (src.gcps[0] or src.rpcs):
             raise SourceError(
-                href, "is georeferenced by GCPs only, with no geotransform; warp it to a grid first"
+                href, "is georeferenced by GCPs or RPCs only, with no geotransform; warp it first"
             )
-        raise SourceError(
-            href, "has no CRS; assign one (e.g. `gdal_edit.py -a_srs EPSG:XXXX`) before indexing"
+        missing = [what for what, gone in (("geotransform", no_transform), ("CRS", src.crs is None)) if gone]
+        hint = " (the pixel grid is not georeferenced)" if no_transform else ""
+        fix = (
+            "; assign one (e.g. `gdal_edit.py -a_srs EPSG:XXXX`) before indexing" if not no_transform else ""
         )
-    if src.transform.is_identity and not src.tags(ns="IMAGE_STRUCTURE").get("GEOTRANSFORM"):
-        raise SourceError(href, "has no geotransform (pixel grid is not georeferenced)")
+        raise SourceError(href, f"has no {' and no '.join(missing)}{hint}{fix}")
     groups: dict[str, str] = {}
     if pattern is not None:
         match = pattern.search(href)
@@ -302,7 +308,9 @@ def iter_items(items: Any) -> tuple[list[dict[str, Any]], str | None]:
             except json.JSONDecodeError as exc:
                 raise SourceError(str(path), f"is neither JSON nor NDJSON STAC ({exc})") from exc
         items = data
-    if hasattr(items, "items") and callable(items.items) and not isinstance(items, Mapping):
+    if isinstance(items, pystac.ItemCollection):
+        items = list(items)
+    elif hasattr(items, "items") and callable(items.items) and not isinstance(items, Mapping):
         items = items.items()  # pystac-client ItemSearch
     if isinstance(items, Mapping):
         if items.get("type") == "FeatureCollection":

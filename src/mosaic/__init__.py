@@ -17,7 +17,9 @@ from mosaic.errors import (
     SkippedSourcesWarning,
     SourceError,
 )
+from mosaic.api import load, plan, read_stats
 from mosaic.index import TileIndex
+from mosaic.planner import Plan
 from mosaic.records import SceneAsset, Skipped
 
 __version__ = "0.1.0"
@@ -31,11 +33,15 @@ __all__ = [
     "MosaicError",
     "MosaicWarning",
     "NoDataError",
+    "Plan",
     "ReadError",
     "SceneAsset",
     "SkippedSourcesWarning",
     "Skipped",
     "SourceError",
     "TileIndex",
+    "load",
+    "plan",
+    "read_stats",
     "__version__",
 ]

@@ -93,7 +93,7 @@ def _records_to_table(records: Sequence[SceneAsset]) -> pa.Table:
         columns["band_count"].append(r.band_count)
         columns["dtype"].append(r.dtype)
         columns["nodata"].append(r.nodata)
-        columns["overviews"].append(list(r.overviews))
+        columns["overviews"].append(None if r.overviews is None else list(r.overviews))
         columns["band_names"].append(list(r.band_names))
         columns["scale"].append(r.scale)
         columns["offset"].append(r.offset)
@@ -521,7 +521,7 @@ class TileIndex:
                     band_count=row["band_count"],
                     dtype=row["dtype"],
                     nodata=row["nodata"],
-                    overviews=tuple(row["overviews"] or ()),
+                    overviews=None if row["overviews"] is None else tuple(row["overviews"]),
                     band_names=tuple(row["band_names"] or ()),
                     scale=row["scale"],
                     offset=row["offset"],

@@ -49,7 +49,8 @@ class SceneAsset:
         band_count: number of bands in the file.
         dtype: numpy dtype name of the pixels, None where not known without opening the file.
         nodata: nodata value (may be NaN), None where the file has none.
-        overviews: overview decimation factors (e.g. (2, 4, 8)); empty where none or unknown.
+        overviews: overview decimation factors (e.g. (2, 4, 8)); empty where the file has none, None
+            where unknown (STAC Items do not say; GDAL then picks the overview at read time).
         band_names: names of the bands, where known.
         scale: multiplier from stored to physical values, where given.
         offset: offset from stored to physical values, where given.
@@ -70,7 +71,7 @@ class SceneAsset:
     band_count: int = 1
     dtype: str | None = None
     nodata: float | None = None
-    overviews: tuple[int, ...] = ()
+    overviews: tuple[int, ...] | None = ()
     band_names: tuple[str, ...] = ()
     scale: float | None = None
     offset: float | None = None

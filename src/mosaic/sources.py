@@ -462,7 +462,7 @@ def assets_from_item(
                 or (opened.band_count if opened else 1),
                 dtype=str(dtype) if dtype is not None else (opened.dtype if opened else None),
                 nodata=_nodata(nodata) if nodata is not None else (opened.nodata if opened else None),
-                overviews=opened.overviews if opened else (),
+                overviews=opened.overviews if opened else None,
                 band_names=names,
                 scale=first.get("scale"),
                 offset=first.get("offset"),

@@ -1,0 +1,180 @@
+"""The public entry points: :func:`plan` and :func:`load`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor users expect)
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from mosaic.graph import band_array
+from mosaic.limits import LimiterStats, get_limiter
+from mosaic.planner import Plan, make_plan
+from mosaic.types import BBox, TimeLike
+
+__all__ = ["load", "plan", "read_stats", "to_dataset"]
+
+
+def plan(
+    bbox: BBox | Sequence[float] | None = None,
+    crs: Any = None,
+    time: TimeLike = None,
+    *,
+    index: Any = None,
+    resolution: float | tuple[float, float] | None = None,
+    shape: tuple[int, int] | None = None,
+    geobox: GeoBox | None = None,
+    like: Any = None,
+    bbox_crs: Any = "EPSG:4326",
+    bands: Sequence[str] | str | None = None,
+    groupby: str | None = "solar_day",
+    method: str | Callable[..., Any] = "first",
+    resampling: str = "nearest",
+    dtype: Any = None,
+    nodata: Any = None,
+    chunks: int | tuple[int, int] | Mapping[str, int] | None = 2048,
+    max_concurrency: int | None = None,
+    on_error: str = "raise",
+    on_empty: str = "raise",
+    gdal_options: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Plan a mosaic without reading pixels: which scene windows feed which chunk. See :func:`load`."""
+    return make_plan(
+        bbox,
+        crs,
+        time,
+        index=index,
+        resolution=resolution,
+        shape=shape,
+        geobox=geobox,
+        like=like,
+        bbox_crs=bbox_crs,
+        bands=bands,
+        groupby=groupby,
+        method=method,
+        resampling=resampling,
+        dtype=dtype,
+        nodata=nodata,
+        chunks=chunks,
+        max_concurrency=max_concurrency,
+        on_error=on_error,
+        on_empty=on_empty,
+        gdal_options=gdal_options,
+    )
+
+
+def load(
+    bbox: BBox | Sequence[float] | None = None,
+    crs: Any = None,
+    time: TimeLike = None,
+    *,
+    index: Any = None,
+    resolution: float | tuple[float, float] | None = None,
+    shape: tuple[int, int] | None = None,
+    geobox: GeoBox | None = None,
+    like: Any = None,
+    bbox_crs: Any = "EPSG:4326",
+    bands: Sequence[str] | str | None = None,
+    groupby: str | None = "solar_day",
+    method: str | Callable[..., Any] = "first",
+    resampling: str = "nearest",
+    dtype: Any = None,
+    nodata: Any = None,
+    chunks: int | tuple[int, int] | Mapping[str, int] | None = 2048,
+    max_concurrency: int | None = None,
+    on_error: str = "raise",
+    on_empty: str = "raise",
+    gdal_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Load a lazy, seamless mosaic of the scenes in ``index`` on one grid.
+
+    Args:
+        bbox: (minx, miny, maxx, maxy) in ``bbox_crs``; in lon/lat, minx > maxx crosses the antimeridian.
+        crs: target CRS (anything pyproj accepts) or ``"utm"`` for the zone of the bbox centre.
+        time: a date or partial date (``"2024-06"``), ``"start/end"``, or a ``(start, end)`` pair.
+        index: a TileIndex, the path of a saved index, or STAC Items (default: ``$MOSAIC_INDEX``).
+        resolution: pixel size in target CRS units; edges align to its multiples (``gdalwarp -tap``).
+        shape: (height, width) instead of a resolution.
+        geobox: an odc-geo GeoBox for exact grid control.
+        like: an xarray object whose grid to reuse.
+        bbox_crs: CRS of ``bbox``.
+        bands: variables to load: asset names (all bands of a multi-band asset) or ``asset.N``.
+        groupby: ``"solar_day"``, ``"time"``, an Item property name, or None (one layer for the period).
+        method: ``first``, ``last``, ``min``, ``max``, ``mean``, ``median``, ``count``,
+            ``highest:<band>``/``lowest:<band>``, or a callable from a (scenes, y, x) stack to (y, x).
+        resampling: GDAL resampling name (``nearest``, ``bilinear``, ``cubic``, ``average``, ...).
+        dtype: output dtype (one for all bands, or a mapping per band); default: the source dtype.
+        nodata: output nodata (one or per band); default: the source nodata, NaN for floats.
+        chunks: chunk size in pixels (int, (y, x) or {"y":, "x":}).
+        max_concurrency: bound on simultaneous reads per process (default: 4 per core).
+        on_error: ``"raise"`` on a failed read, or ``"skip"`` it with a warning.
+        on_empty: ``"raise"`` (default) or ``"warn"`` when no scene matches the request.
+        gdal_options: GDAL configuration options entered inside every read task.
+
+    Returns:
+        A Dataset with one (time, y, x) variable per band, pixel-centre coordinates, a ``spatial_ref``
+        grid mapping readable by rioxarray and odc-geo, nodata set, and attrs describing the plan.
+    """
+    return to_dataset(
+        plan(
+            bbox,
+            crs,
+            time,
+            index=index,
+            resolution=resolution,
+            shape=shape,
+            geobox=geobox,
+            like=like,
+            bbox_crs=bbox_crs,
+            bands=bands,
+            groupby=groupby,
+            method=method,
+            resampling=resampling,
+            dtype=dtype,
+            nodata=nodata,
+            chunks=chunks,
+            max_concurrency=max_concurrency,
+            on_error=on_error,
+            on_empty=on_empty,
+            gdal_options=gdal_options,
+        )
+    )
+
+
+def to_dataset(the_plan: Plan) -> xr.Dataset:
+    """The lazy Dataset that executes ``the_plan``."""
+    coords = xr_coords(the_plan.geobox, crs_coord_name="spatial_ref", dims=("y", "x"))
+    coords["time"] = xr.DataArray(np.array(the_plan.times, dtype="datetime64[ns]"), dims=("time",))
+    data_vars = {}
+    for band in the_plan.bands:
+        attrs: dict[str, Any] = {"asset": band.asset, "asset_band": band.band, "grid_mapping": "spatial_ref"}
+        if band.nodata is not None:
+            attrs["nodata"] = band.nodata
+        if band.scale is not None:
+            attrs["scale"] = band.scale
+        if band.offset is not None:
+            attrs["offset"] = band.offset
+        arr = xr.DataArray(band_array(the_plan, band), dims=("time", "y", "x"), attrs=attrs)
+        if band.nodata is not None:
+            arr.encoding["_FillValue"] = band.nodata
+        data_vars[band.name] = arr
+    summary = the_plan.summary()
+    attrs = {
+        "index": the_plan.index_source or "in-memory TileIndex",
+        "method": summary["method"],
+        "resampling": the_plan.resampling,
+        "groups": list(the_plan.groups),
+        "plan_summary": json.dumps(summary),
+        "scenes": len(the_plan.scenes),
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def read_stats(max_concurrency: int | None = None) -> LimiterStats:
+    """Counters of this process's read limiter: reads, peak in flight, retries, failures."""
+    return get_limiter(max_concurrency).stats()

@@ -1,0 +1,211 @@
+"""Fusion: how the warped layers of overlapping scenes become one chunk.
+
+Each method is a small strategy object with :meth:`Fuser.feed`, :attr:`Fuser.is_done` and
+:meth:`Fuser.result`, made fresh per chunk inside the task. Layers arrive as float arrays with NaN
+where a scene has no data, in the plan's order (datetime, then id; reversed for ``last``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mosaic.errors import InvalidInputError
+
+__all__ = ["FUSERS", "Fuser", "make_fuser"]
+
+
+class Fuser:
+    """Base fusion strategy: accumulate layers, report when more layers cannot change the result."""
+
+    needs_aux: ClassVar[bool] = False
+    early_stop: ClassVar[bool] = False
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        """Add one scene's layer (and, for ranking methods, its ranking band)."""
+        raise NotImplementedError
+
+    @property
+    def is_done(self) -> bool:
+        """Whether further layers can be skipped (only ``first``/``last`` ever stop early)."""
+        return False
+
+    def result(self) -> np.ndarray:
+        """The fused chunk, NaN where no layer had data."""
+        raise NotImplementedError
+
+
+class First(Fuser):
+    """The first valid pixel in plan order (``last`` is the same with the order reversed)."""
+
+    early_stop = True
+
+    def __init__(self, shape: tuple[int, int]):
+        super().__init__(shape)
+        self.acc = np.full(shape, np.nan)
+        self._empty = True
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        if self._empty:
+            self.acc = data.astype(np.float64, copy=True)
+            self._empty = False
+            return
+        hole = np.isnan(self.acc)
+        self.acc[hole] = data[hole]
+
+    @property
+    def is_done(self) -> bool:
+        return not self._empty and not np.isnan(self.acc).any()
+
+    def result(self) -> np.ndarray:
+        return self.acc
+
+
+class _Reduce(Fuser):
+    func: ClassVar[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+
+    def __init__(self, shape: tuple[int, int]):
+        super().__init__(shape)
+        self.acc = np.full(shape, np.nan)
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        self.acc = type(self).func(self.acc, data)  # fmin/fmax ignore NaN
+
+    def result(self) -> np.ndarray:
+        return self.acc
+
+
+class Min(_Reduce):
+    """The smallest valid value."""
+
+    func = np.fmin
+
+
+class Max(_Reduce):
+    """The largest valid value."""
+
+    func = np.fmax
+
+
+class Mean(Fuser):
+    """The mean of valid values."""
+
+    def __init__(self, shape: tuple[int, int]):
+        super().__init__(shape)
+        self.total = np.zeros(shape)
+        self.count = np.zeros(shape, dtype=np.int32)
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        valid = ~np.isnan(data)
+        self.total[valid] += data[valid]
+        self.count += valid
+
+    def result(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
+
+
+class Count(Mean):
+    """How many scenes have valid data at each pixel (0 where none)."""
+
+    def result(self) -> np.ndarray:
+        return self.count.astype(np.float64)
+
+
+class _Stack(Fuser):
+    def __init__(self, shape: tuple[int, int]):
+        super().__init__(shape)
+        self.layers: list[np.ndarray] = []
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        self.layers.append(data)
+
+    def stack(self) -> np.ndarray:
+        return np.stack(self.layers) if self.layers else np.full((1, *self.shape), np.nan)
+
+
+class Median(_Stack):
+    """The median of valid values."""
+
+    def result(self) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels are nodata
+            return np.nanmedian(self.stack(), axis=0)
+
+
+class Callback(_Stack):
+    """A user function from a (scenes, y, x) float stack with NaN to a (y, x) array."""
+
+    def __init__(self, shape: tuple[int, int], func: Callable[[np.ndarray], np.ndarray]):
+        super().__init__(shape)
+        self.func = func
+
+    def result(self) -> np.ndarray:
+        out = np.asarray(self.func(self.stack()), dtype=np.float64)
+        if out.shape != self.shape:
+            raise InvalidInputError(f"method callable returned shape {out.shape}, expected {self.shape}")
+        return out
+
+
+class Highest(Fuser):
+    """Per pixel, the value of the scene whose ranking band is highest (Earth Engine's qualityMosaic)."""
+
+    needs_aux = True
+    sign: ClassVar[float] = 1.0
+
+    def __init__(self, shape: tuple[int, int]):
+        super().__init__(shape)
+        self.acc = np.full(shape, np.nan)
+        self.best = np.full(shape, -np.inf)
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        if aux is None:
+            raise InvalidInputError("ranking method fed without its ranking band")
+        score = self.sign * aux
+        better = ~np.isnan(data) & ~np.isnan(score) & (score > self.best)
+        self.acc[better] = data[better]
+        self.best[better] = score[better]
+
+    def result(self) -> np.ndarray:
+        return self.acc
+
+
+class Lowest(Highest):
+    """Per pixel, the value of the scene whose ranking band is lowest."""
+
+    sign = -1.0
+
+
+FUSERS: dict[str, type[Fuser]] = {
+    "first": First,
+    "last": First,
+    "min": Min,
+    "max": Max,
+    "mean": Mean,
+    "median": Median,
+    "count": Count,
+    "highest": Highest,
+    "lowest": Lowest,
+}
+
+
+def make_fuser(method: str | Callable[[np.ndarray], np.ndarray], shape: tuple[int, int]) -> Fuser:
+    """A fresh fusion strategy for one chunk."""
+    if callable(method):
+        return Callback(shape, method)
+    name = method.split(":", 1)[0]
+    try:
+        return FUSERS[name](shape)
+    except KeyError:
+        raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(FUSERS)}") from None
+
+
+def method_needs_aux(method: Any) -> bool:
+    """Whether ``method`` ranks scenes by another band."""
+    return isinstance(method, str) and method.split(":", 1)[0] in ("highest", "lowest")

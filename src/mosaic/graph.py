@@ -1,0 +1,136 @@
+"""The graph: a dask array per output band, one task per non-empty (time, chunk).
+
+Chunks no scene touches get no task of their own: their keys alias one shared constant block per
+chunk shape, so the graph grows with the chunks the data touch, not with the size of the index or
+of the output. Keys are deterministic (``dask.base.tokenize`` of the plan).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from mosaic.errors import MosaicWarning, ReadError
+from mosaic.fuse import make_fuser
+from mosaic.limits import get_limiter
+from mosaic.planner import BandSpec, ChunkTask, Plan
+from mosaic.read import gdal_env, warp_read
+
+__all__ = ["ChunkContext", "band_array", "load_chunk"]
+
+
+class ReadFailedWarning(MosaicWarning):
+    """A scene could not be read under ``on_error="skip"``; its pixels came from other scenes or nodata."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkContext:
+    """What every task of one band shares: target CRS, method, band spec, limits, GDAL options."""
+
+    crs: str
+    method: Any
+    resampling: str
+    band: BandSpec
+    on_error: str
+    max_concurrency: int | None
+    gdal_options: tuple[tuple[str, str], ...]
+
+
+def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:
+    """Float result (NaN = no data) to the band's dtype, with its nodata value."""
+    dtype = np.dtype(band.dtype)
+    missing = np.isnan(values)
+    if dtype.kind == "f":
+        out = values.astype(dtype)
+        if band.nodata is not None:
+            out[missing] = band.nodata
+        return out
+    info = np.iinfo(dtype)
+    filled = np.where(missing, 0.0, np.rint(values))
+    out = np.clip(filled, info.min, info.max).astype(dtype)
+    if band.nodata is not None:
+        out[missing] = band.nodata
+    return out
+
+
+def load_chunk(
+    task: ChunkTask, ctx: ChunkContext, affine: tuple[float, ...], shape: tuple[int, int]
+) -> np.ndarray:
+    """Read, warp and fuse the reads of one chunk; returns a (1, y, x) block of the band's dtype."""
+    from affine import Affine
+
+    limiter = get_limiter(ctx.max_concurrency)
+    fuser = make_fuser(ctx.method, shape)
+    dst = Affine(*affine)
+    kwargs = dict(
+        dst_affine=dst, dst_shape=shape, dst_crs=ctx.crs, resampling=ctx.resampling, limiter=limiter
+    )
+    failed: list[ReadError] = []
+    with gdal_env(ctx.gdal_options):
+        for i, read in enumerate(task.reads):
+            try:
+                layer = warp_read(read, **kwargs)  # type: ignore[arg-type]
+                aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None  # type: ignore[arg-type]
+            except ReadError as exc:
+                if ctx.on_error == "raise":
+                    raise
+                failed.append(exc)
+                continue
+            fuser.feed(layer, aux)
+            if fuser.is_done:
+                break
+    if failed:
+        listing = "; ".join(f"{e.scene_id} ({e.href}): {e.reason}" for e in failed)
+        warnings.warn(
+            f"{len(failed)} read(s) failed and were skipped (on_error='skip'): {listing}",
+            ReadFailedWarning,
+            stacklevel=2,
+        )
+    return _cast(fuser.result(), ctx.band)[None]
+
+
+def band_array(plan: Plan, band: BandSpec) -> da.Array:
+    """The lazy (time, y, x) dask array of one output band."""
+    name = f"mosaic-{band.name}-{tokenize(plan, band.name)}"
+    ctx = ChunkContext(
+        crs=plan.geobox.crs.to_wkt(),
+        method=plan.method,
+        resampling=plan.resampling,
+        band=band,
+        on_error=plan.on_error,
+        max_concurrency=plan.max_concurrency,
+        gdal_options=plan.gdal_options,
+    )
+    ny, nx = plan.geobox.shape
+    cy, cx = plan.chunks
+    gy, gx = plan.chunk_grid
+    ychunks = tuple(min(cy, ny - i * cy) for i in range(gy))
+    xchunks = tuple(min(cx, nx - i * cx) for i in range(gx))
+    dsk: dict[Any, Any] = {}
+    for task in plan.tasks:
+        if task.band != band.name:
+            continue
+        gbox = plan.chunk_geobox(task.iy, task.ix)
+        shape = (ychunks[task.iy], xchunks[task.ix])
+        dsk[(name, task.time, task.iy, task.ix)] = (load_chunk, task, ctx, tuple(gbox.affine)[:6], shape)
+    fills: dict[tuple[int, int], Any] = {}
+    fill_value = band.nodata if band.nodata is not None else 0
+    for t in range(len(plan.times)):
+        for iy, h in enumerate(ychunks):
+            for ix, w in enumerate(xchunks):
+                key = (name, t, iy, ix)
+                if key in dsk:
+                    continue
+                fill = fills.get((h, w))
+                if fill is None:
+                    fill = fills[(h, w)] = (f"{name}-fill", h, w)
+                    dsk[fill] = (np.full, (1, h, w), fill_value, band.dtype)
+                dsk[key] = fill  # an alias: no task, no read
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return da.Array(graph, name, chunks=((1,) * len(plan.times), ychunks, xchunks), dtype=band.dtype)

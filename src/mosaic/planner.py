@@ -1,0 +1,871 @@
+"""The query planner: which scene windows feed which output chunk, at which overview level.
+
+Planning does no pixel I/O. It turns a request (area, CRS, grid, time, bands, method) and a tile index
+into a :class:`Plan`: plain, frozen, picklable records that the graph and the reader only execute.
+
+How a plan is made:
+
+1. the target grid (an odc-geo ``GeoBox``, pixel edges aligned to multiples of the resolution, like
+   ``gdalwarp -tap``) is cut into chunks;
+2. the index is queried with the grid's footprint in lon/lat and the time range;
+3. each candidate scene's footprint is reprojected into the target CRS and tested against the chunk
+   boxes (exact footprint, not bounding box): chunks no footprint touches get no task;
+4. for every (scene, chunk) pair, a lattice of points along the chunk is transformed into the scene's
+   CRS (one vectorised transform per CRS, not per pair) to find the source window and the local scale,
+   which picks the coarsest overview that still resolves the target pixels;
+5. scenes are grouped in time (solar day, exact time, an Item property, or one group) and ordered for
+   fusion (datetime, then id).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from pyproj import CRS, Transformer
+from shapely.geometry import box
+
+from mosaic.errors import InvalidInputError, MissingIndexError, NoDataError
+from mosaic.geom import LONLAT, bbox_to_lonlat, lonlat_to_crs, to_lonlat
+from mosaic.index import TileIndex
+from mosaic.records import SceneAsset
+from mosaic.times import parse_time
+from mosaic.types import BBox, TimeLike
+
+__all__ = ["METHODS", "RESAMPLING", "BandSpec", "ChunkTask", "Plan", "Read", "make_plan", "resolve_index"]
+
+RESAMPLING = (
+    "nearest",
+    "bilinear",
+    "cubic",
+    "cubic_spline",
+    "lanczos",
+    "average",
+    "mode",
+    "min",
+    "max",
+    "med",
+    "q1",
+    "q3",
+    "sum",
+    "rms",
+)
+METHODS = ("first", "last", "min", "max", "mean", "median", "count")
+_KERNEL_MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
+_LATTICE = 8  # points per chunk edge transformed into each source CRS
+_DEFAULT_CHUNK = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One window of one band of one scene, to be warped into one chunk.
+
+    ``window`` is (row_off, col_off, height, width) in the pixel grid of overview ``overview``, whose
+    decimation factor is ``factor``. ``overview`` -1 with ``factor`` 1 is full resolution; -1 with a
+    larger factor is a decimated read of the full-resolution grid in which GDAL picks the overview (used
+    when the index does not know the file's overviews).
+    """
+
+    scene: str
+    asset: str
+    href: str
+    band: int
+    crs: str
+    overview: int
+    factor: int
+    window: tuple[int, int, int, int]
+    nodata: float | None
+    datetime: str | None
+
+    @property
+    def pixels(self) -> int:
+        """Number of source pixels the read fetches."""
+        return self.window[2] * self.window[3]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTask:
+    """Everything one output chunk of one band at one time needs: its reads, in fusion order.
+
+    ``aux`` holds, for ``highest:<band>``/``lowest:<band>``, the reads of the ranking band, one per
+    entry of ``reads`` (same scene).
+    """
+
+    band: str
+    time: int
+    iy: int
+    ix: int
+    reads: tuple[Read, ...]
+    aux: tuple[Read, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BandSpec:
+    """An output variable: which asset band it comes from and how it is stored."""
+
+    name: str
+    asset: str
+    band: int
+    dtype: str
+    nodata: float | None
+    work_dtype: str
+    scale: float | None = None
+    offset: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A complete, inspectable load plan. Execute it with :func:`mosaic.load` (or ``mosaic.graph``)."""
+
+    geobox: GeoBox
+    chunks: tuple[int, int]
+    times: tuple[np.datetime64, ...]
+    groups: tuple[str, ...]
+    bands: tuple[BandSpec, ...]
+    tasks: tuple[ChunkTask, ...]
+    method: str | Callable[..., Any]
+    resampling: str
+    index_source: str | None = None
+    scenes: tuple[str, ...] = ()
+    on_error: str = "raise"
+    gdal_options: tuple[tuple[str, str], ...] = ()
+    max_concurrency: int | None = None
+    considered: tuple[SceneAsset, ...] = field(default=(), repr=False, compare=False)
+
+    # ------------------------------------------------------------------------------------ geometry
+
+    @property
+    def chunk_grid(self) -> tuple[int, int]:
+        """Number of chunks along (y, x)."""
+        ny, nx = self.geobox.shape
+        return (math.ceil(ny / self.chunks[0]), math.ceil(nx / self.chunks[1]))
+
+    def chunk_slices(self, iy: int, ix: int) -> tuple[slice, slice]:
+        """Pixel slices (rows, cols) of chunk (iy, ix) in the output grid."""
+        ny, nx = self.geobox.shape
+        cy, cx = self.chunks
+        return slice(iy * cy, min((iy + 1) * cy, ny)), slice(ix * cx, min((ix + 1) * cx, nx))
+
+    def chunk_geobox(self, iy: int, ix: int) -> GeoBox:
+        """The grid of chunk (iy, ix)."""
+        return self.geobox[self.chunk_slices(iy, ix)]
+
+    def band(self, name: str) -> BandSpec:
+        """The spec of output variable ``name``."""
+        for spec in self.bands:
+            if spec.name == name:
+                return spec
+        raise InvalidInputError(f"plan has no band {name!r}; it has {[b.name for b in self.bands]}")
+
+    def __dask_tokenize__(self) -> Hashable:
+        return (
+            "mosaic.Plan",
+            self.geobox.crs.to_wkt(),
+            tuple(self.geobox.affine)[:6],
+            tuple(self.geobox.shape),
+            self.chunks,
+            self.times,
+            self.bands,
+            self.tasks,
+            self.method
+            if isinstance(self.method, str)
+            else getattr(self.method, "__qualname__", repr(self.method)),
+            self.resampling,
+        )
+
+    # ------------------------------------------------------------------------------- inspection
+
+    def summary(self) -> dict[str, Any]:
+        """Counts that tell what the load will do: scenes, reads, chunks, overviews, bytes."""
+        ny, nx = self.chunk_grid
+        total = ny * nx * len(self.times) * len(self.bands)
+        reads = [r for t in self.tasks for r in (*t.reads, *t.aux)]
+        levels: dict[int, int] = defaultdict(int)
+        for r in reads:
+            levels[r.factor] += 1
+        itemsize = {b.name: np.dtype(b.work_dtype).itemsize for b in self.bands}
+        est = sum(r.pixels * itemsize[t.band] for t in self.tasks for r in (*t.reads, *t.aux))
+        out_bytes = sum(
+            self.geobox.shape[0] * self.geobox.shape[1] * len(self.times) * np.dtype(b.dtype).itemsize
+            for b in self.bands
+        )
+        return {
+            "scenes": len(self.scenes),
+            "assets_read": len({(r.scene, r.asset) for r in reads}),
+            "reads": len(reads),
+            "chunks": total,
+            "nonempty_chunks": len(self.tasks),
+            "empty_chunks": total - len(self.tasks),
+            "times": len(self.times),
+            "bands": [b.name for b in self.bands],
+            "shape": [len(self.times), int(self.geobox.shape[0]), int(self.geobox.shape[1])],
+            "crs": str(self.geobox.crs),
+            "resolution": [float(self.geobox.resolution.x), float(self.geobox.resolution.y)],
+            "source_crs": sorted({r.crs for r in reads}),
+            "overview_factors": {str(k): v for k, v in sorted(levels.items())},
+            "estimated_read_bytes": int(est),
+            "output_bytes": int(out_bytes),
+            "method": self.method if isinstance(self.method, str) else "callable",
+            "resampling": self.resampling,
+        }
+
+    def explain(self, iy: int, ix: int, *, time: int | None = None, band: str | None = None) -> str:
+        """Which scenes feed chunk (iy, ix) and why, and which nearby scenes do not and why."""
+        ny, nx = self.chunk_grid
+        if not (0 <= iy < ny and 0 <= ix < nx):
+            raise InvalidInputError(f"chunk ({iy}, {ix}) is outside the chunk grid {ny} x {nx}")
+        gbox = self.chunk_geobox(iy, ix)
+        chunk_ll = to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt())
+        lines = [
+            f"chunk ({iy}, {ix}): rows {self.chunk_slices(iy, ix)[0]}, cols {self.chunk_slices(iy, ix)[1]}, lon/lat bounds {tuple(round(v, 5) for v in chunk_ll.bounds)}"
+        ]
+        fed: set[tuple[str, str]] = set()
+        for task in self.tasks:
+            if (
+                (task.iy, task.ix) != (iy, ix)
+                or (time is not None and task.time != time)
+                or (band is not None and task.band != band)
+            ):
+                continue
+            lines.append(
+                f"  {task.band} @ {self.groups[task.time]}: {len(task.reads)} read(s), in fusion order:"
+            )
+            for r in task.reads:
+                fed.add((r.scene, r.asset))
+                level = "full resolution" if r.factor == 1 else f"overview x{r.factor}"
+                lines.append(
+                    f"    - {r.scene} [{r.asset} b{r.band}] {r.crs}, {level}, window {r.window}: footprint intersects the chunk"
+                )
+        if len(lines) == 1:
+            lines.append("  no reads: no scene footprint intersects this chunk (it is a constant fill)")
+        for rec in self.considered:
+            if (rec.id, rec.asset) in fed or not rec.footprint.envelope.intersects(chunk_ll.envelope):
+                continue
+            why = (
+                "its bounding box touches the chunk but its data footprint does not"
+                if not rec.footprint.intersects(chunk_ll)
+                else "its window at this chunk is empty after clipping to the scene grid"
+            )
+            lines.append(f"  not read: {rec.id} [{rec.asset}]: {why}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike[str] | None = None, *, ax: Any = None) -> Any:
+        """Draw scene footprints (coloured by CRS) over the chunk grid; save a PNG when ``path`` is given."""
+        from mosaic.plot import plot_plan
+
+        return plot_plan(self, path, ax=ax)
+
+
+# ============================================================================================ planning
+
+
+def resolve_index(index: Any, *, bbox_ll: Any = None, time: TimeLike = None) -> TileIndex:
+    """A TileIndex from what the user gave: an index, a path to one, STAC Items, or ``$MOSAIC_INDEX``."""
+    if index is None:
+        env = os.environ.get("MOSAIC_INDEX")
+        if not env:
+            raise MissingIndexError(
+                "no tile index given: pass index= (a TileIndex, the path of a saved index, or STAC Items), "
+                "or set the MOSAIC_INDEX environment variable to the path of a saved index"
+            )
+        index = env
+    if isinstance(index, TileIndex):
+        return index
+    if isinstance(index, (str, os.PathLike)) and str(index).endswith((".parquet", ".geoparquet")):
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(Path(index)).names if Path(index).exists() else []
+        if "stac_version" in names or ("assets" in names and "href" not in names):
+            return TileIndex.from_stac(index)
+        bounds = None if bbox_ll is None else _pushdown_box(bbox_ll)
+        return TileIndex.read(index, bbox=bounds, time=time)
+    return TileIndex.from_stac(index)
+
+
+def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
+    parts = getattr(area, "geoms", [area])
+    if len(parts) > 1:
+        return None  # split at the antimeridian: read all, then query exactly
+    return tuple(area.bounds)  # type: ignore[return-value]
+
+
+def _crs(value: Any, bbox: Sequence[float] | None, bbox_crs: Any) -> CRS:
+    """The target CRS; ``"utm"`` is the UTM zone of the bbox centre."""
+    if isinstance(value, str) and value.lower() == "utm":
+        if bbox is None:
+            raise InvalidInputError("crs='utm' needs a bbox to pick the zone from")
+        area = bbox_to_lonlat(bbox, bbox_crs)
+        lon, lat = _centre_lon(area), area.centroid.y
+        zone = min(60, int((lon + 180) // 6) + 1)
+        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    try:
+        return CRS.from_user_input(value)
+    except Exception as exc:
+        raise InvalidInputError(f"crs {value!r} is not a CRS pyproj understands ({exc})") from exc
+
+
+def _target_bounds(bbox: Sequence[float], bbox_crs: Any, crs: CRS) -> tuple[float, float, float, float]:
+    """The request box in target CRS units; a box across the antimeridian stays contiguous in lon/lat."""
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if CRS.from_user_input(bbox_crs).equals(crs):
+        return (minx, miny, maxx + (360.0 if crs.is_geographic and minx > maxx else 0.0), maxy)
+    area = bbox_to_lonlat(bbox, bbox_crs)
+    if not crs.equals(LONLAT, ignore_axis_order=True):
+        return tuple(lonlat_to_crs(area, crs).bounds)  # type: ignore[return-value]
+    parts = [p.bounds for p in getattr(area, "geoms", [area])]
+    if min(b[0] for b in parts) <= -180 and max(b[2] for b in parts) >= 180 and len(parts) > 1:
+        west = min(b[0] for b in parts if b[0] > -180)
+        east = max(b[2] for b in parts if b[0] <= -180) + 360.0
+        return (west, min(b[1] for b in parts), east, max(b[3] for b in parts))
+    return tuple(area.bounds)  # type: ignore[return-value]
+
+
+def make_geobox(
+    bbox: Sequence[float] | None,
+    crs: Any,
+    *,
+    resolution: float | tuple[float, float] | None,
+    shape: tuple[int, int] | None,
+    geobox: GeoBox | None,
+    like: Any,
+    bbox_crs: Any,
+    default_resolution: Callable[[CRS], float] | None = None,
+) -> GeoBox:
+    """The output grid. Pixel edges are aligned to multiples of the resolution (as ``gdalwarp -tap``)."""
+    if like is not None:
+        geobox = _geobox_of(like)
+    if geobox is not None:
+        if not isinstance(geobox, GeoBox):
+            raise InvalidInputError(f"geobox must be an odc-geo GeoBox, got {type(geobox).__name__}")
+        return geobox
+    if bbox is None or crs is None:
+        raise InvalidInputError("give bbox and crs (with resolution or shape), or geobox=, or like=")
+    target = _crs(crs, bbox, bbox_crs)
+    minx, miny, maxx, maxy = _target_bounds(bbox, bbox_crs, target)
+    if shape is not None:
+        ny, nx = (int(v) for v in shape)
+        if ny <= 0 or nx <= 0:
+            raise InvalidInputError(f"shape must be positive, got {shape}")
+
+        return GeoBox((ny, nx), Affine((maxx - minx) / nx, 0, minx, 0, -(maxy - miny) / ny, maxy), target)
+    if resolution is None:
+        if default_resolution is None:
+            raise InvalidInputError("give resolution= (in target CRS units) or shape=")
+        resolution = default_resolution(target)
+    rx, ry = (resolution, resolution) if np.isscalar(resolution) else resolution  # type: ignore[misc]
+    rx, ry = abs(float(rx)), abs(float(ry))
+    if not (rx > 0 and ry > 0):
+        raise InvalidInputError(f"resolution must be positive, got {resolution}")
+    x0, x1 = math.floor(minx / rx + 1e-9) * rx, math.ceil(maxx / rx - 1e-9) * rx
+    y0, y1 = math.floor(miny / ry + 1e-9) * ry, math.ceil(maxy / ry - 1e-9) * ry
+    nx, ny = max(1, round((x1 - x0) / rx)), max(1, round((y1 - y0) / ry))
+
+    return GeoBox((ny, nx), Affine(rx, 0, x0, 0, -ry, y1), target)
+
+
+def _geobox_of(like: Any) -> GeoBox:
+    if isinstance(like, GeoBox):
+        return like
+    gbox = getattr(getattr(like, "odc", None), "geobox", None)
+    if gbox is None:
+        raise InvalidInputError("like= must be an xarray object with a CRS and a regular x/y grid")
+    return gbox  # type: ignore[no-any-return]
+
+
+def _chunks(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:
+    if chunks is None:
+        chunks = _DEFAULT_CHUNK
+    if isinstance(chunks, int):
+        cy = cx = chunks
+    elif isinstance(chunks, Mapping):
+        cy, cx = int(chunks.get("y", _DEFAULT_CHUNK)), int(chunks.get("x", _DEFAULT_CHUNK))
+    else:
+        cy, cx = (int(v) for v in chunks)
+    if cy <= 0 or cx <= 0:
+        raise InvalidInputError(f"chunks must be positive, got {chunks!r}")
+    return (min(cy, shape[0]), min(cx, shape[1]))
+
+
+# ----------------------------------------------------------------------------------------- bands
+
+
+def _band_specs(
+    records: Sequence[SceneAsset], bands: Sequence[str] | None, method: Any, dtype: Any, nodata: Any
+) -> tuple[BandSpec, ...]:
+    by_asset: dict[str, list[SceneAsset]] = defaultdict(list)
+    for r in records:
+        by_asset[r.asset].append(r)
+    available: dict[str, tuple[str, int]] = {}
+    for asset, rows in by_asset.items():
+        count = max(r.band_count for r in rows)
+        if count == 1:
+            available[asset] = (asset, 1)
+        else:
+            for b in range(1, count + 1):
+                available[f"{asset}.{b}"] = (asset, b)
+    if bands is None:
+        names = sorted(available)
+    else:
+        names = []
+        for name in [bands] if isinstance(bands, str) else bands:
+            if name in available:
+                names.append(name)
+            elif any(k.startswith(f"{name}.") for k in available):
+                names.extend(
+                    sorted((k for k in available if k.startswith(f"{name}.")), key=lambda k: available[k][1])
+                )
+            else:
+                raise InvalidInputError(
+                    f"band {name!r} is in none of the selected scenes; available: {sorted(available)}"
+                )
+    specs = []
+    for name in names:
+        asset, band = available[name]
+        rows = by_asset[asset]
+        src_types = {r.dtype for r in rows if r.dtype}
+        src_dtype = np.result_type(*src_types) if src_types else np.dtype("float32")
+        nodatas = {("nan" if r.nodata is not None and math.isnan(r.nodata) else r.nodata) for r in rows}
+        out_dtype = np.dtype(
+            _method_dtype(method, src_dtype)
+            if dtype is None
+            else (dtype.get(name, src_dtype) if isinstance(dtype, Mapping) else dtype)
+        )
+        if nodata is not None:
+            out_nodata: float | None = float(nodata.get(name) if isinstance(nodata, Mapping) else nodata)
+        elif out_dtype.kind == "f":
+            out_nodata = math.nan
+        elif len(nodatas) == 1 and None not in nodatas and "nan" not in nodatas and out_dtype == src_dtype:
+            out_nodata = float(next(iter(nodatas)))  # type: ignore[arg-type]
+        else:
+            out_nodata = 0.0 if method != "count" else None
+        work = (
+            "float64"
+            if src_dtype.itemsize > 2 and src_dtype.kind in "iu" or src_dtype == np.float64
+            else "float32"
+        )
+        scales = {(r.scale, r.offset) for r in rows}
+        scale, offset = next(iter(scales)) if len(scales) == 1 else (None, None)
+        specs.append(BandSpec(name, asset, band, out_dtype.name, out_nodata, work, scale, offset))
+    return tuple(specs)
+
+
+def _method_dtype(method: Any, src: np.dtype) -> np.dtype:
+    if method == "count":
+        return np.dtype("uint16")
+    if method in ("mean", "median") and src.kind in "iu":
+        return np.dtype("float32")
+    return src
+
+
+def _check_method(method: Any) -> tuple[Any, str | None]:
+    """Validate ``method``; return it and the ranking asset band of highest:/lowest: methods."""
+    if callable(method):
+        return method, None
+    if not isinstance(method, str):
+        raise InvalidInputError(f"method must be a name or a callable, got {method!r}")
+    if method.startswith(("highest:", "lowest:")):
+        rank = method.split(":", 1)[1]
+        if not rank:
+            raise InvalidInputError(f"method {method!r} needs a band name after the colon")
+        return method, rank
+    if method not in METHODS:
+        raise InvalidInputError(
+            f"unknown method {method!r}; choose from {', '.join(METHODS)}, highest:<band>, lowest:<band> or a callable"
+        )
+    return method, None
+
+
+# ------------------------------------------------------------------------------------------ time
+
+
+def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
+    if groupby is None:
+        return "all"
+    when = rec.datetime if rec.datetime is not None else rec.start_datetime
+    if groupby == "time":
+        return when
+    if groupby == "solar_day":
+        if when is None:
+            raise InvalidInputError(
+                f"scene {rec.id!r} has no datetime, so it cannot be grouped by solar day; pass groupby=None to fuse undated scenes into one layer"
+            )
+        lon = _centre_lon(rec.footprint)
+        return (when + pd.Timedelta(hours=lon / 15.0)).strftime("%Y-%m-%d")
+    props = json.loads(rec.properties) if rec.properties else {}
+    if groupby not in props:
+        raise InvalidInputError(
+            f"groupby={groupby!r}: scene {rec.id!r} has no such property; it has {sorted(props)[:20]}"
+        )
+    value = props[groupby]
+    return json.dumps(value, sort_keys=True) if not isinstance(value, (str, int, float)) else value
+
+
+def _centre_lon(footprint: Any) -> float:
+    parts = list(getattr(footprint, "geoms", [footprint]))
+    if len(parts) > 1 and min(p.bounds[0] for p in parts) <= -180 and max(p.bounds[2] for p in parts) >= 180:
+        shifted = [shapely.affinity.translate(p, 360) if p.bounds[2] <= 0 else p for p in parts]
+        lon = shapely.union_all(shifted).centroid.x
+        return (lon + 180) % 360 - 180
+    return float(footprint.centroid.x)
+
+
+# -------------------------------------------------------------------------------------- windows
+
+
+@dataclass(frozen=True, slots=True)
+class _Lattice:
+    """Chunk-edge sample points of the target grid, transformed into one source CRS."""
+
+    x: np.ndarray  # (ny*S+1, nx*S+1)
+    y: np.ndarray
+
+
+def _lattice_pixels(n: int, chunk: int, count: int) -> np.ndarray:
+    """Pixel positions along one axis: S+1 samples per chunk (shared chunk edges)."""
+    pos = []
+    for i in range(count):
+        start, stop = i * chunk, min((i + 1) * chunk, n)
+        pts = np.linspace(start, stop, _LATTICE + 1)
+        pos.append(pts if i == 0 else pts[1:])
+    return np.concatenate(pos)
+
+
+def _block_reduce(a: np.ndarray, ny: int, nx: int, func: Callable[..., np.ndarray]) -> np.ndarray:
+    """Reduce the lattice to one value per chunk, over each chunk's (S+1)^2 points (NaN ignored)."""
+    s = _LATTICE
+    rows = a.shape[0]
+    cols = func(a[:, :-1].reshape(rows, nx, s), axis=2)
+    cols = np.fmin(cols, a[:, s::s]) if func is np.nanmin else np.fmax(cols, a[:, s::s])
+    out = func(cols[:-1].reshape(ny, s, nx), axis=1)
+    return np.fmin(out, cols[s::s]) if func is np.nanmin else np.fmax(out, cols[s::s])
+
+
+class _WindowFinder:
+    """Source windows and local scales of every chunk, per source CRS (transforms cached per CRS)."""
+
+    def __init__(self, gbox: GeoBox, chunks: tuple[int, int]):
+        self.gbox = gbox
+        self.chunks = chunks
+        ny, nx = gbox.shape
+        self.grid = (math.ceil(ny / chunks[0]), math.ceil(nx / chunks[1]))
+        rows = _lattice_pixels(ny, chunks[0], self.grid[0])
+        cols = _lattice_pixels(nx, chunks[1], self.grid[1])
+        cc, rr = np.meshgrid(cols, rows)
+        aff = gbox.affine
+        self.tx = aff.a * cc + aff.b * rr + aff.c
+        self.ty = aff.d * cc + aff.e * rr + aff.f
+        self.chunk_px = (np.diff(rows[::_LATTICE]), np.diff(cols[::_LATTICE]))
+        self._cache: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
+        """Per chunk: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
+        if crs not in self._cache:
+            tr = Transformer.from_crs(self.gbox.crs.to_wkt(), CRS.from_user_input(crs), always_xy=True)
+            with np.errstate(all="ignore"):
+                sx, sy = tr.transform(self.tx, self.ty, errcheck=False)
+            bad = ~(np.isfinite(sx) & np.isfinite(sy))
+            sx, sy = np.where(bad, np.nan, sx), np.where(bad, np.nan, sy)
+            ny, nx = self.grid
+            with np.errstate(all="ignore"), _quiet_nan():
+                xmin, xmax = _block_reduce(sx, ny, nx, np.nanmin), _block_reduce(sx, ny, nx, np.nanmax)
+                ymin, ymax = _block_reduce(sy, ny, nx, np.nanmin), _block_reduce(sy, ny, nx, np.nanmax)
+                # local scale: length of the chunk's top and left edges in source units per target pixel
+                s = _LATTICE
+                top = (
+                    np.hypot(sx[:-1:s, s::s] - sx[:-1:s, :-1:s], sy[:-1:s, s::s] - sy[:-1:s, :-1:s])
+                    / self.chunk_px[1][None, :]
+                )
+                left = (
+                    np.hypot(sx[s::s, :-1:s] - sx[:-1:s, :-1:s], sy[s::s, :-1:s] - sy[:-1:s, :-1:s])
+                    / self.chunk_px[0][:, None]
+                )
+                scale = np.sqrt(top * left)
+            self._cache[crs] = (xmin, xmax, ymin, ymax, scale)
+        return self._cache[crs]
+
+
+class _quiet_nan:
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
+
+
+def _window(
+    rec: SceneAsset, bounds: tuple[float, float, float, float], scale: float, margin: int
+) -> tuple[int, int, tuple[int, int, int, int]] | None:
+    """(overview level, factor, window at that level) for one chunk of one scene, or None if empty."""
+
+    aff = Affine(*rec.transform)  # type: ignore[misc]
+    inv = ~aff
+    xmin, xmax, ymin, ymax = bounds
+    corners = [inv * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+    cs, rs = zip(*corners, strict=True)
+    h, w = rec.shape  # type: ignore[misc]
+    res = rec.resolution or (1.0, 1.0)
+    ratio = scale / max(min(res), 1e-300)  # source pixels per target pixel
+    level, factor = -1, 1
+    if rec.overviews is None:  # unknown: a decimated read, GDAL picks the overview
+        factor = 2 ** max(0, math.floor(math.log2(max(ratio, 1.0)) + 1e-9))
+    for i, f in enumerate(rec.overviews or ()):
+        if f <= ratio * (1 + 1e-6):
+            level, factor = i, int(f)
+    lh, lw = math.ceil(h / factor), math.ceil(w / factor)
+    r0 = max(0, math.floor(min(rs) / factor) - margin)
+    r1 = min(lh, math.ceil(max(rs) / factor) + margin)
+    c0 = max(0, math.floor(min(cs) / factor) - margin)
+    c1 = min(lw, math.ceil(max(cs) / factor) + margin)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return level, factor, (r0, c0, r1 - r0, c1 - c0)
+
+
+def _footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
+    """The scene footprint clipped to the request area, in target CRS coordinates."""
+    clipped = rec.footprint.intersection(area_ll)
+    if clipped.is_empty:
+        return clipped
+    crs = gbox.crs
+    if crs.geographic and CRS.from_user_input(crs.to_wkt()).equals(LONLAT):
+        minx, _, maxx, _ = gbox.boundingbox
+        parts = []
+        for p in getattr(clipped, "geoms", [clipped]):
+            if maxx > 180 and p.bounds[2] <= minx:
+                p = shapely.affinity.translate(p, 360)
+            elif minx < -180 and p.bounds[0] >= maxx:
+                p = shapely.affinity.translate(p, -360)
+            parts.append(p)
+        return shapely.union_all(parts)
+    return lonlat_to_crs(clipped, crs.to_wkt())
+
+
+def make_plan(
+    bbox: BBox | Sequence[float] | None = None,
+    crs: Any = None,
+    time: TimeLike = None,
+    *,
+    index: Any = None,
+    resolution: float | tuple[float, float] | None = None,
+    shape: tuple[int, int] | None = None,
+    geobox: GeoBox | None = None,
+    like: Any = None,
+    bbox_crs: Any = "EPSG:4326",
+    bands: Sequence[str] | str | None = None,
+    groupby: str | None = "solar_day",
+    method: str | Callable[..., Any] = "first",
+    resampling: str = "nearest",
+    dtype: Any = None,
+    nodata: Any = None,
+    chunks: int | tuple[int, int] | Mapping[str, int] | None = _DEFAULT_CHUNK,
+    max_concurrency: int | None = None,
+    on_error: str = "raise",
+    on_empty: str = "raise",
+    gdal_options: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Plan a mosaic load without reading any pixels. See :func:`mosaic.load` for the arguments."""
+    method, rank_band = _check_method(method)
+    if resampling not in RESAMPLING:
+        raise InvalidInputError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if on_empty not in ("raise", "warn"):
+        raise InvalidInputError(f"on_empty must be 'raise' or 'warn', got {on_empty!r}")
+    if max_concurrency is not None and int(max_concurrency) < 1:
+        raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    parse_time(time)  # validate early
+
+    # the grid first when it does not depend on the data; else from a pre-query on the bbox
+    pre_area = None if bbox is None else bbox_to_lonlat(bbox, bbox_crs)
+    idx = resolve_index(index, bbox_ll=pre_area, time=time)
+
+    def native_resolution(target: CRS) -> float:
+        rows = idx.query_geometry(pre_area, time).records() if pre_area is not None else idx.records()
+        res = [min(r.resolution) for r in rows if r.resolution]
+        if not res:
+            raise NoDataError(
+                "resolution= not given and no scene in the request has a known resolution to default to"
+            )
+        finest = min(res)
+        return finest / 111_320.0 if target.is_geographic else finest
+
+    gbox = make_geobox(
+        bbox,
+        crs,
+        resolution=resolution,
+        shape=shape,
+        geobox=geobox,
+        like=like,
+        bbox_crs=bbox_crs,
+        default_resolution=native_resolution,
+    )
+    chunk_shape = _chunks(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
+    area_ll = to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt())
+
+    candidates = idx.query_geometry(area_ll, time)
+    records = [r for r in candidates.records() if r.href is not None and r.transform is not None]
+    no_href = len(candidates) - len(records)
+    if not records:
+        detail = f" ({no_href} footprint-only rows have no file to read)" if no_href else ""
+        message = (
+            f"no scene in the index {idx.source or ''} intersects the request: bbox {tuple(bbox) if bbox is not None else gbox.boundingbox} "
+            f"({bbox_crs}), time {time!r}{detail}. The index holds {len(idx)} assets"
+            + (
+                f" from {idx.time_range[0]:%Y-%m-%d} to {idx.time_range[1]:%Y-%m-%d}"
+                if len(idx) and idx.time_range[0] is not None
+                else ""
+            )
+        )
+        if on_empty == "raise":
+            raise NoDataError(message)
+        import warnings
+
+        from mosaic.errors import MosaicWarning
+
+        warnings.warn(message, MosaicWarning, stacklevel=2)
+
+    band_specs = _band_specs(records, bands, method, dtype, nodata) if records else ()
+    if rank_band is not None and records:
+        available = {r.asset for r in records}
+        if rank_band not in available:
+            raise InvalidInputError(
+                f"method {method!r}: band {rank_band!r} is in none of the selected scenes; available: {sorted(available)}"
+            )
+
+    # time groups, and fusion order inside each
+    grouped: dict[Any, list[SceneAsset]] = defaultdict(list)
+    for r in records:
+        grouped[_group_key(r, groupby)].append(r)
+
+    def first_time(rows: list[SceneAsset]) -> pd.Timestamp | None:
+        times = [t for t in (r.datetime or r.start_datetime for r in rows) if t is not None]
+        return min(times) if times else None
+
+    def as_coord(when: pd.Timestamp | None) -> np.datetime64:
+        if when is None:
+            return np.datetime64("NaT", "ns")
+        return np.datetime64(when.tz_convert("UTC").tz_localize(None), "ns")
+
+    epoch = pd.Timestamp(0, tz="UTC")
+    group_keys = sorted(grouped, key=lambda k: (first_time(grouped[k]) or epoch, str(k)))
+    times = tuple(as_coord(first_time(grouped[k])) for k in group_keys)
+
+    # footprints in the target CRS against chunk boxes
+    finder = _WindowFinder(gbox, chunk_shape)
+    ny, nx = finder.grid
+    chunk_boxes = np.empty(ny * nx, dtype=object)
+    for iy in range(ny):
+        for ix in range(nx):
+            chunk_boxes[iy * nx + ix] = box(
+                *gbox[
+                    (
+                        slice(iy * chunk_shape[0], min((iy + 1) * chunk_shape[0], gbox.shape[0])),
+                        slice(ix * chunk_shape[1], min((ix + 1) * chunk_shape[1], gbox.shape[1])),
+                    )
+                ].boundingbox
+            )
+    tree = shapely.STRtree(chunk_boxes)
+    margin = _KERNEL_MARGIN.get(resampling, 2)
+
+    touching: dict[tuple[str, str], list[tuple[int, int, int, int, tuple[int, int, int, int]]]] = {}
+    for rec in records:
+        fp = _footprint_in_target(rec, area_ll, gbox)
+        if fp.is_empty:
+            continue
+        hits = tree.query(fp, predicate="intersects")
+        xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
+        found = []
+        for k in np.sort(hits):
+            iy, ix = divmod(int(k), nx)
+            b = (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix])
+            if not all(math.isfinite(v) for v in b) or not math.isfinite(scale[iy, ix]):
+                continue
+            win = _window(rec, b, float(scale[iy, ix]), margin)
+            if win is not None:
+                found.append((iy, ix, win[0], win[1], win[2]))
+        touching[(rec.id, rec.asset)] = found
+
+    tasks: list[ChunkTask] = []
+    by_scene_asset = {(r.id, r.asset): r for r in records}
+    reverse = method == "last"
+    for t, key in enumerate(group_keys):
+        rows = sorted(
+            grouped[key],
+            key=lambda r: (r.datetime or r.start_datetime or pd.Timestamp(0, tz="UTC"), r.id),
+            reverse=reverse,
+        )
+        for spec in band_specs:
+            per_chunk: dict[tuple[int, int], list[Read]] = defaultdict(list)
+            aux_chunk: dict[tuple[int, int], list[Read]] = defaultdict(list)
+            for rec in rows:
+                if rec.asset != spec.asset or spec.band > rec.band_count:
+                    continue
+                rank_rec = by_scene_asset.get((rec.id, rank_band)) if rank_band else None
+                if rank_band and rank_rec is None:
+                    continue  # a scene without the ranking band cannot be ranked
+                for iy, ix, level, factor, win in touching.get((rec.id, rec.asset), ()):
+                    per_chunk[(iy, ix)].append(_make_read(rec, spec.band, level, factor, win))
+                    if rank_rec is not None:
+                        aux = _aux_read(rank_rec, finder, iy, ix, margin)
+                        aux_chunk[(iy, ix)].append(aux)
+            for (iy, ix), reads in sorted(per_chunk.items()):
+                tasks.append(
+                    ChunkTask(spec.name, t, iy, ix, tuple(reads), tuple(aux_chunk.get((iy, ix), ())))
+                )
+
+    return Plan(
+        geobox=gbox,
+        chunks=chunk_shape,
+        times=times,
+        groups=tuple(str(k) for k in group_keys),
+        bands=band_specs,
+        tasks=tuple(tasks),
+        method=method,
+        resampling=resampling,
+        index_source=idx.source,
+        scenes=tuple(sorted({r.id for r in records})),
+        on_error=on_error,
+        gdal_options=tuple(sorted((str(k), str(v)) for k, v in (gdal_options or {}).items())),
+        max_concurrency=None if max_concurrency is None else int(max_concurrency),
+        considered=tuple(candidates.records()),
+    )
+
+
+def _make_read(rec: SceneAsset, band: int, level: int, factor: int, win: tuple[int, int, int, int]) -> Read:
+    return Read(
+        scene=rec.id,
+        asset=rec.asset,
+        href=rec.href,  # type: ignore[arg-type]
+        band=band,
+        crs=rec.crs,
+        overview=level,
+        factor=factor,
+        window=win,
+        nodata=rec.nodata,
+        datetime=None if rec.datetime is None else rec.datetime.isoformat(),
+    )
+
+
+def _aux_read(rec: SceneAsset, finder: _WindowFinder, iy: int, ix: int, margin: int) -> Read:
+    """The ranking band's read for one chunk (an empty window when it does not reach the chunk)."""
+    xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
+    win = _window(rec, (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix]), float(scale[iy, ix]), margin)
+    if win is None:
+        return _make_read(rec, 1, -1, 1, (0, 0, 0, 0))
+    return _make_read(rec, 1, win[0], win[1], win[2])

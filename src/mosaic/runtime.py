@@ -1,0 +1,94 @@
+"""Process-wide state: read limiters and per-thread dataset handle caches, created lazily under a lock.
+
+Everything mutable that outlives one task lives here, so tests (and long-running workers) can start
+clean with :func:`reset`. Nothing reads environment variables at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["default_concurrency", "handle_cache", "limiter_registry", "reset"]
+
+_lock = threading.Lock()
+_limiters: dict[Any, Any] = {}
+_caches: weakref.WeakSet[HandleCache] = weakref.WeakSet()
+_local = threading.local()
+
+
+def default_concurrency() -> int:
+    """Default bound on simultaneous reads: ``$MOSAIC_MAX_CONCURRENCY``, else 4 per core (max 64)."""
+    env = os.environ.get("MOSAIC_MAX_CONCURRENCY")
+    if env:
+        return max(1, int(env))
+    return min(64, 4 * (os.cpu_count() or 2))
+
+
+class HandleCache:
+    """An LRU of open rasterio datasets, private to one thread (datasets are not thread-safe)."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any, opener: Any) -> Any:
+        """The dataset for ``key``, opened with ``opener()`` on first use."""
+        item = self._items.get(key)
+        if item is not None and not item.closed:
+            self._items.move_to_end(key)
+            return item
+        item = opener()
+        self._items[key] = item
+        while len(self._items) > self.size:
+            _, old = self._items.popitem(last=False)
+            old.close()
+        return item
+
+    def drop(self, key: Any) -> None:
+        """Close and forget one dataset (after a failed read, so a retry reopens it)."""
+        item = self._items.pop(key, None)
+        if item is not None:
+            item.close()
+
+    def clear(self) -> None:
+        """Close every dataset."""
+        while self._items:
+            _, item = self._items.popitem()
+            item.close()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def handle_cache() -> HandleCache:
+    """This thread's dataset cache."""
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = HandleCache()
+        _local.cache = cache
+        with _lock:
+            _caches.add(cache)
+    return cache
+
+
+def limiter_registry(key: Any, factory: Any) -> Any:
+    """The process-wide object for ``key``, made by ``factory()`` on first use."""
+    with _lock:
+        item = _limiters.get(key)
+        if item is None:
+            item = factory()
+            _limiters[key] = item
+        return item
+
+
+def reset() -> None:
+    """Forget limiters and close cached datasets (all threads' caches; use when no load is running)."""
+    with _lock:
+        _limiters.clear()
+        caches = list(_caches)
+    for cache in caches:
+        cache.clear()

@@ -35,6 +35,20 @@ def test_utm_scene_crossing_antimeridian_is_split_at_180():
     assert max(east_edge) == pytest.approx(max(west_edge), abs=1e-6)
 
 
+def test_clockwise_footprint_crossing_antimeridian_is_not_the_whole_world():
+    # a collar-cut UTM 60S scene straddling 180 (regression: winding misjudged -> the world's complement)
+    native = shapely.from_wkt(
+        "POLYGON ((822840 8125800, 811276.8407741777 8125800, 808291.1592258223 8110440, "
+        "822840 8110440, 822840 8125800))"
+    )
+    for geom in (native, shapely.geometry.polygon.orient(native, -1.0)):
+        fp = to_lonlat(geom, "EPSG:32760")
+        assert isinstance(fp, MultiPolygon)
+        assert fp.bounds[1] == pytest.approx(-17.0698, abs=1e-3)
+        assert fp.bounds[3] == pytest.approx(-16.9291, abs=1e-3)
+        assert fp.area < 0.03  # square degrees: ~15 km x 15 km, not the complement of the world
+
+
 def test_reprojected_footprint_contains_every_native_corner_and_edge_point():
     native = _utm_box(32633, 15.0, 80.0, 50_000)
     fp = to_lonlat(native, "EPSG:32633")

@@ -117,11 +117,14 @@ def _fix_ring(lonlat: np.ndarray, *, north: bool = False, south: bool = False) -
 
 
 def _unwrap(lonlat: np.ndarray) -> np.ndarray:
-    """The ring with longitudes made continuous (no jump over 180 degrees between vertices)."""
+    """The ring with longitudes made continuous (no jump over 180 degrees between vertices).
+
+    Vertices are shifted by whole multiples of 360, so a closed ring stays exactly closed.
+    """
     step = np.diff(lonlat[:, 0])
-    step = (step + 180.0) % 360.0 - 180.0
+    turns = np.where(step > 180.0, -1, np.where(step < -180.0, 1, 0))
     out = lonlat.copy()
-    out[1:, 0] = lonlat[0, 0] + np.cumsum(step)
+    out[1:, 0] = lonlat[1:, 0] + 360.0 * np.cumsum(turns)
     return out
 
 

@@ -93,6 +93,11 @@ def test_bbox_across_antimeridian_and_validation():
         bbox_to_lonlat((0, 1, 2))
 
 
+def test_world_wide_lonlat_boxes_stay_boxes():
+    assert bbox_to_lonlat((-180, 89.9, 180, 90)).bounds == (-180, 89.9, 180, 90)
+    assert bbox_to_lonlat((-180, -90, 180, 90)).area == pytest.approx(360 * 180)
+
+
 def test_normalize_lonlat_handles_both_antimeridian_conventions():
     beyond = Polygon([(179, 0), (181, 0), (181, 1), (179, 1)])
     jumping = Polygon([(179, 0), (-179, 0), (-179, 1), (179, 1)])

@@ -26,9 +26,8 @@ DEMO_TRUTH_BANDS = {"B02": [1], "B8A": [2], "WVP": [3], "AOT": [7], "visual": [4
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, pystac.Item]]:
-    root = tmp_path_factory.mktemp("demo")
-    items = syn.demo_collection(root)
+def demo(demo_collection: tuple[Path, list[pystac.Item]]) -> tuple[Path, dict[str, pystac.Item]]:
+    root, items = demo_collection
     return root, {item.id: item for item in items}
 
 

@@ -105,7 +105,10 @@ def _polygon_to_lonlat(native: Polygon, crs: CRS | str) -> BaseGeometry:
 def _fix_ring(lonlat: np.ndarray, *, north: bool = False, south: bool = False) -> BaseGeometry:
     """A lon/lat ring as a valid (multi)polygon, split at +-180 and closed over an enclosed pole."""
     poly = Polygon(lonlat)
-    crosses = bool(np.any(np.abs(np.diff(lonlat[:, 0])) > 180.0))
+    lon = lonlat[:, 0]
+    on_seam = np.abs(lon) >= 180.0
+    # a jump between two vertices on +-180 runs along the seam (e.g. a box's pole edge), not across it
+    crosses = bool(np.any((np.abs(np.diff(lon)) > 180.0) & ~(on_seam[:-1] & on_seam[1:])))
     if not (crosses or north or south):
         return shapely.make_valid(shapely.geometry.polygon.orient(poly, 1.0))
     if not (north or south) and not shapely.is_ccw(Polygon(_unwrap(lonlat)).exterior):

@@ -616,7 +616,7 @@ def _window(
     aff = Affine(*rec.transform)  # type: ignore[misc]
     inv = ~aff
     xmin, xmax, ymin, ymax = bounds
-    corners = [inv * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+    corners = [inv @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
     cs, rs = zip(*corners, strict=True)
     h, w = rec.shape  # type: ignore[misc]
     res = rec.resolution or (1.0, 1.0)

@@ -1,0 +1,34 @@
+"""Shared fixtures: the demo collection (generated once per session) and its tile index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pystac
+import pytest
+
+from mosaic import TileIndex, runtime
+from mosaic import synthetic as syn
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def demo_collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[pystac.Item]]:
+    """The embedded demo collection, written once into a session temp folder."""
+    root = tmp_path_factory.mktemp("demo")
+    return root, syn.demo_collection(root)
+
+
+@pytest.fixture(scope="session")
+def demo_index(demo_collection: tuple[Path, list[pystac.Item]]) -> TileIndex:
+    """The demo collection's tile index, built from its STAC Items."""
+    return TileIndex.from_stac(demo_collection[1])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime():
+    """Each test starts with fresh limiters and no cached dataset handles."""
+    runtime.reset()
+    yield
+    runtime.reset()

@@ -723,14 +723,11 @@ def make_plan(
     no_href = len(candidates) - len(records)
     if not records:
         detail = f" ({no_href} footprint-only rows have no file to read)" if no_href else ""
+        where = f" {idx.source}" if idx.source else ""
         message = (
-            f"no scene in the index {idx.source or ''} intersects the request: bbox {tuple(bbox) if bbox is not None else gbox.boundingbox} "
-            f"({bbox_crs}), time {time!r}{detail}. The index holds {len(idx)} assets"
-            + (
-                f" from {idx.time_range[0]:%Y-%m-%d} to {idx.time_range[1]:%Y-%m-%d}"
-                if len(idx) and idx.time_range[0] is not None
-                else ""
-            )
+            f"no scene in the index{where} intersects the request: bbox "
+            f"{tuple(bbox) if bbox is not None else gbox.boundingbox} ({bbox_crs}), time {time!r}{detail}; "
+            "compare the request with the index's extent and time range (`mosaic index info`)"
         )
         if on_empty == "raise":
             raise NoDataError(message)

@@ -19,7 +19,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioDeprecationWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -146,6 +146,9 @@ def warp_read(
     height, width = src.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        # WarpedVRT over a writable MEM dataset: rasterio 1.4 warns, but this is the only way it offers to
+        # warp an in-memory window with an explicit error threshold (reproject() ignores `tolerance`).
+        warnings.simplefilter("ignore", RasterioDeprecationWarning)
         with rasterio.open(
             "/vsimem/mosaic-window.mem",
             "w",

@@ -1,0 +1,296 @@
+"""``mosaic index build`` and ``mosaic index info``: make a tile index and describe one."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mosaic.cli.options import json_opt, on_error_opt, parse_list, quiet_opt, workers_opt
+
+if TYPE_CHECKING:
+    from mosaic.index import TileIndex
+
+__all__ = ["build", "describe", "index", "info", "is_stac_source"]
+
+_STAC_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl", ".parquet", ".geoparquet")
+
+
+def is_stac_source(source: str) -> bool:
+    """Whether an input names STAC Items by its suffix: JSON, NDJSON or stac-geoparquet."""
+    return source.lower().endswith(_STAC_SUFFIXES)
+
+
+@click.group()
+def index() -> None:
+    """Build and inspect tile indexes (GeoParquet, one row per scene asset)."""
+
+
+# -------------------------------------------------------------------------------------------- build
+
+
+def _stac_files(sources: tuple[str, ...]) -> list[str]:
+    """Local STAC files from paths and globs; directories and URLs are usage errors."""
+    from mosaic.errors import SourceError
+    from mosaic.sources import is_remote
+
+    out: list[str] = []
+    for src in sources:
+        if is_remote(src):
+            raise click.BadParameter(
+                f"{src}: STAC inputs must be local files (STAC API search comes later); download it first",
+                param_hint="SOURCES",
+            )
+        if os.path.isdir(src):
+            raise click.BadParameter(
+                f"{src} is a directory; with --stac give Item files, e.g. {src}/items.json or "
+                f"'{src}/**/*.json'",
+                param_hint="SOURCES",
+            )
+        if any(ch in src for ch in "*?["):
+            matches = sorted(glob.glob(src, recursive=True))
+            if not matches:
+                raise SourceError(src, "no file matches this pattern")
+            out.extend(matches)
+        else:
+            out.append(src)
+    return out
+
+
+def _from_stac(files: list[str], assets: tuple[str, ...] | None, workers: int | None, **kw: Any) -> TileIndex:
+    """One index of the Items of every file (each file's relative hrefs resolved against its folder)."""
+    from mosaic.index import TileIndex
+
+    parts = [
+        TileIndex.from_stac(f, assets=list(assets) if assets else None, workers=workers, **kw) for f in files
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    records = [r for p in parts for r in p.records()]
+    return TileIndex.from_records(records, skipped=[s for p in parts for s in p.skipped])
+
+
+def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
+    """Rows whose asset name (from --pattern, default ``data``) is one of ``assets``."""
+    from mosaic.errors import InvalidInputError
+
+    names = idx.table.column("asset").to_pylist()
+    rows = [i for i, name in enumerate(names) if name in assets]
+    if not rows:
+        raise InvalidInputError(
+            f"--assets {','.join(assets)} matches none of the indexed files, whose assets are "
+            f"{sorted(set(names))} (a file's asset is the 'asset' group of --pattern, else 'data')"
+        )
+    return idx.take(rows)
+
+
+@index.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCES...")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Where to write the index (GeoParquet).",
+)
+@click.option(
+    "--stac",
+    is_flag=True,
+    help="SOURCES are STAC Item files (JSON FeatureCollection, NDJSON or stac-geoparquet). "
+    "Automatic for .json, .geojson, .ndjson and .parquet inputs.",
+)
+@click.option(
+    "--assets",
+    metavar="A,B,...",
+    help="Asset names to index. [default: every raster asset of an Item; every file]",
+)
+@click.option(
+    "--pattern",
+    metavar="REGEX",
+    help="For raster files: a regex searched in each path whose named groups id, asset and datetime "
+    "set the scene id (default: file stem), the asset name (default: data) and the time "
+    "(default: the TIFF DATETIME tag).",
+)
+@on_error_opt
+@workers_opt
+@quiet_opt
+def build(
+    sources: tuple[str, ...],
+    output: str,
+    stac: bool,
+    assets: str | None,
+    pattern: str | None,
+    on_error: str,
+    workers: int | None,
+    quiet: bool,
+) -> None:
+    """Index raster files or STAC Items into a GeoParquet tile index.
+
+    SOURCES are raster files, globs (quote them: 'data/**/*.tif'), directories (searched recursively)
+    or URLs; or STAC Item files (with --stac, or when they end in .json, .ndjson or .parquet).
+
+    \b
+    Examples:
+      mosaic index build 'scenes/**/*.tif' -o index.parquet
+      mosaic index build scenes/ --pattern '(?P<id>[^/]+)/(?P<asset>\\w+)\\.tif$' -o index.parquet
+      mosaic index build items.json --assets B02,B8A -o index.parquet
+    """  # noqa: D301 (\b keeps click from rewrapping the examples)
+    import re
+    import sys
+
+    from mosaic.errors import InvalidInputError
+    from mosaic.index import TileIndex
+
+    progress = not quiet and sys.stderr.isatty()
+    wanted = parse_list(assets) if assets else None
+    stac_flags = [is_stac_source(s) for s in sources]
+    use_stac = stac or all(stac_flags)
+    if not use_stac and any(stac_flags):
+        listed = ", ".join(s for s, f in zip(sources, stac_flags, strict=True) if f)
+        raise click.UsageError(
+            f"SOURCES mix STAC files ({listed}) with raster files; index them separately, "
+            "or pass --stac if every source is a STAC file"
+        )
+    if use_stac:
+        if pattern:
+            raise click.UsageError("--pattern applies to raster files, not to STAC Items")
+        idx = _from_stac(
+            _stac_files(sources),
+            wanted,
+            workers,
+            progress=progress,
+            on_error=on_error,
+        )
+    else:
+        try:
+            regex = re.compile(pattern) if pattern else None
+        except re.error as exc:
+            raise click.BadParameter(
+                f"{pattern!r} is not a valid regex ({exc})", param_hint="'--pattern'"
+            ) from None
+        try:
+            idx = TileIndex.from_files(
+                list(sources),
+                pattern=regex,
+                workers=workers,
+                progress=progress,
+                on_error=on_error,  # type: ignore[arg-type]
+            )
+        except InvalidInputError as exc:
+            if regex is None and "duplicate index row" in str(exc):
+                raise InvalidInputError(
+                    f"{exc}: scene ids default to file stems, which repeat here; pass --pattern with an "
+                    "'id' group, e.g. --pattern '(?P<id>[^/]+)/(?P<asset>[^/]+)\\.tif$'"
+                ) from exc
+            raise
+        if wanted:
+            idx = _keep_assets(idx, wanted)
+    path = idx.write(output)
+    if not quiet:
+        facts = describe(idx)
+        crs = ", ".join(f"{k} ({v})" for k, v in facts["crs"].items())
+        click.echo(
+            f"wrote {path}: {facts['rows']} asset(s) of {facts['scenes']} scene(s) "
+            f"in {len(facts['crs'])} CRS ({crs}); time {_span(facts['time_range'])}"
+            + (f"; skipped {len(idx.skipped)} input(s)" if idx.skipped else "")
+        )
+
+
+# --------------------------------------------------------------------------------------------- info
+
+
+def _iso(value: Any) -> str | None:
+    """A UTC timestamp as ``YYYY-MM-DDTHH:MM:SSZ`` (None stays None)."""
+    import pandas as pd
+
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    text = str(ts.strftime("%Y-%m-%dT%H:%M:%S"))
+    return text + (f".{ts.microsecond:06d}" if ts.microsecond else "") + "Z"
+
+
+def _time_range(idx: TileIndex) -> tuple[str | None, str | None]:
+    """Earliest start and latest end of the rows (``datetime``, else ``start/end_datetime``)."""
+    import pyarrow.compute as pc
+
+    table = idx.table
+    start = pc.coalesce(table.column("start_datetime"), table.column("datetime"))
+    end = pc.coalesce(table.column("end_datetime"), table.column("datetime"))
+    return _iso(pc.min(start).as_py()), _iso(pc.max(end).as_py())
+
+
+def describe(idx: TileIndex) -> dict[str, Any]:
+    """Facts about an index as plain JSON types: counts, CRSs, time range, extent, dtypes, assets."""
+    import shapely
+
+    table = idx.table
+    extent = [float(v) for v in shapely.total_bounds(idx.footprints)] if len(idx) else None
+    dtypes = Counter(d if d is not None else "unknown" for d in table.column("dtype").to_pylist())
+    return {
+        "path": idx.source,
+        "rows": len(idx),
+        "scenes": len(set(table.column("id").to_pylist())),
+        "crs": idx.crs_counts(),
+        "time_range": list(_time_range(idx)),
+        "extent": extent,
+        "dtypes": dict(dtypes.most_common()),
+        "assets": dict(sorted(Counter(table.column("asset").to_pylist()).items())),
+        "skipped": [{"href": s.href, "reason": s.reason} for s in idx.skipped],
+    }
+
+
+def _span(time_range: list[str | None]) -> str:
+    lo, hi = time_range
+    return "unknown" if lo is None and hi is None else f"{lo or '?'} .. {hi or '?'}"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} ({v})" for k, v in counts.items()) or "-"
+
+
+def format_info(facts: dict[str, Any]) -> str:
+    """The human-readable ``mosaic index info`` text."""
+    width = max((len(k) for k in facts["crs"]), default=0)
+    extent = facts["extent"]
+    lines = [
+        f"index:       {facts['path']}",
+        f"rows:        {facts['rows']} assets of {facts['scenes']} scenes",
+        f"CRS:         {len(facts['crs'])}",
+        *(f"  {crs:<{width}}  {n}" for crs, n in facts["crs"].items()),
+        f"time range:  {_span(facts['time_range'])}",
+        "extent:      "
+        + (
+            "-"
+            if extent is None
+            else f"lon {extent[0]:.4f} .. {extent[2]:.4f}, lat {extent[1]:.4f} .. {extent[3]:.4f} "
+            "(footprints, EPSG:4326)"
+        ),
+        f"dtypes:      {_counts(facts['dtypes'])}",
+        f"assets:      {_counts(facts['assets'])}",
+        f"skipped:     {len(facts['skipped'])}",
+        *(f"  {s['href']}: {s['reason']}" for s in facts["skipped"]),
+    ]
+    return "\n".join(lines)
+
+
+@index.command()
+@click.argument("path", metavar="INDEX")
+@json_opt
+def info(path: str, as_json: bool) -> None:
+    """Describe a tile index: rows, scenes, CRSs, time range, footprint extent, dtypes and assets.
+
+    INDEX is a .parquet index from 'mosaic index build', a stac-geoparquet file, or STAC Items
+    (JSON/NDJSON).
+    """
+    from mosaic.planner import resolve_index
+
+    facts = describe(resolve_index(path))
+    facts["path"] = facts["path"] or str(Path(path))
+    click.echo(json.dumps(facts, indent=2) if as_json else format_info(facts))

@@ -1,0 +1,235 @@
+"""Options and value parsers shared by the ``mosaic`` commands (as rasterio's ``rio/options.py``).
+
+Each parser turns one command-line string into the value the Python API takes, or raises
+:class:`click.BadParameter` (a usage error: exit code 2) saying what is wrong and what to write
+instead. The option decorators bundle a parser with its flag names and help text, so every command
+spells a shared option the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+__all__ = [
+    "bands_opt",
+    "bbox_crs_opt",
+    "bbox_opt",
+    "check_bbox",
+    "chunks_opt",
+    "crs_opt",
+    "index_opt",
+    "json_opt",
+    "on_error_opt",
+    "parse_bbox",
+    "parse_chunks",
+    "parse_crs",
+    "parse_list",
+    "parse_resolution",
+    "parse_time",
+    "quiet_opt",
+    "resolution_opt",
+    "time_opt",
+    "workers_opt",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SPLIT = re.compile(r"[,\s]+")
+
+
+def _numbers(text: str, what: str) -> list[float]:
+    """Comma (or space) separated numbers; ``what`` names the expected form in the error."""
+    parts = [p for p in _SPLIT.split(text.strip()) if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not {what}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"{text!r}: numbers must be finite")
+    return values
+
+
+# ------------------------------------------------------------------------------------------ parsers
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``"minx,miny,maxx,maxy"`` to a 4-tuple of floats (negative numbers welcome: ``-10,40,5,50``).
+
+    Raises:
+        click.BadParameter: not four finite numbers, or ``miny >= maxy``, or ``minx == maxx``.
+            (``minx > maxx`` is allowed here: in lon/lat it crosses the antimeridian; see
+            :func:`check_bbox`.)
+    """
+    values = _numbers(text, "four numbers minx,miny,maxx,maxy")
+    if len(values) != 4:
+        raise click.BadParameter(
+            f"{text!r} has {len(values)} number(s); give four: minx,miny,maxx,maxy (e.g. -10,40,5,50)"
+        )
+    minx, miny, maxx, maxy = values
+    if miny >= maxy:
+        raise click.BadParameter(f"{text!r}: miny ({miny:g}) must be below maxy ({maxy:g})")
+    if minx == maxx:
+        raise click.BadParameter(f"{text!r}: minx and maxx are equal ({minx:g}); the box has no width")
+    return (minx, miny, maxx, maxy)
+
+
+def check_bbox(bbox: tuple[float, float, float, float], bbox_crs: str) -> None:
+    """Checks that need the bbox CRS: lon/lat ranges, and ``minx > maxx`` only across the antimeridian.
+
+    Raises:
+        click.BadParameter: (for ``--bbox``) when the box does not make sense in ``bbox_crs``.
+    """
+    from pyproj import CRS
+
+    minx, miny, maxx, maxy = bbox
+    text = ",".join(f"{v:g}" for v in bbox)
+    if CRS.from_user_input(bbox_crs).is_geographic:
+        if not (-90 <= miny and maxy <= 90):
+            raise click.BadParameter(f"{text}: latitudes must lie in [-90, 90]", param_hint="'--bbox'")
+        if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
+            raise click.BadParameter(f"{text}: longitudes must lie in [-180, 180]", param_hint="'--bbox'")
+    elif minx > maxx:
+        raise click.BadParameter(
+            f"{text}: minx ({minx:g}) is greater than maxx ({maxx:g}); only a lon/lat box may cross the "
+            "antimeridian",
+            param_hint="'--bbox'",
+        )
+
+
+def parse_crs(text: str) -> str:
+    """A CRS pyproj understands (``EPSG:32633``, ``32633``, WKT, PROJ), or ``utm`` for the bbox's zone."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    value = text.strip()
+    if value.lower() == "utm":
+        return "utm"
+    if value.isdigit():
+        value = f"EPSG:{value}"
+    try:
+        CRS.from_user_input(value)
+    except CRSError as exc:
+        raise click.BadParameter(f"{text!r} is not a CRS pyproj understands ({exc})") from None
+    return value
+
+
+def parse_time(text: str) -> str:
+    """A date, partial date (``2024-06``) or ``start/end`` range, validated; returned as given."""
+    from mosaic.errors import InvalidInputError
+    from mosaic.times import parse_time as _parse
+
+    try:
+        _parse(text)
+    except InvalidInputError as exc:
+        raise click.BadParameter(f"{exc} (write e.g. 2024-06-01, 2024-06 or 2024-06-01/2024-06-30)") from None
+    return text
+
+
+def parse_resolution(text: str) -> float | tuple[float, float]:
+    """One pixel size, or ``x,y`` sizes, in target CRS units; all positive."""
+    values = _numbers(text, "a pixel size (e.g. 10, or 0.0002,0.0002 for x,y)")
+    if len(values) not in (1, 2) or not all(v > 0 for v in values):
+        raise click.BadParameter(f"{text!r}: give one positive pixel size, or two (x,y)")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def parse_chunks(text: str) -> int | tuple[int, int]:
+    """A chunk size in pixels, or ``y,x`` sizes; positive integers."""
+    values = _numbers(text, "a chunk size in pixels (e.g. 2048, or 1024,2048 for y,x)")
+    if len(values) not in (1, 2) or not all(v > 0 and v.is_integer() for v in values):
+        raise click.BadParameter(f"{text!r}: give one positive whole number of pixels, or two (y,x)")
+    return int(values[0]) if len(values) == 1 else (int(values[0]), int(values[1]))
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """``"a,b"`` to ``("a", "b")`` (blanks dropped)."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _callback(parser: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback applying ``parser`` to a given value (None passes through)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        return None if value is None else parser(value)
+
+    return callback
+
+
+# ------------------------------------------------------------------------------------------ options
+
+bbox_opt = click.option(
+    "--bbox",
+    required=True,
+    metavar="MINX,MINY,MAXX,MAXY",
+    callback=_callback(parse_bbox),
+    help="Area of interest in --bbox-crs, e.g. --bbox -10,40,5,50. In lon/lat, MINX > MAXX crosses "
+    "the antimeridian.",
+)
+bbox_crs_opt = click.option(
+    "--bbox-crs",
+    default="EPSG:4326",
+    show_default=True,
+    metavar="CRS",
+    callback=_callback(parse_crs),
+    help="CRS of --bbox.",
+)
+crs_opt = click.option(
+    "--crs",
+    required=True,
+    metavar="CRS",
+    callback=_callback(parse_crs),
+    help="Output CRS: EPSG:n, n, WKT or PROJ string, or 'utm' for the UTM zone of the bbox centre.",
+)
+resolution_opt = click.option(
+    "--resolution",
+    metavar="RES|X,Y",
+    callback=_callback(parse_resolution),
+    help="Pixel size in output CRS units; pixel edges align to its multiples. "
+    "[default: the finest native resolution of the scenes]",
+)
+time_opt = click.option(
+    "--time",
+    metavar="TIME",
+    callback=_callback(parse_time),
+    help="Date, partial date (2024-06 is the whole month) or START/END range (inclusive; '..' for open).",
+)
+chunks_opt = click.option(
+    "--chunks",
+    default="2048",
+    show_default=True,
+    metavar="N|Y,X",
+    callback=_callback(parse_chunks),
+    help="Chunk size of the output in pixels.",
+)
+bands_opt = click.option(
+    "--bands",
+    metavar="A,B,...",
+    callback=_callback(parse_list),
+    help="Bands to load: asset names (all bands of a multi-band asset) or ASSET.N. [default: all]",
+)
+index_opt = click.option(
+    "--index",
+    "index",
+    metavar="PATH",
+    help="Tile index (.parquet from 'mosaic index build'), stac-geoparquet, or a STAC Item JSON/NDJSON "
+    "file. [default: $MOSAIC_INDEX]",
+)
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
+workers_opt = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Threads reading file metadata. [default: a few per core]",
+)
+on_error_opt = click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="Stop at the first bad input, or skip bad inputs with a warning that lists them.",
+)

@@ -1,0 +1,173 @@
+"""``mosaic plan``: what a load would read, without reading pixels."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mosaic.cli.options import (
+    bands_opt,
+    bbox_crs_opt,
+    bbox_opt,
+    check_bbox,
+    chunks_opt,
+    crs_opt,
+    index_opt,
+    json_opt,
+    resolution_opt,
+    time_opt,
+)
+from mosaic.planner import RESAMPLING
+
+if TYPE_CHECKING:
+    from mosaic.planner import Plan
+
+__all__ = ["format_plan", "plan", "plan_facts"]
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def plan_facts(the_plan: Plan) -> dict[str, Any]:
+    """The plan summary plus what identifies the request: scene ids, groups, bounds, chunk shape."""
+    facts = dict(the_plan.summary())
+    facts.update(
+        scene_ids=list(the_plan.scenes),
+        groups=list(the_plan.groups),
+        bounds=[float(v) for v in the_plan.geobox.boundingbox],
+        chunk_shape=list(the_plan.chunks),
+        index=the_plan.index_source,
+    )
+    return facts
+
+
+def format_plan(facts: dict[str, Any]) -> str:
+    """The human-readable ``mosaic plan`` text."""
+    t, ny, nx = facts["shape"]
+    rx, ry = facts["resolution"]
+    overviews = ", ".join(f"x{k}: {v}" for k, v in facts["overview_factors"].items()) or "-"
+    lines = [
+        f"scenes:      {facts['scenes']} from {', '.join(facts['source_crs']) or 'no CRS'}",
+        *(f"  {s}" for s in facts["scene_ids"]),
+        f"output:      {t} x {ny} x {nx} (time, y, x) in {facts['crs']}, pixel {abs(rx):g} x {abs(ry):g}",
+        f"bounds:      {', '.join(f'{v:.10g}' for v in facts['bounds'])}",
+        f"times:       {', '.join(facts['groups']) or '-'}",
+        f"bands:       {', '.join(facts['bands']) or '-'}",
+        f"chunks:      {facts['nonempty_chunks']} of {facts['chunks']} need reads "
+        f"({facts['chunk_shape'][0]} x {facts['chunk_shape'][1]} px; {facts['empty_chunks']} constant fill)",
+        f"reads:       {facts['reads']} windows of {facts['assets_read']} assets; "
+        f"overview factors {overviews}",
+        f"bytes:       ~{_bytes(facts['estimated_read_bytes'])} read, {_bytes(facts['output_bytes'])} output",
+        f"method:      {facts['method']}, resampling {facts['resampling']}",
+    ]
+    if facts.get("png"):
+        lines.append(f"picture:     {facts['png']}")
+    return "\n".join(lines)
+
+
+def _chunk_id(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise click.BadParameter(f"{value!r}: give a chunk as IY,IX (e.g. 0,1)")
+    return int(parts[0]), int(parts[1])
+
+
+@click.command()
+@index_opt
+@bbox_opt
+@bbox_crs_opt
+@crs_opt
+@resolution_opt
+@time_opt
+@bands_opt
+@click.option(
+    "--method",
+    default="first",
+    show_default=True,
+    metavar="METHOD",
+    help="How overlapping scenes combine: first, last, min, max, mean, median, count, "
+    "highest:<band> or lowest:<band>.",
+)
+@click.option(
+    "--resampling", type=click.Choice(RESAMPLING), default="nearest", show_default=True, help="Warp kernel."
+)
+@chunks_opt
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also draw the plan (footprints coloured by CRS over the chunk grid) into this PNG.",
+)
+@click.option(
+    "--explain",
+    metavar="IY,IX",
+    callback=_chunk_id,
+    help="Also say which scenes feed chunk (IY, IX) and why, and which nearby scenes do not.",
+)
+@json_opt
+def plan(
+    index: str | None,
+    bbox: tuple[float, float, float, float],
+    bbox_crs: str,
+    crs: str,
+    resolution: float | tuple[float, float] | None,
+    time: str | None,
+    bands: tuple[str, ...] | None,
+    method: str,
+    resampling: str,
+    chunks: int | tuple[int, int],
+    png: str | None,
+    explain: tuple[int, int] | None,
+    as_json: bool,
+) -> None:
+    """Plan a mosaic without reading pixels: scenes, reads, chunks and bytes a load would need.
+
+    \b
+    Examples:
+      mosaic plan --index index.parquet --bbox 11.88,45.4,12.12,45.58 --crs EPSG:4326
+          --resolution 0.0002 --time 2024-06-01 --bands B02,B8A
+      mosaic plan --index index.parquet --bbox -10,40,5,50 --crs utm --resolution 100 --json
+    """  # noqa: D301 (\b keeps click from rewrapping the examples)
+    import os
+
+    import mosaic
+
+    check_bbox(bbox, bbox_crs)
+    if index is None and not os.environ.get("MOSAIC_INDEX"):
+        raise click.UsageError("no tile index: pass --index PATH or set MOSAIC_INDEX to the path of one")
+    the_plan = mosaic.plan(
+        bbox,
+        crs,
+        time,
+        index=index,
+        resolution=resolution,
+        bbox_crs=bbox_crs,
+        bands=list(bands) if bands else None,
+        method=method,
+        resampling=resampling,
+        chunks=chunks,
+    )
+    facts = plan_facts(the_plan)
+    if png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        the_plan.plot(png)
+        facts["png"] = png
+    if explain is not None:
+        facts["explain"] = the_plan.explain(*explain)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    click.echo(format_plan(facts))
+    if explain is not None:
+        click.echo(facts["explain"])

@@ -1,0 +1,274 @@
+"""The ``mosaic`` console script, run for real in a subprocess, and the demo job."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+import pytest
+
+from mosaic import synthetic
+from mosaic.cli.options import parse_bbox, parse_chunks, parse_crs, parse_resolution
+from mosaic.demo import DEMO_BBOX, DEMO_RESOLUTION, run_demo
+
+MOSAIC = Path(sys.executable).parent / "mosaic"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SEAM = ["--bbox", "11.88,45.40,12.12,45.58", "--crs", "EPSG:4326", "--resolution", "0.0002"]
+PATTERN = r"(?P<id>[\w-]+-(?P<datetime>\d{8}))/(?P<asset>\w+)\.tif$"
+
+
+def mosaic(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script."""
+    env = {k: v for k, v in os.environ.items() if k != "MOSAIC_INDEX"}
+    env["MPLBACKEND"] = "Agg"
+    return subprocess.run(
+        [str(MOSAIC), *map(str, args)], capture_output=True, text=True, timeout=180, env=env, cwd=cwd
+    )
+
+
+def mosaic_all(*calls: tuple[object, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent invocations side by side (each pays the interpreter start-up)."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return list(pool.map(lambda args: mosaic(*args), calls))
+
+
+def ok(*args: object) -> str:
+    proc = mosaic(*args)
+    assert proc.returncode == 0, f"mosaic {args} failed ({proc.returncode}):\n{proc.stderr}"
+    return proc.stdout
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def items(root: Path) -> list:
+    """The demo collection, generated once; the demo tests below reuse it (same folder)."""
+    return synthetic.demo_collection(root / "demo" / "collection")
+
+
+@pytest.fixture(scope="module")
+def collection(root: Path, items: list) -> Path:
+    return root / "demo" / "collection"
+
+
+@pytest.fixture(scope="module")
+def stac_index(root: Path, collection: Path) -> Path:
+    out = root / "stac.parquet"
+    stdout = ok("index", "build", collection / "items.json", "-o", out)
+    assert out.exists() and "114 asset(s) of 19 scene(s)" in stdout
+    return out
+
+
+def test_script_is_installed() -> None:
+    assert MOSAIC.exists(), f"{MOSAIC} missing: run `pip install -e .`"
+
+
+HELP = {
+    (): ["index", "plan", "demo", "--verbose"],
+    ("index",): ["build", "info"],
+    ("index", "build"): ["SOURCES", "--stac", "--assets", "--pattern", "--on-error", "--workers", "--quiet"],
+    ("index", "info"): ["INDEX", "--json"],
+    ("plan",): ["--index", "--bbox", "--bbox-crs", "--crs", "--resolution", "--time", "--bands", "--method"],
+    ("demo",): ["--out"],
+}
+
+
+def test_help_of_every_command() -> None:
+    for command, proc in zip(HELP, mosaic_all(*((*c, "--help") for c in HELP)), strict=True):
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"Usage: mosaic {' '.join(command)}".rstrip())
+        for word in HELP[command]:
+            assert word in proc.stdout, (command, word)
+
+
+# ----------------------------------------------------------------------------------------------- index
+
+
+def test_index_build_cogs_then_info(root: Path, collection: Path) -> None:
+    out = root / "cogs.parquet"
+    stdout = ok(
+        "index", "build", f"{collection}/*-seam12-*/B02.tif", "--pattern", PATTERN, "-o", out, "--workers", 2
+    )
+    assert "6 asset(s) of 6 scene(s)" in stdout
+    text = ok("index", "info", out)
+    assert re.search(r"rows:\s+6 assets of 6 scenes", text)
+    assert re.search(r"EPSG:32632\s+3", text) and re.search(r"EPSG:32633\s+3", text)
+    assert "2024-06-01T00:00:00Z .. 2024-06-21T00:00:00Z" in text
+    assert "uint16 (6)" in text and "B02 (6)" in text
+
+
+def test_index_build_directory(root: Path, collection: Path) -> None:
+    out = root / "dir.parquet"
+    stdout = ok("index", "build", collection / "S33-mid-20240601", "--pattern", PATTERN, "-o", out)
+    assert "6 asset(s) of 1 scene(s) in 1 CRS (EPSG:32633 (6))" in stdout
+    assert "2024-06-01T00:00:00Z .. 2024-06-01T00:00:00Z" in stdout
+
+
+def test_index_build_stac_then_info_json(stac_index: Path, items: list) -> None:
+    facts = json.loads(ok("index", "info", stac_index, "--json"))
+    expected_crs = Counter()
+    for item in items:
+        expected_crs[item.properties["proj:code"]] += len(item.assets)
+    assert facts["rows"] == 114 == sum(expected_crs.values())
+    assert facts["scenes"] == len(items) == 19
+    assert facts["crs"] == dict(expected_crs)
+    first, last = min(i.datetime for i in items), max(i.datetime for i in items)
+    assert facts["time_range"] == [f"{first:%Y-%m-%dT%H:%M:%S}Z", f"{last:%Y-%m-%dT%H:%M:%S}Z"]
+    west, south, east, north = facts["extent"]
+    assert (west, east, north) == (-180.0, 180.0, 90.0)  # antimeridian scenes; a scene holds the pole
+    assert -90 < south < -89.5
+    assert facts["assets"] == {name: 19 for name in ("AOT", "B02", "B8A", "WVP", "quality", "visual")}
+    assert facts["dtypes"] == {"float32": 38, "uint8": 38, "uint16": 19, "int16": 19}
+
+
+def test_index_build_stac_assets(root: Path, collection: Path) -> None:
+    out = root / "b02.parquet"
+    stdout = ok("index", "build", collection / "items.json", "--assets", "B02,B8A", "-o", out)
+    assert "38 asset(s) of 19 scene(s)" in stdout and out.exists()
+    assert ok("index", "build", collection / "items.json", "--assets", "B02", "-o", out, "--quiet") == ""
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+def test_plan_json(stac_index: Path) -> None:
+    facts = json.loads(
+        ok("plan", "--index", stac_index, *SEAM, "--time", "2024-06-01", "--bands", "B02,B8A", "--json")
+    )
+    minx, miny, maxx, maxy = DEMO_BBOX
+    rows, cols = round((maxy - miny) / DEMO_RESOLUTION), round((maxx - minx) / DEMO_RESOLUTION)
+    assert facts["shape"] == [1, rows, cols] == [1, 900, 1200]
+    assert facts["scenes"] == 2 and facts["reads"] > 0 and facts["nonempty_chunks"] > 0
+    assert facts["source_crs"] == ["EPSG:32632", "EPSG:32633"]
+    assert facts["bands"] == ["B02", "B8A"] and facts["groups"] == ["2024-06-01"]
+
+
+def test_plan_text_and_png(root: Path, stac_index: Path) -> None:
+    png = root / "plan.png"
+    text = ok(
+        "plan",
+        "--index",
+        stac_index,
+        *SEAM,
+        "--time",
+        "2024-06",
+        "--bands",
+        "B02",
+        "--chunks",
+        512,
+        "--png",
+        png,
+    )
+    assert re.search(r"scenes:\s+6 from EPSG:32632, EPSG:32633", text)
+    assert "3 x 900 x 1200" in text and str(png) in text
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 20_000
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_missing_index_is_one_line(root: Path) -> None:
+    line = one_error_line(mosaic("index", "info", root / "nope.parquet"))
+    assert "nope.parquet" in line and "does not exist" in line
+
+
+def test_verbose_shows_traceback(root: Path) -> None:
+    proc = mosaic("--verbose", "index", "info", root / "nope.parquet")
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr and "IndexFormatError" in proc.stderr
+
+
+def test_missing_source_file(root: Path) -> None:
+    line = one_error_line(mosaic("index", "build", root / "nope.tif", "-o", root / "x.parquet"))
+    assert "nope.tif" in line and "does not exist" in line
+    assert not (root / "x.parquet").exists()
+
+
+def test_bad_bbox_is_a_clear_usage_error(stac_index: Path) -> None:
+    cases = {"1,2,3": "has 3 number(s); give four", "10,50,12,40": "miny (50) must be below maxy (40)"}
+    calls = [("plan", "--index", stac_index, "--bbox", bbox, "--crs", "EPSG:4326") for bbox in cases]
+    for message, proc in zip(cases.values(), mosaic_all(*calls), strict=True):
+        assert proc.returncode == 2
+        assert "Invalid value for '--bbox'" in proc.stderr and message in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_negative_bbox_parses_and_empty_area_is_one_line(stac_index: Path) -> None:
+    proc = mosaic(
+        "plan", "--index", stac_index, "--bbox", "-10,40,-5,45", "--crs", "EPSG:4326", "--resolution", 0.01
+    )
+    assert "no scene" in one_error_line(proc)
+
+
+def test_option_parsers() -> None:
+    assert parse_bbox("-10,40,5,50") == (-10.0, 40.0, 5.0, 50.0)
+    assert parse_bbox(" 170, -20 ,-170,-10") == (170.0, -20.0, -170.0, -10.0)  # across the antimeridian
+    assert parse_crs("32633") == "EPSG:32633" and parse_crs("UTM") == "utm"
+    assert parse_resolution("10") == 10.0 and parse_resolution("10,20") == (10.0, 20.0)
+    assert parse_chunks("512") == 512 and parse_chunks("256,512") == (256, 512)
+    for bad in ("nan,1,2,3", "1,1,1,2", "0,0,1"):
+        with pytest.raises(click.BadParameter):
+            parse_bbox(bad)
+    for parser, bad in ((parse_resolution, "-1"), (parse_chunks, "1.5"), (parse_crs, "EPSG:99999")):
+        with pytest.raises(click.BadParameter):
+            parser(bad)
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def test_run_demo_report(root: Path, items: list) -> None:
+    report = run_demo(root / "demo", quiet=True)
+    assert report.collection_scenes == 19 and report.collection_assets == 114
+    assert len(report.collection_crs) == 7
+    assert report.source_crs == ("EPSG:32632", "EPSG:32633")  # across the 12E seam
+    assert len(report.scenes_used) == 2
+    assert report.planned_reads > 0 and report.reads >= report.planned_reads
+    assert report.shape == (1, 900, 1200)
+    assert [e.band for e in report.errors] == ["B02", "B8A"]
+    for err in report.errors:
+        assert 0.5 < err.valid_fraction < 1
+        assert err.mean_abs_error < 2
+        assert err.max_abs_error < 6
+    assert report.mean_abs_error < 2 and report.max_abs_error < 6
+    assert report.gti_path is None and "GTI export" in report.format()
+    for path in (report.index_path, report.quicklook_path, report.plan_path, report.zarr_path):
+        assert path.exists(), path
+    assert report.quicklook_path.read_bytes().startswith(PNG_MAGIC)
+
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    with xr.open_zarr(report.zarr_path, decode_coords="all") as ds:
+        assert ds.rio.crs.to_epsg() == 4326 and report.zarr_crs == "EPSG:4326"
+        assert dict(ds.sizes) == {"time": 1, "y": 900, "x": 1200}
+        assert set(ds.data_vars) == {"B02", "B8A"}
+
+
+def test_demo_command(root: Path, items: list) -> None:
+    out = ok("demo", "--out", root / "demo")
+    mean = float(re.search(r"^mean abs error\s+([\d.]+)", out, re.M).group(1))
+    largest = float(re.search(r"^max abs error\s+([\d.]+)", out, re.M).group(1))
+    assert mean < 2 and largest < 6
+    assert re.search(r"scenes used\s+2 from 2 CRSs", out)
+    assert str(root / "demo" / "mosaic.zarr") in out and str(root / "demo" / "quicklook.png") in out

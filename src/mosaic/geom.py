@@ -165,7 +165,9 @@ def to_lonlat(
     crs_key = _key(crs) if isinstance(crs, CRS) else _crs(crs).to_wkt()
     if _crs(crs_key).is_geographic and _crs(crs_key).equals(LONLAT, ignore_axis_order=True):
         return normalize_lonlat(geom)
-    parts = [_polygon_to_lonlat(densify(p, points_per_side), crs_key) for p in _polygons(geom)]
+    parts = [
+        _polygon_to_lonlat(densify(p, points_per_side), crs_key) for p in _polygons(shapely.force_2d(geom))
+    ]
     if not parts:
         raise InvalidInputError(f"footprint has no area: {geom.wkt[:80]}")
     return _as_areal(shapely.union_all(parts))
@@ -178,7 +180,7 @@ def normalize_lonlat(geom: BaseGeometry) -> Polygon | MultiPolygon:
     longitudes beyond 180 (e.g. 179 to 181) or a ring that jumps from +179 to -179.
     """
     fixed = []
-    for poly in _polygons(geom):
+    for poly in _polygons(shapely.force_2d(geom)):  # footprints are 2-D; Z would confuse the splitter
         ring = np.asarray(poly.exterior.coords)
         if ring[:, 0].max() > 180.0 or ring[:, 0].min() < -180.0:
             ring = ring.copy()

@@ -402,7 +402,9 @@ class TileIndex:
         if area is None:
             rows = np.arange(len(self))
         else:
-            rows = np.unique(self._strtree().query(area, predicate="intersects"))
+            # query each part: a footprint split at 180 has an envelope spanning the globe
+            parts = np.asarray(getattr(area, "geoms", [area]), dtype=object)
+            rows = np.unique(self._strtree().query(parts, predicate="intersects")[1])
         start, end = parse_time(time)
         if start is not None or end is not None:
             t0, t1 = self._times()

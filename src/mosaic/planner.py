@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import CRS, Transformer
 from shapely.geometry import box
 
-from mosaic.errors import InvalidInputError, MissingIndexError, NoDataError
+from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
 from mosaic.geom import LONLAT, bbox_to_lonlat, lonlat_to_crs, to_lonlat
 from mosaic.index import TileIndex
 from mosaic.records import SceneAsset
@@ -62,7 +63,7 @@ RESAMPLING = (
 )
 METHODS = ("first", "last", "min", "max", "mean", "median", "count")
 _KERNEL_MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
-_LATTICE = 8  # points per chunk edge transformed into each source CRS
+_LATTICE = 8  # at most this many points per chunk edge are transformed into each source CRS
 _DEFAULT_CHUNK = 2048
 
 
@@ -524,32 +525,22 @@ def _centre_lon(footprint: Any) -> float:
 # -------------------------------------------------------------------------------------- windows
 
 
-@dataclass(frozen=True, slots=True)
-class _Lattice:
-    """Chunk-edge sample points of the target grid, transformed into one source CRS."""
-
-    x: np.ndarray  # (ny*S+1, nx*S+1)
-    y: np.ndarray
-
-
-def _lattice_pixels(n: int, chunk: int, count: int) -> np.ndarray:
-    """Pixel positions along one axis: S+1 samples per chunk (shared chunk edges)."""
+def _lattice_pixels(n: int, chunk: int, count: int, samples: int) -> np.ndarray:
+    """Pixel positions along one axis: ``samples`` + 1 per chunk (chunk edges shared)."""
     pos = []
     for i in range(count):
         start, stop = i * chunk, min((i + 1) * chunk, n)
-        pts = np.linspace(start, stop, _LATTICE + 1)
+        pts = np.linspace(start, stop, samples + 1)
         pos.append(pts if i == 0 else pts[1:])
     return np.concatenate(pos)
 
 
-def _block_reduce(a: np.ndarray, ny: int, nx: int, func: Callable[..., np.ndarray]) -> np.ndarray:
-    """Reduce the lattice to one value per chunk, over each chunk's (S+1)^2 points (NaN ignored)."""
-    s = _LATTICE
+def _block_reduce(a: np.ndarray, ny: int, nx: int, s: int, func: Callable[..., np.ndarray]) -> np.ndarray:
+    """Reduce the lattice to one value per chunk, over each chunk's (s+1)^2 points (NaN ignored)."""
+    pair = np.fmin if func is np.nanmin else np.fmax
     rows = a.shape[0]
-    cols = func(a[:, :-1].reshape(rows, nx, s), axis=2)
-    cols = np.fmin(cols, a[:, s::s]) if func is np.nanmin else np.fmax(cols, a[:, s::s])
-    out = func(cols[:-1].reshape(ny, s, nx), axis=1)
-    return np.fmin(out, cols[s::s]) if func is np.nanmin else np.fmax(out, cols[s::s])
+    cols = pair(func(a[:, :-1].reshape(rows, nx, s), axis=2), a[:, s::s])
+    return pair(func(cols[:-1].reshape(ny, s, nx), axis=1), cols[s::s])
 
 
 class _WindowFinder:
@@ -560,13 +551,15 @@ class _WindowFinder:
         self.chunks = chunks
         ny, nx = gbox.shape
         self.grid = (math.ceil(ny / chunks[0]), math.ceil(nx / chunks[1]))
-        rows = _lattice_pixels(ny, chunks[0], self.grid[0])
-        cols = _lattice_pixels(nx, chunks[1], self.grid[1])
+        # sample points along each chunk edge: dense enough to follow curved edges, fewer for tiny chunks
+        self.s = s = int(np.clip(min(chunks) // 16, 2, _LATTICE))
+        rows = _lattice_pixels(ny, chunks[0], self.grid[0], s)
+        cols = _lattice_pixels(nx, chunks[1], self.grid[1], s)
         cc, rr = np.meshgrid(cols, rows)
         aff = gbox.affine
         self.tx = aff.a * cc + aff.b * rr + aff.c
         self.ty = aff.d * cc + aff.e * rr + aff.f
-        self.chunk_px = (np.diff(rows[::_LATTICE]), np.diff(cols[::_LATTICE]))
+        self.chunk_px = (np.diff(rows[::s]), np.diff(cols[::s]))
         self._cache: dict[str, tuple[np.ndarray, ...]] = {}
 
     def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
@@ -578,11 +571,12 @@ class _WindowFinder:
             bad = ~(np.isfinite(sx) & np.isfinite(sy))
             sx, sy = np.where(bad, np.nan, sx), np.where(bad, np.nan, sy)
             ny, nx = self.grid
-            with np.errstate(all="ignore"), _quiet_nan():
-                xmin, xmax = _block_reduce(sx, ny, nx, np.nanmin), _block_reduce(sx, ny, nx, np.nanmax)
-                ymin, ymax = _block_reduce(sy, ny, nx, np.nanmin), _block_reduce(sy, ny, nx, np.nanmax)
+            s = self.s
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chunks: outside the source CRS
+                xmin, xmax = _block_reduce(sx, ny, nx, s, np.nanmin), _block_reduce(sx, ny, nx, s, np.nanmax)
+                ymin, ymax = _block_reduce(sy, ny, nx, s, np.nanmin), _block_reduce(sy, ny, nx, s, np.nanmax)
                 # local scale: length of the chunk's top and left edges in source units per target pixel
-                s = _LATTICE
                 top = (
                     np.hypot(sx[:-1:s, s::s] - sx[:-1:s, :-1:s], sy[:-1:s, s::s] - sy[:-1:s, :-1:s])
                     / self.chunk_px[1][None, :]
@@ -596,45 +590,66 @@ class _WindowFinder:
         return self._cache[crs]
 
 
-class _quiet_nan:
-    def __enter__(self) -> None:
-        import warnings
+def _windows(
+    rec: SceneAsset, bounds: tuple[np.ndarray, ...], scale: np.ndarray, margin: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of one scene for many chunks at once (vectorised).
 
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
+    Args:
+        rec: the scene asset.
+        bounds: per chunk, source-CRS xmin, xmax, ymin, ymax (1-D arrays).
+        scale: per chunk, source CRS units per target pixel.
+        margin: extra source pixels around each window for the resampling kernel.
 
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
-
-
-def _window(
-    rec: SceneAsset, bounds: tuple[float, float, float, float], scale: float, margin: int
-) -> tuple[int, int, tuple[int, int, int, int]] | None:
-    """(overview level, factor, window at that level) for one chunk of one scene, or None if empty."""
-
-    aff = Affine(*rec.transform)  # type: ignore[misc]
-    inv = ~aff
+    Returns:
+        overview level (-1: full resolution or decimated read), decimation factor, windows as
+        (row_off, col_off, height, width) rows, and a mask of chunks whose window is not empty.
+    """
     xmin, xmax, ymin, ymax = bounds
-    corners = [inv @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
-    cs, rs = zip(*corners, strict=True)
+    a, b, c, d, e, f = rec.transform  # type: ignore[misc]
+    det = a * e - b * d
+    xs = np.stack([xmin, xmin, xmax, xmax])
+    ys = np.stack([ymin, ymax, ymin, ymax])
+    cols = (e * (xs - c) - b * (ys - f)) / det  # the inverse affine, for all corners at once
+    rows = (-d * (xs - c) + a * (ys - f)) / det
     h, w = rec.shape  # type: ignore[misc]
     res = rec.resolution or (1.0, 1.0)
-    ratio = scale / max(min(res), 1e-300)  # source pixels per target pixel
-    level, factor = -1, 1
-    if rec.overviews is None:  # unknown: a decimated read, GDAL picks the overview
-        factor = 2 ** max(0, math.floor(math.log2(max(ratio, 1.0)) + 1e-9))
-    for i, f in enumerate(rec.overviews or ()):
-        if f <= ratio * (1 + 1e-6):
-            level, factor = i, int(f)
-    lh, lw = math.ceil(h / factor), math.ceil(w / factor)
-    r0 = max(0, math.floor(min(rs) / factor) - margin)
-    r1 = min(lh, math.ceil(max(rs) / factor) + margin)
-    c0 = max(0, math.floor(min(cs) / factor) - margin)
-    c1 = min(lw, math.ceil(max(cs) / factor) + margin)
-    if r1 <= r0 or c1 <= c0:
-        return None
-    return level, factor, (r0, c0, r1 - r0, c1 - c0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = scale / max(min(res), 1e-300)  # source pixels per target pixel
+    finite = np.isfinite(cols).all(axis=0) & np.isfinite(rows).all(axis=0) & np.isfinite(ratio)
+    ratio = np.where(finite, ratio, 1.0)
+    if rec.overviews is None:  # unknown overviews: a decimated read, GDAL picks the level
+        level = np.full(ratio.shape, -1)
+        factor = 2 ** np.maximum(0, np.floor(np.log2(np.maximum(ratio, 1.0)) + 1e-9)).astype(np.int64)
+    else:
+        ovs = np.asarray(rec.overviews, dtype=np.int64)
+        count = (
+            np.searchsorted(ovs, ratio * (1 + 1e-6), side="right") if len(ovs) else np.zeros(ratio.shape, int)
+        )
+        level = count - 1
+        factor = np.where(count > 0, ovs[np.maximum(count - 1, 0)] if len(ovs) else 1, 1)
+    cols = np.where(finite, cols, 0.0)
+    rows = np.where(finite, rows, 0.0)
+    lh, lw = np.ceil(h / factor).astype(np.int64), np.ceil(w / factor).astype(np.int64)
+    r0 = np.maximum(0, np.floor(rows.min(axis=0) / factor).astype(np.int64) - margin)
+    r1 = np.minimum(lh, np.ceil(rows.max(axis=0) / factor).astype(np.int64) + margin)
+    c0 = np.maximum(0, np.floor(cols.min(axis=0) / factor).astype(np.int64) - margin)
+    c1 = np.minimum(lw, np.ceil(cols.max(axis=0) / factor).astype(np.int64) + margin)
+    ok = finite & (r1 > r0) & (c1 > c0)
+    return level, factor, np.stack([r0, c0, r1 - r0, c1 - c0], axis=1), ok
+
+
+def _chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """Every chunk's bounding box in target CRS coordinates, row-major (vectorised)."""
+    ny, nx = gbox.shape
+    r_edges = np.minimum(np.arange(grid[0] + 1) * chunks[0], ny)
+    c_edges = np.minimum(np.arange(grid[1] + 1) * chunks[1], nx)
+    aff = gbox.affine
+    r0, c0 = np.meshgrid(r_edges[:-1], c_edges[:-1], indexing="ij")
+    r1, c1 = np.meshgrid(r_edges[1:], c_edges[1:], indexing="ij")
+    xs = np.stack([aff.a * cc + aff.b * rr + aff.c for cc in (c0, c1) for rr in (r0, r1)])
+    ys = np.stack([aff.d * cc + aff.e * rr + aff.f for cc in (c0, c1) for rr in (r0, r1)])
+    return shapely.box(xs.min(0).ravel(), ys.min(0).ravel(), xs.max(0).ravel(), ys.max(0).ravel())
 
 
 def _footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
@@ -731,10 +746,6 @@ def make_plan(
         )
         if on_empty == "raise":
             raise NoDataError(message)
-        import warnings
-
-        from mosaic.errors import MosaicWarning
-
         warnings.warn(message, MosaicWarning, stacklevel=2)
 
     band_specs = _band_specs(records, bands, method, dtype, nodata) if records else ()
@@ -744,6 +755,10 @@ def make_plan(
             raise InvalidInputError(
                 f"method {method!r}: band {rank_band!r} is in none of the selected scenes; available: {sorted(available)}"
             )
+
+    # only the assets the bands (and the ranking band) come from are planned
+    wanted = {spec.asset for spec in band_specs} | ({rank_band} if rank_band else set())
+    records = [r for r in records if r.asset in wanted]
 
     # time groups, and fusion order inside each
     grouped: dict[Any, list[SceneAsset]] = defaultdict(list)
@@ -766,17 +781,7 @@ def make_plan(
     # footprints in the target CRS against chunk boxes
     finder = _WindowFinder(gbox, chunk_shape)
     ny, nx = finder.grid
-    chunk_boxes = np.empty(ny * nx, dtype=object)
-    for iy in range(ny):
-        for ix in range(nx):
-            chunk_boxes[iy * nx + ix] = box(
-                *gbox[
-                    (
-                        slice(iy * chunk_shape[0], min((iy + 1) * chunk_shape[0], gbox.shape[0])),
-                        slice(ix * chunk_shape[1], min((ix + 1) * chunk_shape[1], gbox.shape[1])),
-                    )
-                ].boundingbox
-            )
+    chunk_boxes = _chunk_boxes(gbox, chunk_shape, finder.grid)
     tree = shapely.STRtree(chunk_boxes)
     margin = _KERNEL_MARGIN.get(resampling, 2)
 
@@ -786,16 +791,23 @@ def make_plan(
         if fp.is_empty:
             continue
         hits = tree.query(fp, predicate="intersects")
+        hits = np.sort(hits)
+        iy, ix = np.divmod(hits, nx)
         xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-        found = []
-        for k in np.sort(hits):
-            iy, ix = divmod(int(k), nx)
-            b = (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix])
-            if not all(math.isfinite(v) for v in b) or not math.isfinite(scale[iy, ix]):
-                continue
-            win = _window(rec, b, float(scale[iy, ix]), margin)
-            if win is not None:
-                found.append((iy, ix, win[0], win[1], win[2]))
+        level, factor, win, ok = _windows(
+            rec, (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix]), scale[iy, ix], margin
+        )
+        keep = np.flatnonzero(ok)
+        found = list(
+            zip(
+                iy[keep].tolist(),
+                ix[keep].tolist(),
+                level[keep].tolist(),
+                factor[keep].tolist(),
+                map(tuple, win[keep].tolist()),
+                strict=True,
+            )
+        )
         touching[(rec.id, rec.asset)] = found
 
     tasks: list[ChunkTask] = []
@@ -862,7 +874,8 @@ def _make_read(rec: SceneAsset, band: int, level: int, factor: int, win: tuple[i
 def _aux_read(rec: SceneAsset, finder: _WindowFinder, iy: int, ix: int, margin: int) -> Read:
     """The ranking band's read for one chunk (an empty window when it does not reach the chunk)."""
     xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-    win = _window(rec, (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix]), float(scale[iy, ix]), margin)
-    if win is None:
+    at = (np.array([iy]), np.array([ix]))
+    level, factor, win, ok = _windows(rec, (xmin[at], xmax[at], ymin[at], ymax[at]), scale[at], margin)
+    if not ok[0]:
         return _make_read(rec, 1, -1, 1, (0, 0, 0, 0))
-    return _make_read(rec, 1, win[0], win[1], win[2])
+    return _make_read(rec, 1, int(level[0]), int(factor[0]), tuple(int(v) for v in win[0]))  # type: ignore[arg-type]

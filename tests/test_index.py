@@ -417,3 +417,22 @@ def test_duplicate_rows_are_rejected(scenes):
     rows = TileIndex.from_files(scenes[:1], progress=False).records()
     with pytest.raises(InvalidInputError, match="duplicate"):
         TileIndex.from_records(rows + rows)
+
+
+def test_index_from_files_agrees_with_index_from_their_stac_items(demo_collection):
+    root, items = demo_collection
+    stac = {(r.id, r.asset): r for r in TileIndex.from_stac(items)}
+    files = TileIndex.from_files(root / "*" / "*.tif", pattern=r"/(?P<id>[^/]+)/(?P<asset>[^/]+)\.tif$", progress=False)
+    assert len(files) == len(stac) == 114
+    crs_seen = set()
+    for row in files:
+        other = stac[(row.id, row.asset)]
+        assert (row.crs, row.transform, row.shape, row.datetime) == (other.crs, other.transform, other.shape, other.datetime)
+        assert (row.dtype, row.band_count) == (other.dtype, other.band_count)
+        assert row.nodata == other.nodata or (math.isnan(row.nodata) and math.isnan(other.nodata))
+        # footprints agree within one native pixel, measured in the native CRS
+        to_native = Transformer.from_crs(4326, row.crs, always_xy=True)
+        native = [shapely.transform(fp, lambda xy: np.column_stack(to_native.transform(xy[:, 0], xy[:, 1]))) for fp in (row.footprint, other.footprint)]
+        assert native[0].hausdorff_distance(native[1]) <= row.resolution[0], (row.id, row.asset)
+        crs_seen.add(row.crs)
+    assert {"EPSG:3413", "EPSG:3031", "EPSG:32760", "EPSG:32701", "EPSG:32632", "EPSG:32633", "EPSG:32634"} <= crs_seen

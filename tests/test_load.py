@@ -422,3 +422,33 @@ def test_parity_with_gdalwarp_on_real_landsat_and_a_custom_crs(gdalwarp_bin, tmp
 
 
 SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def test_groupby_an_item_property(demo_index):
+    ds = mosaic.load(SEAM12, "EPSG:4326", "2024-06", index=demo_index, resolution=0.001, bands="B02", groupby="mosaic:seed")
+    seeds = {json.loads(r.properties)["mosaic:seed"] for r in demo_index.query(SEAM12, "2024-06") if r.asset == "B02"}
+    assert sorted(ds.attrs["groups"]) == sorted(str(s) for s in seeds)
+    assert ds.sizes["time"] == len(seeds) == 6  # one scene per seed: 2 zones x 3 dates
+
+
+def test_gdal_options_reach_the_worker_threads(demo_index, monkeypatch):
+    import threading
+
+    import rasterio.env
+
+    import mosaic.graph
+
+    seen: list[tuple[int, dict]] = []
+    real = mosaic.graph.warp_read
+
+    def spy(read, **kwargs):  # the real read, recording the GDAL config in force in this thread
+        seen.append((threading.get_ident(), dict(rasterio.env.getenv())))
+        return real(read, **kwargs)
+
+    monkeypatch.setattr(mosaic.graph, "warp_read", spy)
+    ds = mosaic.load(SEAM12, "EPSG:4326", "2024-06", index=demo_index, resolution=0.001, bands="B02", chunks=64, gdal_options={"GDAL_CACHEMAX": "123", "VSI_CACHE": "FALSE"})
+    ds.compute(scheduler="threads", num_workers=3)
+    assert seen and {t for t, _ in seen} != {threading.get_ident()}  # reads ran in worker threads
+    for _, env in seen:
+        assert str(env["GDAL_CACHEMAX"]) == "123" and str(env["VSI_CACHE"]).upper() == "FALSE"  # the user's override
+        assert env["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"  # our cloud default

@@ -39,7 +39,7 @@ class ChunkContext:
     band: BandSpec
     on_error: str
     max_concurrency: int | None
-    gdal_options: tuple[tuple[str, str], ...]
+    gdal_options: tuple[tuple[str, Any], ...]
 
 
 def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:

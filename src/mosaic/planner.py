@@ -139,7 +139,7 @@ class Plan:
     index_source: str | None = None
     scenes: tuple[str, ...] = ()
     on_error: str = "raise"
-    gdal_options: tuple[tuple[str, str], ...] = ()
+    gdal_options: tuple[tuple[str, Any], ...] = ()
     max_concurrency: int | None = None
     considered: tuple[SceneAsset, ...] = field(default=(), repr=False, compare=False)
 
@@ -850,7 +850,7 @@ def make_plan(
         index_source=idx.source,
         scenes=tuple(sorted({r.id for r in records})),
         on_error=on_error,
-        gdal_options=tuple(sorted((str(k), str(v)) for k, v in (gdal_options or {}).items())),
+        gdal_options=tuple(sorted((str(k).upper(), v) for k, v in (gdal_options or {}).items())),
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
         considered=tuple(candidates.records()),
     )

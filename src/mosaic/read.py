@@ -44,10 +44,13 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
 """GDAL settings entered inside every read task; a user's own settings override them."""
 
 
-def gdal_env(options: Mapping[str, str] | tuple[tuple[str, str], ...] = ()) -> rasterio.Env:
+def gdal_env(options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()) -> rasterio.Env:
     """A rasterio Env with the cloud defaults and the user's overrides, to enter inside each task."""
-    merged = dict(CLOUD_DEFAULTS)
+    merged: dict[str, Any] = dict(CLOUD_DEFAULTS)
     merged.update(dict(options))
+    cachemax = merged.get("GDAL_CACHEMAX")
+    if isinstance(cachemax, str) and cachemax.isdigit():
+        merged["GDAL_CACHEMAX"] = int(cachemax)  # rasterio's Env takes this one as an integer (MB)
     return rasterio.Env(**merged)
 
 

@@ -26,6 +26,7 @@ gdal-tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
 
 test: $(STAMP) gdal-tools
+	$(BIN)/ruff check src tests tile_indexes
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -2,7 +2,6 @@
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,12 @@ from mosaic import IndexFormatError, InvalidInputError, SkippedSourcesWarning, S
 from mosaic.geom import to_lonlat
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def in_crs(lonlat_geom, crs):
+    """A lon/lat geometry in another CRS (to measure footprint differences in native pixels)."""
+    to_crs = Transformer.from_crs(4326, crs, always_xy=True)
+    return shapely.transform(lonlat_geom, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
 
 
 def write_tif(
@@ -111,8 +116,7 @@ def test_from_files_records_every_field(scenes):
 def test_file_footprint_is_the_data_area_not_the_grid(scenes):
     index = TileIndex.from_files(scenes[:1], progress=False)
     fp = index.footprints[0]
-    to_native = Transformer.from_crs(4326, 32633, always_xy=True)
-    native = shapely.transform(fp, lambda xy: np.column_stack(to_native.transform(xy[:, 0], xy[:, 1])))
+    native = in_crs(fp, "EPSG:32633")
     # the truth: valid where col >= 0.2*w + 0.25*row, i.e. a quadrilateral
     h, w, px = 200, 300, 20.0
     truth = shapely.Polygon([(60, 0), (300, 0), (300, 200), (110, 200)])
@@ -222,7 +226,7 @@ def _item(path: Path, item_id: str, when: str, *, proj=True) -> dict:
 
 
 def test_from_stac_accepts_dicts_items_collections_and_files(tmp_path, scenes):
-    dicts = [_item(p, f"item{i}", "2024-06-0%dT10:00:00Z" % (i + 1)) for i, p in enumerate(scenes)]
+    dicts = [_item(p, f"item{i}", f"2024-06-0{i + 1}T10:00:00Z") for i, p in enumerate(scenes)]
     expected = TileIndex.from_stac(dicts)
     assert len(expected) == 3  # the thumbnail is not a raster asset
     assert {r.asset for r in expected} == {"B02"}
@@ -239,7 +243,7 @@ def test_from_stac_geoparquet(tmp_path, scenes):
     import pyarrow as pa
     import stac_geoparquet.arrow as sga
 
-    dicts = [_item(p, f"item{i}", "2024-06-0%dT10:00:00Z" % (i + 1)) for i, p in enumerate(scenes)]
+    dicts = [_item(p, f"item{i}", f"2024-06-0{i + 1}T10:00:00Z") for i, p in enumerate(scenes)]
     table = pa.Table.from_batches(sga.parse_stac_items_to_arrow(dicts))
     sga.to_parquet(table, tmp_path / "items.parquet")
     got = TileIndex.from_stac(tmp_path / "items.parquet")
@@ -294,7 +298,7 @@ def test_real_landsat_items_scale_offset_and_zones():
     index = TileIndex.from_stac(REAL / "landsat-c2-l2-pc.json", assets=["red", "qa"])
     assert len(index) == 8
     assert index.crs_counts() == {"EPSG:32655": 6, "EPSG:32656": 2}
-    red = [r for r in index if r.asset == "red"][0]
+    red = next(r for r in index if r.asset == "red")
     assert (red.dtype, red.nodata, red.scale, red.offset) == ("uint16", 0.0, 2.75e-05, -0.2)
     assert red.shape[0] > 7000 and red.resolution == (30.0, 30.0)
 
@@ -309,7 +313,9 @@ def test_geoparquet_round_trip_is_exact_and_readable_by_geopandas(tmp_path, scen
     path = index.write(tmp_path / "idx.parquet")
     back = TileIndex.read(path)
     assert back.equals(index)
-    assert [(r.id, r.href, r.transform, r.datetime) for r in back] == [(r.id, r.href, r.transform, r.datetime) for r in index]
+    assert [(r.id, r.href, r.transform, r.datetime) for r in back] == [
+        (r.id, r.href, r.transform, r.datetime) for r in index
+    ]
     assert math.isnan(back.records()[[r.id for r in back].index("S3_B02")].nodata)
     geo = json.loads(pq.read_schema(path).metadata[b"geo"])
     assert geo["version"] == "1.1.0"
@@ -422,17 +428,31 @@ def test_duplicate_rows_are_rejected(scenes):
 def test_index_from_files_agrees_with_index_from_their_stac_items(demo_collection):
     root, items = demo_collection
     stac = {(r.id, r.asset): r for r in TileIndex.from_stac(items)}
-    files = TileIndex.from_files(root / "*" / "*.tif", pattern=r"/(?P<id>[^/]+)/(?P<asset>[^/]+)\.tif$", progress=False)
+    files = TileIndex.from_files(
+        root / "*" / "*.tif", pattern=r"/(?P<id>[^/]+)/(?P<asset>[^/]+)\.tif$", progress=False
+    )
     assert len(files) == len(stac) == 114
     crs_seen = set()
     for row in files:
         other = stac[(row.id, row.asset)]
-        assert (row.crs, row.transform, row.shape, row.datetime) == (other.crs, other.transform, other.shape, other.datetime)
+        assert (row.crs, row.transform, row.shape, row.datetime) == (
+            other.crs,
+            other.transform,
+            other.shape,
+            other.datetime,
+        )
         assert (row.dtype, row.band_count) == (other.dtype, other.band_count)
         assert row.nodata == other.nodata or (math.isnan(row.nodata) and math.isnan(other.nodata))
         # footprints agree within one native pixel, measured in the native CRS
-        to_native = Transformer.from_crs(4326, row.crs, always_xy=True)
-        native = [shapely.transform(fp, lambda xy: np.column_stack(to_native.transform(xy[:, 0], xy[:, 1]))) for fp in (row.footprint, other.footprint)]
+        native = [in_crs(fp, row.crs) for fp in (row.footprint, other.footprint)]
         assert native[0].hausdorff_distance(native[1]) <= row.resolution[0], (row.id, row.asset)
         crs_seen.add(row.crs)
-    assert {"EPSG:3413", "EPSG:3031", "EPSG:32760", "EPSG:32701", "EPSG:32632", "EPSG:32633", "EPSG:32634"} <= crs_seen
+    assert {
+        "EPSG:3413",
+        "EPSG:3031",
+        "EPSG:32760",
+        "EPSG:32701",
+        "EPSG:32632",
+        "EPSG:32633",
+        "EPSG:32634",
+    } <= crs_seen

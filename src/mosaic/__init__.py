@@ -4,6 +4,7 @@ Index scenes where they are (:class:`TileIndex`), plan only the reads a request 
 lazy, seamless xarray mosaic in any CRS.
 """
 
+from mosaic.api import load, plan, read_stats
 from mosaic.errors import (
     AuthenticationError,
     GDALVersionError,
@@ -17,7 +18,6 @@ from mosaic.errors import (
     SkippedSourcesWarning,
     SourceError,
 )
-from mosaic.api import load, plan, read_stats
 from mosaic.index import TileIndex
 from mosaic.planner import Plan
 from mosaic.records import SceneAsset, Skipped
@@ -36,12 +36,12 @@ __all__ = [
     "Plan",
     "ReadError",
     "SceneAsset",
-    "SkippedSourcesWarning",
     "Skipped",
+    "SkippedSourcesWarning",
     "SourceError",
     "TileIndex",
+    "__version__",
     "load",
     "plan",
     "read_stats",
-    "__version__",
 ]

@@ -228,7 +228,8 @@ class Plan:
         gbox = self.chunk_geobox(iy, ix)
         chunk_ll = to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt())
         lines = [
-            f"chunk ({iy}, {ix}): rows {self.chunk_slices(iy, ix)[0]}, cols {self.chunk_slices(iy, ix)[1]}, lon/lat bounds {tuple(round(v, 5) for v in chunk_ll.bounds)}"
+            f"chunk ({iy}, {ix}): rows {self.chunk_slices(iy, ix)[0]}, cols {self.chunk_slices(iy, ix)[1]}, "
+            f"lon/lat bounds {tuple(round(v, 5) for v in chunk_ll.bounds)}"
         ]
         fed: set[tuple[str, str]] = set()
         for task in self.tasks:
@@ -245,7 +246,8 @@ class Plan:
                 fed.add((r.scene, r.asset))
                 level = "full resolution" if r.factor == 1 else f"overview x{r.factor}"
                 lines.append(
-                    f"    - {r.scene} [{r.asset} b{r.band}] {r.crs}, {level}, window {r.window}: footprint intersects the chunk"
+                    f"    - {r.scene} [{r.asset} b{r.band}] {r.crs}, {level}, window {r.window}: "
+                    "footprint intersects the chunk"
                 )
         if len(lines) == 1:
             lines.append("  no reads: no scene footprint intersects this chunk (it is a constant fill)")
@@ -453,7 +455,7 @@ def _band_specs(
             out_nodata = 0.0 if method != "count" else None
         work = (
             "float64"
-            if src_dtype.itemsize > 2 and src_dtype.kind in "iu" or src_dtype == np.float64
+            if (src_dtype.itemsize > 2 and src_dtype.kind in "iu") or src_dtype == np.float64
             else "float32"
         )
         scales = {(r.scale, r.offset) for r in rows}
@@ -483,7 +485,8 @@ def _check_method(method: Any) -> tuple[Any, str | None]:
         return method, rank
     if method not in METHODS:
         raise InvalidInputError(
-            f"unknown method {method!r}; choose from {', '.join(METHODS)}, highest:<band>, lowest:<band> or a callable"
+            f"unknown method {method!r}; choose from {', '.join(METHODS)}, "
+            "highest:<band>, lowest:<band> or a callable"
         )
     return method, None
 
@@ -500,7 +503,8 @@ def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
     if groupby == "solar_day":
         if when is None:
             raise InvalidInputError(
-                f"scene {rec.id!r} has no datetime, so it cannot be grouped by solar day; pass groupby=None to fuse undated scenes into one layer"
+                f"scene {rec.id!r} has no datetime, so it cannot be grouped by solar day; "
+                "pass groupby=None to fuse undated scenes into one layer"
             )
         lon = _centre_lon(rec.footprint)
         return (when + pd.Timedelta(hours=lon / 15.0)).strftime("%Y-%m-%d")
@@ -753,7 +757,8 @@ def make_plan(
         available = {r.asset for r in records}
         if rank_band not in available:
             raise InvalidInputError(
-                f"method {method!r}: band {rank_band!r} is in none of the selected scenes; available: {sorted(available)}"
+                f"method {method!r}: band {rank_band!r} is in none of the selected scenes; "
+                f"available: {sorted(available)}"
             )
 
     # only the assets the bands (and the ranking band) come from are planned
@@ -780,7 +785,7 @@ def make_plan(
 
     # footprints in the target CRS against chunk boxes
     finder = _WindowFinder(gbox, chunk_shape)
-    ny, nx = finder.grid
+    nx = finder.grid[1]
     chunk_boxes = _chunk_boxes(gbox, chunk_shape, finder.grid)
     tree = shapely.STRtree(chunk_boxes)
     margin = _KERNEL_MARGIN.get(resampling, 2)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,8 @@ def test_on_error_skip_reports_what_was_skipped_and_why(bad_files, scenes):
     assert set(reasons) == {str(p) for p in bad_files.values()}
     assert "does not exist" in reasons[str(bad_files["missing"])]
     assert "no CRS" in reasons[str(bad_files["no CRS"])]
-    message = str(record[0].message)
+    (ours,) = [w for w in record if issubclass(w.category, SkippedSourcesWarning)]
+    message = str(ours.message)
     assert "skipped 4" in message and str(bad_files["no geotransform"]) in message
     # the report survives a round trip
     path = index.write(Path(scenes[1]).parent / "index.parquet")
@@ -456,3 +458,18 @@ def test_index_from_files_agrees_with_index_from_their_stac_items(demo_collectio
         "EPSG:32633",
         "EPSG:32634",
     } <= crs_seen
+
+
+def test_indexing_in_threads_leaves_the_warning_filters_alone(demo_collection):
+    # shapely/antimeridian use warnings.catch_warnings, which is not thread-safe before Python 3.14:
+    # run in interleaved worker threads it can leave an "ignore everything" filter behind
+    root, items = demo_collection
+    before = list(warnings.filters)
+    for _ in range(3):
+        TileIndex.from_files(
+            root / "*" / "*.tif", pattern=r"/(?P<id>[^/]+)/(?P<asset>[^/]+)\.tif$", progress=False, workers=16
+        )
+        TileIndex.from_stac(items, workers=16)
+    assert warnings.filters == before
+    with pytest.warns(UserWarning, match="still heard"):
+        warnings.warn("still heard", UserWarning, stacklevel=1)

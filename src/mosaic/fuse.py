@@ -7,9 +7,8 @@ where a scene has no data, in the plan's order (datetime, then id; reversed for 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -53,7 +52,7 @@ class First(Fuser):
 
     def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
         if self._empty:
-            self.acc = data.astype(np.float64, copy=True)
+            self.acc = data.copy()  # keeps the work dtype (float32 for up to 16-bit sources)
             self._empty = False
             return
         hole = np.isnan(self.acc)
@@ -134,9 +133,11 @@ class Median(_Stack):
     """The median of valid values."""
 
     def result(self) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels are nodata
-            return np.nanmedian(self.stack(), axis=0)
+        stack = self.stack()
+        seen = ~np.isnan(stack).all(axis=0)  # no all-NaN columns: nanmedian has nothing to warn about
+        out = np.full(self.shape, np.nan, dtype=stack.dtype)
+        out[seen] = np.nanmedian(stack[:, seen], axis=0)
+        return out
 
 
 class Callback(_Stack):
@@ -204,8 +205,3 @@ def make_fuser(method: str | Callable[[np.ndarray], np.ndarray], shape: tuple[in
         return FUSERS[name](shape)
     except KeyError:
         raise InvalidInputError(f"unknown method {method!r}; choose from {', '.join(FUSERS)}") from None
-
-
-def method_needs_aux(method: Any) -> bool:
-    """Whether ``method`` ranks scenes by another band."""
-    return isinstance(method, str) and method.split(":", 1)[0] in ("highest", "lowest")

@@ -7,6 +7,7 @@ of the output. Keys are deterministic (``dask.base.tokenize`` of the plan).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -43,20 +44,19 @@ class ChunkContext:
 
 
 def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:
-    """Float result (NaN = no data) to the band's dtype, with its nodata value."""
+    """Float result (NaN = no data) to the band's dtype and nodata, reusing ``values`` as scratch."""
     dtype = np.dtype(band.dtype)
     missing = np.isnan(values)
     if dtype.kind == "f":
-        out = values.astype(dtype)
-        if band.nodata is not None:
+        out = values.astype(dtype, copy=False)
+        if band.nodata is not None and not math.isnan(band.nodata):
             out[missing] = band.nodata
         return out
     info = np.iinfo(dtype)
-    filled = np.where(missing, 0.0, np.rint(values))
-    out = np.clip(filled, info.min, info.max).astype(dtype)
-    if band.nodata is not None:
-        out[missing] = band.nodata
-    return out
+    np.rint(values, out=values)
+    values[missing] = band.nodata if band.nodata is not None else 0
+    np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype)
 
 
 def load_chunk(

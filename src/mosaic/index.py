@@ -31,7 +31,15 @@ from shapely.geometry.base import BaseGeometry
 from mosaic.errors import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError
 from mosaic.geom import bbox_to_lonlat, normalize_lonlat
 from mosaic.records import SceneAsset, Skipped
-from mosaic.sources import asset_from_file, assets_from_item, expand_sources, iter_items, map_sources
+from mosaic.sources import (
+    assets_from_item,
+    expand_sources,
+    iter_items,
+    map_sources,
+    prefetch_item,
+    read_file,
+    to_row,
+)
 from mosaic.times import parse_time, to_utc
 from mosaic.types import BBox, OnError, PathType, TimeLike
 
@@ -191,13 +199,14 @@ class TileIndex:
             raise InvalidInputError("no sources given")
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
-            lambda h: [asset_from_file(h, pattern=regex, datetime=datetime)],
+            lambda h: read_file(h, pattern=regex, datetime=datetime),
             hrefs,
             labels=hrefs,
             workers=workers,
             progress=progress,
             on_error=on_error,
             desc="indexing files",
+            finish=lambda facts: [to_row(facts)],
         )
         return cls._finish(rows, skipped, what="files")
 
@@ -226,13 +235,14 @@ class TileIndex:
             raise InvalidInputError("no STAC Items given")
         labels = [str(d.get("id", "?")) for d in dicts]
         rows, skipped = map_sources(
-            lambda d: assets_from_item(d, assets=assets, base=base),
+            lambda d: prefetch_item(d, assets=assets, base=base),
             dicts,
             labels=labels,
             workers=workers,
             progress=progress,
             on_error=on_error,
             desc="indexing items",
+            finish=lambda fetched: assets_from_item(fetched[0], assets=assets, base=base, opened=fetched[1]),
         )
         return cls._finish(rows, skipped, what="STAC Items")
 

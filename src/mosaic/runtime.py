@@ -12,9 +12,19 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["default_concurrency", "handle_cache", "limiter_registry", "reset"]
+__all__ = ["WARNINGS_LOCK", "default_concurrency", "handle_cache", "limiter_registry", "reset"]
 
 _lock = threading.Lock()
+
+WARNINGS_LOCK = threading.RLock()
+"""Hold this around third-party calls that use ``warnings.catch_warnings`` in worker threads.
+
+``catch_warnings`` saves and restores the process-wide filter list; before Python 3.14 it is not
+thread-safe, and two threads interleaving their blocks leave a filter behind (e.g. "ignore every
+warning", silencing the whole process). Serialising those blocks makes them nest. Calls known to need
+it: ``rasterio.features.shapes``, ``pystac.Item.from_file``/``from_dict``. Shapely validity checks (used
+by the antimeridian splitter) do too, which is why footprint geometry runs in the calling thread.
+"""
 _limiters: dict[Any, Any] = {}
 _caches: weakref.WeakSet[HandleCache] = weakref.WeakSet()
 _local = threading.local()

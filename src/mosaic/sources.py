@@ -12,9 +12,9 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,14 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import RasterioIOError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from mosaic.errors import InvalidInputError, SourceError
 from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
 from mosaic.records import SceneAsset, crs_to_string
+from mosaic.runtime import WARNINGS_LOCK
 from mosaic.times import to_utc
 
 __all__ = [
@@ -41,6 +42,9 @@ __all__ = [
     "expand_sources",
     "iter_items",
     "map_sources",
+    "prefetch_item",
+    "read_file",
+    "to_row",
 ]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
@@ -137,22 +141,21 @@ def data_footprint(src: rasterio.io.DatasetReader) -> BaseGeometry:
     if not valid.any():
         raise SourceError(src.name, "has no valid pixels (everything is nodata)")
     transform = src.transform @ Affine.scale(src.width / out_w, src.height / out_h)
-    polygons = [
-        shape(geom)
-        for geom, _ in rasterio.features.shapes(valid.astype(np.uint8), mask=valid, transform=transform)
-    ]
+    with WARNINGS_LOCK:  # shapes() uses warnings.catch_warnings: not thread-safe
+        shapes = list(rasterio.features.shapes(valid.astype(np.uint8), mask=valid, transform=transform))
+    polygons = [shape(geom) for geom, _ in shapes]
     merged = shapely.union_all(polygons)
     pixel = max(abs(transform.a), abs(transform.e))
     return merged.simplify(pixel * 0.5, preserve_topology=True)
 
 
-def asset_from_file(
+def read_file(
     href: str,
     *,
     pattern: re.Pattern[str] | None = None,
     datetime: Callable[[str], Any] | Any = None,
-) -> SceneAsset:
-    """Read one raster file's metadata into a :class:`SceneAsset`.
+) -> FileFacts:
+    """Read one raster file's metadata and native data footprint (I/O only; safe in worker threads).
 
     Args:
         href: local path, URL or GDAL ``/vsi`` path.
@@ -166,10 +169,10 @@ def asset_from_file(
     if not is_remote(href) and not os.path.exists(href):
         raise SourceError(href, "file does not exist")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported as a SourceError below
-            with rasterio.open(href) as src:
-                return _describe(src, href, pattern=pattern, datetime=datetime)
+        # (rasterio may warn NotGeoreferencedWarning first; _describe turns it into a SourceError. The
+        # warning is not filtered here: warnings.catch_warnings is not thread-safe in worker threads.)
+        with rasterio.open(href) as src:
+            return _describe(src, href, pattern=pattern, datetime=datetime)
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -181,7 +184,7 @@ def asset_from_file(
 
 def _describe(
     src: rasterio.io.DatasetReader, href: str, *, pattern: re.Pattern[str] | None, datetime: Any
-) -> SceneAsset:
+) -> FileFacts:
     no_transform = src.transform.is_identity
     if src.crs is None or no_transform:
         if no_transform and (src.gcps[0] or src.rpcs):
@@ -211,21 +214,17 @@ def _describe(
         when = _tiff_datetime(src.tags())
     crs = crs_to_string(src.crs)
     native = data_footprint(src)
-    try:
-        footprint = to_lonlat(native, src.crs.to_wkt())
-    except InvalidInputError as exc:
-        raise SourceError(href, str(exc)) from exc
     names = tuple(d or f"b{i + 1}" for i, d in enumerate(src.descriptions))
     scales = {s for s in src.scales if s is not None}
     offsets = {o for o in src.offsets if o is not None}
-    return SceneAsset(
+    row = SceneAsset(
         id=groups.get("id", Path(href).stem),
         asset=groups.get("asset", "data"),
         href=href,
         crs=crs,
         transform=tuple(float(v) for v in tuple(src.transform)[:6]),  # type: ignore[arg-type]
         shape=(int(src.height), int(src.width)),
-        footprint=footprint,
+        footprint=shapely.Polygon(),  # set in lon/lat by to_row(), in the calling thread
         datetime=when,
         band_count=int(src.count),
         dtype=str(src.dtypes[0]),
@@ -235,10 +234,44 @@ def _describe(
         scale=float(scales.pop()) if len(scales) == 1 and 1.0 not in scales else None,
         offset=float(offsets.pop()) if len(offsets) == 1 and 0.0 not in offsets else None,
     )
+    return FileFacts(row, native, src.crs.to_wkt())
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What :func:`read_file` learnt: the row (footprint still unset) and the native data footprint."""
+
+    row: SceneAsset
+    native_footprint: BaseGeometry
+    crs_wkt: str
+
+
+def to_row(facts: FileFacts) -> SceneAsset:
+    """The index row, its footprint reprojected to lon/lat.
+
+    Footprint geometry runs in the calling thread, never in a worker: shapely and the antimeridian
+    splitter use ``warnings.catch_warnings``, which is not thread-safe before Python 3.14 and can leave
+    every warning of the process silenced when threads interleave.
+    """
+    try:
+        footprint = to_lonlat(facts.native_footprint, facts.crs_wkt)
+    except InvalidInputError as exc:
+        raise SourceError(facts.row.href or "?", str(exc)) from exc
+    return replace(facts.row, footprint=footprint)
+
+
+def asset_from_file(
+    href: str,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    datetime: Callable[[str], Any] | Any = None,
+) -> SceneAsset:
+    """Read one raster file's metadata into a :class:`SceneAsset` (see :func:`read_file`)."""
+    return to_row(read_file(href, pattern=pattern, datetime=datetime))
 
 
 def map_sources(
-    func: Callable[[Any], list[SceneAsset]],
+    func: Callable[[Any], Any],
     inputs: Sequence[Any],
     *,
     labels: Sequence[str],
@@ -246,11 +279,13 @@ def map_sources(
     progress: bool,
     on_error: str,
     desc: str,
+    finish: Callable[[Any], list[SceneAsset]],
 ) -> tuple[list[SceneAsset], list[tuple[str, str]]]:
-    """Apply ``func`` to every input in a thread pool, with a progress bar.
+    """Apply ``func`` (I/O) to every input in a thread pool, then ``finish`` in the calling thread.
 
-    Under ``on_error="raise"`` the first failure (in input order) is raised; under ``"skip"`` failures
-    are returned as ``(label, reason)`` pairs beside the rows that succeeded.
+    ``finish`` does the geometry (see :func:`to_row` for why it must not run in workers). Under
+    ``on_error="raise"`` the first failure (in input order) is raised; under ``"skip"`` failures are
+    returned as ``(label, reason)`` pairs beside the rows that succeeded.
     """
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -260,24 +295,26 @@ def map_sources(
     rows: list[SceneAsset] = []
     skipped: list[tuple[str, str]] = []
 
-    def guarded(item: Any) -> list[SceneAsset] | SourceError:
+    def guarded(item: Any) -> Any:
         try:
             return func(item)
         except SourceError as exc:
             return exc
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results: Iterator[list[SceneAsset] | SourceError] = pool.map(guarded, inputs)
+        results: Iterator[Any] = pool.map(guarded, inputs)
         for label, result in tqdm(
             zip(labels, results, strict=True), total=len(inputs), disable=not progress, desc=desc, unit="file"
         ):
-            if isinstance(result, SourceError):
+            try:
+                if isinstance(result, SourceError):
+                    raise result
+                rows.extend(finish(result))
+            except SourceError as exc:
                 if on_error == "raise":
                     pool.shutdown(cancel_futures=True)
-                    raise result
-                skipped.append((label, result.reason))
-            else:
-                rows.extend(result)
+                    raise
+                skipped.append((label, exc.reason))
     return rows, skipped
 
 
@@ -381,17 +418,9 @@ def _resolve_href(href: str, base: str | None) -> str:
     return os.path.normpath(os.path.join(base, href))
 
 
-def assets_from_item(
-    item: Mapping[str, Any], *, assets: Sequence[str] | None = None, base: str | None = None
-) -> list[SceneAsset]:
-    """The index rows of one STAC Item (a dict), one per selected raster asset.
-
-    Projection information comes from the projection extension (v1 ``proj:epsg`` or v2 ``proj:code``,
-    ``proj:wkt2``, ``proj:projjson``; ``proj:transform`` and ``proj:shape`` per asset or per Item). An
-    asset without it is opened to find out; if that fails too, the Item is rejected with a clear error.
-    """
+def _chosen_assets(item: Mapping[str, Any], assets: Sequence[str] | None) -> dict[str, Mapping[str, Any]]:
+    """The Item's assets to index: those named, else every raster asset."""
     item_id = str(item.get("id", "?"))
-    props = item.get("properties") or {}
     all_assets = item.get("assets") or {}
     if assets is not None:
         missing = [a for a in assets if a not in all_assets]
@@ -399,13 +428,55 @@ def assets_from_item(
             raise SourceError(
                 item_id, f"has no asset(s) {missing}; it has {sorted(all_assets)}", scene_id=item_id
             )
-        chosen = {a: all_assets[a] for a in assets}
-    else:
-        chosen = {k: v for k, v in all_assets.items() if _is_raster_asset(v)}
-        if not chosen:
-            raise SourceError(
-                item_id, f"has no raster assets (assets: {sorted(all_assets)})", scene_id=item_id
-            )
+        return {a: all_assets[a] for a in assets}
+    chosen = {k: v for k, v in all_assets.items() if _is_raster_asset(v)}
+    if not chosen:
+        raise SourceError(item_id, f"has no raster assets (assets: {sorted(all_assets)})", scene_id=item_id)
+    return chosen
+
+
+def _missing_projection(asset: Mapping[str, Any], props: Mapping[str, Any]) -> list[str]:
+    grid = (
+        ("proj:code", _crs_from(asset, props)),
+        ("proj:transform", _proj(asset, props, "proj:transform")),
+        ("proj:shape", _proj(asset, props, "proj:shape")),
+    )
+    return [key for key, value in grid if value is None]
+
+
+def prefetch_item(
+    item: Mapping[str, Any], *, assets: Sequence[str] | None = None, base: str | None = None
+) -> tuple[Mapping[str, Any], dict[str, FileFacts | SourceError]]:
+    """Open the files of the Item's assets that lack projection info (I/O only; for worker threads)."""
+    props = item.get("properties") or {}
+    base = item.get("_base", base)
+    opened: dict[str, FileFacts | SourceError] = {}
+    for name, asset in _chosen_assets(item, assets).items():
+        if _missing_projection(asset, props):
+            try:
+                opened[name] = read_file(_resolve_href(str(asset.get("href", "")), base))
+            except SourceError as exc:
+                opened[name] = exc
+    return item, opened
+
+
+def assets_from_item(
+    item: Mapping[str, Any],
+    *,
+    assets: Sequence[str] | None = None,
+    base: str | None = None,
+    opened: Mapping[str, FileFacts | SourceError] | None = None,
+) -> list[SceneAsset]:
+    """The index rows of one STAC Item (a dict), one per selected raster asset.
+
+    Projection information comes from the projection extension (v1 ``proj:epsg`` or v2 ``proj:code``,
+    ``proj:wkt2``, ``proj:projjson``; ``proj:transform`` and ``proj:shape`` per asset or per Item). An
+    asset without it is opened to find out (``opened`` holds files already read by
+    :func:`prefetch_item`); if that fails too, the Item is rejected with a clear error.
+    """
+    item_id = str(item.get("id", "?"))
+    props = item.get("properties") or {}
+    chosen = _chosen_assets(item, assets)
     base = item.get("_base", base)
     when = props.get("datetime")
     start, end = props.get("start_datetime"), props.get("end_datetime")
@@ -421,23 +492,24 @@ def assets_from_item(
         transform = _proj(asset, props, "proj:transform")
         shape_ = _proj(asset, props, "proj:shape")
         bands = _band_info(asset)
-        opened: SceneAsset | None = None
-        if crs is None or transform is None or shape_ is None:
+        file_row: SceneAsset | None = None
+        missing = _missing_projection(asset, props)
+        if missing:
+            facts = (opened or {}).get(name)
             try:
-                opened = asset_from_file(href)
+                if facts is None:
+                    facts = read_file(href)
+                if isinstance(facts, SourceError):
+                    raise facts
+                file_row = to_row(facts)
             except SourceError as exc:
-                missing = [
-                    k
-                    for k, v in (("proj:code", crs), ("proj:transform", transform), ("proj:shape", shape_))
-                    if v is None
-                ]
                 raise SourceError(
                     href,
                     f"asset {name!r} has no {', '.join(missing)} and opening the file failed: {exc.reason}",
                     scene_id=item_id,
                 ) from exc
-        if opened is not None:
-            crs, transform, shape_ = opened.crs, opened.transform, opened.shape
+        if file_row is not None:
+            crs, transform, shape_ = file_row.crs, file_row.transform, file_row.shape
         aff = tuple(float(v) for v in transform[:6])  # type: ignore[index]
         shp = (int(shape_[0]), int(shape_[1]))  # type: ignore[index]
         fp = footprint if footprint is not None else to_lonlat(grid_outline(aff, shp), crs)
@@ -459,10 +531,10 @@ def assets_from_item(
                 end_datetime=None if end is None else to_utc(end),
                 band_count=len(bands)
                 or len(asset.get("eo:bands") or ())
-                or (opened.band_count if opened else 1),
-                dtype=str(dtype) if dtype is not None else (opened.dtype if opened else None),
-                nodata=_nodata(nodata) if nodata is not None else (opened.nodata if opened else None),
-                overviews=opened.overviews if opened else None,
+                or (file_row.band_count if file_row else 1),
+                dtype=str(dtype) if dtype is not None else (file_row.dtype if file_row else None),
+                nodata=_nodata(nodata) if nodata is not None else (file_row.nodata if file_row else None),
+                overviews=file_row.overviews if file_row else None,
                 band_names=names,
                 scale=first.get("scale"),
                 offset=first.get("offset"),

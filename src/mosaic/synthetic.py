@@ -59,6 +59,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping
 
 from mosaic.errors import InvalidInputError
 from mosaic.geom import to_lonlat
+from mosaic.runtime import WARNINGS_LOCK
 
 __all__ = [
     "BAND_STEP",
@@ -559,7 +560,8 @@ def _cached_item(spec: SceneSpec, folder: Path) -> pystac.Item | None:
     """The Item on disk if it was generated from ``spec`` and its files are intact, else None."""
     path = folder / f"{spec.id}.json"
     try:
-        item = pystac.Item.from_file(str(path))
+        with WARNINGS_LOCK:  # pystac's extension hooks use warnings.catch_warnings (not thread-safe)
+            item = pystac.Item.from_file(str(path))
         if item.properties.get("mosaic:fingerprint") != _fingerprint(spec):
             return None
         for asset in spec.assets:

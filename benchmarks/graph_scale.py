@@ -22,11 +22,11 @@ OUT = Path(__file__).resolve().parent / "output"
 BBOX = (11.86, 45.39, 12.14, 45.57)
 
 
-def median_time(func, runs: int = 5) -> tuple[float, object]:
+def median_time(func, *args, runs: int = 5, **kwargs) -> tuple[float, object]:
     times, result = [], None
     for _ in range(runs):
         t = time.perf_counter()
-        result = func()
+        result = func(*args, **kwargs)
         times.append(time.perf_counter() - t)
     return statistics.median(times), result
 
@@ -34,14 +34,31 @@ def median_time(func, runs: int = 5) -> tuple[float, object]:
 def main() -> None:
     items = synthetic.demo_collection(OUT / "demo_collection")
     index = mosaic.TileIndex.from_stac(items)
-    rows = ["| chunk px | chunks | non-empty | plan (s) | graph build (s) | graph keys | tasks |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| chunk px | chunks | non-empty | plan (s) | graph build (s) | graph keys | tasks |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for chunk in (512, 128, 64, 32, 24, 20):
-        plan_s, plan = median_time(lambda: mosaic.plan(BBOX, "EPSG:32633", "2024-06-01", index=index, resolution=10, bands="B02", chunks=chunk))
-        graph_s, ds = median_time(lambda: to_dataset(plan))
+        plan_s, plan = median_time(
+            mosaic.plan,
+            BBOX,
+            "EPSG:32633",
+            "2024-06-01",
+            index=index,
+            resolution=10,
+            bands="B02",
+            chunks=chunk,
+        )
+        graph_s, ds = median_time(to_dataset, plan)
         graph = dict(ds.B02.data.__dask_graph__())
-        tasks = sum(1 for v in graph.values() if isinstance(v, tuple) and callable(v[0]) and v[0] is not np.full)
+        tasks = sum(
+            1 for v in graph.values() if isinstance(v, tuple) and callable(v[0]) and v[0] is not np.full
+        )
         s = plan.summary()
-        rows.append(f"| {chunk} | {s['chunks']:,} | {s['nonempty_chunks']:,} | {plan_s:.3f} | {graph_s:.3f} | {len(graph):,} | {tasks:,} |")
+        rows.append(
+            f"| {chunk} | {s['chunks']:,} | {s['nonempty_chunks']:,} | {plan_s:.3f} | {graph_s:.3f} "
+            f"| {len(graph):,} | {tasks:,} |"
+        )
     text = "\n".join(rows)
     print(text)
     (OUT / "graph_scale.md").write_text(text + "\n")

@@ -1,0 +1,216 @@
+"""The engines compared by ``load_compare.py``: each loads the same Items onto the same GeoBox.
+
+Every runner takes the Items (plain dicts, sorted by datetime then id), the target ``GeoBox``, the asset
+name and the number of dask threads, and returns ``{"timed": f, "after": g}``: ``f()`` loads, computes
+and returns the (y, x) ``uint16`` mosaic (nodata 0) with its output grid; ``g()`` tells what it can
+about the run. Only ``f()`` is timed; what an engine needs beforehand and a user would do once (parse
+Items, build an index) is timed separately and reported beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+CHUNK = 2048  # pixels a side, for every dask engine (mosaic's default)
+
+
+def grid_from_geobox(gbox: GeoBox) -> dict[str, Any]:
+    return {
+        "shape": [int(v) for v in gbox.shape],
+        "transform": [float(v) for v in tuple(gbox.affine)[:6]],
+        "crs": crs_name(gbox.crs),
+    }
+
+
+def crs_name(crs: Any) -> str:
+    """``EPSG:n`` when the CRS has an EPSG code, else its WKT."""
+    epsg = crs.epsg
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+
+
+def _dask_threads(threads: int) -> Any:
+    import dask
+
+    return dask.config.set(scheduler="threads", num_workers=threads)
+
+
+# ---------------------------------------------------------------------------------------------- mosaic
+
+
+def mosaic_engine(items: Sequence[dict[str, Any]], gbox: GeoBox, asset: str, threads: int) -> dict[str, Any]:
+    """mosaic.load(geobox=...).compute(); the TileIndex is built (and timed) beforehand."""
+    import mosaic
+    from mosaic.index import TileIndex
+
+    t0 = time.perf_counter()
+    index = TileIndex.from_stac(list(items), assets=[asset])
+    index_s = time.perf_counter() - t0
+    kwargs = dict(
+        index=index,
+        geobox=gbox,
+        bands=[asset],
+        groupby="solar_day",
+        method="first",
+        resampling="nearest",
+        chunks=CHUNK,
+    )
+
+    def timed() -> tuple[np.ndarray, dict[str, Any]]:
+        with _dask_threads(threads):
+            ds = mosaic.load(**kwargs).compute()
+        return np.asarray(ds[asset].values[0]), grid_from_geobox(ds.odc.geobox)
+
+    def after() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        plan = mosaic.plan(**kwargs)
+        plan_s = time.perf_counter() - t0
+        stats = mosaic.read_stats()
+        return {
+            "index_s": index_s,
+            "plan_s": plan_s,
+            "plan": plan.summary(),
+            "reads_done": stats.reads,
+            "note": "overviews: planner picks the level per chunk (decimated read, GDAL picks the IFD)",
+        }
+
+    return {"timed": timed, "after": after}
+
+
+# ------------------------------------------------------------------------------------------- odc-stac
+
+
+def odc_engine(items: Sequence[dict[str, Any]], gbox: GeoBox, asset: str, threads: int) -> dict[str, Any]:
+    """odc.stac.load(items, geobox=..., chunks=...).compute()."""
+    import odc.stac
+    import pystac
+
+    t0 = time.perf_counter()
+    pitems = [pystac.Item.from_dict(copy.deepcopy(d)) for d in items]
+    parse_s = time.perf_counter() - t0
+
+    def timed() -> tuple[np.ndarray, dict[str, Any]]:
+        with _dask_threads(threads):
+            ds = odc.stac.load(
+                pitems,
+                bands=[asset],
+                geobox=gbox,
+                groupby="solar_day",
+                resampling="nearest",
+                chunks={"x": CHUNK, "y": CHUNK},
+                fail_on_error=True,
+            ).compute()
+        if ds.sizes["time"] != 1:
+            raise RuntimeError(f"odc-stac made {ds.sizes['time']} time groups, expected 1")
+        return np.asarray(ds[asset].values[0]), grid_from_geobox(ds.odc.geobox)
+
+    def after() -> dict[str, Any]:
+        return {"parse_s": parse_s, "note": "overviews: reads the overview level closest to the output scale"}
+
+    return {"timed": timed, "after": after}
+
+
+# ------------------------------------------------------------------------------------------ stackstac
+
+
+def stackstac_engine(
+    items: Sequence[dict[str, Any]], gbox: GeoBox, asset: str, threads: int
+) -> dict[str, Any]:
+    """stackstac.stack(epsg, resolution, bounds) + stackstac.mosaic (first on top), .compute().
+
+    stackstac 0.5 reads only ``proj:epsg`` (projection extension v1); the Items carry ``proj:code``
+    (v2), so a copy with ``proj:epsg`` added is given to it (untimed), else it would lose the per-asset
+    bounds it uses to skip chunks an asset does not touch.
+    """
+    import stackstac
+    from rasterio.enums import Resampling
+
+    prepared = []
+    for d in items:
+        d = copy.deepcopy(d)
+        code = d["properties"].get("proj:code")
+        if code and code.upper().startswith("EPSG:"):
+            d["properties"]["proj:epsg"] = int(code.split(":")[1])
+        prepared.append(d)
+    epsg = gbox.crs.epsg
+    if epsg is None:
+        raise RuntimeError("stackstac needs an EPSG code for the output CRS")
+    res = float(gbox.resolution.x)
+    left, bottom, right, top = gbox.boundingbox
+
+    def timed() -> tuple[np.ndarray, dict[str, Any]]:
+        with _dask_threads(threads):
+            stack = stackstac.stack(
+                prepared,
+                assets=[asset],
+                epsg=int(epsg),
+                resolution=res,
+                bounds=(left, bottom, right, top),
+                snap_bounds=True,
+                resampling=Resampling.nearest,
+                chunksize=CHUNK,
+                dtype=np.dtype("uint16"),
+                fill_value=np.uint16(0),  # a NumPy scalar: stackstac 0.5 + NumPy 2 reject int 0
+                rescale=False,
+                sortby_date="asc",
+                xy_coords="center",
+            )
+            out = stackstac.mosaic(stack, dim="time", reverse=True, nodata=0).compute()
+        x, y = out["x"].values, out["y"].values
+        a, e = float(x[1] - x[0]), float(y[1] - y[0])
+        grid = {
+            "shape": [int(y.size), int(x.size)],
+            "transform": [a, 0.0, float(x[0]) - a / 2, 0.0, e, float(y[0]) - e / 2],
+            "crs": f"EPSG:{int(out.attrs.get('epsg', epsg))}",
+        }
+        return np.asarray(out.values).reshape(y.size, x.size), grid
+
+    def after() -> dict[str, Any]:
+        return {"note": "overviews: none (a WarpedVRT of the full-resolution file at the output grid)"}
+
+    return {"timed": timed, "after": after}
+
+
+ENGINES: dict[str, Callable[..., dict[str, Any]]] = {
+    "mosaic": mosaic_engine,
+    "odc-stac": odc_engine,
+    "stackstac": stackstac_engine,
+}
+
+
+# ------------------------------------------------------------------------------------------- gdalwarp
+
+
+def gdalwarp_command(
+    items: Sequence[dict[str, Any]], gbox: GeoBox, asset: str, out: Path, *, multi: bool
+) -> list[str]:
+    """The gdalwarp command for the same grid; inputs in reverse fusion order (gdalwarp: last wins)."""
+    left, bottom, right, top = gbox.boundingbox
+    res_x, res_y = abs(float(gbox.resolution.x)), abs(float(gbox.resolution.y))
+    hrefs = [d["assets"][asset]["href"] for d in items]
+    cmd = ["gdalwarp", "-q", "-overwrite", "-of", "GTiff", "-ot", "UInt16"]
+    cmd += ["-t_srs", gbox.crs.to_wkt() if gbox.crs.epsg is None else f"EPSG:{gbox.crs.epsg}"]
+    cmd += ["-te", *(repr(float(v)) for v in (left, bottom, right, top)), "-tr", repr(res_x), repr(res_y)]
+    cmd += ["-r", "near", "-srcnodata", "0", "-dstnodata", "0"]
+    if multi:
+        cmd += ["-multi", "-wo", "NUM_THREADS=2"]
+    cmd += [*reversed(hrefs), str(out)]
+    return cmd
+
+
+def run_gdalwarp(cmd: list[str]) -> float:
+    """Wall time of one gdalwarp run (a fresh process by nature; includes writing the GeoTIFF)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"gdalwarp failed ({shlex.join(cmd[:12])} ...): {proc.stderr.strip()}")
+    return elapsed

@@ -14,7 +14,7 @@ import numpy as np
 
 from mosaic.errors import InvalidInputError
 
-__all__ = ["FUSERS", "Fuser", "make_fuser"]
+__all__ = ["FUSERS", "FirstNative", "Fuser", "make_fuser"]
 
 
 class Fuser:
@@ -63,6 +63,30 @@ class First(Fuser):
         return not self._empty and not np.isnan(self.acc).any()
 
     def result(self) -> np.ndarray:
+        return self.acc
+
+
+class FirstNative(Fuser):
+    """``first``/``last`` in the band's own integer dtype: fill nodata holes, no float round trip."""
+
+    early_stop = True
+
+    def __init__(self, shape: tuple[int, int], dtype: str, nodata: float):
+        super().__init__(shape)
+        self.nodata = np.asarray(nodata, dtype=dtype)
+        self.acc = np.full(shape, self.nodata, dtype=dtype)
+
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+        """Fill the pixels still at nodata from ``data``."""
+        np.copyto(self.acc, data, where=self.acc == self.nodata, casting="same_kind")
+
+    @property
+    def is_done(self) -> bool:
+        """Whether no pixel is at nodata any more."""
+        return not (self.acc == self.nodata).any()
+
+    def result(self) -> np.ndarray:
+        """The fused chunk, in the band's dtype with its nodata."""
         return self.acc
 
 

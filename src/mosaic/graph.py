@@ -18,7 +18,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from mosaic.errors import MosaicWarning, ReadError
-from mosaic.fuse import make_fuser
+from mosaic.fuse import FirstNative, Fuser, make_fuser
 from mosaic.limits import get_limiter
 from mosaic.planner import BandSpec, ChunkTask, Plan
 from mosaic.read import gdal_env, warp_read
@@ -41,6 +41,8 @@ class ChunkContext:
     on_error: str
     max_concurrency: int | None
     gdal_options: tuple[tuple[str, Any], ...]
+    native: bool = False
+    """Fuse in the band's own dtype (``first``/``last``, nearest, consistent integer sources)."""
 
 
 def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:
@@ -66,11 +68,16 @@ def load_chunk(
     from affine import Affine
 
     limiter = get_limiter(ctx.max_concurrency)
-    fuser = make_fuser(ctx.method, shape)
     dst = Affine(*affine)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         dst_affine=dst, dst_shape=shape, dst_crs=ctx.crs, resampling=ctx.resampling, limiter=limiter
     )
+    fuser: Fuser
+    if ctx.native:
+        fuser = FirstNative(shape, ctx.band.dtype, ctx.band.nodata)  # type: ignore[arg-type]
+        kwargs["native"] = (ctx.band.dtype, ctx.band.nodata)
+    else:
+        fuser = make_fuser(ctx.method, shape)
     failed: list[ReadError] = []
     with gdal_env(ctx.gdal_options):
         for i, read in enumerate(task.reads):
@@ -92,7 +99,7 @@ def load_chunk(
             ReadFailedWarning,
             stacklevel=2,
         )
-    return _cast(fuser.result(), ctx.band)[None]
+    return (fuser.result() if ctx.native else _cast(fuser.result(), ctx.band))[None]
 
 
 def band_array(plan: Plan, band: BandSpec) -> da.Array:
@@ -106,6 +113,7 @@ def band_array(plan: Plan, band: BandSpec) -> da.Array:
         on_error=plan.on_error,
         max_concurrency=plan.max_concurrency,
         gdal_options=plan.gdal_options,
+        native=band.native and plan.method in ("first", "last") and plan.resampling == "nearest",
     )
     ny, nx = plan.geobox.shape
     cy, cx = plan.chunks

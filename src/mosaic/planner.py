@@ -122,6 +122,8 @@ class BandSpec:
     work_dtype: str
     scale: float | None = None
     offset: float | None = None
+    native: bool = False
+    """Every source has this band's dtype and nodata: ``first``/``last`` with nearest can skip floats."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +462,14 @@ def _band_specs(
         )
         scales = {(r.scale, r.offset) for r in rows}
         scale, offset = next(iter(scales)) if len(scales) == 1 else (None, None)
-        specs.append(BandSpec(name, asset, band, out_dtype.name, out_nodata, work, scale, offset))
+        native = (
+            len(src_types) == 1
+            and out_dtype == src_dtype
+            and src_dtype.kind in "iu"
+            and out_nodata is not None
+            and nodatas == {out_nodata}
+        )
+        specs.append(BandSpec(name, asset, band, out_dtype.name, out_nodata, work, scale, offset, native))
     return tuple(specs)
 
 

@@ -85,10 +85,14 @@ def _level_window(read: Read, src: Any) -> tuple[int, Window]:
     return level, Window(left, top, right - left, bottom - top)
 
 
-def read_window(read: Read, limiter: ReadLimiter) -> tuple[np.ndarray, Affine]:
-    """Read ``read``'s window as float (NaN = no data) and return it with its transform.
+def read_window(
+    read: Read, limiter: ReadLimiter, *, native_nodata: float | None = None
+) -> tuple[np.ndarray, Affine]:
+    """Read ``read``'s window and return it with its transform.
 
-    All I/O happens inside one limiter slot; transient failures are retried (each retry counted).
+    The pixels come as float with NaN where there is no data or, with ``native_nodata``, in the file's
+    own dtype with that value where there is no data. All I/O happens inside one limiter slot;
+    transient failures are retried (each retry counted).
 
     Raises:
         ReadError: naming the scene and href, when the read fails for good.
@@ -123,7 +127,14 @@ def read_window(read: Read, limiter: ReadLimiter) -> tuple[np.ndarray, Affine]:
         raise ReadError(
             read.href, f"reading band {read.band}, window {read.window} failed: {exc}", scene_id=read.scene
         ) from exc
-    return _to_float(data, mask, read.nodata if read.nodata is not None else file_nodata), transform
+    nodata = read.nodata if read.nodata is not None else file_nodata
+    if native_nodata is None:
+        return _to_float(data, mask, nodata), transform
+    if nodata is not None and nodata != native_nodata:
+        data[data == nodata] = native_nodata
+    if mask is not None:
+        data[mask == 0] = native_nodata
+    return data, transform
 
 
 def _to_float(data: np.ndarray, mask: np.ndarray | None, nodata: float | None) -> np.ndarray:
@@ -149,7 +160,7 @@ than at 0.125 px (same-CRS reads are pasted, not warped).
 
 
 def _paste(
-    src: np.ndarray, transform: Affine, dst_affine: Affine, dst_shape: tuple[int, int]
+    src: np.ndarray, transform: Affine, dst_affine: Affine, dst_shape: tuple[int, int], fill: float
 ) -> np.ndarray | None:
     """``src`` placed on the destination grid if the grids differ by whole pixels only, else None."""
     if tuple(transform)[:2] != tuple(dst_affine)[:2] or tuple(transform)[3:5] != tuple(dst_affine)[3:5]:
@@ -158,7 +169,7 @@ def _paste(
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     col, row = round(col), round(row)
-    out = np.full(dst_shape, np.nan, dtype=src.dtype)
+    out = np.full(dst_shape, fill, dtype=src.dtype)
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + src.shape[0], dst_shape[0]), min(col + src.shape[1], dst_shape[1])
     if r1 > r0 and c1 > c0:
@@ -166,12 +177,24 @@ def _paste(
     return out
 
 
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+
 def _mem_path(array: np.ndarray, transform: Affine) -> str:
     """A GDAL ``MEM:::`` path to a read-only dataset over ``array`` (which must outlive its use).
 
     Its CRS is given to the warper separately (``src_crs``): a WKT does not survive the path syntax.
     """
-    gdal_type = {"float32": "Float32", "float64": "Float64"}[array.dtype.name]
+    gdal_type = _GDAL_TYPES[array.dtype.name]
     gt = "/".join(
         repr(float(v)) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e)
     )
@@ -189,13 +212,19 @@ def warp_read(
     dst_crs: str,
     resampling: str,
     limiter: ReadLimiter,
+    native: tuple[str, float] | None = None,
 ) -> np.ndarray:
-    """Read ``read`` and put it on the destination grid (pasted or warped); NaN where no data."""
+    """Read ``read`` and put it on the destination grid (pasted or warped).
+
+    Returns float with NaN where there is no data or, with ``native=(dtype, nodata)``, the source dtype
+    with that nodata value (for ``first``/``last`` with nearest, which never need a float).
+    """
+    fill = np.nan if native is None else native[1]
     if read.window[2] == 0 or read.window[3] == 0:
-        return np.full(dst_shape, np.nan, dtype=np.float32)
-    src, transform = read_window(read, limiter)
+        return np.full(dst_shape, fill, dtype=np.float32 if native is None else native[0])
+    src, transform = read_window(read, limiter, native_nodata=None if native is None else native[1])
     if _same_crs(read.crs, dst_crs):
-        pasted = _paste(src, transform, dst_affine, dst_shape)
+        pasted = _paste(src, transform, dst_affine, dst_shape, fill)
         if pasted is not None:
             return pasted
     src = np.ascontiguousarray(src)
@@ -208,8 +237,8 @@ def warp_read(
             width=dst_shape[1],
             height=dst_shape[0],
             resampling=Resampling[resampling],
-            src_nodata=np.nan,
-            nodata=np.nan,
+            src_nodata=fill,
+            nodata=fill,
             dtype=src.dtype.name,
             tolerance=WARP_TOLERANCE,
         ) as vrt:

@@ -27,6 +27,7 @@ gdal-tools:
 
 test: $(STAMP) gdal-tools
 	$(BIN)/ruff check src tests tile_indexes
+	$(BIN)/mypy src/mosaic
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

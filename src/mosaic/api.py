@@ -20,52 +20,9 @@ from mosaic.types import BBox, TimeLike
 __all__ = ["load", "plan", "read_stats", "to_dataset"]
 
 
-def plan(
-    bbox: BBox | Sequence[float] | None = None,
-    crs: Any = None,
-    time: TimeLike = None,
-    *,
-    index: Any = None,
-    resolution: float | tuple[float, float] | None = None,
-    shape: tuple[int, int] | None = None,
-    geobox: GeoBox | None = None,
-    like: Any = None,
-    bbox_crs: Any = "EPSG:4326",
-    bands: Sequence[str] | str | None = None,
-    groupby: str | None = "solar_day",
-    method: str | Callable[..., Any] = "first",
-    resampling: str = "nearest",
-    dtype: Any = None,
-    nodata: Any = None,
-    chunks: int | tuple[int, int] | Mapping[str, int] | None = 2048,
-    max_concurrency: int | None = None,
-    on_error: str = "raise",
-    on_empty: str = "raise",
-    gdal_options: Mapping[str, Any] | None = None,
-) -> Plan:
-    """Plan a mosaic without reading pixels: which scene windows feed which chunk. See :func:`load`."""
-    return make_plan(
-        bbox,
-        crs,
-        time,
-        index=index,
-        resolution=resolution,
-        shape=shape,
-        geobox=geobox,
-        like=like,
-        bbox_crs=bbox_crs,
-        bands=bands,
-        groupby=groupby,
-        method=method,
-        resampling=resampling,
-        dtype=dtype,
-        nodata=nodata,
-        chunks=chunks,
-        max_concurrency=max_concurrency,
-        on_error=on_error,
-        on_empty=on_empty,
-        gdal_options=gdal_options,
-    )
+plan = make_plan
+"""Plan a mosaic without reading pixels: which scene windows feed which chunk (same arguments as
+:func:`load`; returns an inspectable :class:`~mosaic.planner.Plan`)."""
 
 
 def load(
@@ -121,7 +78,7 @@ def load(
         grid mapping readable by rioxarray and odc-geo, nodata set, and attrs describing the plan.
     """
     return to_dataset(
-        plan(
+        make_plan(
             bbox,
             crs,
             time,

@@ -68,7 +68,7 @@ class NoDataError(MosaicError, LookupError):
     """A request touches no scene, so there is nothing to mosaic."""
 
 
-class ReadError(SourceError, OSError):  # type: ignore[misc]
+class ReadError(SourceError, OSError):
     """Reading pixels (or metadata) from a scene failed."""
 
 

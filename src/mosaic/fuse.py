@@ -91,7 +91,7 @@ class FirstNative(Fuser):
 
 
 class _Reduce(Fuser):
-    func: ClassVar[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+    func: ClassVar[np.ufunc]
 
     def __init__(self, shape: tuple[int, int]):
         super().__init__(shape)

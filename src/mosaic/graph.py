@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask.array as da
 import numpy as np
@@ -22,6 +22,9 @@ from mosaic.fuse import FirstNative, Fuser, make_fuser
 from mosaic.limits import get_limiter
 from mosaic.planner import BandSpec, ChunkTask, Plan
 from mosaic.read import gdal_env, warp_read
+
+if TYPE_CHECKING:
+    from odc.geo.crs import CRS
 
 __all__ = ["ChunkContext", "band_array", "load_chunk"]
 
@@ -74,7 +77,7 @@ def load_chunk(
     )
     fuser: Fuser
     if ctx.native:
-        fuser = FirstNative(shape, ctx.band.dtype, ctx.band.nodata)  # type: ignore[arg-type]
+        fuser = FirstNative(shape, ctx.band.dtype, cast(float, ctx.band.nodata))  # native implies a nodata
         kwargs["native"] = (ctx.band.dtype, ctx.band.nodata)
     else:
         fuser = make_fuser(ctx.method, shape)
@@ -82,8 +85,8 @@ def load_chunk(
     with gdal_env(ctx.gdal_options):
         for i, read in enumerate(task.reads):
             try:
-                layer = warp_read(read, **kwargs)  # type: ignore[arg-type]
-                aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None  # type: ignore[arg-type]
+                layer = warp_read(read, **kwargs)
+                aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
             except ReadError as exc:
                 if ctx.on_error == "raise":
                     raise
@@ -106,7 +109,7 @@ def band_array(plan: Plan, band: BandSpec) -> da.Array:
     """The lazy (time, y, x) dask array of one output band."""
     name = f"mosaic-{band.name}-{tokenize(plan, band.name)}"
     ctx = ChunkContext(
-        crs=plan.geobox.crs.to_wkt(),
+        crs=cast("CRS", plan.geobox.crs).to_wkt(),
         method=plan.method,
         resampling=plan.resampling,
         band=band,
@@ -141,4 +144,6 @@ def band_array(plan: Plan, band: BandSpec) -> da.Array:
                     dsk[fill] = (np.full, (1, h, w), fill_value, band.dtype)
                 dsk[key] = fill  # an alias: no task, no read
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    return da.Array(graph, name, chunks=((1,) * len(plan.times), ychunks, xchunks), dtype=band.dtype)
+    return da.Array(  # type: ignore[no-untyped-call]  # dask's Array.__new__ is unannotated
+        graph, name, chunks=((1,) * len(plan.times), ychunks, xchunks), dtype=band.dtype
+    )

@@ -17,7 +17,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -194,7 +194,7 @@ class TileIndex:
             on_error: ``"raise"`` stops at the first bad file; ``"skip"`` leaves bad files out, warns with
                 the list, and keeps it in :attr:`skipped`.
         """
-        hrefs = expand_sources(sources)  # type: ignore[arg-type]
+        hrefs = expand_sources(sources)
         if not hrefs:
             raise InvalidInputError("no sources given")
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
@@ -561,7 +561,7 @@ class TileIndex:
             if pa.types.is_floating(mine.type):  # NaN nodata must equal NaN
                 same_nulls = mine.is_null().equals(theirs.is_null())
                 values = (c.to_numpy(zero_copy_only=False) for c in (mine.fill_null(0), theirs.fill_null(0)))
-                if not (same_nulls and np.array_equal(*values, equal_nan=True)):
+                if not (same_nulls and np.array_equal(*values, equal_nan=True)):  # type: ignore[misc]  # mypy cannot count the 2-item generator
                     return False
             elif not mine.equals(theirs):
                 return False
@@ -576,7 +576,7 @@ def pyproj_crs84() -> dict[str, Any]:
     """PROJJSON of OGC:CRS84 (lon/lat on WGS 84), the CRS of every footprint."""
     from pyproj import CRS
 
-    return json.loads(CRS.from_user_input("OGC:CRS84").to_json())
+    return cast("dict[str, Any]", json.loads(CRS.from_user_input("OGC:CRS84").to_json()))
 
 
 def _hilbert(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from mosaic.index import TileIndex
 from mosaic.records import SceneAsset
 from mosaic.times import parse_time
 from mosaic.types import BBox, TimeLike
+
+if TYPE_CHECKING:
+    from odc.geo.crs import CRS as GeoCRS
 
 __all__ = ["METHODS", "RESAMPLING", "BandSpec", "ChunkTask", "Plan", "Read", "make_plan", "resolve_index"]
 
@@ -173,7 +176,7 @@ class Plan:
     def __dask_tokenize__(self) -> Hashable:
         return (
             "mosaic.Plan",
-            self.geobox.crs.to_wkt(),
+            cast("GeoCRS", self.geobox.crs).to_wkt(),
             tuple(self.geobox.affine)[:6],
             tuple(self.geobox.shape),
             self.chunks,
@@ -228,7 +231,7 @@ class Plan:
         if not (0 <= iy < ny and 0 <= ix < nx):
             raise InvalidInputError(f"chunk ({iy}, {ix}) is outside the chunk grid {ny} x {nx}")
         gbox = self.chunk_geobox(iy, ix)
-        chunk_ll = to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt())
+        chunk_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
         lines = [
             f"chunk ({iy}, {ix}): rows {self.chunk_slices(iy, ix)[0]}, cols {self.chunk_slices(iy, ix)[1]}, "
             f"lon/lat bounds {tuple(round(v, 5) for v in chunk_ll.bounds)}"
@@ -303,7 +306,7 @@ def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
     parts = getattr(area, "geoms", [area])
     if len(parts) > 1:
         return None  # split at the antimeridian: read all, then query exactly
-    return tuple(area.bounds)  # type: ignore[return-value]
+    return tuple(area.bounds)
 
 
 def _crs(value: Any, bbox: Sequence[float] | None, bbox_crs: Any) -> CRS:
@@ -328,13 +331,13 @@ def _target_bounds(bbox: Sequence[float], bbox_crs: Any, crs: CRS) -> tuple[floa
         return (minx, miny, maxx + (360.0 if crs.is_geographic and minx > maxx else 0.0), maxy)
     area = bbox_to_lonlat(bbox, bbox_crs)
     if not crs.equals(LONLAT, ignore_axis_order=True):
-        return tuple(lonlat_to_crs(area, crs).bounds)  # type: ignore[return-value]
+        return tuple(lonlat_to_crs(area, crs).bounds)
     parts = [p.bounds for p in getattr(area, "geoms", [area])]
     if min(b[0] for b in parts) <= -180 and max(b[2] for b in parts) >= 180 and len(parts) > 1:
         west = min(b[0] for b in parts if b[0] > -180)
         east = max(b[2] for b in parts if b[0] <= -180) + 360.0
         return (west, min(b[1] for b in parts), east, max(b[3] for b in parts))
-    return tuple(area.bounds)  # type: ignore[return-value]
+    return tuple(area.bounds)
 
 
 def make_geobox(
@@ -369,7 +372,7 @@ def make_geobox(
         if default_resolution is None:
             raise InvalidInputError("give resolution= (in target CRS units) or shape=")
         resolution = default_resolution(target)
-    rx, ry = (resolution, resolution) if np.isscalar(resolution) else resolution  # type: ignore[misc]
+    rx, ry = cast("tuple[float, float]", (resolution, resolution) if np.isscalar(resolution) else resolution)
     rx, ry = abs(float(rx)), abs(float(ry))
     if not (rx > 0 and ry > 0):
         raise InvalidInputError(f"resolution must be positive, got {resolution}")
@@ -448,7 +451,9 @@ def _band_specs(
             else (dtype.get(name, src_dtype) if isinstance(dtype, Mapping) else dtype)
         )
         if nodata is not None:
-            out_nodata: float | None = float(nodata.get(name) if isinstance(nodata, Mapping) else nodata)
+            out_nodata: float | None = float(
+                cast(float, nodata.get(name)) if isinstance(nodata, Mapping) else nodata
+            )
         elif out_dtype.kind == "f":
             out_nodata = math.nan
         elif len(nodatas) == 1 and None not in nodatas and "nan" not in nodatas and out_dtype == src_dtype:
@@ -530,7 +535,7 @@ def _centre_lon(footprint: Any) -> float:
     parts = list(getattr(footprint, "geoms", [footprint]))
     if len(parts) > 1 and min(p.bounds[0] for p in parts) <= -180 and max(p.bounds[2] for p in parts) >= 180:
         shifted = [shapely.affinity.translate(p, 360) if p.bounds[2] <= 0 else p for p in parts]
-        lon = shapely.union_all(shifted).centroid.x
+        lon: float = shapely.union_all(shifted).centroid.x
         return (lon + 180) % 360 - 180
     return float(footprint.centroid.x)
 
@@ -553,7 +558,7 @@ def _block_reduce(a: np.ndarray, ny: int, nx: int, s: int, func: Callable[..., n
     pair = np.fmin if func is np.nanmin else np.fmax
     rows = a.shape[0]
     cols = pair(func(a[:, :-1].reshape(rows, nx, s), axis=2), a[:, s::s])
-    return pair(func(cols[:-1].reshape(ny, s, nx), axis=1), cols[s::s])
+    return cast(np.ndarray, pair(func(cols[:-1].reshape(ny, s, nx), axis=1), cols[s::s]))
 
 
 class _WindowFinder:
@@ -578,7 +583,9 @@ class _WindowFinder:
     def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
         """Per chunk: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
         if crs not in self._cache:
-            tr = Transformer.from_crs(self.gbox.crs.to_wkt(), CRS.from_user_input(crs), always_xy=True)
+            tr = Transformer.from_crs(
+                cast("GeoCRS", self.gbox.crs).to_wkt(), CRS.from_user_input(crs), always_xy=True
+            )
             with np.errstate(all="ignore"):
                 sx, sy = tr.transform(self.tx, self.ty, errcheck=False)
             bad = ~(np.isfinite(sx) & np.isfinite(sy))
@@ -662,7 +669,9 @@ def _chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], grid: tuple[int, int]) -
     r1, c1 = np.meshgrid(r_edges[1:], c_edges[1:], indexing="ij")
     xs = np.stack([aff.a * cc + aff.b * rr + aff.c for cc in (c0, c1) for rr in (r0, r1)])
     ys = np.stack([aff.d * cc + aff.e * rr + aff.f for cc in (c0, c1) for rr in (r0, r1)])
-    return shapely.box(xs.min(0).ravel(), ys.min(0).ravel(), xs.max(0).ravel(), ys.max(0).ravel())
+    return cast(
+        np.ndarray, shapely.box(xs.min(0).ravel(), ys.min(0).ravel(), xs.max(0).ravel(), ys.max(0).ravel())
+    )
 
 
 def _footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
@@ -670,7 +679,7 @@ def _footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
     clipped = rec.footprint.intersection(area_ll)
     if clipped.is_empty:
         return clipped
-    crs = gbox.crs
+    crs = cast("GeoCRS", gbox.crs)
     if crs.geographic and CRS.from_user_input(crs.to_wkt()).equals(LONLAT):
         minx, _, maxx, _ = gbox.boundingbox
         parts = []
@@ -707,7 +716,11 @@ def make_plan(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Plan a mosaic load without reading any pixels. See :func:`mosaic.load` for the arguments."""
+    """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
+
+    Returns a :class:`Plan`: frozen records of what to read, from where, into which chunk, which
+    ``summary()``, ``explain()`` and ``plot()`` describe and :func:`mosaic.api.to_dataset` executes.
+    """
     method, rank_band = _check_method(method)
     if resampling not in RESAMPLING:
         raise InvalidInputError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
@@ -744,7 +757,7 @@ def make_plan(
         default_resolution=native_resolution,
     )
     chunk_shape = _chunks(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
-    area_ll = to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt())
+    area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
 
     candidates = idx.query_geometry(area_ll, time)
     records = [r for r in candidates.records() if r.href is not None and r.transform is not None]
@@ -800,6 +813,12 @@ def make_plan(
     margin = _KERNEL_MARGIN.get(resampling, 2)
 
     touching: dict[tuple[str, str], list[tuple[int, int, int, int, tuple[int, int, int, int]]]] = {}
+    # these names hold arrays here and ints in the task loop below
+    iy: Any
+    ix: Any
+    level: Any
+    factor: Any
+    win: Any
     for rec in records:
         fp = _footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:

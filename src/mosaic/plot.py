@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from shapely.geometry import box
@@ -11,6 +11,8 @@ from shapely.geometry import box
 from mosaic.geom import lonlat_to_crs
 
 if TYPE_CHECKING:
+    from odc.geo.crs import CRS
+
     from mosaic.planner import Plan
 
 __all__ = ["plot_plan"]
@@ -50,7 +52,9 @@ def plot_plan(plan: Plan, path: str | os.PathLike[str] | None = None, *, ax: Any
             continue
         seen.add(rec.id)
         try:
-            fp = lonlat_to_crs(rec.footprint, gbox.crs.to_wkt()).intersection(area.buffer(area.length))
+            fp = lonlat_to_crs(rec.footprint, cast("CRS", gbox.crs).to_wkt()).intersection(
+                area.buffer(area.length)
+            )
         except Exception:
             continue
         label = rec.crs if rec.crs not in {t.get_label() for t in ax.patches} else None
@@ -81,7 +85,10 @@ def plot_plan(plan: Plan, path: str | os.PathLike[str] | None = None, *, ax: Any
     minx, miny, maxx, maxy = gbox.boundingbox
     ax.set_xlim(minx, maxx)
     ax.set_ylim(miny, maxy)
-    ax.set_aspect("equal")
+    # in lon/lat, a degree of longitude is cos(latitude) as long as one of latitude
+    ax.set_aspect(
+        1 / max(np.cos(np.radians((miny + maxy) / 2)), 0.01) if cast("CRS", gbox.crs).geographic else "equal"
+    )
     summary = plan.summary()
     ax.set_title(
         f"{summary['scenes']} scenes, {summary['reads']} reads, "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -242,7 +242,7 @@ def warp_read(
             dtype=src.dtype.name,
             tolerance=WARP_TOLERANCE,
         ) as vrt:
-            return vrt.read(1)
+            return cast(np.ndarray, vrt.read(1))
 
 
 @lru_cache(maxsize=256)

@@ -88,7 +88,7 @@ class SceneAsset:
         """Native bounds (minx, miny, maxx, maxy) of the pixel grid."""
         if self.transform is None or self.shape is None:
             return None
-        return tuple(grid_outline(self.transform, self.shape).bounds)  # type: ignore[return-value]
+        return tuple(grid_outline(self.transform, self.shape).bounds)
 
     @property
     def resolution(self) -> tuple[float, float] | None:

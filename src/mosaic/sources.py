@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -510,9 +510,9 @@ def assets_from_item(
                 ) from exc
         if file_row is not None:
             crs, transform, shape_ = file_row.crs, file_row.transform, file_row.shape
-        aff = tuple(float(v) for v in transform[:6])  # type: ignore[index]
-        shp = (int(shape_[0]), int(shape_[1]))  # type: ignore[index]
-        fp = footprint if footprint is not None else to_lonlat(grid_outline(aff, shp), crs)
+        aff = tuple(float(v) for v in transform[:6])
+        shp = (int(shape_[0]), int(shape_[1]))
+        fp = footprint if footprint is not None else to_lonlat(grid_outline(aff, shp), cast(str, crs))
         first = bands[0] if bands else {}
         nodata = first.get("nodata", asset.get("nodata"))
         dtype = first.get("data_type", asset.get("data_type"))
@@ -522,7 +522,7 @@ def assets_from_item(
                 id=item_id,
                 asset=name,
                 href=href,
-                crs=crs,
+                crs=cast(str, crs),
                 transform=aff,  # type: ignore[arg-type]
                 shape=shp,
                 footprint=fp,

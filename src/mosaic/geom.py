@@ -25,6 +25,7 @@ from mosaic.errors import InvalidInputError
 __all__ = [
     "LONLAT",
     "bbox_to_lonlat",
+    "centre_lon",
     "densify",
     "grid_outline",
     "lonlat_to_crs",
@@ -243,3 +244,13 @@ def lonlat_to_crs(
     if not np.isfinite(shapely.get_coordinates(out)).all():
         raise InvalidInputError(f"footprint cannot be represented in {_crs(key).to_string()}")
     return out
+
+
+def centre_lon(footprint: BaseGeometry) -> float:
+    """Longitude of a lon/lat footprint's centre, also for one split at the antimeridian."""
+    parts = list(getattr(footprint, "geoms", [footprint]))
+    if len(parts) > 1 and min(p.bounds[0] for p in parts) <= -180 and max(p.bounds[2] for p in parts) >= 180:
+        shifted = [shapely.affinity.translate(p, 360) if p.bounds[2] <= 0 else p for p in parts]
+        lon: float = shapely.union_all(shifted).centroid.x
+        return (lon + 180) % 360 - 180
+    return float(footprint.centroid.x)

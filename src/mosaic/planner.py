@@ -31,17 +31,18 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 import shapely
-from affine import Affine
 from odc.geo.geobox import GeoBox
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from shapely.geometry import box
 
 from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
-from mosaic.geom import LONLAT, bbox_to_lonlat, lonlat_to_crs, to_lonlat
+from mosaic.geom import bbox_to_lonlat, centre_lon, to_lonlat
+from mosaic.grid import DEFAULT_CHUNK, chunk_shape, make_geobox
 from mosaic.index import TileIndex
 from mosaic.records import SceneAsset
 from mosaic.times import parse_time
 from mosaic.types import BBox, TimeLike
+from mosaic.windows import WindowFinder, chunk_boxes, footprint_in_target, scene_windows
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS as GeoCRS
@@ -66,8 +67,6 @@ RESAMPLING = (
 )
 METHODS = ("first", "last", "min", "max", "mean", "median", "count")
 _KERNEL_MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
-_LATTICE = 8  # at most this many points per chunk edge are transformed into each source CRS
-_DEFAULT_CHUNK = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,103 +308,6 @@ def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
     return tuple(area.bounds)
 
 
-def _crs(value: Any, bbox: Sequence[float] | None, bbox_crs: Any) -> CRS:
-    """The target CRS; ``"utm"`` is the UTM zone of the bbox centre."""
-    if isinstance(value, str) and value.lower() == "utm":
-        if bbox is None:
-            raise InvalidInputError("crs='utm' needs a bbox to pick the zone from")
-        area = bbox_to_lonlat(bbox, bbox_crs)
-        lon, lat = _centre_lon(area), area.centroid.y
-        zone = min(60, int((lon + 180) // 6) + 1)
-        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-    try:
-        return CRS.from_user_input(value)
-    except Exception as exc:
-        raise InvalidInputError(f"crs {value!r} is not a CRS pyproj understands ({exc})") from exc
-
-
-def _target_bounds(bbox: Sequence[float], bbox_crs: Any, crs: CRS) -> tuple[float, float, float, float]:
-    """The request box in target CRS units; a box across the antimeridian stays contiguous in lon/lat."""
-    minx, miny, maxx, maxy = (float(v) for v in bbox)
-    if CRS.from_user_input(bbox_crs).equals(crs):
-        return (minx, miny, maxx + (360.0 if crs.is_geographic and minx > maxx else 0.0), maxy)
-    area = bbox_to_lonlat(bbox, bbox_crs)
-    if not crs.equals(LONLAT, ignore_axis_order=True):
-        return tuple(lonlat_to_crs(area, crs).bounds)
-    parts = [p.bounds for p in getattr(area, "geoms", [area])]
-    if min(b[0] for b in parts) <= -180 and max(b[2] for b in parts) >= 180 and len(parts) > 1:
-        west = min(b[0] for b in parts if b[0] > -180)
-        east = max(b[2] for b in parts if b[0] <= -180) + 360.0
-        return (west, min(b[1] for b in parts), east, max(b[3] for b in parts))
-    return tuple(area.bounds)
-
-
-def make_geobox(
-    bbox: Sequence[float] | None,
-    crs: Any,
-    *,
-    resolution: float | tuple[float, float] | None,
-    shape: tuple[int, int] | None,
-    geobox: GeoBox | None,
-    like: Any,
-    bbox_crs: Any,
-    default_resolution: Callable[[CRS], float] | None = None,
-) -> GeoBox:
-    """The output grid. Pixel edges are aligned to multiples of the resolution (as ``gdalwarp -tap``)."""
-    if like is not None:
-        geobox = _geobox_of(like)
-    if geobox is not None:
-        if not isinstance(geobox, GeoBox):
-            raise InvalidInputError(f"geobox must be an odc-geo GeoBox, got {type(geobox).__name__}")
-        return geobox
-    if bbox is None or crs is None:
-        raise InvalidInputError("give bbox and crs (with resolution or shape), or geobox=, or like=")
-    target = _crs(crs, bbox, bbox_crs)
-    minx, miny, maxx, maxy = _target_bounds(bbox, bbox_crs, target)
-    if shape is not None:
-        ny, nx = (int(v) for v in shape)
-        if ny <= 0 or nx <= 0:
-            raise InvalidInputError(f"shape must be positive, got {shape}")
-
-        return GeoBox((ny, nx), Affine((maxx - minx) / nx, 0, minx, 0, -(maxy - miny) / ny, maxy), target)
-    if resolution is None:
-        if default_resolution is None:
-            raise InvalidInputError("give resolution= (in target CRS units) or shape=")
-        resolution = default_resolution(target)
-    rx, ry = cast("tuple[float, float]", (resolution, resolution) if np.isscalar(resolution) else resolution)
-    rx, ry = abs(float(rx)), abs(float(ry))
-    if not (rx > 0 and ry > 0):
-        raise InvalidInputError(f"resolution must be positive, got {resolution}")
-    x0, x1 = math.floor(minx / rx + 1e-9) * rx, math.ceil(maxx / rx - 1e-9) * rx
-    y0, y1 = math.floor(miny / ry + 1e-9) * ry, math.ceil(maxy / ry - 1e-9) * ry
-    nx, ny = max(1, round((x1 - x0) / rx)), max(1, round((y1 - y0) / ry))
-
-    return GeoBox((ny, nx), Affine(rx, 0, x0, 0, -ry, y1), target)
-
-
-def _geobox_of(like: Any) -> GeoBox:
-    if isinstance(like, GeoBox):
-        return like
-    gbox = getattr(getattr(like, "odc", None), "geobox", None)
-    if gbox is None:
-        raise InvalidInputError("like= must be an xarray object with a CRS and a regular x/y grid")
-    return gbox  # type: ignore[no-any-return]
-
-
-def _chunks(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:
-    if chunks is None:
-        chunks = _DEFAULT_CHUNK
-    if isinstance(chunks, int):
-        cy = cx = chunks
-    elif isinstance(chunks, Mapping):
-        cy, cx = int(chunks.get("y", _DEFAULT_CHUNK)), int(chunks.get("x", _DEFAULT_CHUNK))
-    else:
-        cy, cx = (int(v) for v in chunks)
-    if cy <= 0 or cx <= 0:
-        raise InvalidInputError(f"chunks must be positive, got {chunks!r}")
-    return (min(cy, shape[0]), min(cx, shape[1]))
-
-
 # ----------------------------------------------------------------------------------------- bands
 
 
@@ -520,7 +422,7 @@ def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
                 f"scene {rec.id!r} has no datetime, so it cannot be grouped by solar day; "
                 "pass groupby=None to fuse undated scenes into one layer"
             )
-        lon = _centre_lon(rec.footprint)
+        lon = centre_lon(rec.footprint)
         return (when + pd.Timedelta(hours=lon / 15.0)).strftime("%Y-%m-%d")
     props = json.loads(rec.properties) if rec.properties else {}
     if groupby not in props:
@@ -529,168 +431,6 @@ def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
         )
     value = props[groupby]
     return json.dumps(value, sort_keys=True) if not isinstance(value, (str, int, float)) else value
-
-
-def _centre_lon(footprint: Any) -> float:
-    parts = list(getattr(footprint, "geoms", [footprint]))
-    if len(parts) > 1 and min(p.bounds[0] for p in parts) <= -180 and max(p.bounds[2] for p in parts) >= 180:
-        shifted = [shapely.affinity.translate(p, 360) if p.bounds[2] <= 0 else p for p in parts]
-        lon: float = shapely.union_all(shifted).centroid.x
-        return (lon + 180) % 360 - 180
-    return float(footprint.centroid.x)
-
-
-# -------------------------------------------------------------------------------------- windows
-
-
-def _lattice_pixels(n: int, chunk: int, count: int, samples: int) -> np.ndarray:
-    """Pixel positions along one axis: ``samples`` + 1 per chunk (chunk edges shared)."""
-    pos = []
-    for i in range(count):
-        start, stop = i * chunk, min((i + 1) * chunk, n)
-        pts = np.linspace(start, stop, samples + 1)
-        pos.append(pts if i == 0 else pts[1:])
-    return np.concatenate(pos)
-
-
-def _block_reduce(a: np.ndarray, ny: int, nx: int, s: int, func: Callable[..., np.ndarray]) -> np.ndarray:
-    """Reduce the lattice to one value per chunk, over each chunk's (s+1)^2 points (NaN ignored)."""
-    pair = np.fmin if func is np.nanmin else np.fmax
-    rows = a.shape[0]
-    cols = pair(func(a[:, :-1].reshape(rows, nx, s), axis=2), a[:, s::s])
-    return cast(np.ndarray, pair(func(cols[:-1].reshape(ny, s, nx), axis=1), cols[s::s]))
-
-
-class _WindowFinder:
-    """Source windows and local scales of every chunk, per source CRS (transforms cached per CRS)."""
-
-    def __init__(self, gbox: GeoBox, chunks: tuple[int, int]):
-        self.gbox = gbox
-        self.chunks = chunks
-        ny, nx = gbox.shape
-        self.grid = (math.ceil(ny / chunks[0]), math.ceil(nx / chunks[1]))
-        # sample points along each chunk edge: dense enough to follow curved edges, fewer for tiny chunks
-        self.s = s = int(np.clip(min(chunks) // 16, 2, _LATTICE))
-        rows = _lattice_pixels(ny, chunks[0], self.grid[0], s)
-        cols = _lattice_pixels(nx, chunks[1], self.grid[1], s)
-        cc, rr = np.meshgrid(cols, rows)
-        aff = gbox.affine
-        self.tx = aff.a * cc + aff.b * rr + aff.c
-        self.ty = aff.d * cc + aff.e * rr + aff.f
-        self.chunk_px = (np.diff(rows[::s]), np.diff(cols[::s]))
-        self._cache: dict[str, tuple[np.ndarray, ...]] = {}
-
-    def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
-        """Per chunk: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
-        if crs not in self._cache:
-            tr = Transformer.from_crs(
-                cast("GeoCRS", self.gbox.crs).to_wkt(), CRS.from_user_input(crs), always_xy=True
-            )
-            with np.errstate(all="ignore"):
-                sx, sy = tr.transform(self.tx, self.ty, errcheck=False)
-            bad = ~(np.isfinite(sx) & np.isfinite(sy))
-            sx, sy = np.where(bad, np.nan, sx), np.where(bad, np.nan, sy)
-            ny, nx = self.grid
-            s = self.s
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chunks: outside the source CRS
-                xmin, xmax = _block_reduce(sx, ny, nx, s, np.nanmin), _block_reduce(sx, ny, nx, s, np.nanmax)
-                ymin, ymax = _block_reduce(sy, ny, nx, s, np.nanmin), _block_reduce(sy, ny, nx, s, np.nanmax)
-                # local scale: length of the chunk's top and left edges in source units per target pixel
-                top = (
-                    np.hypot(sx[:-1:s, s::s] - sx[:-1:s, :-1:s], sy[:-1:s, s::s] - sy[:-1:s, :-1:s])
-                    / self.chunk_px[1][None, :]
-                )
-                left = (
-                    np.hypot(sx[s::s, :-1:s] - sx[:-1:s, :-1:s], sy[s::s, :-1:s] - sy[:-1:s, :-1:s])
-                    / self.chunk_px[0][:, None]
-                )
-                scale = np.sqrt(top * left)
-            self._cache[crs] = (xmin, xmax, ymin, ymax, scale)
-        return self._cache[crs]
-
-
-def _windows(
-    rec: SceneAsset, bounds: tuple[np.ndarray, ...], scale: np.ndarray, margin: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Windows of one scene for many chunks at once (vectorised).
-
-    Args:
-        rec: the scene asset.
-        bounds: per chunk, source-CRS xmin, xmax, ymin, ymax (1-D arrays).
-        scale: per chunk, source CRS units per target pixel.
-        margin: extra source pixels around each window for the resampling kernel.
-
-    Returns:
-        overview level (-1: full resolution or decimated read), decimation factor, windows as
-        (row_off, col_off, height, width) rows, and a mask of chunks whose window is not empty.
-    """
-    xmin, xmax, ymin, ymax = bounds
-    a, b, c, d, e, f = rec.transform  # type: ignore[misc]
-    det = a * e - b * d
-    xs = np.stack([xmin, xmin, xmax, xmax])
-    ys = np.stack([ymin, ymax, ymin, ymax])
-    cols = (e * (xs - c) - b * (ys - f)) / det  # the inverse affine, for all corners at once
-    rows = (-d * (xs - c) + a * (ys - f)) / det
-    h, w = rec.shape  # type: ignore[misc]
-    res = rec.resolution or (1.0, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = scale / max(min(res), 1e-300)  # source pixels per target pixel
-    finite = np.isfinite(cols).all(axis=0) & np.isfinite(rows).all(axis=0) & np.isfinite(ratio)
-    ratio = np.where(finite, ratio, 1.0)
-    if rec.overviews is None:  # unknown overviews: a decimated read, GDAL picks the level
-        level = np.full(ratio.shape, -1)
-        factor = 2 ** np.maximum(0, np.floor(np.log2(np.maximum(ratio, 1.0)) + 1e-9)).astype(np.int64)
-    else:
-        ovs = np.asarray(rec.overviews, dtype=np.int64)
-        count = (
-            np.searchsorted(ovs, ratio * (1 + 1e-6), side="right") if len(ovs) else np.zeros(ratio.shape, int)
-        )
-        level = count - 1
-        factor = np.where(count > 0, ovs[np.maximum(count - 1, 0)] if len(ovs) else 1, 1)
-    cols = np.where(finite, cols, 0.0)
-    rows = np.where(finite, rows, 0.0)
-    lh, lw = np.ceil(h / factor).astype(np.int64), np.ceil(w / factor).astype(np.int64)
-    r0 = np.maximum(0, np.floor(rows.min(axis=0) / factor).astype(np.int64) - margin)
-    r1 = np.minimum(lh, np.ceil(rows.max(axis=0) / factor).astype(np.int64) + margin)
-    c0 = np.maximum(0, np.floor(cols.min(axis=0) / factor).astype(np.int64) - margin)
-    c1 = np.minimum(lw, np.ceil(cols.max(axis=0) / factor).astype(np.int64) + margin)
-    ok = finite & (r1 > r0) & (c1 > c0)
-    return level, factor, np.stack([r0, c0, r1 - r0, c1 - c0], axis=1), ok
-
-
-def _chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
-    """Every chunk's bounding box in target CRS coordinates, row-major (vectorised)."""
-    ny, nx = gbox.shape
-    r_edges = np.minimum(np.arange(grid[0] + 1) * chunks[0], ny)
-    c_edges = np.minimum(np.arange(grid[1] + 1) * chunks[1], nx)
-    aff = gbox.affine
-    r0, c0 = np.meshgrid(r_edges[:-1], c_edges[:-1], indexing="ij")
-    r1, c1 = np.meshgrid(r_edges[1:], c_edges[1:], indexing="ij")
-    xs = np.stack([aff.a * cc + aff.b * rr + aff.c for cc in (c0, c1) for rr in (r0, r1)])
-    ys = np.stack([aff.d * cc + aff.e * rr + aff.f for cc in (c0, c1) for rr in (r0, r1)])
-    return cast(
-        np.ndarray, shapely.box(xs.min(0).ravel(), ys.min(0).ravel(), xs.max(0).ravel(), ys.max(0).ravel())
-    )
-
-
-def _footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
-    """The scene footprint clipped to the request area, in target CRS coordinates."""
-    clipped = rec.footprint.intersection(area_ll)
-    if clipped.is_empty:
-        return clipped
-    crs = cast("GeoCRS", gbox.crs)
-    if crs.geographic and CRS.from_user_input(crs.to_wkt()).equals(LONLAT):
-        minx, _, maxx, _ = gbox.boundingbox
-        parts = []
-        for p in getattr(clipped, "geoms", [clipped]):
-            if maxx > 180 and p.bounds[2] <= minx:
-                p = shapely.affinity.translate(p, 360)
-            elif minx < -180 and p.bounds[0] >= maxx:
-                p = shapely.affinity.translate(p, -360)
-            parts.append(p)
-        return shapely.union_all(parts)
-    return lonlat_to_crs(clipped, crs.to_wkt())
 
 
 def make_plan(
@@ -710,7 +450,7 @@ def make_plan(
     resampling: str = "nearest",
     dtype: Any = None,
     nodata: Any = None,
-    chunks: int | tuple[int, int] | Mapping[str, int] | None = _DEFAULT_CHUNK,
+    chunks: int | tuple[int, int] | Mapping[str, int] | None = DEFAULT_CHUNK,
     max_concurrency: int | None = None,
     on_error: str = "raise",
     on_empty: str = "raise",
@@ -756,7 +496,7 @@ def make_plan(
         bbox_crs=bbox_crs,
         default_resolution=native_resolution,
     )
-    chunk_shape = _chunks(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
+    chunk_yx = chunk_shape(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
 
     candidates = idx.query_geometry(area_ll, time)
@@ -806,10 +546,9 @@ def make_plan(
     times = tuple(as_coord(first_time(grouped[k])) for k in group_keys)
 
     # footprints in the target CRS against chunk boxes
-    finder = _WindowFinder(gbox, chunk_shape)
+    finder = WindowFinder(gbox, chunk_yx)
     nx = finder.grid[1]
-    chunk_boxes = _chunk_boxes(gbox, chunk_shape, finder.grid)
-    tree = shapely.STRtree(chunk_boxes)
+    tree = shapely.STRtree(chunk_boxes(gbox, chunk_yx, finder.grid))
     margin = _KERNEL_MARGIN.get(resampling, 2)
 
     touching: dict[tuple[str, str], list[tuple[int, int, int, int, tuple[int, int, int, int]]]] = {}
@@ -820,14 +559,14 @@ def make_plan(
     factor: Any
     win: Any
     for rec in records:
-        fp = _footprint_in_target(rec, area_ll, gbox)
+        fp = footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:
             continue
         hits = tree.query(fp, predicate="intersects")
         hits = np.sort(hits)
         iy, ix = np.divmod(hits, nx)
         xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-        level, factor, win, ok = _windows(
+        level, factor, win, ok = scene_windows(
             rec, (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix]), scale[iy, ix], margin
         )
         keep = np.flatnonzero(ok)
@@ -873,7 +612,7 @@ def make_plan(
 
     return Plan(
         geobox=gbox,
-        chunks=chunk_shape,
+        chunks=chunk_yx,
         times=times,
         groups=tuple(str(k) for k in group_keys),
         bands=band_specs,
@@ -904,11 +643,11 @@ def _make_read(rec: SceneAsset, band: int, level: int, factor: int, win: tuple[i
     )
 
 
-def _aux_read(rec: SceneAsset, finder: _WindowFinder, iy: int, ix: int, margin: int) -> Read:
+def _aux_read(rec: SceneAsset, finder: WindowFinder, iy: int, ix: int, margin: int) -> Read:
     """The ranking band's read for one chunk (an empty window when it does not reach the chunk)."""
     xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
     at = (np.array([iy]), np.array([ix]))
-    level, factor, win, ok = _windows(rec, (xmin[at], xmax[at], ymin[at], ymax[at]), scale[at], margin)
+    level, factor, win, ok = scene_windows(rec, (xmin[at], xmax[at], ymin[at], ymax[at]), scale[at], margin)
     if not ok[0]:
         return _make_read(rec, 1, -1, 1, (0, 0, 0, 0))
     return _make_read(rec, 1, int(level[0]), int(factor[0]), tuple(int(v) for v in win[0]))  # type: ignore[arg-type]

@@ -1,0 +1,179 @@
+"""Window maths of the planner: which chunks a scene touches, and which source pixels each needs.
+
+A lattice of points along every chunk edge of the target grid is transformed into each source CRS
+once (one vectorised pyproj call per CRS, not per scene and chunk); per chunk, the extreme source
+coordinates give the source window and the edge lengths the local scale, which picks the overview.
+All windows of one scene are then computed in one NumPy pass.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import shapely
+from odc.geo.geobox import GeoBox
+from pyproj import CRS, Transformer
+
+from mosaic.geom import LONLAT, lonlat_to_crs
+from mosaic.records import SceneAsset
+
+if TYPE_CHECKING:
+    from odc.geo.crs import CRS as GeoCRS
+
+__all__ = ["WindowFinder", "chunk_boxes", "footprint_in_target", "scene_windows"]
+
+_LATTICE = 8  # at most this many points per chunk edge are transformed into each source CRS
+
+
+def _lattice_pixels(n: int, chunk: int, count: int, samples: int) -> np.ndarray:
+    """Pixel positions along one axis: ``samples`` + 1 per chunk (chunk edges shared)."""
+    pos = []
+    for i in range(count):
+        start, stop = i * chunk, min((i + 1) * chunk, n)
+        pts = np.linspace(start, stop, samples + 1)
+        pos.append(pts if i == 0 else pts[1:])
+    return np.concatenate(pos)
+
+
+def _block_reduce(a: np.ndarray, ny: int, nx: int, s: int, func: Callable[..., np.ndarray]) -> np.ndarray:
+    """Reduce the lattice to one value per chunk, over each chunk's (s+1)^2 points (NaN ignored)."""
+    pair = np.fmin if func is np.nanmin else np.fmax
+    rows = a.shape[0]
+    cols = pair(func(a[:, :-1].reshape(rows, nx, s), axis=2), a[:, s::s])
+    return cast(np.ndarray, pair(func(cols[:-1].reshape(ny, s, nx), axis=1), cols[s::s]))
+
+
+class WindowFinder:
+    """Source windows and local scales of every chunk, per source CRS (transforms cached per CRS)."""
+
+    def __init__(self, gbox: GeoBox, chunks: tuple[int, int]):
+        self.gbox = gbox
+        self.chunks = chunks
+        ny, nx = gbox.shape
+        self.grid = (math.ceil(ny / chunks[0]), math.ceil(nx / chunks[1]))
+        # sample points along each chunk edge: dense enough to follow curved edges, fewer for tiny chunks
+        self.s = s = int(np.clip(min(chunks) // 16, 2, _LATTICE))
+        rows = _lattice_pixels(ny, chunks[0], self.grid[0], s)
+        cols = _lattice_pixels(nx, chunks[1], self.grid[1], s)
+        cc, rr = np.meshgrid(cols, rows)
+        aff = gbox.affine
+        self.tx = aff.a * cc + aff.b * rr + aff.c
+        self.ty = aff.d * cc + aff.e * rr + aff.f
+        self.chunk_px = (np.diff(rows[::s]), np.diff(cols[::s]))
+        self._cache: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
+        """Per chunk: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
+        if crs not in self._cache:
+            tr = Transformer.from_crs(
+                cast("GeoCRS", self.gbox.crs).to_wkt(), CRS.from_user_input(crs), always_xy=True
+            )
+            with np.errstate(all="ignore"):
+                sx, sy = tr.transform(self.tx, self.ty, errcheck=False)
+            bad = ~(np.isfinite(sx) & np.isfinite(sy))
+            sx, sy = np.where(bad, np.nan, sx), np.where(bad, np.nan, sy)
+            ny, nx = self.grid
+            s = self.s
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chunks: outside the source CRS
+                xmin, xmax = _block_reduce(sx, ny, nx, s, np.nanmin), _block_reduce(sx, ny, nx, s, np.nanmax)
+                ymin, ymax = _block_reduce(sy, ny, nx, s, np.nanmin), _block_reduce(sy, ny, nx, s, np.nanmax)
+                # local scale: length of the chunk's top and left edges in source units per target pixel
+                top = (
+                    np.hypot(sx[:-1:s, s::s] - sx[:-1:s, :-1:s], sy[:-1:s, s::s] - sy[:-1:s, :-1:s])
+                    / self.chunk_px[1][None, :]
+                )
+                left = (
+                    np.hypot(sx[s::s, :-1:s] - sx[:-1:s, :-1:s], sy[s::s, :-1:s] - sy[:-1:s, :-1:s])
+                    / self.chunk_px[0][:, None]
+                )
+                scale = np.sqrt(top * left)
+            self._cache[crs] = (xmin, xmax, ymin, ymax, scale)
+        return self._cache[crs]
+
+
+def scene_windows(
+    rec: SceneAsset, bounds: tuple[np.ndarray, ...], scale: np.ndarray, margin: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of one scene for many chunks at once (vectorised).
+
+    Args:
+        rec: the scene asset.
+        bounds: per chunk, source-CRS xmin, xmax, ymin, ymax (1-D arrays).
+        scale: per chunk, source CRS units per target pixel.
+        margin: extra source pixels around each window for the resampling kernel.
+
+    Returns:
+        overview level (-1: full resolution or decimated read), decimation factor, windows as
+        (row_off, col_off, height, width) rows, and a mask of chunks whose window is not empty.
+    """
+    xmin, xmax, ymin, ymax = bounds
+    a, b, c, d, e, f = rec.transform  # type: ignore[misc]
+    det = a * e - b * d
+    xs = np.stack([xmin, xmin, xmax, xmax])
+    ys = np.stack([ymin, ymax, ymin, ymax])
+    cols = (e * (xs - c) - b * (ys - f)) / det  # the inverse affine, for all corners at once
+    rows = (-d * (xs - c) + a * (ys - f)) / det
+    h, w = rec.shape  # type: ignore[misc]
+    res = rec.resolution or (1.0, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = scale / max(min(res), 1e-300)  # source pixels per target pixel
+    finite = np.isfinite(cols).all(axis=0) & np.isfinite(rows).all(axis=0) & np.isfinite(ratio)
+    ratio = np.where(finite, ratio, 1.0)
+    if rec.overviews is None:  # unknown overviews: a decimated read, GDAL picks the level
+        level = np.full(ratio.shape, -1)
+        factor = 2 ** np.maximum(0, np.floor(np.log2(np.maximum(ratio, 1.0)) + 1e-9)).astype(np.int64)
+    else:
+        ovs = np.asarray(rec.overviews, dtype=np.int64)
+        count = (
+            np.searchsorted(ovs, ratio * (1 + 1e-6), side="right") if len(ovs) else np.zeros(ratio.shape, int)
+        )
+        level = count - 1
+        factor = np.where(count > 0, ovs[np.maximum(count - 1, 0)] if len(ovs) else 1, 1)
+    cols = np.where(finite, cols, 0.0)
+    rows = np.where(finite, rows, 0.0)
+    lh, lw = np.ceil(h / factor).astype(np.int64), np.ceil(w / factor).astype(np.int64)
+    r0 = np.maximum(0, np.floor(rows.min(axis=0) / factor).astype(np.int64) - margin)
+    r1 = np.minimum(lh, np.ceil(rows.max(axis=0) / factor).astype(np.int64) + margin)
+    c0 = np.maximum(0, np.floor(cols.min(axis=0) / factor).astype(np.int64) - margin)
+    c1 = np.minimum(lw, np.ceil(cols.max(axis=0) / factor).astype(np.int64) + margin)
+    ok = finite & (r1 > r0) & (c1 > c0)
+    return level, factor, np.stack([r0, c0, r1 - r0, c1 - c0], axis=1), ok
+
+
+def chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """Every chunk's bounding box in target CRS coordinates, row-major (vectorised)."""
+    ny, nx = gbox.shape
+    r_edges = np.minimum(np.arange(grid[0] + 1) * chunks[0], ny)
+    c_edges = np.minimum(np.arange(grid[1] + 1) * chunks[1], nx)
+    aff = gbox.affine
+    r0, c0 = np.meshgrid(r_edges[:-1], c_edges[:-1], indexing="ij")
+    r1, c1 = np.meshgrid(r_edges[1:], c_edges[1:], indexing="ij")
+    xs = np.stack([aff.a * cc + aff.b * rr + aff.c for cc in (c0, c1) for rr in (r0, r1)])
+    ys = np.stack([aff.d * cc + aff.e * rr + aff.f for cc in (c0, c1) for rr in (r0, r1)])
+    return cast(
+        np.ndarray, shapely.box(xs.min(0).ravel(), ys.min(0).ravel(), xs.max(0).ravel(), ys.max(0).ravel())
+    )
+
+
+def footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
+    """The scene footprint clipped to the request area, in target CRS coordinates."""
+    clipped = rec.footprint.intersection(area_ll)
+    if clipped.is_empty:
+        return clipped
+    crs = cast("GeoCRS", gbox.crs)
+    if crs.geographic and CRS.from_user_input(crs.to_wkt()).equals(LONLAT):
+        minx, _, maxx, _ = gbox.boundingbox
+        parts = []
+        for p in getattr(clipped, "geoms", [clipped]):
+            if maxx > 180 and p.bounds[2] <= minx:
+                p = shapely.affinity.translate(p, 360)
+            elif minx < -180 and p.bounds[0] >= maxx:
+                p = shapely.affinity.translate(p, -360)
+            parts.append(p)
+        return shapely.union_all(parts)
+    return lonlat_to_crs(clipped, crs.to_wkt())

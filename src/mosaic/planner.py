@@ -499,9 +499,9 @@ def make_plan(
     chunk_yx = chunk_shape(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
 
-    candidates = idx.query_geometry(area_ll, time)
-    records = [r for r in candidates.records() if r.href is not None and r.transform is not None]
-    no_href = len(candidates) - len(records)
+    considered = idx.query_geometry(area_ll, time).records()
+    records = [r for r in considered if r.href is not None and r.transform is not None]
+    no_href = len(considered) - len(records)
     if not records:
         detail = f" ({no_href} footprint-only rows have no file to read)" if no_href else ""
         where = f" {idx.source}" if idx.source else ""
@@ -552,35 +552,26 @@ def make_plan(
     margin = _KERNEL_MARGIN.get(resampling, 2)
 
     touching: dict[tuple[str, str], list[tuple[int, int, int, int, tuple[int, int, int, int]]]] = {}
-    # these names hold arrays here and ints in the task loop below
-    iy: Any
-    ix: Any
-    level: Any
-    factor: Any
-    win: Any
     for rec in records:
         fp = footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:
             continue
-        hits = tree.query(fp, predicate="intersects")
-        hits = np.sort(hits)
-        iy, ix = np.divmod(hits, nx)
+        ys, xs = np.divmod(np.sort(tree.query(fp, predicate="intersects")), nx)
         xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-        level, factor, win, ok = scene_windows(
-            rec, (xmin[iy, ix], xmax[iy, ix], ymin[iy, ix], ymax[iy, ix]), scale[iy, ix], margin
+        levels, factors, wins, ok = scene_windows(
+            rec, (xmin[ys, xs], xmax[ys, xs], ymin[ys, xs], ymax[ys, xs]), scale[ys, xs], margin
         )
         keep = np.flatnonzero(ok)
-        found = list(
+        touching[(rec.id, rec.asset)] = list(
             zip(
-                iy[keep].tolist(),
-                ix[keep].tolist(),
-                level[keep].tolist(),
-                factor[keep].tolist(),
-                map(tuple, win[keep].tolist()),
+                ys[keep].tolist(),
+                xs[keep].tolist(),
+                levels[keep].tolist(),
+                factors[keep].tolist(),
+                map(tuple, wins[keep].tolist()),
                 strict=True,
             )
         )
-        touching[(rec.id, rec.asset)] = found
 
     tasks: list[ChunkTask] = []
     by_scene_asset = {(r.id, r.asset): r for r in records}
@@ -588,7 +579,7 @@ def make_plan(
     for t, key in enumerate(group_keys):
         rows = sorted(
             grouped[key],
-            key=lambda r: (r.datetime or r.start_datetime or pd.Timestamp(0, tz="UTC"), r.id),
+            key=lambda r: (r.datetime or r.start_datetime or epoch, r.id),
             reverse=reverse,
         )
         for spec in band_specs:
@@ -624,7 +615,7 @@ def make_plan(
         on_error=on_error,
         gdal_options=tuple(sorted((str(k).upper(), v) for k, v in (gdal_options or {}).items())),
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
-        considered=tuple(candidates.records()),
+        considered=tuple(considered),
     )
 
 

@@ -48,11 +48,9 @@ def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(_crs(src), _crs(dst), always_xy=True)
 
 
-def _key(crs: CRS | str) -> str:
-    """A hashable, exact key for a CRS (for the caches above)."""
-    if isinstance(crs, str):
-        return crs
-    return crs.to_wkt()
+def _wkt(crs: CRS | str) -> str:
+    """The CRS as WKT: one exact, hashable key for the caches above, whatever form it came in."""
+    return crs.to_wkt() if isinstance(crs, CRS) else _crs(crs).to_wkt()
 
 
 def grid_outline(transform: Sequence[float], shape: tuple[int, int]) -> Polygon:
@@ -73,27 +71,27 @@ def densify(geom: BaseGeometry, points_per_side: int = _DENSIFY_POINTS) -> BaseG
     return shapely.segmentize(geom, span / points_per_side)
 
 
-def _contains_pole(native: Polygon, crs: CRS | str, lat: float) -> bool:
+def _contains_pole(native: Polygon, crs: str, lat: float) -> bool:
     """Whether the pole at latitude ``lat`` (+-90) lies inside ``native`` (in its own CRS)."""
     with np.errstate(all="ignore"):
-        x, y = _transformer("EPSG:4326", _key(crs)).transform(0.0, lat, errcheck=False)
+        x, y = _transformer("EPSG:4326", crs).transform(0.0, lat, errcheck=False)
     if not (math.isfinite(x) and math.isfinite(y)):
         return False
     return bool(native.buffer(0).contains(shapely.Point(x, y)))
 
 
-def _ring_to_lonlat(coords: np.ndarray, crs: CRS | str) -> np.ndarray:
-    lon, lat = _transformer(_key(crs), "EPSG:4326").transform(coords[:, 0], coords[:, 1], errcheck=False)
+def _ring_to_lonlat(coords: np.ndarray, crs: str) -> np.ndarray:
+    lon, lat = _transformer(crs, "EPSG:4326").transform(coords[:, 0], coords[:, 1], errcheck=False)
     out = np.column_stack([lon, lat])
     if not np.isfinite(out).all():
         raise InvalidInputError(
             f"footprint cannot be expressed in lon/lat: some of its corners lie outside the valid area of "
-            f"{_crs(_key(crs)).to_string()}"
+            f"{_crs(crs).to_string()}"
         )
     return out
 
 
-def _polygon_to_lonlat(native: Polygon, crs: CRS | str) -> BaseGeometry:
+def _polygon_to_lonlat(native: Polygon, crs: str) -> BaseGeometry:
     north = _contains_pole(native, crs, 90.0)
     south = _contains_pole(native, crs, -90.0)
     shell = _ring_to_lonlat(np.asarray(native.exterior.coords), crs)
@@ -163,7 +161,7 @@ def to_lonlat(
         crs: the footprint's CRS (anything pyproj accepts).
         points_per_side: densification; vertices added along each side before reprojection.
     """
-    crs_key = _key(crs) if isinstance(crs, CRS) else _crs(crs).to_wkt()
+    crs_key = _wkt(crs)
     if _crs(crs_key).is_geographic and _crs(crs_key).equals(LONLAT, ignore_axis_order=True):
         return normalize_lonlat(geom)
     parts = [
@@ -186,8 +184,7 @@ def normalize_lonlat(geom: BaseGeometry) -> Polygon | MultiPolygon:
         if ring[:, 0].max() > 180.0 or ring[:, 0].min() < -180.0:
             ring = ring.copy()
             ring[:, 0] = (ring[:, 0] + 180.0) % 360.0 - 180.0
-        north = south = False
-        fixed.append(_fix_ring(ring, north=north, south=south))
+        fixed.append(_fix_ring(ring))
         for hole in poly.interiors:
             fixed[-1] = fixed[-1].difference(_fix_ring(np.asarray(hole.coords)))
     if not fixed:
@@ -209,7 +206,7 @@ def bbox_to_lonlat(bbox: Sequence[float], crs: CRS | str = "EPSG:4326") -> Polyg
         raise InvalidInputError(f"bbox has a non-finite value: {tuple(bbox)!r}")
     if miny > maxy:
         raise InvalidInputError(f"bbox miny {miny} is greater than maxy {maxy}")
-    target = _crs(_key(crs)) if isinstance(crs, CRS) else _crs(crs)
+    target = _crs(_wkt(crs))
     if target.equals(LONLAT, ignore_axis_order=True):
         if miny < -90 or maxy > 90:
             raise InvalidInputError(f"bbox latitudes must lie within [-90, 90], got {tuple(bbox)!r}")
@@ -232,7 +229,7 @@ def lonlat_to_crs(
     a footprint split at +-180 join again in a CRS where they are neighbours (UTM zone 1 or 60, a polar
     projection). Points that ``crs`` cannot represent make the result raise.
     """
-    key = _key(crs) if isinstance(crs, CRS) else _crs(crs).to_wkt()
+    key = _wkt(crs)
     tr = _transformer("EPSG:4326", key)
     parts = []
     for poly in _polygons(geom):

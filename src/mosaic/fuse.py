@@ -21,7 +21,6 @@ class Fuser:
     """Base fusion strategy: accumulate layers, report when more layers cannot change the result."""
 
     needs_aux: ClassVar[bool] = False
-    early_stop: ClassVar[bool] = False
 
     def __init__(self, shape: tuple[int, int]):
         self.shape = shape
@@ -42,8 +41,6 @@ class Fuser:
 
 class First(Fuser):
     """The first valid pixel in plan order (``last`` is the same with the order reversed)."""
-
-    early_stop = True
 
     def __init__(self, shape: tuple[int, int]):
         super().__init__(shape)
@@ -68,8 +65,6 @@ class First(Fuser):
 
 class FirstNative(Fuser):
     """``first``/``last`` in the band's own integer dtype: fill nodata holes, no float round trip."""
-
-    early_stop = True
 
     def __init__(self, shape: tuple[int, int], dtype: str, nodata: float):
         super().__init__(shape)

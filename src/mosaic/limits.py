@@ -105,20 +105,13 @@ def retry_call(
     limiter: ReadLimiter,
     attempts: int = 5,
     max_delay: float = 10.0,
-    on_retry: Callable[[], None] | None = None,
 ) -> T:
     """Call ``func``, retrying transient failures with exponential backoff and full jitter."""
-
-    def before_sleep(_state: object) -> None:
-        limiter.record_retry()
-        if on_retry is not None:
-            on_retry()
-
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_random_exponential(multiplier=0.1, max=max_delay),
         retry=retry_if_exception(is_transient),
-        before_sleep=before_sleep,
+        before_sleep=lambda _state: limiter.record_retry(),
         reraise=True,
     )
     return retrying(func)

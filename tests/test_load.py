@@ -628,3 +628,28 @@ def test_gdal_options_reach_the_worker_threads(demo_index, monkeypatch):
             str(env["GDAL_CACHEMAX"]) == "123" and str(env["VSI_CACHE"]).upper() == "FALSE"
         )  # the user's override
         assert env["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"  # our cloud default
+
+
+def test_a_read_failing_half_way_leaves_no_partial_pixels(demo_index, tmp_path):
+    """A truncated file whose first blocks decode: under on_error="skip" none of its pixels remain.
+
+    On the scene's own grid the first read goes straight into the chunk's accumulator, so a read that
+    fails after some blocks must be undone.
+    """
+    scene = next(r for r in demo_index if r.id == "S32-seam12-20240601" and r.asset == "B02")
+    broken = tmp_path / "half.tif"
+    raw = open(scene.href, "rb").read()
+    broken.write_bytes(raw[: len(raw) * 3 // 4])
+    import dataclasses
+
+    with rasterio.open(broken) as src:  # the premise: the first blocks still decode
+        assert src.read(1, window=((0, 256), (0, 256))).any()
+    index = TileIndex.from_records([dataclasses.replace(scene, href=str(broken))])
+    ds = mosaic.load(
+        scene.bounds, "EPSG:32632", index=index, bbox_crs="EPSG:32632", resolution=20, bands="B02",
+        on_error="skip",
+    )  # fmt: skip
+    assert ds.B02.odc.geobox.affine == scene.affine  # the scene's own grid: a paste, not a warp
+    with pytest.warns(ReadFailedWarning, match="S32-seam12-20240601"):
+        values = ds.B02.values
+    assert (values == 0).all()  # nodata everywhere, as the warning says

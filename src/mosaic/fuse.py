@@ -14,25 +14,69 @@ import numpy as np
 
 from mosaic.errors import InvalidInputError
 
-__all__ = ["FUSERS", "FirstNative", "Fuser", "make_fuser"]
+__all__ = ["FUSERS", "FirstNative", "Fuser", "Region", "as_chunk", "make_fuser"]
+
+
+Region = tuple[slice, slice]
+"""Where a layer's pixels go in the chunk (row slice, column slice)."""
+
+
+def as_chunk(data: np.ndarray, region: Region | None, shape: tuple[int, int]) -> np.ndarray:
+    """A layer as a whole chunk: ``data`` in ``region``, NaN elsewhere."""
+    if region is None or data.shape == shape:
+        return data
+    out = np.full(shape, np.nan, dtype=np.result_type(data.dtype, np.float32))
+    out[region] = data
+    return out
+
+
+def _box(missing: np.ndarray) -> Region | None:
+    """The smallest (rows, cols) box holding every True of ``missing``; None when there is none."""
+    rows = np.flatnonzero(missing.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(missing[rows[0] : rows[-1] + 1].any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 class Fuser:
-    """Base fusion strategy: accumulate layers, report when more layers cannot change the result."""
+    """Base fusion strategy: accumulate layers, report when more layers cannot change the result.
+
+    A layer is ``data`` for a ``region`` of the chunk (None: the whole chunk); the chunk has no data
+    from that scene outside the region.
+    """
 
     needs_aux: ClassVar[bool] = False
 
     def __init__(self, shape: tuple[int, int]):
         self.shape = shape
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
-        """Add one scene's layer (and, for ranking methods, its ranking band)."""
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
+        """Add one scene's layer (and, for ranking methods, its ranking band on the whole chunk)."""
         raise NotImplementedError
 
     @property
     def is_done(self) -> bool:
         """Whether further layers can be skipped (only ``first``/``last`` ever stop early)."""
         return False
+
+    def pending(self) -> Region | None:
+        """The part of the chunk further layers can still change; None when nothing can change.
+
+        The whole chunk unless a method knows better (``first``/``last``: the box around the holes).
+        """
+        return None if self.is_done else (slice(0, self.shape[0]), slice(0, self.shape[1]))
+
+    def scratch(self) -> np.ndarray | None:
+        """A chunk-shaped array the next layer may be written into directly, or None.
+
+        ``feed`` then receives a view of it. Only ``first``/``last`` before their first layer offer
+        one. If writing the layer fails half-way, call :meth:`discard_scratch`.
+        """
+        return None
+
+    def discard_scratch(self) -> None:
+        """Undo a partial write into :meth:`scratch` (a read that failed after writing some pixels)."""
 
     def result(self) -> np.ndarray:
         """The fused chunk, NaN where no layer had data."""
@@ -44,20 +88,37 @@ class First(Fuser):
 
     def __init__(self, shape: tuple[int, int]):
         super().__init__(shape)
-        self.acc = np.full(shape, np.nan)
+        self.acc = np.full(shape, np.nan, dtype=np.float32)
         self._empty = True
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
+        if data.dtype.itemsize > self.acc.dtype.itemsize:
+            self.acc = self.acc.astype(data.dtype)  # a wide source (float64, 32-bit integers)
+        view = self.acc if region is None else self.acc[region]
         if self._empty:
-            self.acc = data.copy()  # keeps the work dtype (float32 for up to 16-bit sources)
-            self._empty = False
-            return
-        hole = np.isnan(self.acc)
-        self.acc[hole] = data[hole]
+            if not np.may_share_memory(view, data):  # else it was written in place (scratch)
+                view[...] = data
+        else:
+            hole = np.isnan(view)
+            view[hole] = data[hole]
+        self._empty = False
 
     @property
     def is_done(self) -> bool:
         return not self._empty and not np.isnan(self.acc).any()
+
+    def scratch(self) -> np.ndarray | None:
+        """The accumulator itself, before the first layer (it holds only NaN)."""
+        return self.acc if self._empty else None
+
+    def discard_scratch(self) -> None:
+        """Back to no data, before the first layer."""
+        if self._empty:
+            self.acc.fill(np.nan)
+
+    def pending(self) -> Region | None:
+        """The box around the pixels still without data."""
+        return super().pending() if self._empty else _box(np.isnan(self.acc))
 
     def result(self) -> np.ndarray:
         return self.acc
@@ -70,15 +131,35 @@ class FirstNative(Fuser):
         super().__init__(shape)
         self.nodata = np.asarray(nodata, dtype=dtype)
         self.acc = np.full(shape, self.nodata, dtype=dtype)
+        self._empty = True
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
         """Fill the pixels still at nodata from ``data``."""
-        np.copyto(self.acc, data, where=self.acc == self.nodata, casting="same_kind")
+        view = self.acc if region is None else self.acc[region]
+        if self._empty:
+            if not np.may_share_memory(view, data):  # else it was written in place (scratch)
+                np.copyto(view, data, casting="same_kind")  # every pixel is still nodata
+        else:
+            np.copyto(view, data, where=view == self.nodata, casting="same_kind")
+        self._empty = False
 
     @property
     def is_done(self) -> bool:
         """Whether no pixel is at nodata any more."""
-        return not (self.acc == self.nodata).any()
+        return not self._empty and not (self.acc == self.nodata).any()
+
+    def scratch(self) -> np.ndarray | None:
+        """The accumulator itself, before the first layer (it holds only nodata)."""
+        return self.acc if self._empty else None
+
+    def discard_scratch(self) -> None:
+        """Back to nodata, before the first layer."""
+        if self._empty:
+            self.acc.fill(self.nodata)
+
+    def pending(self) -> Region | None:
+        """The box around the pixels still at nodata."""
+        return super().pending() if self._empty else _box(self.acc == self.nodata)
 
     def result(self) -> np.ndarray:
         """The fused chunk, in the band's dtype with its nodata."""
@@ -92,8 +173,9 @@ class _Reduce(Fuser):
         super().__init__(shape)
         self.acc = np.full(shape, np.nan)
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
-        self.acc = type(self).func(self.acc, data)  # fmin/fmax ignore NaN
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
+        view = self.acc if region is None else self.acc[region]
+        type(self).func(view, data, out=view)  # fmin/fmax ignore NaN
 
     def result(self) -> np.ndarray:
         return self.acc
@@ -119,10 +201,12 @@ class Mean(Fuser):
         self.total = np.zeros(shape)
         self.count = np.zeros(shape, dtype=np.int32)
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
+        total = self.total if region is None else self.total[region]
+        count = self.count if region is None else self.count[region]
         valid = ~np.isnan(data)
-        self.total[valid] += data[valid]
-        self.count += valid
+        total[valid] += data[valid]
+        count += valid
 
     def result(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -141,8 +225,8 @@ class _Stack(Fuser):
         super().__init__(shape)
         self.layers: list[np.ndarray] = []
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
-        self.layers.append(data)
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
+        self.layers.append(as_chunk(data, region, self.shape))
 
     def stack(self) -> np.ndarray:
         return np.stack(self.layers) if self.layers else np.full((1, *self.shape), np.nan)
@@ -184,9 +268,10 @@ class Highest(Fuser):
         self.acc = np.full(shape, np.nan)
         self.best = np.full(shape, -np.inf)
 
-    def feed(self, data: np.ndarray, aux: np.ndarray | None = None) -> None:
+    def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
         if aux is None:
             raise InvalidInputError("ranking method fed without its ranking band")
+        data = as_chunk(data, region, self.shape)
         score = self.sign * aux
         better = ~np.isnan(data) & ~np.isnan(score) & (score > self.best)
         self.acc[better] = data[better]

@@ -18,7 +18,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from mosaic.errors import MosaicWarning, ReadError
-from mosaic.fuse import FirstNative, Fuser, make_fuser
+from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
 from mosaic.limits import get_limiter
 from mosaic.planner import BandSpec, ChunkTask, Plan
 from mosaic.read import gdal_env, warp_read
@@ -84,17 +84,19 @@ def load_chunk(
     failed: list[ReadError] = []
     with gdal_env(ctx.gdal_options):
         for i, read in enumerate(task.reads):
+            area = fuser.pending()
+            if area is None:
+                break  # first/last: every pixel has its value, later scenes cannot change it
             try:
-                layer = warp_read(read, **kwargs)
+                layer = warp_read(read, area=area, into=fuser.scratch(), **kwargs)
                 aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
             except ReadError as exc:
                 if ctx.on_error == "raise":
                     raise
+                fuser.discard_scratch()  # the failed read may have written part of its pixels
                 failed.append(exc)
                 continue
-            fuser.feed(layer, aux)
-            if fuser.is_done:
-                break
+            fuser.feed(layer.data, None if aux is None else as_chunk(*aux, shape), layer.region)
     if failed:
         listing = "; ".join(f"{e.scene_id} ({e.href}): {e.reason}" for e in failed)
         warnings.warn(

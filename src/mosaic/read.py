@@ -10,9 +10,9 @@ Results are floating point with NaN where there is no data.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import rasterio
@@ -28,9 +28,13 @@ from mosaic.limits import ReadLimiter, retry_call
 from mosaic.planner import Read
 from mosaic.runtime import handle_cache
 
-__all__ = ["CLOUD_DEFAULTS", "WARP_TOLERANCE", "gdal_env", "read_window", "warp_read"]
+__all__ = ["CLOUD_DEFAULTS", "WARP_TOLERANCE", "Layer", "WindowFit", "gdal_env", "read_window", "warp_read"]
 
 CLOUD_DEFAULTS: Mapping[str, str] = {
+    # A bounded block cache (MB): handles stay open per thread, and with GDAL's default (5% of RAM)
+    # every block ever decoded stays cached, so each read lands in fresh memory (page faults that
+    # cost more than the decoding). Blocks shared by neighbouring windows stay cached.
+    "GDAL_CACHEMAX": "64",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
@@ -59,59 +63,87 @@ def _crs(text: str) -> CRS:
     return CRS.from_user_input(text)
 
 
-def _open(href: str, overview: int) -> Any:
-    if overview >= 0:
-        return rasterio.open(href, overview_level=overview)
-    return rasterio.open(href)
+def _open(href: str, level: int) -> Any:
+    """A handle on ``href``'s full-resolution grid (level -1) or on one of its overviews."""
+    return rasterio.open(href) if level < 0 else rasterio.open(href, overview_level=level)
 
 
-def _level_window(read: Read, src: Any) -> tuple[int, Window]:
-    """For a decimated read (overviews unknown at planning), the real overview and its window.
+def _level_window(read: Read, base: Any, level: int, level_shape: tuple[int, int]) -> Window:
+    """The window on overview ``level`` (of ``level_shape``) covering a decimated read's window.
 
-    The plan's window is in a virtual grid decimated by ``read.factor``; the file's own overview with
-    the largest factor not above it is read 1:1 (no second resampling), with its exact transform.
+    The plan's window is in a virtual grid decimated by ``read.factor`` (the file's overviews were
+    unknown at planning). GDAL's overview sizes are not always the base size over the factor rounded
+    up, so the overview's own size is used.
     """
-    factors = src.overviews(read.band)
-    level = max((i for i, f in enumerate(factors) if f <= read.factor), default=-1)
     row, col, h, w = read.window
     f = read.factor
-    r0, c0, r1, c1 = row * f, col * f, min((row + h) * f, src.height), min((col + w) * f, src.width)
+    r0, c0 = row * f, col * f
+    r1, c1 = min((row + h) * f, base.height), min((col + w) * f, base.width)
     if level < 0:
-        return -1, Window(c0, r0, c1 - c0, r1 - r0)
-    ov_h, ov_w = math.ceil(src.height / factors[level]), math.ceil(src.width / factors[level])
-    sy, sx = ov_h / src.height, ov_w / src.width
+        return Window(c0, r0, c1 - c0, r1 - r0)
+    sy, sx = level_shape[0] / base.height, level_shape[1] / base.width
     top, left = math.floor(r0 * sy), math.floor(c0 * sx)
-    bottom, right = min(ov_h, math.ceil(r1 * sy)), min(ov_w, math.ceil(c1 * sx))
-    return level, Window(left, top, right - left, bottom - top)
+    bottom, right = min(level_shape[0], math.ceil(r1 * sy)), min(level_shape[1], math.ceil(c1 * sx))
+    return Window(left, top, right - left, bottom - top)
+
+
+class Layer(NamedTuple):
+    """One scene's pixels on a chunk's grid: ``data`` fills ``region`` of the chunk, no data elsewhere."""
+
+    data: np.ndarray
+    region: tuple[slice, slice]
+
+
+WindowFit = Callable[[Affine, Window], "tuple[Window, np.ndarray | None] | None"]
+"""Given a source window and its transform, the part of it to read and, optionally, the array to read
+it into (None: nothing to read)."""
 
 
 def read_window(
-    read: Read, limiter: ReadLimiter, *, native_nodata: float | None = None
-) -> tuple[np.ndarray, Affine]:
-    """Read ``read``'s window and return it with its transform.
+    read: Read,
+    limiter: ReadLimiter,
+    *,
+    native_nodata: float | None = None,
+    fit: WindowFit | None = None,
+) -> tuple[np.ndarray, Affine] | None:
+    """Read ``read``'s window (narrowed by ``fit``, if given) and return it with its transform.
 
     The pixels come as float with NaN where there is no data or, with ``native_nodata``, in the file's
-    own dtype with that value where there is no data. All I/O happens inside one limiter slot;
-    transient failures are retried (each retry counted).
+    own dtype with that value where there is no data (read straight into the array ``fit`` gives,
+    when it has that dtype). All I/O happens inside one limiter slot;
+    transient failures are retried (each retry counted). None when ``fit`` leaves nothing to read.
 
     Raises:
         ReadError: naming the scene and href, when the read fails for good.
     """
     cache = handle_cache()
-    row, col, h, w = read.window
 
-    def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine]:
+    def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
         key = (read.href, read.overview)
         with limiter.slot():
             try:
                 src = cache.get(key, lambda: _open(read.href, read.overview))
+                row, col, h, w = read.window
                 window = Window(col, row, w, h)
                 if read.overview < 0 and read.factor > 1:
-                    level, window = _level_window(read, src)
+                    # overviews unknown at planning: the coarsest not coarser than the plan's factor,
+                    # read 1:1 through its own handle (no second resampling)
+                    base = src
+                    factors = base.overviews(read.band)
+                    level = max((i for i, f in enumerate(factors) if f <= read.factor), default=-1)
                     if level >= 0:
                         key = (read.href, level)
                         src = cache.get(key, lambda: _open(read.href, level))
-                data = src.read(read.band, window=window)
+                    window = _level_window(read, base, level, src.shape)
+                out = None
+                if fit is not None:
+                    fitted = fit(src.window_transform(window), window)
+                    if fitted is None:
+                        return None
+                    window, out = fitted
+                    if native_nodata is None or out is None or out.dtype != src.dtypes[read.band - 1]:
+                        out = None
+                data = src.read(read.band, window=window, out=out)
                 flags = src.mask_flag_enums[read.band - 1]
                 masked = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
                 mask = src.read_masks(read.band, window=window) if masked else None
@@ -121,12 +153,15 @@ def read_window(
                 raise
 
     try:
-        data, mask, file_nodata, transform = retry_call(attempt, limiter=limiter)
+        fetched = retry_call(attempt, limiter=limiter)
     except (RasterioIOError, OSError, IndexError) as exc:
         limiter.record_failure()
         raise ReadError(
             read.href, f"reading band {read.band}, window {read.window} failed: {exc}", scene_id=read.scene
         ) from exc
+    if fetched is None:
+        return None
+    data, mask, file_nodata, transform = fetched
     nodata = read.nodata if read.nodata is not None else file_nodata
     if native_nodata is None:
         return _to_float(data, mask, nodata), transform
@@ -148,33 +183,47 @@ def _to_float(data: np.ndarray, mask: np.ndarray | None, nodata: float | None) -
     return out
 
 
-WARP_TOLERANCE = 0.001
+WARP_TOLERANCE = 0.01
 """Largest error, in pixels, GDAL's approximate transformer may make while warping.
 
 GDAL's default (0.125 px, as ``gdalwarp -et``) interpolates coordinates along each output scanline, so
-a nearest-neighbour choice can flip with the extent of the output, that is with the chunking (about
-4% of pixels at 20 m). At 0.001 px, results are the same however the output is chunked and
-``gdalwarp -et 0`` agrees with them to within that error; a cross-CRS warp costs about 45% more
-than at 0.125 px (same-CRS reads are pasted, not warped).
+a nearest-neighbour choice can flip with the extent of the output, that is with the chunking: 0.6-1.6%
+of pixels in the benchmark cases. At 0.01 px that falls to 0.03% (0.001 px: 0.002-0.008%, but a
+cross-CRS warp then costs twice as much as at 0.01). Same-CRS reads on the target grid are pasted,
+not warped. Measured in ``docs/performance.md``.
 """
 
 
-def _paste(
-    src: np.ndarray, transform: Affine, dst_affine: Affine, dst_shape: tuple[int, int], fill: float
-) -> np.ndarray | None:
-    """``src`` placed on the destination grid if the grids differ by whole pixels only, else None."""
+def _grid_offset(transform: Affine, dst_affine: Affine) -> tuple[int, int] | None:
+    """(row, col) of ``transform``'s origin on the destination grid, if the grids differ by whole pixels."""
     if tuple(transform)[:2] != tuple(dst_affine)[:2] or tuple(transform)[3:5] != tuple(dst_affine)[3:5]:
         return None
     col, row = ~dst_affine @ (transform.c, transform.f)
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
-    col, row = round(col), round(row)
-    out = np.full(dst_shape, fill, dtype=src.dtype)
-    r0, c0 = max(row, 0), max(col, 0)
-    r1, c1 = min(row + src.shape[0], dst_shape[0]), min(col + src.shape[1], dst_shape[1])
-    if r1 > r0 and c1 > c0:
-        out[r0:r1, c0:c1] = src[r0 - row : r1 - row, c0 - col : c1 - col]
-    return out
+    return round(row), round(col)
+
+
+def _paste_fit(dst_affine: Affine, area: tuple[slice, slice], into: np.ndarray | None) -> WindowFit:
+    """A :data:`WindowFit` keeping, of a window on the destination grid, only its part in ``area``.
+
+    That part is read straight into ``into`` at its place, when given. Windows not on the grid (they
+    will be warped) are left whole.
+    """
+
+    def fit(transform: Affine, window: Window) -> tuple[Window, np.ndarray | None] | None:
+        offset = _grid_offset(transform, dst_affine)
+        if offset is None:
+            return window, None
+        row, col = offset
+        r0, r1 = max(area[0].start - row, 0), min(area[0].stop - row, int(window.height))
+        c0, c1 = max(area[1].start - col, 0), min(area[1].stop - col, int(window.width))
+        if r1 <= r0 or c1 <= c0:
+            return None
+        fitted = Window(int(window.col_off) + c0, int(window.row_off) + r0, c1 - c0, r1 - r0)
+        return fitted, None if into is None else into[row + r0 : row + r1, col + c0 : col + c1]
+
+    return fit
 
 
 _GDAL_TYPES = {
@@ -213,36 +262,56 @@ def warp_read(
     resampling: str,
     limiter: ReadLimiter,
     native: tuple[str, float] | None = None,
-) -> np.ndarray:
-    """Read ``read`` and put it on the destination grid (pasted or warped).
+    area: tuple[slice, slice] | None = None,
+    into: np.ndarray | None = None,
+) -> Layer:
+    """Read ``read`` and put it on the destination grid: pasted when the grids align, else warped.
 
-    Returns float with NaN where there is no data or, with ``native=(dtype, nodata)``, the source dtype
-    with that nodata value (for ``first``/``last`` with nearest, which never need a float).
+    Only ``area`` (default: the whole chunk) is wanted, so a pasted window is cut to it before reading
+    and a warp covers just that box. ``into``, a chunk-shaped array whose ``area`` may be overwritten,
+    receives the pixels directly where it can (same dtype), saving a buffer and a copy; the returned
+    layer's data is then a view of it. The layer is float with NaN where there is no data or, with
+    ``native=(dtype, nodata)``, the source dtype with that nodata value (for ``first``/``last`` with
+    nearest, which never need a float).
     """
-    fill = np.nan if native is None else native[1]
+    if area is None:
+        area = (slice(0, dst_shape[0]), slice(0, dst_shape[1]))
+    empty = Layer(np.empty((0, 0), dtype=np.float32 if native is None else native[0]), (slice(0, 0),) * 2)
     if read.window[2] == 0 or read.window[3] == 0:
-        return np.full(dst_shape, fill, dtype=np.float32 if native is None else native[0])
-    src, transform = read_window(read, limiter, native_nodata=None if native is None else native[1])
-    if _same_crs(read.crs, dst_crs):
-        pasted = _paste(src, transform, dst_affine, dst_shape, fill)
-        if pasted is not None:
-            return pasted
+        return empty
+    same = _same_crs(read.crs, dst_crs)
+    fetched = read_window(
+        read,
+        limiter,
+        native_nodata=None if native is None else native[1],
+        fit=_paste_fit(dst_affine, area, into) if same else None,
+    )
+    if fetched is None:
+        return empty
+    src, transform = fetched
+    offset = _grid_offset(transform, dst_affine) if same else None
+    if offset is not None:
+        row, col = offset
+        return Layer(src, (slice(row, row + src.shape[0]), slice(col, col + src.shape[1])))
+    fill = np.nan if native is None else native[1]
     src = np.ascontiguousarray(src)
+    rows, cols = area
     with rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"), rasterio.open(_mem_path(src, transform)) as mem:
         with WarpedVRT(
             mem,
             src_crs=_crs(read.crs),
             crs=_crs(dst_crs),
-            transform=dst_affine,
-            width=dst_shape[1],
-            height=dst_shape[0],
+            transform=dst_affine * Affine.translation(cols.start, rows.start),
+            width=cols.stop - cols.start,
+            height=rows.stop - rows.start,
             resampling=Resampling[resampling],
             src_nodata=fill,
             nodata=fill,
             dtype=src.dtype.name,
             tolerance=WARP_TOLERANCE,
         ) as vrt:
-            return cast(np.ndarray, vrt.read(1))
+            out = into[area] if into is not None and into.dtype == src.dtype else None
+            return Layer(cast(np.ndarray, vrt.read(1, out=out)), area)
 
 
 @lru_cache(maxsize=256)

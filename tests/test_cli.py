@@ -251,7 +251,8 @@ def test_run_demo_report(root: Path, items: list) -> None:
         assert err.mean_abs_error < 2
         assert err.max_abs_error < 6
     assert report.mean_abs_error < 2 and report.max_abs_error < 6
-    assert report.gti_path is None and "GTI export" in report.format()
+    assert report.gti_path is not None and report.gti_path.exists() and "GTI export" in report.format()
+    assert report.gti_identical is not None and report.gti_identical >= 0.995  # GDAL reads the mosaic
     for path in (report.index_path, report.quicklook_path, report.plan_path, report.zarr_path):
         assert path.exists(), path
     assert report.quicklook_path.read_bytes().startswith(PNG_MAGIC)

@@ -18,6 +18,7 @@ from mosaic.errors import (
     SkippedSourcesWarning,
     SourceError,
 )
+from mosaic.gti import export_gti
 from mosaic.index import TileIndex
 from mosaic.planner import Plan
 from mosaic.records import SceneAsset, Skipped
@@ -41,6 +42,7 @@ __all__ = [
     "SourceError",
     "TileIndex",
     "__version__",
+    "export_gti",
     "load",
     "plan",
     "read_stats",

@@ -122,9 +122,9 @@ def _timestamp_us(column: pa.ChunkedArray, fill: int) -> np.ndarray:
 class TileIndex:
     """A tile index: where every scene asset is, in which CRS and grid, when, and what it covers.
 
-    Build one with :meth:`from_files`, :meth:`from_stac` or :meth:`from_footprints`, save it with
-    :meth:`write`, open it with :meth:`read`, and select rows with :meth:`query`. Indexes are immutable:
-    selections return new indexes that share the underlying data.
+    Build one with :meth:`from_files`, :meth:`from_stac`, :meth:`from_gti` or :meth:`from_footprints`,
+    save it with :meth:`write`, open it with :meth:`read`, and select rows with :meth:`query`. Indexes
+    are immutable: selections return new indexes that share the underlying data.
     """
 
     __slots__ = ("_geometry", "_lock", "_source", "_table", "_time_bounds", "_tree", "skipped")
@@ -297,6 +297,51 @@ class TileIndex:
         return cls.from_records(records)
 
     @classmethod
+    def from_gti(
+        cls,
+        path: PathType,
+        *,
+        layer: str | None = None,
+        crs_field: str | None = None,
+        pattern: str | re.Pattern[str] | None = None,
+        progress: bool = False,
+        workers: int | None = None,
+        on_error: OnError = "raise",
+    ) -> TileIndex:
+        """Index the tiles of a GDAL GTI: ours (``.gti.gpkg``), a ``.gti`` XML, or a ``gdaltindex`` output.
+
+        Each tile is opened for its grid (as :meth:`from_files`); its id, asset, time and CRS come from
+        the GTI's ``id``, ``asset``, ``datetime`` and source-CRS fields where it has them.
+
+        Args:
+            path: the GTI file (any vector format GDAL reads, with a location field).
+            layer: the tile index layer, where the file has several.
+            crs_field: field with each tile's CRS (default: ``src_crs`` or ``src_srs`` when present).
+            pattern: a regex naming scenes, assets and times from paths, as in :meth:`from_files`.
+            progress: show a progress bar.
+            workers: threads reading tile metadata.
+            on_error: as in :meth:`from_files`.
+        """
+        from mosaic._gti_read import gti_tiles, tile_facts
+
+        tiles = gti_tiles(path, layer=layer, crs_field=crs_field)
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        rows, skipped = map_sources(
+            lambda tile: tile_facts(tile, pattern=regex),
+            tiles,
+            labels=[t.href for t in tiles],
+            workers=workers,
+            progress=progress,
+            on_error=on_error,
+            desc="indexing GTI tiles",
+            finish=lambda facts: [to_row(facts)],
+        )
+        try:
+            return cls._finish(rows, skipped, what=f"tiles of {path}")
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}: {exc}; pass pattern= with an 'id' group") from exc
+
+    @classmethod
     def _finish(cls, rows: list[SceneAsset], skipped: list[tuple[str, str]], *, what: str) -> TileIndex:
         skips = [Skipped(h, r) for h, r in skipped]
         if skips:
@@ -358,7 +403,7 @@ class TileIndex:
         time: TimeLike = None,
         bbox_crs: Any = "EPSG:4326",
     ) -> TileIndex:
-        """Open a saved index (GeoParquet written by :meth:`write`).
+        """Open a saved index (GeoParquet written by :meth:`write`), or a GTI (:meth:`from_gti`).
 
         With ``bbox`` and/or ``time``, only the row groups whose statistics can match are read (bbox
         covering and datetime pushdown), so a small query on a large index stays fast. The result then
@@ -367,6 +412,9 @@ class TileIndex:
         path = Path(path)
         if not path.exists():
             raise IndexFormatError(f"{path}: index file does not exist")
+        if not _is_parquet(path):  # a GDAL GTI or gdaltindex output
+            gti = cls.from_gti(path)
+            return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
         try:
             schema = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -566,6 +614,14 @@ class TileIndex:
             elif not mine.equals(theirs):
                 return False
         return bool(np.all(shapely.equals_exact(self._geometry, other._geometry, tolerance=0.0)))
+
+
+def _is_parquet(path: Path) -> bool:
+    """Whether ``path`` is (meant to be) Parquet: by its suffix, or by Parquet's magic bytes."""
+    if path.suffix.lower() in (".parquet", ".geoparquet") or path.is_dir():
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PAR1"
 
 
 def _pd(value: Any) -> pd.Timestamp | None:

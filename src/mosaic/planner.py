@@ -277,7 +277,7 @@ class Plan:
 
 
 def resolve_index(index: Any, *, bbox_ll: Any = None, time: TimeLike = None) -> TileIndex:
-    """A TileIndex from what the user gave: an index, a path to one, STAC Items, or ``$MOSAIC_INDEX``."""
+    """A TileIndex from an index, the path of a saved index or a GTI, STAC Items, or ``$MOSAIC_INDEX``."""
     if index is None:
         env = os.environ.get("MOSAIC_INDEX")
         if not env:
@@ -298,7 +298,13 @@ def resolve_index(index: Any, *, bbox_ll: Any = None, time: TimeLike = None) -> 
             return TileIndex.from_stac(index)
         bounds = None if bbox_ll is None else _pushdown_box(bbox_ll)
         return TileIndex.read(index, bbox=bounds, time=time)
+    if isinstance(index, (str, os.PathLike)) and str(index).lower().endswith(_GTI_SUFFIXES):
+        return TileIndex.read(index)  # a GDAL GTI or gdaltindex output
     return TileIndex.from_stac(index)
+
+
+_GTI_SUFFIXES = (".gti", ".gti.gpkg", ".gpkg", ".shp", ".fgb")
+"""Paths taken as GDAL tile indexes (GTI files, ``gdaltindex`` outputs), not STAC."""
 
 
 def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:

@@ -1,4 +1,4 @@
-"""The ``mosaic`` command line: ``mosaic index build|info``, ``mosaic plan``, ``mosaic demo``.
+"""The ``mosaic`` command line: ``mosaic index build|info``, ``plan``, ``gti export`` and ``demo``.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from mosaic.cli.demo import demo
+from mosaic.cli.gti import gti
 from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
@@ -96,6 +97,7 @@ def cli(verbose: bool) -> None:
       mosaic index build items.json -o index.parquet
       mosaic index info index.parquet
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 --time 2024-06
+      mosaic gti export index.parquet -o mosaic.gti.gpkg --crs EPSG:3035 --resolution 100 --bbox -10,40,5,50
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 
@@ -103,6 +105,7 @@ def cli(verbose: bool) -> None:
 cli.add_command(index)
 cli.add_command(plan)
 cli.add_command(demo)
+cli.add_command(gti)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

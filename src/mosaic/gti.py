@@ -1,0 +1,310 @@
+"""GDAL GTI (Raster Tile Index) export and import: the same mosaic, opened by GDAL and QGIS.
+
+**Export.** :func:`export_gti` writes one GeoPackage ``*.gti.gpkg`` per asset that GDAL (>= 3.9) opens
+as a raster with no options. Its layer is in the mosaic CRS (each feature the tile's outline there,
+continuous across the antimeridian) and its metadata (``RESX``..``MAXY``, ``SRS``, ``BAND_COUNT``,
+``DATA_TYPE``, ``NODATA``, ``SORT_FIELD``...) give GDAL the grid of :func:`mosaic.load` for the same
+arguments, so GDAL never opens a tile to infer it. A ``priority`` field makes GDAL draw the tiles in
+the order that reproduces ``method="first"`` (or ``"last"``): GDAL draws the highest value last, on top.
+
+GDAL's GTI warps a tile of another CRS with its default approximate transformer (0.125 px error, not
+configurable), which flips ~4% of nearest-neighbour picks against :func:`mosaic.load` (0.01 px, see
+:data:`mosaic.read.WARP_TOLERANCE`) and misplaces tiles across the antimeridian. So by default
+(``warp="exact"``) such a tile's ``location`` is an inline warped VRT of it on the mosaic grid
+(:mod:`mosaic._gti_xml`); tiles already on the grid (same CRS, whole-pixel offset) keep a plain path.
+``warp="gdal"`` writes plain paths only. Every tile also has ``href`` (its absolute GDAL path), ``id``,
+``asset``, ``datetime`` (for a GTI ``FILTER``) and ``src_crs``.
+
+**Import.** :func:`gti_tiles` lists the tiles of a GTI (ours, a ``.gti`` XML, or any vector tile index
+such as ``gdaltindex`` writes) for :meth:`mosaic.TileIndex.from_gti`, which reads each tile's grid
+(:func:`tile_facts`). See ``docs/gdal.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import rasterio
+import shapely
+from odc.geo.geobox import GeoBox
+from pyproj import CRS
+from shapely.geometry import box
+
+from mosaic._gti_read import GtiTile, gti_tiles, tile_facts
+from mosaic._gti_xml import Band, gti_metadata, gti_xml, warped_vrt
+from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError
+from mosaic.geom import grid_outline, lonlat_to_crs, to_lonlat
+from mosaic.grid import make_geobox, target_crs
+from mosaic.index import TileIndex
+from mosaic.paths import credentials_in, gdal_path
+from mosaic.records import SceneAsset, crs_to_string
+from mosaic.types import BBox, PathType, TimeLike
+from mosaic.windows import footprint_in_target
+
+__all__ = ["GTI_MIN_GDAL", "GtiTile", "export_gti", "gti_tiles", "require_gti_driver", "tile_facts"]
+
+GTI_MIN_GDAL = "3.9"
+"""The first GDAL release with the GTI driver."""
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+_FIELDS = ("location", "href", "id", "asset", "datetime", "priority", "src_crs")
+
+
+# ------------------------------------------------------------------------------------------ GDAL
+
+
+def _gdal_version() -> str:
+    return str(rasterio.__gdal_version__)
+
+
+def _gdal_has_gti() -> bool:
+    with rasterio.Env() as env:
+        return "GTI" in env.drivers()
+
+
+def require_gti_driver() -> None:
+    """Raise :class:`GDALVersionError` unless rasterio's GDAL has the GTI driver (GDAL >= 3.9)."""
+    if not _gdal_has_gti():
+        raise GDALVersionError(
+            f"the GDAL that rasterio uses (GDAL {_gdal_version()}, rasterio {rasterio.__version__}) has no "
+            f"GTI driver; GTI files need GDAL {GTI_MIN_GDAL} or newer: install a rasterio built on GDAL >= "
+            f"{GTI_MIN_GDAL} (`pip install -U rasterio`; check `rasterio.__gdal_version__`)"
+        )
+
+
+# ---------------------------------------------------------------------------------------- export
+
+
+def _as_index(index: TileIndex | PathType | Any) -> TileIndex:
+    if isinstance(index, TileIndex):
+        return index
+    from mosaic.planner import resolve_index
+
+    text = os.fspath(index) if isinstance(index, (str, os.PathLike)) else None
+    if text is not None and not text.lower().endswith((".parquet", ".geoparquet", ".json", ".ndjson")):
+        return TileIndex.read(text)
+    return resolve_index(index)
+
+
+def _grid(idx: TileIndex, bbox: Any, bbox_crs: Any, crs: Any, resolution: Any, time: TimeLike) -> GeoBox:
+    """The grid of ``mosaic.load`` for the same arguments; without a bbox, the footprints' extent."""
+    if bbox is None:
+        target = target_crs(crs, None, bbox_crs)
+        rows = [r for r in idx.query(time=time).records() if r.href is not None]
+        if not rows:
+            raise NoDataError(f"no scene in the index matches time {time!r}")
+        union = shapely.union_all([r.footprint for r in rows])
+        geo = target.is_geographic and target.equals("EPSG:4326", ignore_axis_order=True)
+        bbox = union.bounds if geo else lonlat_to_crs(union, target.to_wkt()).bounds
+        bbox_crs = target
+    return make_geobox(
+        bbox, crs, resolution=resolution, shape=None, geobox=None, like=None, bbox_crs=bbox_crs
+    )
+
+
+def _pasteable(rec: SceneAsset, gbox: GeoBox, target: CRS) -> bool:
+    """Whether the tile's grid is the mosaic grid shifted by whole pixels (GDAL then copies, no warp)."""
+    aff = gbox.affine
+    a, b, c, d, e, f = rec.transform  # type: ignore[misc]
+    if (a, b, d, e) != (aff.a, aff.b, aff.d, aff.e) or not CRS.from_user_input(rec.crs).equals(target):
+        return False
+    col, row = ~aff * (c, f)
+    return bool(abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6)
+
+
+def _polygonal(geom: Any) -> Any:
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and p.area > 0]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def _tile_extent(rec: SceneAsset, gbox: GeoBox, area_ll: Any, *, clip: bool) -> Any:
+    """The outline of the tile's pixel grid in the mosaic CRS (``clip``: only its part on the grid).
+
+    This, not the data footprint, is each feature's geometry: GDAL selects tiles by it and warns when a
+    feature does not contain the tile it opens (so only tiles that are VRTs on the grid are clipped).
+    """
+    outline = to_lonlat(grid_outline(rec.transform, rec.shape), rec.crs)  # type: ignore[arg-type]
+    where = footprint_in_target(
+        dataclasses.replace(rec, footprint=outline), area_ll if clip else outline, gbox
+    )
+    return _polygonal(where.intersection(box(*gbox.boundingbox)) if clip else where)
+
+
+def _outputs(path: PathType, assets: Sequence[str]) -> list[Path]:
+    """``<stem>.gti.gpkg`` for one asset, ``<stem>.<asset>.gti.gpkg`` for several."""
+    target = Path(path)
+    name = target.name
+    for suffix in (".gti.gpkg", ".gpkg", ".gti"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if len(assets) == 1:
+        return [target.with_name(f"{name}.gti.gpkg")]
+    return [target.with_name(f"{name}.{asset}.gti.gpkg") for asset in assets]
+
+
+def _assets(rows: Sequence[SceneAsset], bands: Sequence[str] | str | None) -> list[str]:
+    available = sorted({r.asset for r in rows})
+    if bands is None:
+        return available
+    wanted = [bands] if isinstance(bands, str) else list(bands)
+    for name in wanted:
+        if name not in available:
+            base = name.rpartition(".")[0]
+            hint = f"; a GTI holds whole assets: ask for {base!r}" if base in available else ""
+            raise InvalidInputError(
+                f"band {name!r} is in none of the selected scenes{hint}; assets: {available}"
+            )
+    return list(dict.fromkeys(wanted))
+
+
+def export_gti(
+    index: TileIndex | PathType,
+    path: PathType,
+    *,
+    crs: Any,
+    resolution: float | tuple[float, float],
+    bbox: BBox | Sequence[float] | None = None,
+    bbox_crs: Any = "EPSG:4326",
+    time: TimeLike = None,
+    bands: Sequence[str] | str | None = None,
+    method: Literal["first", "last"] = "first",
+    warp: Literal["exact", "gdal"] = "exact",
+    xml: bool = False,
+) -> list[Path]:
+    """Write GDAL GTI files that show what ``mosaic.load(..., groupby=None, method=method)`` shows.
+
+    Args:
+        index: a TileIndex or the path of a saved index (GeoParquet, STAC, GTI).
+        path: output path; ``.gti.gpkg`` is added or kept (``x.gti.gpkg`` for one asset, else
+            ``x.<asset>.gti.gpkg`` per asset).
+        crs: the mosaic CRS (as :func:`mosaic.load`, ``"utm"`` included).
+        resolution: pixel size in ``crs`` units; edges align to its multiples (``gdalwarp -tap``).
+        bbox: area in ``bbox_crs`` (default: the extent of the selected footprints).
+        bbox_crs: CRS of ``bbox``.
+        time: the scenes to include (a date, partial date, or range), as :func:`mosaic.load`.
+        bands: assets to export (default: all); multi-band assets are exported whole.
+        method: ``"first"`` (first valid pixel in datetime-then-id order) or ``"last"``.
+        warp: ``"exact"`` wraps tiles that need warping in inline VRTs with mosaic's warp tolerance;
+            ``"gdal"`` writes plain paths and lets GDAL warp (0.125 px; not across the antimeridian).
+        xml: also write a ``.gti`` XML wrapper beside each GeoPackage.
+
+    Returns:
+        The files written, in asset order (each GeoPackage followed by its ``.gti`` when ``xml``).
+
+    Raises:
+        GDALVersionError: rasterio's GDAL has no GTI driver.
+        InvalidInputError: a method other than first/last, an unknown band, or an href with credentials.
+        NoDataError: no scene intersects the grid.
+    """
+    if method not in ("first", "last"):
+        raise InvalidInputError(
+            f"method {method!r} cannot be expressed in a GTI: GDAL draws one tile over another, so only "
+            "'first' and 'last' are possible; use mosaic.load for other methods"
+        )
+    if warp not in ("exact", "gdal"):
+        raise InvalidInputError(f"warp must be 'exact' or 'gdal', got {warp!r}")
+    require_gti_driver()
+    idx = _as_index(index)
+    gbox = _grid(idx, bbox, bbox_crs, crs, resolution, time)
+    target = CRS.from_user_input(gbox.crs.to_wkt())  # type: ignore[union-attr]
+    srs, wkt = crs_to_string(target), target.to_wkt()
+    if (
+        warp == "gdal"
+        and target.is_geographic
+        and not -180 <= gbox.boundingbox.left < gbox.boundingbox.right <= 180
+    ):
+        raise InvalidInputError(
+            "warp='gdal' cannot cross the antimeridian: GDAL warps each tile to its own longitudes "
+            "(-180..180) and leaves the other side empty; use warp='exact'"
+        )
+    area_ll = to_lonlat(box(*gbox.boundingbox), wkt)
+    rows = [r for r in idx.query_geometry(area_ll, time).records() if r.href and r.transform and r.shape]
+    if not rows:
+        raise NoDataError(
+            f"no scene with a file intersects the grid {tuple(gbox.boundingbox)} ({srs}), time {time!r}"
+        )
+    assets = _assets(rows, bands)
+    for r in rows:
+        secret = credentials_in(r.href) if r.asset in assets else None  # type: ignore[arg-type]
+        if secret:
+            raise InvalidInputError(
+                f"scene {r.id!r} asset {r.asset!r}: its href carries {secret}; a GTI is a file people share, "
+                "so mosaic does not write it: index the file by a plain href and give credentials through "
+                "GDAL configuration options"
+            )
+    outputs = _outputs(path, assets)
+    written: list[Path] = []
+    for asset, out in zip(assets, outputs, strict=True):
+        band = Band.of(asset, [r for r in rows if r.asset == asset])
+        meta = gti_metadata(band, gbox, srs)
+        frame = _layer(rows, band, gbox, area_ll, target, srs, method, warp)
+        if frame.empty:
+            raise NoDataError(f"asset {asset!r}: no footprint intersects the grid {tuple(gbox.boundingbox)}")
+        written.append(_write_layer(frame.set_crs(wkt), out, asset, meta))
+        if xml:
+            wrapper = out.with_name(out.name[: -len(".gpkg")])
+            wrapper.write_text(gti_xml(out, asset, meta, band))
+            written.append(wrapper)
+    return written
+
+
+def _layer(
+    rows: Sequence[SceneAsset],
+    band: Band,
+    gbox: GeoBox,
+    area_ll: Any,
+    target: CRS,
+    srs: str,
+    method: str,
+    warp: str,
+) -> Any:
+    """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first."""
+    import geopandas as gpd
+
+    mine = sorted(
+        (r for r in rows if r.asset == band.asset),
+        key=lambda r: (r.datetime or r.start_datetime or _EPOCH, r.id),
+        reverse=method == "last",
+    )
+    records: list[dict[str, Any]] = []
+    geoms = []
+    for rank, rec in enumerate(mine):
+        href = gdal_path(rec.href)  # type: ignore[arg-type]
+        location: str | None = href
+        on_grid = _pasteable(rec, gbox, target)
+        if warp == "exact" and not on_grid:
+            geom = _tile_extent(rec, gbox, area_ll, clip=True)
+            location = None if geom.is_empty else warped_vrt(rec, band, gbox, geom, srs)
+        else:  # GDAL opens the file itself: the feature must contain all of it (and GDAL's warp of it)
+            geom = _tile_extent(rec, gbox, area_ll, clip=False)
+            if not on_grid:
+                geom = geom.buffer(2 * max(abs(gbox.affine.a), abs(gbox.affine.e)), join_style="mitre")
+        if location is None or geom.is_empty:
+            continue
+        when = rec.datetime or rec.start_datetime
+        values = (location, href, rec.id, rec.asset, when, len(mine) - rank, rec.crs)
+        records.append(dict(zip(_FIELDS, values, strict=True)))
+        geoms.append(geom)
+    frame = pd.DataFrame(records, columns=list(_FIELDS))
+    frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True)
+    frame["priority"] = frame["priority"].astype("int64")
+    return gpd.GeoDataFrame(frame, geometry=geoms)
+
+
+def _write_layer(frame: Any, out: Path, layer: str, meta: dict[str, str]) -> Path:
+    import pyogrio
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name[: -len('.gpkg')]}.tmp.gpkg")  # GDAL wants a .gpkg suffix
+    tmp.unlink(missing_ok=True)
+    pyogrio.write_dataframe(
+        frame, tmp, layer=layer, driver="GPKG", promote_to_multi=True, layer_metadata=meta
+    )
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,482 @@
+"""GDAL GTI export and import: GDAL shows the mosaic mosaic.load makes; GTI files index back."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+import mosaic
+from mosaic import GDALVersionError, IndexFormatError, InvalidInputError, TileIndex
+from mosaic import gti as gti_module
+from mosaic.cli import cli
+from mosaic.gti import export_gti, gti_tiles
+from mosaic.paths import credentials_in, gdal_path
+
+SEAM12 = (11.88, 45.40, 12.12, 45.58)
+FIJI = (179.9, -17.15, -179.9, -16.9)  # across the antimeridian: UTM 60S and 1S scenes
+PATTERN = r"(?P<id>[\w-]+)/(?P<asset>\w+)\.tif$"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+def _valid(a: np.ndarray, nodata: float) -> np.ndarray:
+    return ~np.isnan(a) if math.isnan(nodata) else (a != nodata) & ~np.isnan(a.astype(float))
+
+
+def agreement(gdal: np.ndarray, ours: np.ndarray, nodata: float) -> dict[str, float]:
+    """Identical share of pixels valid in both; mask differences, in all and off scene edges (2 px)."""
+    vg, vo = _valid(gdal, nodata), _valid(ours, nodata)
+    both = vg & vo
+    same = (gdal[both] == ours[both]) | (
+        np.isnan(gdal[both].astype(float)) & np.isnan(ours[both].astype(float))
+    )
+    edges = _grow(vo, 2) & _grow(~vo, 2)  # within 2 px of the edge of our valid area
+    stats = {
+        "identical": float(same.mean()) if both.any() else math.nan,
+        "valid": float(vo.mean()),
+        "mask_diff": int((vg != vo).sum()),
+        "mask_diff_off_edges": int(((vg != vo) & ~edges).sum()),
+    }
+    print(stats)  # the figures, for the record (pytest -s)
+    return stats
+
+
+def assert_same_mosaic(gdal: np.ndarray, ours: np.ndarray, nodata: float) -> dict[str, float]:
+    stats = agreement(gdal, ours, nodata)
+    assert stats["valid"] > 0.2
+    assert stats["identical"] >= 0.995
+    assert stats["mask_diff_off_edges"] == 0  # no region nodata in one and data in the other
+    assert stats["mask_diff"] <= 0.001 * gdal.size
+    return stats
+
+
+def read_gti(path: Path, band: int = 1, **open_options: str) -> tuple[np.ndarray, rasterio.Affine, str]:
+    with rasterio.open(path, **open_options) as ds:
+        assert ds.driver == "GTI"
+        return ds.read(band), ds.transform, ds.crs.to_wkt()
+
+
+def load(index: TileIndex, bbox, crs, res, band, **kw) -> tuple[np.ndarray, object]:
+    ds = mosaic.load(bbox, crs, index=index, resolution=res, bands=[band], groupby=None, chunks=512, **kw)
+    return ds[band].isel(time=0).values, ds.odc.geobox
+
+
+# ------------------------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize(
+    ("href", "expected"),
+    [
+        ("https://example.com/a/b.tif", "/vsicurl/https://example.com/a/b.tif"),
+        ("http://example.com/b.tif?x=1", "/vsicurl/http://example.com/b.tif?x=1"),
+        ("s3://bucket/key/b.tif", "/vsis3/bucket/key/b.tif"),
+        ("S3://bucket/b.tif", "/vsis3/bucket/b.tif"),
+        ("gs://bucket/b.tif", "/vsigs/bucket/b.tif"),
+        ("az://container/b.tif", "/vsiaz/container/b.tif"),
+        ("abfs://container@acct.dfs.core.windows.net/d/b.tif", "/vsiaz/container/d/b.tif"),
+        ("/vsis3/bucket/b.tif", "/vsis3/bucket/b.tif"),
+        ("/vsizip//data/a.zip/b.tif", "/vsizip//data/a.zip/b.tif"),
+        ("vrt:///data/b.tif?bands=1", "vrt:///data/b.tif?bands=1"),
+        ('NETCDF:"/data/f.nc":sst', 'NETCDF:"/data/f.nc":sst'),
+        ("file:///data/with%20space/b.tif", "/data/with space/b.tif"),
+        ("file://localhost/data/b.tif", "/data/b.tif"),
+        ("/data/./x/../b.tif", "/data/b.tif"),
+    ],
+)
+def test_gdal_path(href, expected):
+    assert gdal_path(href) == expected
+
+
+def test_gdal_path_makes_local_paths_absolute_and_rejects_the_rest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert gdal_path("scenes/b.tif") == str(tmp_path / "scenes" / "b.tif")
+    assert gdal_path(Path("b.tif")) == str(tmp_path / "b.tif")
+    assert gdal_path("~/b.tif") == os.path.join(os.path.expanduser("~"), "b.tif")
+    for bad in ("", "  ", "mailto://x", "file://otherhost/b.tif"):
+        with pytest.raises(InvalidInputError):
+            gdal_path(bad)
+
+
+def test_credentials_in():
+    assert credentials_in("https://user:pw@example.com/b.tif") is not None
+    assert "X-Amz-Signature" in credentials_in("https://b.s3.amazonaws.com/k.tif?X-Amz-Signature=ab&x=1")
+    assert "sig" in credentials_in("/vsicurl/https://a.blob.core.windows.net/c/b.tif?sv=1&sig=abc")
+    for clean in ("https://example.com/b.tif?x=1", "s3://bucket/b.tif", "/data/b.tif", "/vsis3/b/k.tif"):
+        assert credentials_in(clean) is None
+
+
+# -------------------------------------------------------------------------------- export vs load
+
+
+@pytest.mark.parametrize(
+    ("bbox", "bbox_crs", "crs", "res", "band"),
+    [
+        (SEAM12, "EPSG:4326", "EPSG:4326", 0.0002, "B02"),  # UTM 32N + 33N into lon/lat
+        (SEAM12, "EPSG:4326", "EPSG:32633", 20, "B02"),  # 32N warped, 33N pasted
+        (FIJI, "EPSG:4326", "EPSG:4326", 0.0002, "B8A"),  # one grid across the antimeridian
+        ((-9000, -9000, 9000, 9000), "EPSG:3995", "EPSG:3995", 20, "B02"),  # EPSG:3413 scene over the pole
+    ],
+    ids=["seam-4326", "seam-utm33", "antimeridian-4326", "north-pole-3995"],
+)
+def test_gdal_shows_the_mosaic_load_makes(demo_index, tmp_path, caplog, bbox, bbox_crs, crs, res, band):
+    (path,) = export_gti(
+        demo_index, tmp_path / "m.gti.gpkg", crs=crs, resolution=res, bbox=bbox, bbox_crs=bbox_crs, bands=band
+    )
+    assert path == tmp_path / "m.gti.gpkg"
+    gdal, transform, _ = read_gti(path)
+    ours, gbox = load(demo_index, bbox, crs, res, band, bbox_crs=bbox_crs)
+    assert transform == gbox.affine and gdal.shape == ours.shape  # the very grid of mosaic.load
+    assert gdal.dtype == ours.dtype
+    assert_same_mosaic(gdal, ours, 0)
+    assert "out of sync" not in caplog.text  # every feature contains its tile, as GDAL expects
+
+
+def test_float_and_multiband_assets(demo_index, tmp_path):
+    paths = export_gti(
+        demo_index,
+        tmp_path / "seam",
+        crs="EPSG:4326",
+        resolution=0.0004,
+        bbox=SEAM12,
+        time="2024-06-01",
+        bands=["AOT", "visual"],
+        xml=True,
+    )
+    names = [p.name for p in paths]
+    assert names == ["seam.AOT.gti.gpkg", "seam.AOT.gti", "seam.visual.gti.gpkg", "seam.visual.gti"]
+    with rasterio.open(paths[2]) as ds:
+        assert ds.count == 3 and ds.dtypes == ("uint8",) * 3 and ds.nodata == 0
+        assert ds.scales == (20.0,) * 3  # the assets' raster:bands scale, for physical values in QGIS
+    with rasterio.open(paths[0]) as ds:
+        assert ds.dtypes == ("float32",) and math.isnan(ds.nodata)  # -9999 in the files, NaN as ours
+    aot, _, _ = read_gti(paths[0])
+    ours, _ = load(demo_index, SEAM12, "EPSG:4326", 0.0004, "AOT", time="2024-06-01")
+    assert_same_mosaic(aot, ours, math.nan)
+    visual2, _, _ = read_gti(paths[3], band=2)  # through the .gti XML wrapper
+    ours, _ = load(demo_index, SEAM12, "EPSG:4326", 0.0004, "visual.2", time="2024-06-01")
+    assert_same_mosaic(visual2, ours, 0)
+    assert np.array_equal(read_gti(paths[2], band=2)[0], visual2)
+
+
+def test_gdal_warp_mode_writes_plain_paths(demo_index, tmp_path, caplog):
+    (path,) = export_gti(
+        demo_index,
+        tmp_path / "p.gti.gpkg",
+        crs="EPSG:4326",
+        resolution=0.0002,
+        bbox=SEAM12,
+        bands="B02",
+        warp="gdal",
+    )
+    frame = pyogrio.read_dataframe(path, read_geometry=False)
+    assert (frame.location == frame.href).all() and frame.href.str.startswith("/").all()
+    gdal, _, _ = read_gti(path)
+    ours, _ = load(demo_index, SEAM12, "EPSG:4326", 0.0002, "B02")
+    stats = agreement(gdal, ours, 0)
+    # GDAL's own warp (0.125 px approximate transformer) picks another neighbour for ~4% of pixels
+    assert 0.9 < stats["identical"] < 0.995 and stats["mask_diff_off_edges"] == 0
+    assert "out of sync" not in caplog.text
+    with pytest.raises(InvalidInputError, match="antimeridian"):
+        export_gti(
+            demo_index, tmp_path / "am.gti.gpkg", crs="EPSG:4326", resolution=0.0002, bbox=FIJI, warp="gdal"
+        )
+
+
+# ------------------------------------------------------------------------------ order, time, metadata
+
+
+def test_overlaps_are_won_as_mosaic_load_first_and_last_pick(demo_index, tmp_path):
+    """Three dates of the seam scenes overlap; later dates have wider collars (nodata on the west)."""
+    first, last = "2024-06-01", "2024-06-21"
+    for method, winner, loser in (("first", first, last), ("last", last, first)):
+        # (within a date, the two seam scenes overlap as well: the method orders them too)
+        per_date = {
+            d: load(demo_index, SEAM12, "EPSG:4326", 0.0004, "B02", time=d, method=method)[0]
+            for d in (first, last)
+        }
+        (path,) = export_gti(
+            demo_index,
+            tmp_path / f"{method}.gti.gpkg",
+            crs="EPSG:4326",
+            resolution=0.0004,
+            bbox=SEAM12,
+            time="2024-06",
+            bands="B02",
+            method=method,
+        )
+        frame = pyogrio.read_dataframe(path, read_geometry=False).sort_values("priority")
+        assert len(frame) == 6 and frame.priority.is_unique
+        assert str(frame.iloc[-1].datetime.date()) == winner  # highest priority: drawn last, on top
+        gdal, _, _ = read_gti(path)
+        ours, _ = load(demo_index, SEAM12, "EPSG:4326", 0.0004, "B02", time="2024-06", method=method)
+        assert_same_mosaic(gdal, ours, 0)
+        won, lost = per_date[winner] != 0, per_date[loser] != 0
+        assert (gdal[won] == per_date[winner][won]).mean() >= 0.995  # the winner shows where it has data
+        assert (gdal[won & lost] != per_date[loser][won & lost]).mean() > 0.5  # not the loser (+4 in time)
+    collar = lost & ~won  # where the last date has nodata (its wider collar) but the first has data
+    assert collar.sum() > 1000 and (gdal[collar] != 0).all()  # earlier dates show through it
+
+
+def test_time_slice_is_a_gti_filter(demo_index, tmp_path):
+    (path,) = export_gti(
+        demo_index,
+        tmp_path / "t.gti.gpkg",
+        crs="EPSG:32633",
+        resolution=40,
+        bbox=SEAM12,
+        time="2024-06",
+        bands="B02",
+    )
+    gdal, _, _ = read_gti(path, FILTER="datetime >= '2024-06-11' AND datetime < '2024-06-12'")
+    ours, _ = load(demo_index, SEAM12, "EPSG:32633", 40, "B02", time="2024-06-11")
+    assert_same_mosaic(gdal, ours, 0)
+    everything, _, _ = read_gti(path)
+    assert (everything != gdal).sum() > 1000  # the filter did select
+
+
+def test_metadata_sizes_the_mosaic_without_opening_a_tile(demo_collection, tmp_path):
+    root, _ = demo_collection
+    for scene in ("S32-seam12-20240601", "S33-seam12-20240601"):
+        (tmp_path / scene).mkdir()
+        shutil.copy(root / scene / "B02.tif", tmp_path / scene / "B02.tif")
+    index = TileIndex.from_files(str(tmp_path / "*" / "B02.tif"), pattern=PATTERN, progress=False)
+    (path,) = export_gti(index, tmp_path / "m.gti.gpkg", crs="EPSG:32632", resolution=20)  # bbox: the scenes
+    meta = pyogrio.read_info(path)["layer_metadata"]
+    assert meta["SRS"] == "EPSG:32632" and meta["RESX"] == meta["RESY"] == "20.0"
+    assert meta["DATA_TYPE"] == "UInt16" and meta["NODATA"] == "0" and meta["BAND_COUNT"] == "1"
+    assert (meta["LOCATION_FIELD"], meta["SORT_FIELD"], meta["SORT_FIELD_ASC"]) == (
+        "location",
+        "priority",
+        "YES",
+    )
+    with rasterio.open(path) as ds:
+        shape, transform = ds.shape, ds.transform
+    for scene in ("S32-seam12-20240601", "S33-seam12-20240601"):
+        (tmp_path / scene / "B02.tif").rename(tmp_path / scene / "gone.tif")
+    with rasterio.open(path) as ds:  # opens and reports the grid though no tile can be opened
+        assert ds.shape == shape and ds.transform == transform and ds.crs.to_epsg() == 32632
+        assert ds.dtypes == ("uint16",) and ds.nodata == 0
+        x0, y0, x1, y1 = ds.bounds
+    for fp in index.footprints:  # the default extent covers every scene
+        fx0, fy0, fx1, fy1 = mosaic.geom.lonlat_to_crs(fp, "EPSG:32632").bounds
+        assert x0 - 1e-3 <= fx0 and y0 - 1e-3 <= fy0 and fx1 <= x1 + 1e-3 and fy1 <= y1 + 1e-3
+
+
+# ------------------------------------------------------------------------------------------- import
+
+
+def test_exported_gti_reads_back_as_the_same_index(demo_index, tmp_path):
+    (path,) = export_gti(
+        demo_index, tmp_path / "r.gti.gpkg", crs="EPSG:4326", resolution=0.0004, bbox=SEAM12, bands="B02"
+    )
+    back = TileIndex.read(path)
+    original = {(r.id, r.asset): r for r in demo_index.query(SEAM12) if r.asset == "B02"}
+    assert {(r.id, r.asset) for r in back} == set(original)
+    for r in back:
+        o = original[(r.id, r.asset)]
+        assert (r.href, r.crs, r.transform, r.shape, r.datetime, r.dtype, r.nodata) == (
+            o.href,
+            o.crs,
+            o.transform,
+            o.shape,
+            o.datetime,
+            o.dtype,
+            o.nodata,
+        )
+    a, _ = load(back, SEAM12, "EPSG:4326", 0.0004, "B02")
+    b, _ = load(demo_index, SEAM12, "EPSG:4326", 0.0004, "B02")
+    assert np.array_equal(a, b)
+    xml_path = export_gti(
+        back, tmp_path / "x.gti.gpkg", crs="EPSG:4326", resolution=0.0004, bbox=SEAM12, xml=True
+    )[1]
+    assert len(TileIndex.read(xml_path)) == len(back)  # the .gti XML wrapper reads back too
+
+
+@pytest.fixture(scope="module")
+def gdaltindex_bin():
+    if shutil.which("gdaltindex") is None or shutil.which("gdalwarp") is None:
+        pytest.fail(
+            "gdaltindex/gdalwarp missing: `make test` installs Debian's gdal-bin (run `make gdal-tools`)"
+        )
+    return shutil.which("gdaltindex")
+
+
+@pytest.mark.gdal_cli
+def test_gdaltindex_output_reads_back_and_loads_as_the_scenes(demo_index, gdaltindex_bin, tmp_path):
+    rows = sorted(
+        (r for r in demo_index.query(SEAM12, "2024-06") if r.asset == "B02"), key=lambda r: (r.datetime, r.id)
+    )
+    files = [r.href for r in rows]
+    out = tmp_path / "tindex.gpkg"
+    subprocess.run(
+        [
+            gdaltindex_bin,
+            "-f",
+            "GPKG",
+            "-write_absolute_path",
+            "-t_srs",
+            "EPSG:4326",
+            "-src_srs_name",
+            "src_srs",
+            str(out),
+            *files,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tiles = gti_tiles(out)
+    assert [t.crs for t in tiles] == [r.crs for r in rows]  # from gdaltindex's -src_srs_name field
+    imported = TileIndex.read(out)
+    from_files = TileIndex.from_files(files, pattern=PATTERN, progress=False)
+    assert len(imported) == len(from_files) == len(rows)
+    key = lambda r: (r.id, r.asset)  # noqa: E731
+    for a, b in zip(sorted(imported, key=key), sorted(from_files, key=key), strict=True):
+        assert (a.id, a.asset, a.href, a.crs, a.transform, a.shape, a.datetime) == (
+            b.id,
+            b.asset,
+            b.href,
+            b.crs,
+            b.transform,
+            b.shape,
+            b.datetime,
+        )  # ids from the <scene>/<band>.tif folders, times from the TIFF tags
+    ours, gbox = load(imported, SEAM12, "EPSG:4326", 0.0002, "B02")
+    assert np.array_equal(ours, load(from_files, SEAM12, "EPSG:4326", 0.0002, "B02")[0])
+    by_path = mosaic.load(
+        SEAM12, "EPSG:4326", index=str(out), resolution=0.0002, bands="B02", groupby=None, chunks=512
+    )
+    assert np.array_equal(by_path.B02.isel(time=0).values, ours)  # the path of a GTI works as index=
+    # and against the scenes themselves: gdalwarp (exact transform), first scene drawn last (on top)
+    b = gbox.boundingbox
+    ref_path = tmp_path / "ref.tif"
+    subprocess.run(
+        [
+            "gdalwarp",
+            "-q",
+            "-t_srs",
+            "EPSG:4326",
+            "-te",
+            *map(str, (b.left, b.bottom, b.right, b.top)),
+            "-ts",
+            str(gbox.shape[1]),
+            str(gbox.shape[0]),
+            "-r",
+            "near",
+            "-et",
+            "0",
+            "-dstnodata",
+            "0",
+            *reversed(files),
+            str(ref_path),
+        ],
+        check=True,
+    )
+    with rasterio.open(ref_path) as src:
+        assert_same_mosaic(src.read(1), ours, 0)
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def test_no_gti_driver_is_a_clear_error(demo_index, tmp_path, monkeypatch):
+    monkeypatch.setattr(gti_module, "_gdal_has_gti", lambda: False)  # the one stand-in: GDAL has GTI here
+    with pytest.raises(GDALVersionError) as info:
+        export_gti(demo_index, tmp_path / "m.gti.gpkg", crs="EPSG:4326", resolution=0.001, bbox=SEAM12)
+    message = str(info.value)
+    assert rasterio.__gdal_version__ in message and "3.9" in message and "GTI" in message
+    assert not (tmp_path / "m.gti.gpkg").exists()
+
+
+def test_export_rejects_what_a_gti_cannot_express(demo_index, tmp_path):
+    args = dict(crs="EPSG:4326", resolution=0.001, bbox=SEAM12)
+    with pytest.raises(InvalidInputError, match="'first' and 'last'"):
+        export_gti(demo_index, tmp_path / "m.gti.gpkg", method="mean", **args)
+    with pytest.raises(InvalidInputError, match="ask for 'visual'"):
+        export_gti(demo_index, tmp_path / "m.gti.gpkg", bands="visual.2", **args)
+    with pytest.raises(mosaic.NoDataError):
+        export_gti(demo_index, tmp_path / "m.gti.gpkg", time="2023", **args)
+    row = next(r for r in demo_index.query(SEAM12) if r.asset == "B02")
+    secret = TileIndex.from_records(
+        [
+            mosaic.SceneAsset(
+                **{
+                    **{f: getattr(row, f) for f in row.__dataclass_fields__},
+                    "href": "https://u:pw@example.com/B02.tif",
+                }
+            )
+        ]
+    )
+    with pytest.raises(InvalidInputError, match="password") as info:
+        export_gti(secret, tmp_path / "s.gti.gpkg", **args)
+    assert "pw@" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_import_names_the_file_and_the_problem(demo_collection, tmp_path):
+    with pytest.raises(IndexFormatError, match="does not exist"):
+        TileIndex.read(tmp_path / "nope.gti.gpkg")
+    text = tmp_path / "junk.gpkg"
+    text.write_text("not a GeoPackage")
+    with pytest.raises(IndexFormatError, match=r"junk\.gpkg: not a GTI"):
+        TileIndex.read(text)
+    raster = demo_collection[0] / "S33-mid-20240601" / "B02.tif"
+    with pytest.raises(IndexFormatError, match=r"B02\.tif: not a GTI"):
+        TileIndex.from_gti(raster)
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    no_location = tmp_path / "plain.gpkg"
+    pyogrio.write_dataframe(
+        gpd.GeoDataFrame({"name": ["a"]}, geometry=[box(0, 0, 1, 1)], crs=4326), no_location
+    )
+    with pytest.raises(IndexFormatError, match=r"plain\.gpkg: layer 'plain' has no 'location' field"):
+        TileIndex.read(no_location)
+    bad_xml = tmp_path / "bad.gti"
+    bad_xml.write_text("<GDALTileIndexDataset><IndexLayer>x</IndexLayer></GDALTileIndexDataset>")
+    with pytest.raises(IndexFormatError, match=r"bad\.gti: GTI XML without"):
+        TileIndex.read(bad_xml)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_gti_export(demo_index, tmp_path):
+    index = demo_index.write(tmp_path / "index.parquet")
+    runner = CliRunner()
+    args = ["gti", "export", str(index), "-o", str(tmp_path / "cli.gti.gpkg"), "--crs", "EPSG:4326"]
+    args += ["--resolution", "0.0004", "--bbox", "11.88,45.40,12.12,45.58", "--bands", "B02,B8A", "--xml"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    written = [tmp_path / n for n in ("cli.B02.gti.gpkg", "cli.B02.gti", "cli.B8A.gti.gpkg", "cli.B8A.gti")]
+    assert result.output.splitlines() == [f"wrote {p}" for p in written]
+    with rasterio.open(written[2]) as ds:
+        assert ds.dtypes == ("int16",) and ds.shape == (450, 600)
+    result = runner.invoke(cli, [*args, "--method", "mean"])
+    assert result.exit_code == 2 and "'mean' is not one of 'first', 'last'" in result.output
+    result = runner.invoke(
+        cli,
+        ["gti", "export", str(tmp_path / "nope.parquet"), "-o", "x", "--crs", "4326", "--resolution", "1"],
+    )
+    assert result.exit_code == 1 and "error: " in result.output and "nope.parquet" in result.output

@@ -461,8 +461,11 @@ def test_failed_reads_raise_or_are_skipped_loudly(demo_index, tmp_path):
         ds.compute()
     assert info.value.scene_id == "S32-seam12-20240601" and str(broken) in str(info.value)
     skip = mosaic.load(SEAM12, "EPSG:32633", index=index, resolution=60, bands="B02", on_error="skip")
+    assert list(skip.attrs["failed_reads"]) == []  # nothing computed yet
     with pytest.warns(ReadFailedWarning, match="S32-seam12-20240601"):
         values = skip.B02.isel(time=0).values
+    failed = skip.attrs["failed_reads"]  # filled as the load computed
+    assert failed and all(line.startswith(f"S32-seam12-20240601 ({broken})") for line in failed)
     good = mosaic.load(
         SEAM12, "EPSG:32633", index=TileIndex.from_records([rows[1]]), resolution=60, bands="B02"
     )

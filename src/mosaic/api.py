@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor users expect)
 import xarray as xr
+from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
+from mosaic.auth import Profile
 from mosaic.graph import band_array
 from mosaic.limits import LimiterStats, get_limiter
 from mosaic.planner import Plan, make_plan
+from mosaic.runtime import failed_reads
 from mosaic.types import BBox, TimeLike
 
 __all__ = ["load", "plan", "read_stats", "to_dataset"]
@@ -47,6 +50,7 @@ def load(
     on_error: str = "raise",
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
+    auth: Profile | Sequence[Profile] | None = None,
 ) -> xr.Dataset:
     """Load a lazy, seamless mosaic of the scenes in ``index`` on one grid.
 
@@ -71,7 +75,9 @@ def load(
         max_concurrency: bound on simultaneous reads per process (default: 4 per core).
         on_error: ``"raise"`` on a failed read, or ``"skip"`` it with a warning.
         on_empty: ``"raise"`` (default) or ``"warn"`` when no scene matches the request.
-        gdal_options: GDAL configuration options entered inside every read task.
+        gdal_options: GDAL configuration options entered inside every read task (credential values,
+            e.g. ``AWS_SECRET_ACCESS_KEY``, are hidden from reprs and plan output).
+        auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix; several at once.
 
     Returns:
         A Dataset with one (time, y, x) variable per band, pixel-centre coordinates, a ``spatial_ref``
@@ -99,6 +105,7 @@ def load(
             on_error=on_error,
             on_empty=on_empty,
             gdal_options=gdal_options,
+            auth=auth,
         )
     )
 
@@ -108,6 +115,7 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
     coords = xr_coords(the_plan.geobox, crs_coord_name="spatial_ref", dims=("y", "x"))
     coords["time"] = xr.DataArray(np.array(the_plan.times, dtype="datetime64[ns]"), dims=("time",))
     data_vars = {}
+    failures_key = f"mosaic-{tokenize(the_plan)}"
     for band in the_plan.bands:
         attrs: dict[str, Any] = {"asset": band.asset, "asset_band": band.band, "grid_mapping": "spatial_ref"}
         if band.nodata is not None:
@@ -116,7 +124,7 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
             attrs["scale"] = band.scale
         if band.offset is not None:
             attrs["offset"] = band.offset
-        arr = xr.DataArray(band_array(the_plan, band), dims=("time", "y", "x"), attrs=attrs)
+        arr = xr.DataArray(band_array(the_plan, band, failures_key), dims=("time", "y", "x"), attrs=attrs)
         if band.nodata is not None:
             arr.encoding["_FillValue"] = band.nodata
         data_vars[band.name] = arr
@@ -129,6 +137,8 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
         "plan_summary": json.dumps(summary),
         "scenes": len(the_plan.scenes),
     }
+    if the_plan.on_error == "skip":
+        attrs["failed_reads"] = failed_reads(failures_key)  # live: filled as the load computes
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

@@ -17,11 +17,13 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from mosaic.auth import Profile
 from mosaic.errors import MosaicWarning, ReadError
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
 from mosaic.limits import get_limiter
 from mosaic.planner import BandSpec, ChunkTask, Plan
 from mosaic.read import gdal_env, warp_read
+from mosaic.runtime import failed_reads
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS
@@ -46,6 +48,10 @@ class ChunkContext:
     gdal_options: tuple[tuple[str, Any], ...]
     native: bool = False
     """Fuse in the band's own dtype (``first``/``last``, nearest, consistent integer sources)."""
+    auth: tuple[Profile, ...] = ()
+    """Credential profiles, matched per read by href prefix."""
+    failures: str = ""
+    """Key of the load's :class:`~mosaic.runtime.FailedReads` log."""
 
 
 def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:
@@ -73,7 +79,12 @@ def load_chunk(
     limiter = get_limiter(ctx.max_concurrency)
     dst = Affine(*affine)
     kwargs: dict[str, Any] = dict(
-        dst_affine=dst, dst_shape=shape, dst_crs=ctx.crs, resampling=ctx.resampling, limiter=limiter
+        dst_affine=dst,
+        dst_shape=shape,
+        dst_crs=ctx.crs,
+        resampling=ctx.resampling,
+        limiter=limiter,
+        auth=ctx.auth,
     )
     fuser: Fuser
     if ctx.native:
@@ -98,7 +109,10 @@ def load_chunk(
                 continue
             fuser.feed(layer.data, None if aux is None else as_chunk(*aux, shape), layer.region)
     if failed:
-        listing = "; ".join(f"{e.scene_id} ({e.href}): {e.reason}" for e in failed)
+        lines = [f"{e.scene_id} ({e.href}): {e.reason}" for e in failed]
+        failed_reads(ctx.failures).extend(lines)
+        _report_to_cluster(lines)
+        listing = "; ".join(lines)
         warnings.warn(
             f"{len(failed)} read(s) failed and were skipped (on_error='skip'): {listing}",
             ReadFailedWarning,
@@ -107,8 +121,23 @@ def load_chunk(
     return (fuser.result() if ctx.native else _cast(fuser.result(), ctx.band))[None]
 
 
-def band_array(plan: Plan, band: BandSpec) -> da.Array:
-    """The lazy (time, y, x) dask array of one output band."""
+def _report_to_cluster(lines: list[str]) -> None:
+    """On a dask.distributed worker, also log failed reads as cluster events.
+
+    A worker's warnings do not reach the client; ``Client.get_events("mosaic-failed-reads")`` does.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    for line in lines:
+        worker.log_event("mosaic-failed-reads", line)
+
+
+def band_array(plan: Plan, band: BandSpec, failures: str = "") -> da.Array:
+    """The lazy (time, y, x) dask array of one output band (failed reads logged under ``failures``)."""
     name = f"mosaic-{band.name}-{tokenize(plan, band.name)}"
     ctx = ChunkContext(
         crs=cast("CRS", plan.geobox.crs).to_wkt(),
@@ -119,6 +148,8 @@ def band_array(plan: Plan, band: BandSpec) -> da.Array:
         max_concurrency=plan.max_concurrency,
         gdal_options=plan.gdal_options,
         native=band.native and plan.method in ("first", "last") and plan.resampling == "nearest",
+        auth=plan.auth,
+        failures=failures,
     )
     ny, nx = plan.geobox.shape
     cy, cx = plan.chunks

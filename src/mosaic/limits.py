@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from mosaic.runtime import default_concurrency, limiter_registry
 
-__all__ = ["LimiterStats", "ReadLimiter", "get_limiter", "is_transient", "retry_call"]
+__all__ = ["LimiterStats", "ReadLimiter", "get_limiter", "is_auth_failure", "is_transient", "retry_call"]
 
 T = TypeVar("T")
 _TRANSIENT = re.compile(
@@ -41,20 +41,25 @@ class LimiterStats:
 
 
 class ReadLimiter:
-    """At most ``max_concurrency`` reads at once in this process; counts what passes through."""
+    """At most ``max_concurrency`` reads at once in this process; counts what passes through.
 
-    def __init__(self, max_concurrency: int):
+    With ``cluster`` (a ``distributed.Semaphore``), each read also holds one of its leases, so the bound
+    holds across every worker process of a dask cluster.
+    """
+
+    def __init__(self, max_concurrency: int, cluster: Any = None):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
+        self.cluster = cluster
         self._sem = threading.BoundedSemaphore(max_concurrency)
         self._lock = threading.Lock()
         self._reads = self._in_flight = self._peak = self._retries = self._failures = 0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one of the read slots for the duration of the block."""
-        with self._sem:
+        """Hold one of the read slots (and a cluster lease, if any) for the duration of the block."""
+        with self._sem, self.cluster if self.cluster is not None else nullcontext():
             with self._lock:
                 self._in_flight += 1
                 self._reads += 1
@@ -89,9 +94,46 @@ class ReadLimiter:
 
 
 def get_limiter(max_concurrency: int | None = None) -> ReadLimiter:
-    """The process-wide limiter for this bound (default: :func:`mosaic.runtime.default_concurrency`)."""
+    """The process-wide limiter for this bound (default: :func:`mosaic.runtime.default_concurrency`).
+
+    Inside a ``dask.distributed`` worker, an explicit ``max_concurrency`` is a bound for the whole
+    cluster: the limiter then also takes a lease of the cluster's semaphore ``mosaic-reads-<n>``.
+    """
     n = int(max_concurrency or default_concurrency())
-    return limiter_registry(("limiter", n), lambda: ReadLimiter(n))  # type: ignore[no-any-return]
+    worker = _distributed_worker() if max_concurrency is not None else None
+    if worker is None:
+        return limiter_registry(("limiter", n), lambda: ReadLimiter(n))  # type: ignore[no-any-return]
+
+    def cluster_limiter() -> ReadLimiter:
+        from distributed import Semaphore
+
+        return ReadLimiter(n, cluster=Semaphore(max_leases=n, name=f"mosaic-reads-{n}"))  # type: ignore[no-untyped-call]
+
+    return limiter_registry(("cluster-limiter", n, worker), cluster_limiter)  # type: ignore[no-any-return]
+
+
+def _distributed_worker() -> str | None:
+    """The address of the dask.distributed worker running this code, or None."""
+    try:
+        from distributed import get_worker
+    except ImportError:
+        return None
+    try:
+        return str(get_worker().address)
+    except ValueError:
+        return None
+
+
+_AUTH = re.compile(
+    r"HTTP response code: 40[13]|\b40[13]\b|Access ?Denied|InvalidAccessKeyId|SignatureDoesNotMatch|"
+    r"InvalidToken|ExpiredToken|Unauthori[sz]ed|Forbidden|Permission denied|credentials",
+    re.IGNORECASE,
+)
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """Whether a failure is the server refusing the credentials (HTTP 401/403, S3 key errors)."""
+    return bool(_AUTH.search(str(exc)))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import CRS
 from shapely.geometry import box
 
+from mosaic.auth import Profile, hide_secrets
 from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
 from mosaic.geom import bbox_to_lonlat, centre_lon, to_lonlat
 from mosaic.grid import DEFAULT_CHUNK, chunk_shape, make_geobox
@@ -145,6 +146,7 @@ class Plan:
     on_error: str = "raise"
     gdal_options: tuple[tuple[str, Any], ...] = ()
     max_concurrency: int | None = None
+    auth: tuple[Profile, ...] = ()
     considered: tuple[SceneAsset, ...] = field(default=(), repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------ geometry
@@ -461,6 +463,7 @@ def make_plan(
     on_error: str = "raise",
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
+    auth: Profile | Sequence[Profile] | None = None,
 ) -> Plan:
     """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
 
@@ -619,10 +622,24 @@ def make_plan(
         index_source=idx.source,
         scenes=tuple(sorted({r.id for r in records})),
         on_error=on_error,
-        gdal_options=tuple(sorted((str(k).upper(), v) for k, v in (gdal_options or {}).items())),
+        gdal_options=hide_secrets(gdal_options or {}),
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
+        auth=_profiles(auth),
         considered=tuple(considered),
     )
+
+
+def _profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]:
+    if auth is None:
+        return ()
+    profiles: tuple[Any, ...] = (auth,) if hasattr(auth, "gdal_options") else tuple(auth)
+    for profile in profiles:
+        if not hasattr(profile, "gdal_options") or not hasattr(profile, "prefix"):
+            raise InvalidInputError(
+                f"auth takes credential profiles (mosaic.auth.S3Profile, HTTPProfile, EarthdataProfile), "
+                f"got {type(profile).__name__}"
+            )
+    return profiles
 
 
 def _make_read(rec: SceneAsset, band: int, level: int, factor: int, win: tuple[int, int, int, int]) -> Read:

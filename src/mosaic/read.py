@@ -10,7 +10,7 @@ Results are floating point with NaN where there is no data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
@@ -23,8 +23,10 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from mosaic.errors import ReadError
-from mosaic.limits import ReadLimiter, retry_call
+from mosaic.auth import Profile, gdal_options_for, reveal_options
+from mosaic.errors import AuthenticationError, ReadError
+from mosaic.limits import ReadLimiter, is_auth_failure, retry_call
+from mosaic.paths import gdal_path
 from mosaic.planner import Read
 from mosaic.runtime import handle_cache
 
@@ -51,7 +53,7 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
 def gdal_env(options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()) -> rasterio.Env:
     """A rasterio Env with the cloud defaults and the user's overrides, to enter inside each task."""
     merged: dict[str, Any] = dict(CLOUD_DEFAULTS)
-    merged.update(dict(options))
+    merged.update(reveal_options(options))
     cachemax = merged.get("GDAL_CACHEMAX")
     if isinstance(cachemax, str) and cachemax.isdigit():
         merged["GDAL_CACHEMAX"] = int(cachemax)  # rasterio's Env takes this one as an integer (MB)
@@ -65,7 +67,8 @@ def _crs(text: str) -> CRS:
 
 def _open(href: str, level: int) -> Any:
     """A handle on ``href``'s full-resolution grid (level -1) or on one of its overviews."""
-    return rasterio.open(href) if level < 0 else rasterio.open(href, overview_level=level)
+    path = gdal_path(href)
+    return rasterio.open(path) if level < 0 else rasterio.open(path, overview_level=level)
 
 
 def _level_window(read: Read, base: Any, level: int, level_shape: tuple[int, int]) -> Window:
@@ -105,22 +108,26 @@ def read_window(
     *,
     native_nodata: float | None = None,
     fit: WindowFit | None = None,
+    auth: Sequence[Profile] = (),
 ) -> tuple[np.ndarray, Affine] | None:
     """Read ``read``'s window (narrowed by ``fit``, if given) and return it with its transform.
 
     The pixels come as float with NaN where there is no data or, with ``native_nodata``, in the file's
     own dtype with that value where there is no data (read straight into the array ``fit`` gives,
-    when it has that dtype). All I/O happens inside one limiter slot;
-    transient failures are retried (each retry counted). None when ``fit`` leaves nothing to read.
+    when it has that dtype). All I/O happens inside one limiter slot, with the GDAL settings of the
+    ``auth`` profile matching the href; transient failures are retried (each retry counted). None
+    when ``fit`` leaves nothing to read.
 
     Raises:
+        AuthenticationError: the server refused the credentials (or their absence).
         ReadError: naming the scene and href, when the read fails for good.
     """
     cache = handle_cache()
+    credentials = gdal_options_for(read.href, auth) if auth else {}
 
     def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
         key = (read.href, read.overview)
-        with limiter.slot():
+        with limiter.slot(), rasterio.Env(**credentials):
             try:
                 src = cache.get(key, lambda: _open(read.href, read.overview))
                 row, col, h, w = read.window
@@ -156,6 +163,13 @@ def read_window(
         fetched = retry_call(attempt, limiter=limiter)
     except (RasterioIOError, OSError, IndexError) as exc:
         limiter.record_failure()
+        if is_auth_failure(exc):
+            raise AuthenticationError(
+                read.href,
+                f"authentication failed (wrong or missing credentials for this href; give them with "
+                f"auth= or GDAL options): {exc}",
+                scene_id=read.scene,
+            ) from exc
         raise ReadError(
             read.href, f"reading band {read.band}, window {read.window} failed: {exc}", scene_id=read.scene
         ) from exc
@@ -264,6 +278,7 @@ def warp_read(
     native: tuple[str, float] | None = None,
     area: tuple[slice, slice] | None = None,
     into: np.ndarray | None = None,
+    auth: Sequence[Profile] = (),
 ) -> Layer:
     """Read ``read`` and put it on the destination grid: pasted when the grids align, else warped.
 
@@ -285,6 +300,7 @@ def warp_read(
         limiter,
         native_nodata=None if native is None else native[1],
         fit=_paste_fit(dst_affine, area, into) if same else None,
+        auth=auth,
     )
     if fetched is None:
         return empty

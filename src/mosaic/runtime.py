@@ -12,7 +12,15 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["WARNINGS_LOCK", "default_concurrency", "handle_cache", "limiter_registry", "reset"]
+__all__ = [
+    "WARNINGS_LOCK",
+    "FailedReads",
+    "default_concurrency",
+    "failed_reads",
+    "handle_cache",
+    "limiter_registry",
+    "reset",
+]
 
 _lock = threading.Lock()
 
@@ -93,6 +101,25 @@ def limiter_registry(key: Any, factory: Any) -> Any:
             item = factory()
             _limiters[key] = item
         return item
+
+
+class FailedReads(list[str]):
+    """The reads of one load that failed and were skipped (``on_error="skip"``).
+
+    Each is ``"<scene> (<href>): <reason>"``; filled while the load computes in this process.
+    """
+
+
+_failures: weakref.WeakValueDictionary[str, FailedReads] = weakref.WeakValueDictionary()
+
+
+def failed_reads(key: str) -> FailedReads:
+    """The live list of failed reads for the load ``key`` (kept while someone holds it)."""
+    with _lock:
+        log = _failures.get(key)
+        if log is None:
+            log = _failures[key] = FailedReads()
+        return log
 
 
 def reset() -> None:

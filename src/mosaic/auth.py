@@ -1,0 +1,356 @@
+"""Credentials for remote reads: profiles matched by href prefix, turned into GDAL settings per read.
+
+A profile says which hrefs it is for (``prefix``: a bucket, a host, a path under either) and how to
+authenticate there. At read time the reader finds the profile with the longest matching prefix and
+enters its GDAL settings (thread-local, for that read only), so several profiles work in one load,
+e.g. two buckets with different keys.
+
+Secrets are :class:`Secret` values: their ``repr``/``str`` never show them, so they stay out of logs,
+error messages, plan output and dask's task reprs. ``Secret.from_env("NAME")`` keeps only the name of
+an environment variable, read where the pixels are read (each dask worker's own environment), so the
+secret itself never enters a dask graph; a literal ``Secret("...")`` travels pickled (not as text) in
+the graph sent to ``dask.distributed`` workers. Credentials are never written to exported files.
+
+HTTP headers set here follow curl's rule: an ``Authorization`` header is not sent on to another host
+when a server redirects there (curl >= 7.58, which GDAL uses).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from mosaic.errors import AuthenticationError, InvalidInputError
+from mosaic.paths import gdal_path
+
+__all__ = [
+    "EarthdataProfile",
+    "HTTPProfile",
+    "Profile",
+    "S3Profile",
+    "Secret",
+    "find_profile",
+    "gdal_options_for",
+    "hide_secrets",
+    "reveal_options",
+]
+
+
+class Secret:
+    """A credential that never shows itself; :meth:`reveal` gives the value where it is used.
+
+    Args:
+        value: the secret itself (travels pickled to dask workers).
+        env: instead, the name of an environment variable read at :meth:`reveal` time, in the process
+            that reads the pixels.
+    """
+
+    __slots__ = ("_env", "_value")
+
+    def __init__(self, value: str | None = None, *, env: str | None = None):
+        if (value is None) == (env is None):
+            raise InvalidInputError("a Secret takes either a value or env=, the name of a variable")
+        self._value = value
+        self._env = env
+
+    @classmethod
+    def from_env(cls, name: str) -> Secret:
+        """A secret read from environment variable ``name`` where it is used."""
+        return cls(env=name)
+
+    def reveal(self) -> str:
+        """The secret's value.
+
+        Raises:
+            InvalidInputError: the environment variable it names is not set here.
+        """
+        if self._value is not None:
+            return self._value
+        name = str(self._env)  # set when there is no value (checked in __init__)
+        value = os.environ.get(name)
+        if value is None:
+            raise InvalidInputError(f"environment variable {name} (a credential) is not set")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Secret(env={self._env!r})" if self._env else "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and (self._value, self._env) == (other._value, other._env)
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value, self._env))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_secret, (self._value, self._env))
+
+
+def _rebuild_secret(value: str | None, env: str | None) -> Secret:
+    return Secret(value, env=env)
+
+
+SecretLike = Secret | str | None
+
+
+def _reveal(value: SecretLike) -> str | None:
+    if value is None:
+        return None
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def _secret(value: SecretLike) -> Secret | None:
+    """Plain strings given as secrets are wrapped so that no repr shows them."""
+    return Secret(value) if isinstance(value, str) else value
+
+
+class Profile(Protocol):
+    """What the reader needs of a credential profile."""
+
+    @property
+    def prefix(self) -> str:
+        """The hrefs it applies to (a URL, ``s3://bucket/path``, or a ``/vsi`` path)."""
+        ...
+
+    def gdal_options(self) -> dict[str, str]:
+        """The GDAL configuration options that authenticate a read under ``prefix``."""
+        ...
+
+
+def _norm(prefix: str) -> str:
+    return gdal_path(prefix) if "://" in prefix or prefix.startswith("/vsi") else prefix
+
+
+def _matches(prefix: str, path: str) -> bool:
+    """Whether GDAL path ``path`` is under ``prefix`` (a whole path segment: bucket-a is not bucket-ab)."""
+    base = _norm(prefix)
+    if base.endswith("/"):
+        return path.startswith(base)
+    return path == base or path.startswith(base + "/") or path.startswith(base + "?")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Profile:
+    """S3 (or an S3-compatible store) under ``prefix``, e.g. ``s3://bucket-a`` or ``s3://b/some/path``.
+
+    Attributes:
+        prefix: the hrefs it applies to.
+        access_key_id: the key id (``AWS_ACCESS_KEY_ID``).
+        secret_access_key: the secret key.
+        session_token: a temporary session token, where the keys are temporary.
+        region: the bucket's region (``AWS_REGION``).
+        endpoint: an S3-compatible endpoint, ``http://host:port`` or ``https://host`` (path-style
+            addressing is then used).
+        unsigned: anonymous, unsigned requests (public buckets); no keys then.
+        requester_pays: the requester pays for the transfer (``AWS_REQUEST_PAYER=requester``).
+    """
+
+    prefix: str
+    access_key_id: str | None = None
+    secret_access_key: SecretLike = field(default=None)
+    session_token: SecretLike = field(default=None)
+    region: str | None = None
+    endpoint: str | None = None
+    unsigned: bool = False
+    requester_pays: bool = False
+
+    def __post_init__(self) -> None:
+        if not _norm(self.prefix).startswith("/vsis3/"):
+            raise InvalidInputError(f"S3Profile prefix {self.prefix!r} is not an s3:// or /vsis3/ path")
+        if self.unsigned and (self.access_key_id or self.secret_access_key):
+            raise InvalidInputError(f"S3Profile {self.prefix}: unsigned requests take no keys")
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise InvalidInputError(f"S3Profile {self.prefix}: give both access_key_id and secret_access_key")
+        object.__setattr__(self, "secret_access_key", _secret(self.secret_access_key))
+        object.__setattr__(self, "session_token", _secret(self.session_token))
+
+    def gdal_options(self) -> dict[str, str]:
+        """GDAL's ``AWS_*`` settings for this profile."""
+        opts: dict[str, str] = {}
+        if self.unsigned:
+            opts["AWS_NO_SIGN_REQUEST"] = "YES"
+        else:
+            opts["AWS_NO_SIGN_REQUEST"] = "NO"
+            key, secret = self.access_key_id, _reveal(self.secret_access_key)
+            if key and secret:
+                opts["AWS_ACCESS_KEY_ID"], opts["AWS_SECRET_ACCESS_KEY"] = key, secret
+            token = _reveal(self.session_token)
+            if token:
+                opts["AWS_SESSION_TOKEN"] = token
+        if self.region:
+            opts["AWS_REGION"] = self.region
+        if self.endpoint:
+            parts = urlsplit(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
+            opts["AWS_S3_ENDPOINT"] = parts.netloc + parts.path.rstrip("/")
+            opts["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
+            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
+        if self.requester_pays:
+            opts["AWS_REQUEST_PAYER"] = "requester"
+        return opts
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPProfile:
+    """HTTP(S) under ``prefix`` (``https://host[/path]``): a bearer token, basic auth, or ``.netrc``.
+
+    Attributes:
+        prefix: the URLs it applies to.
+        bearer: a token sent as ``Authorization: Bearer <token>``.
+        username: for basic auth, with ``password``.
+        password: for basic auth.
+        netrc: read user names and passwords per host from this ``.netrc`` file (True: ``~/.netrc``).
+    """
+
+    prefix: str
+    bearer: SecretLike = field(default=None)
+    username: str | None = None
+    password: SecretLike = field(default=None)
+    netrc: bool | str | os.PathLike[str] = False
+
+    def __post_init__(self) -> None:
+        if not _norm(self.prefix).startswith("/vsicurl/"):
+            raise InvalidInputError(f"HTTPProfile prefix {self.prefix!r} is not an http(s):// URL")
+        if self.bearer is not None and self.username is not None:
+            raise InvalidInputError(f"HTTPProfile {self.prefix}: give a bearer token or a user, not both")
+        if (self.username is None) != (self.password is None):
+            raise InvalidInputError(f"HTTPProfile {self.prefix}: basic auth needs username and password")
+        object.__setattr__(self, "bearer", _secret(self.bearer))
+        object.__setattr__(self, "password", _secret(self.password))
+
+    def gdal_options(self) -> dict[str, str]:
+        """GDAL's ``GDAL_HTTP_*`` settings for this profile."""
+        opts: dict[str, str] = {}
+        token = _reveal(self.bearer)
+        if token:
+            opts["GDAL_HTTP_HEADERS"] = f"Authorization: Bearer {token}"
+        if self.username is not None:
+            opts["GDAL_HTTP_AUTH"] = "BASIC"
+            opts["GDAL_HTTP_USERPWD"] = f"{self.username}:{_reveal(self.password)}"
+        if self.netrc:
+            opts["GDAL_HTTP_NETRC"] = "YES"
+            if not isinstance(self.netrc, bool):
+                opts["GDAL_HTTP_NETRC_FILE"] = os.fspath(self.netrc)
+        return opts
+
+
+@dataclass(frozen=True, slots=True)
+class EarthdataProfile:
+    """NASA Earthdata Login style access under ``prefix``: a token, else a login host's user/password.
+
+    The token comes from ``token`` or ``$EARTHDATA_TOKEN``; else ``$EARTHDATA_USERNAME`` and
+    ``$EARTHDATA_PASSWORD`` (written to a private ``.netrc`` for the login host only), else the
+    ``.netrc`` file (``netrc``, default ``~/.netrc``), whose entry for ``login_host`` curl uses when
+    the data host redirects there.
+
+    Attributes:
+        prefix: the data URLs it applies to.
+        token: the bearer token (default: ``Secret.from_env("EARTHDATA_TOKEN")`` when that is set).
+        login_host: the host that asks for the user name and password.
+        netrc: the ``.netrc`` file with the login host's entry.
+    """
+
+    prefix: str
+    token: SecretLike = field(default=None)
+    login_host: str = "urs.earthdata.nasa.gov"
+    netrc: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not _norm(self.prefix).startswith("/vsicurl/"):
+            raise InvalidInputError(f"EarthdataProfile prefix {self.prefix!r} is not an http(s):// URL")
+        object.__setattr__(self, "token", _secret(self.token))
+
+    def gdal_options(self) -> dict[str, str]:
+        """A bearer header, or netrc + cookie settings for the login redirect."""
+        token = _reveal(self.token) or os.environ.get("EARTHDATA_TOKEN")
+        if token:
+            return {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}
+        opts = {
+            "GDAL_HTTP_NETRC": "YES",
+            "GDAL_HTTP_COOKIEFILE": str(_session_file("cookies.txt")),
+            "GDAL_HTTP_COOKIEJAR": str(_session_file("cookies.txt")),
+        }
+        user, password = os.environ.get("EARTHDATA_USERNAME"), os.environ.get("EARTHDATA_PASSWORD")
+        if user and password:
+            opts["GDAL_HTTP_NETRC_FILE"] = str(_private_netrc(self.login_host, user, password))
+        elif self.netrc is not None:
+            opts["GDAL_HTTP_NETRC_FILE"] = os.fspath(self.netrc)
+        return opts
+
+
+_session_dir: Path | None = None
+
+
+def _session_file(name: str) -> Path:
+    """A file in this process's private (0700) session folder, removed at exit."""
+    global _session_dir
+    if _session_dir is None:
+        import atexit
+        import shutil
+
+        _session_dir = Path(tempfile.mkdtemp(prefix="mosaic-auth-"))
+        atexit.register(shutil.rmtree, _session_dir, True)
+    return _session_dir / name
+
+
+def _private_netrc(host: str, user: str, password: str) -> Path:
+    """A 0600 ``.netrc`` with one entry, for curl to answer ``host``'s login (and no other host)."""
+    path = _session_file(f"netrc-{host}")
+    text = f"machine {host} login {user} password {password}\n"
+    if not path.exists() or path.read_text() != text:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    return path
+
+
+def find_profile(href: str, profiles: Iterable[Profile]) -> Profile | None:
+    """The profile with the longest prefix that ``href`` falls under, or None."""
+    path = gdal_path(href)
+    best: Profile | None = None
+    for profile in profiles:
+        if _matches(profile.prefix, path) and (best is None or len(profile.prefix) > len(best.prefix)):
+            best = profile
+    return best
+
+
+def gdal_options_for(href: str, profiles: Sequence[Profile]) -> Mapping[str, str]:
+    """The GDAL settings that authenticate a read of ``href`` (empty when no profile matches).
+
+    Raises:
+        AuthenticationError: the matching profile names a credential that is not available here.
+    """
+    profile = find_profile(href, profiles)
+    if profile is None:
+        return {}
+    try:
+        return profile.gdal_options()
+    except InvalidInputError as exc:
+        raise AuthenticationError(href, f"authentication: {exc} (profile for {profile.prefix})") from exc
+
+
+_SECRET_OPTION = re.compile(r"SECRET|TOKEN|PASSWORD|USERPWD|_KEY$|HEADERS|BEARER|_SAS$|CREDENTIAL", re.I)
+"""GDAL configuration options whose values are credentials (or may carry one, as HTTP headers)."""
+
+
+def hide_secrets(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """GDAL options as sorted (KEY, value) pairs, credential values wrapped in :class:`Secret`."""
+    hidden = []
+    for key, value in options.items():
+        name = str(key).upper()
+        if _SECRET_OPTION.search(name) and isinstance(value, str):
+            value = Secret(value)
+        hidden.append((name, value))
+    return tuple(sorted(hidden, key=lambda kv: kv[0]))
+
+
+def reveal_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The options with every :class:`Secret` replaced by its value, to hand to GDAL."""
+    pairs = options.items() if isinstance(options, Mapping) else options
+    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in pairs}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
@@ -127,7 +128,7 @@ def read_window(
 
     def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
         key = (read.href, read.overview)
-        with limiter.slot(), rasterio.Env(**credentials):
+        with limiter.slot(), rasterio.Env(**credentials) if credentials else nullcontext():
             try:
                 src = cache.get(key, lambda: _open(read.href, read.overview))
                 row, col, h, w = read.window

@@ -10,6 +10,8 @@ import pytest
 from mosaic import TileIndex, runtime
 from mosaic import synthetic as syn
 
+pytest_plugins = ["remote_fixtures"]  # real HTTP and S3 servers on 127.0.0.1 (tests/servers.py)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 

@@ -7,6 +7,8 @@ process-wide, one per concurrency bound, so all dask threads of a worker share o
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -14,16 +16,32 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from mosaic.runtime import default_concurrency, limiter_registry
 
-__all__ = ["LimiterStats", "ReadLimiter", "get_limiter", "is_auth_failure", "is_transient", "retry_call"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "LimiterStats",
+    "ReadLimiter",
+    "get_limiter",
+    "is_auth_failure",
+    "is_transient",
+    "parse_retry_after",
+    "retry_call",
+]
 
 T = TypeVar("T")
 _TRANSIENT = re.compile(
     r"HTTP response code: (429|5\d\d)|timed? ?out|Connection (reset|refused|closed)|SlowDown|"
     r"Temporary failure|Operation too slow|couldn't connect",
+    re.IGNORECASE,
+)
+_REMOTE_TRANSIENT = re.compile(
+    # GDAL reports a failed header fetch of a remote file as an unknown format, and a failed block
+    # fetch as a read error, without the HTTP status: worth a few retries, for remote files only
+    r"not recognized as being in a supported file format|IReadBlock failed|Read error|"
+    r"TIFFRead\w*\(\) failed|Read failed",
     re.IGNORECASE,
 )
 
@@ -125,8 +143,9 @@ def _distributed_worker() -> str | None:
 
 
 _AUTH = re.compile(
-    r"HTTP response code: 40[13]|\b40[13]\b|Access ?Denied|InvalidAccessKeyId|SignatureDoesNotMatch|"
-    r"InvalidToken|ExpiredToken|Unauthori[sz]ed|Forbidden|Permission denied|credentials",
+    r"HTTP response code: 40[13]|Access ?Denied|InvalidAccessKeyId|SignatureDoesNotMatch|"
+    r"request signature we calculated does not match|InvalidToken|ExpiredToken|Unauthori[sz]ed|"
+    r"Forbidden|Permission denied|credentials",
     re.IGNORECASE,
 )
 
@@ -136,9 +155,21 @@ def is_auth_failure(exc: BaseException) -> bool:
     return bool(_AUTH.search(str(exc)))
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure is worth retrying: throttling, 5xx, timeouts, dropped connections."""
-    return bool(_TRANSIENT.search(str(exc)))
+def is_transient(exc: BaseException, *, remote: bool = False) -> bool:
+    """Whether a failure is worth retrying: throttling, 5xx, timeouts, dropped connections.
+
+    With ``remote`` (the file is behind HTTP or an object store), also GDAL's status-less read errors.
+    Causes chained to the exception count too (rasterio chains GDAL's own error to its summary).
+    """
+    if is_auth_failure(exc):
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if _TRANSIENT.search(text) or (remote and _REMOTE_TRANSIENT.search(text)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def retry_call(
@@ -147,13 +178,47 @@ def retry_call(
     limiter: ReadLimiter,
     attempts: int = 5,
     max_delay: float = 10.0,
+    retry_after: Callable[[BaseException], float | None] | None = None,
+    transient: Callable[[BaseException], bool] = is_transient,
 ) -> T:
-    """Call ``func``, retrying transient failures with exponential backoff and full jitter."""
+    """Call ``func``, retrying transient failures with exponential backoff and full jitter.
+
+    ``retry_after(exc)`` may name the delay the server asked for (``Retry-After``); the wait is then at
+    least that long (capped at :data:`MAX_RETRY_AFTER` seconds).
+    """
+    backoff = wait_random_exponential(multiplier=0.1, max=max_delay)
+
+    def wait(state: RetryCallState) -> float:
+        delay = float(backoff(state))
+        exc = state.outcome.exception() if state.outcome is not None else None
+        asked = retry_after(exc) if retry_after is not None and exc is not None else None
+        return max(delay, min(asked, MAX_RETRY_AFTER)) if asked is not None else delay
+
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=0.1, max=max_delay),
-        retry=retry_if_exception(is_transient),
+        wait=wait,
+        retry=retry_if_exception(transient),
         before_sleep=lambda _state: limiter.record_retry(),
         reraise=True,
     )
     return retrying(func)
+
+
+MAX_RETRY_AFTER = 120.0
+"""Longest ``Retry-After`` wait honoured, in seconds."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())

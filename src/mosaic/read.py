@@ -9,14 +9,20 @@ Results are floating point with NaN where there is no data.
 
 from __future__ import annotations
 
+import base64
+import ctypes
 import math
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import numpy as np
 import rasterio
+import rasterio.env
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
@@ -26,7 +32,7 @@ from rasterio.windows import Window
 
 from mosaic.auth import Profile, gdal_options_for, reveal_options
 from mosaic.errors import AuthenticationError, ReadError
-from mosaic.limits import ReadLimiter, is_auth_failure, retry_call
+from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
 from mosaic.paths import gdal_path
 from mosaic.planner import Read
 from mosaic.runtime import handle_cache
@@ -40,6 +46,9 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
     "GDAL_CACHEMAX": "64",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    # One request at a time per read, so max_concurrency bounds what the server sees (GDAL's default,
+    # PARALLEL, fetches the block ranges of one window as simultaneous requests).
+    "GDAL_HTTP_MULTIRANGE": "SERIAL",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_VERSION": "2",
     "VSI_CACHE": "TRUE",
@@ -51,14 +60,30 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
 """GDAL settings entered inside every read task; a user's own settings override them."""
 
 
-def gdal_env(options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()) -> rasterio.Env:
-    """A rasterio Env with the cloud defaults and the user's overrides, to enter inside each task."""
+@contextmanager
+def gdal_env(options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()) -> Iterator[None]:
+    """Enter the cloud defaults and the user's overrides (for this thread, inside each task)."""
     merged: dict[str, Any] = dict(CLOUD_DEFAULTS)
     merged.update(reveal_options(options))
     cachemax = merged.get("GDAL_CACHEMAX")
     if isinstance(cachemax, str) and cachemax.isdigit():
         merged["GDAL_CACHEMAX"] = int(cachemax)  # rasterio's Env takes this one as an integer (MB)
-    return rasterio.Env(**merged)
+    with _env(merged):
+        yield
+
+
+@contextmanager
+def _env(options: Mapping[str, Any]) -> Iterator[None]:
+    """A nested rasterio Env holding ``options``, undone on exit.
+
+    rasterio's ``Env(**options)`` refuses GDAL's ``AWS_*`` credential options (it wants a boto3 session),
+    so those are set inside the Env with ``rasterio.env.setenv``, which does not check.
+    """
+    aws = {k: v for k, v in options.items() if k.startswith("AWS_")}
+    with rasterio.Env(**{k: v for k, v in options.items() if k not in aws}):
+        if aws:
+            rasterio.env.setenv(**aws)
+        yield
 
 
 @lru_cache(maxsize=64)
@@ -125,10 +150,12 @@ def read_window(
     """
     cache = handle_cache()
     credentials = gdal_options_for(read.href, auth) if auth else {}
+    # a handle keeps the credentials it was opened with: other credentials, another handle
+    who = hash(frozenset(credentials.items())) if credentials else None
 
     def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
-        key = (read.href, read.overview)
-        with limiter.slot(), rasterio.Env(**credentials) if credentials else nullcontext():
+        key = (read.href, read.overview, who)
+        with limiter.slot(), _env(credentials) if credentials else nullcontext():
             try:
                 src = cache.get(key, lambda: _open(read.href, read.overview))
                 row, col, h, w = read.window
@@ -140,7 +167,7 @@ def read_window(
                     factors = base.overviews(read.band)
                     level = max((i for i, f in enumerate(factors) if f <= read.factor), default=-1)
                     if level >= 0:
-                        key = (read.href, level)
+                        key = (read.href, level, who)
                         src = cache.get(key, lambda: _open(read.href, level))
                     window = _level_window(read, base, level, src.shape)
                 out = None
@@ -157,11 +184,18 @@ def read_window(
                 mask = src.read_masks(read.band, window=window) if masked else None
                 return data, mask, src.nodata, src.window_transform(window)
             except Exception:
-                cache.drop(key)  # a retry reopens the file
+                cache.drop(key)  # a retry reopens the file...
+                _forget(read.href)  # ...and GDAL must not answer it from its record of the failure
                 raise
 
     try:
-        fetched = retry_call(attempt, limiter=limiter)
+        remote = gdal_path(read.href).startswith("/vsi")
+        fetched = retry_call(
+            attempt,
+            limiter=limiter,
+            retry_after=_retry_after_probe(read.href, credentials, limiter),
+            transient=lambda exc: is_transient(exc, remote=remote),
+        )
     except (RasterioIOError, OSError, IndexError) as exc:
         limiter.record_failure()
         if is_auth_failure(exc):
@@ -185,6 +219,77 @@ def read_window(
     if mask is not None:
         data[mask == 0] = native_nodata
     return data, transform
+
+
+@lru_cache(maxsize=1)
+def _libgdal() -> ctypes.CDLL | None:
+    """The GDAL library of rasterio (for the few C calls rasterio does not expose), or None.
+
+    Other packages may load a GDAL of their own in the same process (pyogrio's wheel does), so the
+    library is looked for in rasterio's wheel folders, then among loaded libraries under rasterio's
+    install, then any libgdal already loaded (a rasterio built on the system's GDAL).
+    """
+    here = Path(rasterio.__file__).parent
+    candidates: list[Path] = []
+    for folder in (here.parent / "rasterio.libs", here / ".dylibs"):
+        candidates += sorted(folder.glob("libgdal*")) if folder.is_dir() else []
+    maps = Path("/proc/self/maps")
+    loaded = {Path(line.split()[-1]) for line in maps.read_text().splitlines()} if maps.exists() else set()
+    loaded = {p for p in loaded if p.name.startswith("libgdal")}
+    candidates += sorted(p for p in loaded if "rasterio" in str(p))
+    candidates += sorted(p for p in loaded if "rasterio" not in str(p) and "pyogrio" not in str(p))
+    for candidate in candidates:
+        try:
+            return ctypes.CDLL(str(candidate))
+        except OSError:
+            continue
+    return None
+
+
+def _forget(href: str) -> None:
+    """Drop GDAL's process-wide cache of a remote file after a failure.
+
+    GDAL remembers a failed open of a URL (and the file's size and blocks) for the whole process, so
+    without this a retry, or a later load with corrected credentials, fails from memory.
+    """
+    path = gdal_path(href)
+    lib = _libgdal() if path.startswith("/vsi") else None
+    if lib is not None:
+        lib.VSICurlPartialClearCache(path.encode())
+
+
+def _retry_after_probe(
+    href: str, credentials: Mapping[str, str], limiter: ReadLimiter
+) -> Callable[[BaseException], float | None]:
+    """How long a throttling HTTP server asks us to wait, learnt with one HEAD request.
+
+    GDAL neither passes response headers on nor always says which HTTP status failed a read, so after
+    a transient failure of an ``http(s)`` href the reader asks the server itself (inside a limiter
+    slot): a 429/503 answer with ``Retry-After`` sets the minimum wait.
+    """
+
+    def probe(exc: BaseException) -> float | None:
+        path = gdal_path(href)
+        if not path.startswith("/vsicurl/"):
+            return None
+        request = urllib.request.Request(path[len("/vsicurl/") :], method="HEAD")
+        header = credentials.get("GDAL_HTTP_HEADERS", "")
+        if header.lower().startswith("authorization:"):
+            request.add_header("Authorization", header.split(":", 1)[1].strip())
+        elif "GDAL_HTTP_USERPWD" in credentials:
+            token = base64.b64encode(credentials["GDAL_HTTP_USERPWD"].encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with limiter.slot():
+            try:
+                urllib.request.urlopen(request, timeout=10).close()
+            except urllib.error.HTTPError as answer:
+                if answer.code in (429, 503):
+                    return parse_retry_after(answer.headers.get("Retry-After"))
+            except OSError:
+                pass
+        return None
+
+    return probe
 
 
 def _to_float(data: np.ndarray, mask: np.ndarray | None, nodata: float | None) -> np.ndarray:

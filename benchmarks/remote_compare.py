@@ -1,0 +1,172 @@
+"""Remote reads: mosaic.load against odc.stac.load over HTTP with added latency, same Items, same grid.
+
+The collections of ``load_compare.py`` are served by ``tests/servers.py``'s ``RangeServer`` (a real
+HTTP/1.1 server with ``Range`` support, in its own process, on 127.0.0.1) with ``--latency`` seconds
+added to every request (default 0.02). The Items' hrefs are rewritten to its URLs, so both engines
+read through GDAL's ``/vsicurl/``. Both run with the same number of dask threads (``--threads``,
+default 8); mosaic's ``max_concurrency`` is set to the same number. Every run is a fresh process with
+a fresh server (GDAL's HTTP cache starts empty); medians of ``--runs``.
+
+Measured per run: wall and CPU time of load + compute (as ``load_compare.py``), and at the server:
+requests (HEAD and GET), body bytes sent, and the peak number of requests in flight. The outputs are
+compared with mosaic's (identical valid pixels). Goal (issue 5): fewer requests and bytes than odc-stac,
+and faster at the same concurrency.
+
+Run from the project root (``make benchmark`` does not run it)::
+
+    .venv/bin/python benchmarks/remote_compare.py                 # ~3 min on 2 cores
+    .venv/bin/python benchmarks/remote_compare.py --runs 1 --cases seam12
+
+Results: ``benchmarks/output/remote_compare.md`` and ``.json`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import load_compare as lc  # noqa: E402  (after the path set-up)
+
+ENGINES = ("mosaic", "odc-stac")
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One timed load in this fresh process, reading through ``args.base_url``; prints one RESULT line."""
+    import distributed  # noqa: F401  (an import cost dask pays on the first compute: not timed)
+    from _engines import ENGINES as RUNNERS
+
+    items, gbox, _ = lc.case_setup(args.case)
+    root = str(lc.DATA)
+    for item in items:
+        for asset in item["assets"].values():
+            if asset["href"].startswith(root):
+                asset["href"] = args.base_url + asset["href"][len(root) :]
+    engine = RUNNERS[args.engine](items, gbox, lc.ASSET, args.threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    array, _grid = engine["timed"]()
+    result = {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    if args.save:
+        np.save(args.save, array)
+    print("RESULT " + json.dumps(result))
+
+
+def run_once(engine: str, case: str, args: argparse.Namespace, save: Path | None) -> dict[str, Any]:
+    """A fresh server and a fresh worker process; the worker's timings plus the server's counters."""
+    from servers import RangeServer
+
+    with RangeServer(lc.DATA, latency=args.latency) as server:
+        cmd = [sys.executable, __file__, "--engine", engine, "--case", case, "--threads", str(args.threads)]
+        cmd += ["--base-url", server.base_url] + (["--save", str(save)] if save else [])
+        env = dict(os.environ, OMP_NUM_THREADS="1", MOSAIC_MAX_CONCURRENCY=str(args.threads))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{engine} on {case} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        stats = server.stats()
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result.update(
+        requests=stats.requests,
+        gets=stats.by_method.get("GET", 0),
+        heads=stats.by_method.get("HEAD", 0),
+        bytes=stats.bytes_sent,
+        peak=stats.peak_in_flight,
+        errors=sum(n for code, n in stats.by_status.items() if code >= 400),
+    )
+    return result
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| case | engine | median (s) | min (s) | CPU (s) | requests | GET | HEAD | MB sent | peak in flight "
+        "| vs mosaic (time) | identical valid px |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    out = [head]
+    for r in rows:
+        out.append(
+            f"| {r['case']} | {r['engine']} | {r['median']:.3f} | {r['min']:.3f} | {r['cpu']:.3f} "
+            f"| {r['requests']} | {r['gets']} | {r['heads']} | {r['bytes'] / 1e6:.2f} | {r['peak']} "
+            f"| {r['ratio']:.2f}x | {r['identical']} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", nargs="*", default=["seam12", "wide3zone", "overview200"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine:
+        worker(args)
+        return
+    lc.build_collections()
+    arrays = lc.OUTPUT / "remote_compare_arrays"
+    arrays.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for case in args.cases:
+        runs: dict[str, list[dict[str, Any]]] = {e: [] for e in ENGINES}
+        for k in range(args.runs):  # round-robin, so background load hits both engines alike
+            for engine in ENGINES:
+                save = arrays / f"{case}-{engine}.npy" if k == 0 else None
+                runs[engine].append(run_once(engine, case, args, save))
+        ref = np.load(arrays / f"{case}-mosaic.npy")
+        base = statistics.median(r["seconds"] for r in runs["mosaic"])
+        for engine in ENGINES:
+            got = np.load(arrays / f"{case}-{engine}.npy")
+            both = (ref != 0) & (got != 0)
+            same = f"{100 * float((ref[both] == got[both]).mean()):.2f}%" if both.any() else "n/a"
+            rs = runs[engine]
+            median = statistics.median(r["seconds"] for r in rs)
+            rows.append(
+                {
+                    "case": case,
+                    "engine": engine,
+                    "median": median,
+                    "min": min(r["seconds"] for r in rs),
+                    "cpu": statistics.median(r["cpu"] for r in rs),
+                    **{
+                        key: int(statistics.median(r[key] for r in rs))
+                        for key in ("requests", "gets", "heads", "bytes", "peak")
+                    },
+                    "errors": max(r["errors"] for r in rs),
+                    "ratio": median / base,
+                    "identical": "(reference)" if engine == "mosaic" else same,
+                    "runs": rs,
+                }
+            )
+        print(table([r for r in rows if r["case"] == case]), flush=True)
+    text = (
+        f"Remote reads over HTTP, latency {args.latency * 1000:.0f} ms per request, "
+        f"{args.threads} dask threads (mosaic max_concurrency {args.threads}), "
+        f"median of {args.runs} fresh processes\n\n{table(rows)}\n"
+    )
+    (lc.OUTPUT / "remote_compare.md").write_text(text)
+    (lc.OUTPUT / "remote_compare.json").write_text(
+        json.dumps({"args": vars(args) | {"save": None}, "rows": rows}, indent=1, default=str)
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

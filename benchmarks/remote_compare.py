@@ -41,6 +41,10 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import load_compare as lc  # noqa: E402  (after the path set-up)
 
 ENGINES = ("mosaic", "odc-stac")
+MATCHED = "mosaic-matched"
+"""mosaic again, with as many threads and as high a ``max_concurrency`` as odc-stac's measured peak
+of requests in flight (GDAL fetches the block ranges of one odc-stac read as simultaneous requests;
+mosaic's limiter bounds requests, not reads, so at equal threads it has fewer in flight)."""
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -63,14 +67,18 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def run_once(engine: str, case: str, args: argparse.Namespace, save: Path | None) -> dict[str, Any]:
+def run_once(
+    engine: str, case: str, args: argparse.Namespace, save: Path | None, threads: int | None = None
+) -> dict[str, Any]:
     """A fresh server and a fresh worker process; the worker's timings plus the server's counters."""
     from servers import RangeServer
 
+    threads = threads or args.threads
     with RangeServer(lc.DATA, latency=args.latency) as server:
-        cmd = [sys.executable, __file__, "--engine", engine, "--case", case, "--threads", str(args.threads)]
-        cmd += ["--base-url", server.base_url] + (["--save", str(save)] if save else [])
-        env = dict(os.environ, OMP_NUM_THREADS="1", MOSAIC_MAX_CONCURRENCY=str(args.threads))
+        cmd = [sys.executable, __file__, "--engine", engine.removesuffix("-matched"), "--case", case]
+        cmd += ["--threads", str(threads), "--base-url", server.base_url]
+        cmd += ["--save", str(save)] if save else []
+        env = dict(os.environ, OMP_NUM_THREADS="1", MOSAIC_MAX_CONCURRENCY=str(threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
@@ -90,14 +98,16 @@ def run_once(engine: str, case: str, args: argparse.Namespace, save: Path | None
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| case | engine | median (s) | min (s) | CPU (s) | requests | GET | HEAD | MB sent | peak in flight "
+        "| case | engine | threads | median (s) | min (s) | CPU (s) | requests | GET | HEAD | MB sent "
+        "| peak in flight "
         "| vs mosaic (time) | identical valid px |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     out = [head]
     for r in rows:
         out.append(
-            f"| {r['case']} | {r['engine']} | {r['median']:.3f} | {r['min']:.3f} | {r['cpu']:.3f} "
+            f"| {r['case']} | {r['engine']} | {r['threads']} | {r['median']:.3f} | {r['min']:.3f} "
+            f"| {r['cpu']:.3f} "
             f"| {r['requests']} | {r['gets']} | {r['heads']} | {r['bytes'] / 1e6:.2f} | {r['peak']} "
             f"| {r['ratio']:.2f}x | {r['identical']} |"
         )
@@ -125,14 +135,17 @@ def main() -> None:
     arrays.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for case in args.cases:
-        runs: dict[str, list[dict[str, Any]]] = {e: [] for e in ENGINES}
+        runs: dict[str, list[dict[str, Any]]] = {e: [] for e in (*ENGINES, MATCHED)}
         for k in range(args.runs):  # round-robin, so background load hits both engines alike
             for engine in ENGINES:
                 save = arrays / f"{case}-{engine}.npy" if k == 0 else None
                 runs[engine].append(run_once(engine, case, args, save))
+            peak = int(statistics.median(r["peak"] for r in runs["odc-stac"]))
+            save = arrays / f"{case}-{MATCHED}.npy" if k == 0 else None
+            runs[MATCHED].append(run_once(MATCHED, case, args, save, threads=max(peak, args.threads)))
         ref = np.load(arrays / f"{case}-mosaic.npy")
         base = statistics.median(r["seconds"] for r in runs["mosaic"])
-        for engine in ENGINES:
+        for engine in (*ENGINES, MATCHED):
             got = np.load(arrays / f"{case}-{engine}.npy")
             both = (ref != 0) & (got != 0)
             same = f"{100 * float((ref[both] == got[both]).mean()):.2f}%" if both.any() else "n/a"
@@ -152,6 +165,9 @@ def main() -> None:
                     "errors": max(r["errors"] for r in rs),
                     "ratio": median / base,
                     "identical": "(reference)" if engine == "mosaic" else same,
+                    "threads": max(int(statistics.median(r["peak"] for r in runs["odc-stac"])), args.threads)
+                    if engine == MATCHED
+                    else args.threads,
                     "runs": rs,
                 }
             )

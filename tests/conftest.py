@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import pystac
 import pytest
 
@@ -11,6 +12,11 @@ from mosaic import TileIndex, runtime
 from mosaic import synthetic as syn
 
 pytest_plugins = ["remote_fixtures"]  # real HTTP and S3 servers on 127.0.0.1 (tests/servers.py)
+
+# On Python 3.11 dask's worker profiler can deadlock a worker process with the garbage collector
+# (CPython gh-106883, dask/distributed#8616): every LocalCluster of the suite runs without it, as
+# `mosaic regrid --workers` does (docs/cluster.md).
+dask.config.set({"distributed.worker.profile.enabled": False})
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 

@@ -4,6 +4,7 @@ Index scenes where they are (:class:`TileIndex`), plan only the reads a request 
 lazy, seamless xarray mosaic in any CRS.
 """
 
+from mosaic import regrid  # the module: mosaic.regrid.regrid(), write_zarr(), write_cog()
 from mosaic.api import load, plan, read_stats
 from mosaic.errors import (
     AuthenticationError,
@@ -46,4 +47,5 @@ __all__ = [
     "load",
     "plan",
     "read_stats",
+    "regrid",
 ]

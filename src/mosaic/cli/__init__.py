@@ -1,4 +1,4 @@
-"""The ``mosaic`` command line: ``mosaic index build|info``, ``plan``, ``gti export`` and ``demo``.
+"""The ``mosaic`` command line: ``mosaic index build|info``, ``plan``, ``regrid``, ``gti export``, ``demo``.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -21,6 +21,7 @@ from mosaic.cli.demo import demo
 from mosaic.cli.gti import gti
 from mosaic.cli.index import index
 from mosaic.cli.plan import plan
+from mosaic.cli.regrid import regrid
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
 
 __all__ = ["cli", "main", "one_line"]
@@ -97,6 +98,7 @@ def cli(verbose: bool) -> None:
       mosaic index build items.json -o index.parquet
       mosaic index info index.parquet
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 --time 2024-06
+      mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
       mosaic gti export index.parquet -o mosaic.gti.gpkg --crs EPSG:3035 --resolution 100 --bbox -10,40,5,50
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
@@ -104,6 +106,7 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(index)
 cli.add_command(plan)
+cli.add_command(regrid)
 cli.add_command(demo)
 cli.add_command(gti)
 

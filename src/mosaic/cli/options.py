@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
+from mosaic.planner import RESAMPLING
+
 __all__ = [
     "bands_opt",
     "bbox_crs_opt",
@@ -22,16 +24,21 @@ __all__ = [
     "check_bbox",
     "chunks_opt",
     "crs_opt",
+    "groupby_opt",
     "index_opt",
     "json_opt",
+    "method_opt",
     "on_error_opt",
     "parse_bbox",
     "parse_chunks",
     "parse_crs",
+    "parse_groupby",
+    "parse_layout",
     "parse_list",
     "parse_resolution",
     "parse_time",
     "quiet_opt",
+    "resampling_opt",
     "resolution_opt",
     "time_opt",
     "workers_opt",
@@ -145,6 +152,35 @@ def parse_chunks(text: str) -> int | tuple[int, int]:
     return int(values[0]) if len(values) == 1 else (int(values[0]), int(values[1]))
 
 
+def parse_layout(text: str) -> dict[str, int]:
+    """Output chunks ``time=T,y=Y,x=X`` (any subset; default time 1, y and x 2048), or ``N`` / ``Y,X``.
+
+    Raises:
+        click.BadParameter: an unknown dimension, or a size that is not a positive whole number.
+    """
+    layout = {"time": 1, "y": 2048, "x": 2048}
+    if "=" not in text:
+        size = parse_chunks(text)
+        cy, cx = (size, size) if isinstance(size, int) else size
+        layout.update(y=cy, x=cx)
+        return layout
+    for part in (p for p in _SPLIT.split(text.strip()) if p):
+        name, _, value = part.partition("=")
+        name = name.strip().lower()
+        if name not in layout:
+            raise click.BadParameter(f"{part!r}: the dimensions are time, y and x (time=1,y=2048,x=2048)")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise click.BadParameter(f"{part!r}: give a positive whole number of {name} steps or pixels")
+        layout[name] = int(value)
+    return layout
+
+
+def parse_groupby(text: str) -> str | None:
+    """``solar_day``, ``time``, an Item property name, or ``none`` (one layer for the whole period)."""
+    value = text.strip()
+    return None if value.lower() in ("none", "") else value
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     """``"a,b"`` to ``("a", "b")`` (blanks dropped)."""
     return tuple(p.strip() for p in text.split(",") if p.strip())
@@ -217,6 +253,30 @@ index_opt = click.option(
     metavar="PATH",
     help="Tile index (.parquet from 'mosaic index build'), stac-geoparquet, or a STAC Item JSON/NDJSON "
     "file. [default: $MOSAIC_INDEX]",
+)
+method_opt = click.option(
+    "--method",
+    default="first",
+    show_default=True,
+    metavar="METHOD",
+    help="How overlapping scenes combine: first, last, min, max, mean, median, count, "
+    "highest:<band> or lowest:<band>.",
+)
+resampling_opt = click.option(
+    "--resampling",
+    type=click.Choice(RESAMPLING),
+    default="nearest",
+    show_default=True,
+    help="Warp kernel.",
+)
+groupby_opt = click.option(
+    "--groupby",
+    default="solar_day",
+    show_default=True,
+    metavar="GROUPING",
+    callback=_callback(parse_groupby),
+    help="One output time step per: solar_day, time (each acquisition time), an Item property name; "
+    "or none (one layer for the whole period).",
 )
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")

@@ -1,0 +1,199 @@
+"""``mosaic regrid``: write a mosaic to Zarr (resumable, region by region) or to a COG."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from mosaic.cli.options import (
+    bands_opt,
+    bbox_crs_opt,
+    bbox_opt,
+    check_bbox,
+    crs_opt,
+    groupby_opt,
+    index_opt,
+    json_opt,
+    method_opt,
+    parse_layout,
+    quiet_opt,
+    resampling_opt,
+    resolution_opt,
+    time_opt,
+)
+
+__all__ = ["regrid"]
+
+
+@contextmanager
+def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """A dask.distributed client for ``--scheduler`` or ``--workers``; None for the threaded scheduler."""
+    if scheduler is None and workers is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise OSError(
+                f"cannot reach the dask scheduler at {scheduler} ({exc}); check the address, and that "
+                "'dask scheduler' runs there and this machine can reach its port"
+            ) from exc
+        with client:
+            yield client
+        return
+    import dask
+
+    with (
+        # Python 3.11's sys._current_frames() can deadlock with the garbage collector (CPython
+        # gh-106883, dask/distributed#8616), and the workers' statistical profiler calls it every 10 ms
+        dask.config.set({"distributed.worker.profile.enabled": False}),
+        LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
+    ):
+        yield client
+
+
+@click.command()
+@index_opt
+@bbox_opt
+@bbox_crs_opt
+@crs_opt
+@resolution_opt
+@time_opt
+@bands_opt
+@method_opt
+@resampling_opt
+@groupby_opt
+@click.option("--dtype", metavar="DTYPE", help="Output dtype of every band. [default: the sources']")
+@click.option("--nodata", type=float, metavar="VALUE", help="Output nodata of every band.")
+@click.option(
+    "--chunks",
+    "layout",
+    default="time=1,y=2048,x=2048",
+    show_default=True,
+    metavar="time=T,y=Y,x=X",
+    callback=lambda ctx, param, value: parse_layout(value),
+    help="Output chunks, one region each: time=1,y=2048,x=2048 for maps ('pancakes'), "
+    "time=64,y=256,x=256 for time series ('churros'). The reads are planned per region either way.",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    metavar="PATH",
+    help="Zarr store to write (a path or an fsspec URL), or a .tif for a COG of a single time step.",
+)
+@click.option(
+    "--zarr-format",
+    type=click.Choice(["2", "3"]),
+    default="3",
+    show_default=True,
+    help="Zarr format version.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing output. Without it, rerunning the same command resumes an interrupted "
+    "Zarr regrid, and an output of another request is an error.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run on a local dask.distributed cluster of N worker processes. [default: threads in this process]",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on an existing dask.distributed cluster (e.g. tcp://10.0.0.5:8786); the index and the "
+    "output must be reachable from its workers.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Regions in flight at once; bounds memory. [default: 4 per thread, at least 8]",
+)
+@quiet_opt
+@json_opt
+def regrid(
+    index: str | None,
+    bbox: tuple[float, float, float, float],
+    bbox_crs: str,
+    crs: str,
+    resolution: float | tuple[float, float] | None,
+    time: str | None,
+    bands: tuple[str, ...] | None,
+    method: str,
+    resampling: str,
+    groupby: str | None,
+    dtype: str | None,
+    nodata: float | None,
+    layout: dict[str, int],
+    output: str,
+    zarr_format: str,
+    overwrite: bool,
+    workers: int | None,
+    scheduler: str | None,
+    batch_size: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Write a mosaic to a Zarr store, region by region, or to a COG (-o OUT.tif, one time step).
+
+    Rerunning an interrupted command resumes it: regions already written are not computed again, and
+    the result is the same as an uninterrupted run. A progress bar shows on a terminal.
+
+    \b
+    Examples:
+      mosaic regrid --index index.parquet --bbox 11.88,45.4,12.12,45.58 --crs EPSG:4326
+          --resolution 0.0002 --time 2024-06 --bands B02,B8A -o mosaic.zarr
+      mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100
+          --time 2024 --chunks time=64,y=256,x=256 --workers 4 -o series.zarr
+      mosaic regrid --index index.parquet --bbox 11.88,45.4,12.12,45.58 --crs utm --resolution 20
+          --time 2024-06-01 --bands visual -o visual.tif
+    """  # noqa: D301 (\b keeps click from rewrapping the examples)
+    from mosaic.regrid import regrid as run_regrid
+
+    check_bbox(bbox, bbox_crs)
+    if index is None and not os.environ.get("MOSAIC_INDEX"):
+        raise click.UsageError("no tile index: pass --index PATH or set MOSAIC_INDEX to the path of one")
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    with _client(workers, scheduler) as client:
+        report = run_regrid(
+            output,
+            bbox,
+            crs,
+            time,
+            index=index,
+            resolution=resolution,
+            bbox_crs=bbox_crs,
+            bands=list(bands) if bands else None,
+            groupby=groupby,
+            method=method,
+            resampling=resampling,
+            dtype=dtype,
+            nodata=nodata,
+            chunks=layout,
+            zarr_format=int(zarr_format),
+            overwrite=overwrite,
+            client=client,
+            batch_size=batch_size,
+            progress=False if quiet else None,
+        )
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif not quiet:
+        click.echo(report.format())

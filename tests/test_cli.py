@@ -7,9 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import pytest
@@ -85,7 +90,19 @@ def test_script_is_installed() -> None:
 HELP = {
     (): ["index", "plan", "demo", "--verbose"],
     ("index",): ["build", "info"],
-    ("index", "build"): ["SOURCES", "--stac", "--assets", "--pattern", "--on-error", "--workers", "--quiet"],
+    ("index", "build"): [
+        "SOURCES",
+        "--stac",
+        "--assets",
+        "--pattern",
+        "--stac-url",
+        "--collection",
+        "--bbox",
+        "--datetime",
+        "--on-error",
+        "--workers",
+        "--quiet",
+    ],
     ("index", "info"): ["INDEX", "--json"],
     ("plan",): ["--index", "--bbox", "--bbox-crs", "--crs", "--resolution", "--time", "--bands", "--method"],
     ("demo",): ["--out"],
@@ -101,6 +118,128 @@ def test_help_of_every_command() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- index
+
+
+class _StacApi(BaseHTTPRequestHandler):
+    """A minimal STAC API: landing page, GET and POST /search (collections, bbox, datetime, paging)."""
+
+    items: ClassVar[list[dict]] = []
+    searches: ClassVar[list[dict]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        url = urllib.parse.urlsplit(self.path)
+        if url.path in ("", "/"):
+            return self._send(
+                {
+                    "type": "Catalog",
+                    "id": "test-api",
+                    "description": "loopback STAC API",
+                    "stac_version": "1.0.0",
+                    "conformsTo": [
+                        "https://api.stacspec.org/v1.0.0/core",
+                        "https://api.stacspec.org/v1.0.0/item-search",
+                    ],
+                    "links": [
+                        {"rel": "self", "href": base + "/"},
+                        {"rel": "root", "href": base + "/"},
+                        {
+                            "rel": "search",
+                            "href": base + "/search",
+                            "type": "application/geo+json",
+                            "method": "GET",
+                        },
+                    ],
+                }
+            )
+        if url.path != "/search":
+            self.send_error(404)
+            return None
+        return self._search(dict(urllib.parse.parse_qsl(url.query)), base, post=False)
+
+    def do_POST(self) -> None:
+        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        q = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in body.items()}
+        return self._search(q, base, post=True)
+
+    def _search(self, q: dict, base: str, *, post: bool) -> None:
+        type(self).searches.append(q)
+        hits = [i for i in self.items if self._matches(i, q)]
+        limit, start = int(q.get("limit", 10)), int(q.get("token", 0))
+        page = hits[start : start + limit]
+        links = []
+        if start + limit < len(hits):
+            nxt = dict(q, token=str(start + limit))
+            if post:
+                links.append({"rel": "next", "href": f"{base}/search", "method": "POST", "body": nxt})
+            else:
+                query = urllib.parse.urlencode(nxt)
+                links.append({"rel": "next", "href": f"{base}/search?{query}", "method": "GET"})
+        body = {"type": "FeatureCollection", "features": page, "links": links, "numberMatched": len(hits)}
+        return self._send(body)
+
+    @staticmethod
+    def _matches(item: dict, q: dict) -> bool:
+        if "collections" in q and item.get("collection") not in q["collections"].split(","):
+            return False
+        if "bbox" in q:
+            w, s, e, n = map(float, q["bbox"].split(","))
+            x0, y0, x1, y1 = item["bbox"]
+            if x0 > e or x1 < w or y0 > n or y1 < s:
+                return False
+        if "datetime" in q:
+            start, _, end = q["datetime"].partition("/")
+            when = item["properties"]["datetime"]
+            if (start not in ("", "..") and when < start) or (end not in ("", "..") and when > end):
+                return False
+        return True
+
+
+@pytest.fixture
+def stac_api(items: list) -> Iterator[str]:
+    """A real STAC API on 127.0.0.1 serving the demo Items (in collection "demo")."""
+    _StacApi.items = [dict(i.to_dict(), collection="demo") for i in items]
+    _StacApi.searches = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StacApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_index_build_from_a_stac_api_search(root: Path, stac_api: str) -> None:
+    out = root / "api.parquet"
+    stdout = ok(
+        "index", "build", "--stac-url", stac_api, "--collection", "demo", "--bbox", "11.8,45.3,12.2,45.7",
+        "--datetime", "2024-06-01T00:00:00Z/2024-06-01T23:59:59Z", "--assets", "B02", "-o", out,
+    )  # fmt: skip
+    assert "wrote" in stdout
+    info = json.loads(ok("index", "info", out, "--json"))
+    assert info["rows"] == 2 and set(info["crs"]) == {"EPSG:32632", "EPSG:32633"}  # the 12E seam pair
+    searches = _StacApi.searches
+    assert searches and all(
+        s["collections"] == "demo" and s["bbox"] == "11.8,45.3,12.2,45.7" for s in searches
+    )
+    every = root / "api-all.parquet"
+    ok("index", "build", "--stac-url", stac_api, "--collection", "demo", "-o", every)  # paged: 19 Items
+    assert json.loads(ok("index", "info", every, "--json"))["scenes"] == 19
+    bad = mosaic("index", "build", "--stac-url", "http://127.0.0.1:9/", "-o", root / "x.parquet")
+    assert "STAC API search failed" in one_error_line(bad)
 
 
 def test_index_build_cogs_then_info(root: Path, collection: Path) -> None:

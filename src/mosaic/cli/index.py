@@ -43,7 +43,7 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
     for src in sources:
         if is_remote(src):
             raise click.BadParameter(
-                f"{src}: STAC inputs must be local files (STAC API search comes later); download it first",
+                f"{src}: STAC Item files must be local (download it first); to search a STAC API use --stac-url",
                 param_hint="SOURCES",
             )
         if os.path.isdir(src):
@@ -62,7 +62,7 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _from_stac(files: list[str], assets: tuple[str, ...] | None, workers: int | None, **kw: Any) -> TileIndex:
+def _from_stac(files: list[Any], assets: tuple[str, ...] | None, workers: int | None, **kw: Any) -> TileIndex:
     """One index of the Items of every file (each file's relative hrefs resolved against its folder)."""
     from mosaic.index import TileIndex
 
@@ -90,7 +90,7 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
 
 
 @index.command()
-@click.argument("sources", nargs=-1, required=True, metavar="SOURCES...")
+@click.argument("sources", nargs=-1, required=False, metavar="[SOURCES...]")
 @click.option(
     "-o",
     "--output",
@@ -116,6 +116,19 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "set the scene id (default: file stem), the asset name (default: data) and the time "
     "(default: the TIFF DATETIME tag).",
 )
+@click.option("--stac-url", metavar="URL", help="Search this STAC API for the Items to index.")
+@click.option(
+    "--collection",
+    "collections",
+    metavar="ID[,ID...]",
+    multiple=True,
+    help="With --stac-url: the collections to search (repeatable or comma-separated).",
+)
+@click.option("--bbox", metavar="W,S,E,N", help="With --stac-url: the search area (lon/lat).")
+@click.option(
+    "--datetime", "when", metavar="TIME", help="With --stac-url: a date, 'start/end' or an open '../end'."
+)
+@click.option("--max-items", type=int, metavar="N", help="With --stac-url: stop after N Items.")
 @on_error_opt
 @workers_opt
 @quiet_opt
@@ -125,6 +138,11 @@ def build(
     stac: bool,
     assets: str | None,
     pattern: str | None,
+    stac_url: str | None,
+    collections: tuple[str, ...],
+    bbox: str | None,
+    when: str | None,
+    max_items: int | None,
     on_error: str,
     workers: int | None,
     quiet: bool,
@@ -132,13 +150,16 @@ def build(
     """Index raster files or STAC Items into a GeoParquet tile index.
 
     SOURCES are raster files, globs (quote them: 'data/**/*.tif'), directories (searched recursively)
-    or URLs; or STAC Item files (with --stac, or when they end in .json, .ndjson or .parquet).
+    or URLs; or STAC Item files (with --stac, or when they end in .json, .ndjson or .parquet). Or,
+    instead of SOURCES, a STAC API search: --stac-url with --collection, --bbox and --datetime.
 
     \b
     Examples:
       mosaic index build 'scenes/**/*.tif' -o index.parquet
       mosaic index build scenes/ --pattern '(?P<id>[^/]+)/(?P<asset>\\w+)\\.tif$' -o index.parquet
       mosaic index build items.json --assets B02,B8A -o index.parquet
+      mosaic index build --stac-url https://earth-search.aws.element84.com/v1 \\
+          --collection sentinel-2-l2a --bbox 11,45,12,46 --datetime 2024-06 -o index.parquet
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
     import re
     import sys
@@ -148,6 +169,17 @@ def build(
 
     progress = not quiet and sys.stderr.isatty()
     wanted = parse_list(assets) if assets else None
+    if stac_url is not None:
+        if sources or pattern or stac:
+            raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")
+        search = _search(stac_url, collections, bbox, when, max_items)
+        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error)
+        _write_and_report(idx, output, quiet)
+        return
+    if not sources:
+        raise click.UsageError("give SOURCES (files, globs, folders, URLs, STAC Item files) or --stac-url")
+    if collections or bbox or when or max_items is not None:
+        raise click.UsageError("--collection, --bbox, --datetime and --max-items go with --stac-url")
     stac_flags = [is_stac_source(s) for s in sources]
     use_stac = stac or all(stac_flags)
     if not use_stac and any(stac_flags):
@@ -190,6 +222,37 @@ def build(
             raise
         if wanted:
             idx = _keep_assets(idx, wanted)
+    _write_and_report(idx, output, quiet)
+
+
+def _search(
+    url: str, collections: tuple[str, ...], bbox: str | None, when: str | None, max_items: int | None
+) -> Any:
+    """A pystac-client search of the STAC API at ``url`` (lazy: pages are fetched while indexing)."""
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
+    from mosaic.errors import SourceError
+
+    area = None
+    if bbox:
+        try:
+            area = [float(v) for v in bbox.split(",")]
+        except ValueError:
+            area = []
+        if len(area) != 4:
+            raise click.BadParameter(f"{bbox!r} is not W,S,E,N", param_hint="'--bbox'")
+    names = [c for value in collections for c in parse_list(value)] or None
+    try:
+        client = Client.open(url)
+        search = client.search(collections=names, bbox=area, datetime=when, max_items=max_items)
+        search.matched()  # reach the API now, so a wrong URL fails here with its reason
+    except (APIError, OSError, ValueError) as exc:
+        raise SourceError(url, f"STAC API search failed: {exc}") from exc
+    return search
+
+
+def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
     path = idx.write(output)
     if not quiet:
         facts = describe(idx)

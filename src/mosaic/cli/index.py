@@ -43,7 +43,8 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
     for src in sources:
         if is_remote(src):
             raise click.BadParameter(
-                f"{src}: STAC Item files must be local (download it first); to search a STAC API use --stac-url",
+                f"{src}: STAC Item files must be local (download it first); "
+                "to search a STAC API, use --stac-url",
                 param_hint="SOURCES",
             )
         if os.path.isdir(src):

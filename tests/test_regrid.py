@@ -162,7 +162,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(index_path, reference, tm
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    marked = set(os.listdir(done))
+    marked = {n for n in os.listdir(done) if ".tmp-" not in n}  # a marker half-written when killed is none
     assert target <= len(marked) < ref_report["written"]
     with xr.open_zarr(out) as partial:
         assert partial.attrs["regrid_status"] == "incomplete"

@@ -24,23 +24,10 @@ from pyproj import Transformer
 
 from mosaic.errors import InvalidInputError, SourceError
 from mosaic.paths import gdal_path
-from mosaic.read import WARP_TOLERANCE
+from mosaic.read import GDAL_TYPES, WARP_TOLERANCE
 from mosaic.records import SceneAsset
 
 __all__ = ["Band", "gti_metadata", "gti_xml", "warped_vrt"]
-
-_GDAL_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "uint64": "UInt64",
-    "int64": "Int64",
-    "float32": "Float32",
-    "float64": "Float64",
-}
 
 
 def _num(value: float) -> str:
@@ -80,9 +67,9 @@ class Band:
 
     @property
     def gdal_type(self) -> str:
-        if self.dtype not in _GDAL_TYPES:
+        if self.dtype not in GDAL_TYPES:
             raise InvalidInputError(f"asset {self.asset!r}: GDAL has no data type for numpy {self.dtype}")
-        return _GDAL_TYPES[self.dtype]
+        return GDAL_TYPES[self.dtype]
 
 
 def _floats(values: Sequence[float]) -> str:

@@ -37,7 +37,16 @@ from mosaic.paths import gdal_path
 from mosaic.planner import Read
 from mosaic.runtime import handle_cache
 
-__all__ = ["CLOUD_DEFAULTS", "WARP_TOLERANCE", "Layer", "WindowFit", "gdal_env", "read_window", "warp_read"]
+__all__ = [
+    "CLOUD_DEFAULTS",
+    "GDAL_TYPES",
+    "WARP_TOLERANCE",
+    "Layer",
+    "WindowFit",
+    "gdal_env",
+    "read_window",
+    "warp_read",
+]
 
 CLOUD_DEFAULTS: Mapping[str, str] = {
     # A bounded block cache (MB): handles stay open per thread, and with GDAL's default (5% of RAM)
@@ -346,16 +355,19 @@ def _paste_fit(dst_affine: Affine, area: tuple[slice, slice], into: np.ndarray |
     return fit
 
 
-_GDAL_TYPES = {
+GDAL_TYPES: Mapping[str, str] = {
     "uint8": "Byte",
     "int8": "Int8",
     "uint16": "UInt16",
     "int16": "Int16",
     "uint32": "UInt32",
     "int32": "Int32",
+    "uint64": "UInt64",
+    "int64": "Int64",
     "float32": "Float32",
     "float64": "Float64",
 }
+"""GDAL's data type name for each NumPy dtype name mosaic reads and writes."""
 
 
 def _mem_path(array: np.ndarray, transform: Affine) -> str:
@@ -363,7 +375,7 @@ def _mem_path(array: np.ndarray, transform: Affine) -> str:
 
     Its CRS is given to the warper separately (``src_crs``): a WKT does not survive the path syntax.
     """
-    gdal_type = _GDAL_TYPES[array.dtype.name]
+    gdal_type = GDAL_TYPES[array.dtype.name]
     gt = "/".join(
         repr(float(v)) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e)
     )

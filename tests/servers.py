@@ -392,6 +392,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request stderr line: the server keeps its own log."""
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Start the response; from here on the request no longer counts as in flight."""
+        exchange = getattr(self, "exchange", None)
+        if exchange is not None:
+            self.server.core.answering(exchange)
+        super().send_response(code, message)
+
     def do_GET(self) -> None:
         self.server.core.handle(self, "GET")
 
@@ -418,6 +425,7 @@ class _Exchange:
     body_bytes: int = 0
     to_send: int = 0  # body bytes still to write
     final: bool = False  # its last write has started
+    answering: bool = False  # the response has started: no longer counted in flight
 
 
 class _Core:
@@ -554,6 +562,7 @@ class _Core:
             self.peak = max(self.peak, self.in_flight)
         split = urllib.parse.urlsplit(h.path)
         ex = _Exchange(method, urllib.parse.unquote(split.path), split.query, h.headers.get("Range"), started)
+        h.exchange = ex  # type: ignore[attr-defined]  # read by _Handler.send_response
         try:
             if self.latency > 0:
                 self.stopping.wait(self.latency)
@@ -577,14 +586,26 @@ class _Core:
                 started=started,
                 duration=time.monotonic() - started,
             )
+            self.answering(ex)
+            h.exchange = None  # type: ignore[attr-defined]
             with self.lock:
-                self.in_flight -= 1
                 self.bytes_sent += ex.body_bytes
                 self.by_status[ex.status] += 1
                 self.log.append(record)
                 if ex.final:
                     self.finishing -= 1
                     self.settled.notify_all()
+
+    def answering(self, ex: _Exchange) -> None:
+        """The request stops counting as in flight when its response starts (or it ends without one).
+
+        A client can send its next request as soon as it has read a response, before the handler
+        returns: counting until the status line goes out keeps sequential requests from overlapping.
+        """
+        with self.lock:
+            if not ex.answering:
+                ex.answering = True
+                self.in_flight -= 1
 
     def respond(self, h: _Handler, ex: _Exchange) -> None:
         rule = self.faults.take(ex.method, ex.path)

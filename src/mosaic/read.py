@@ -100,9 +100,8 @@ def _crs(text: str) -> CRS:
     return CRS.from_user_input(text)
 
 
-def _open(href: str, level: int) -> Any:
-    """A handle on ``href``'s full-resolution grid (level -1) or on one of its overviews."""
-    path = gdal_path(href)
+def _open(path: str, level: int) -> Any:
+    """A handle on the GDAL ``path``'s full-resolution grid (level -1) or on one of its overviews."""
     return rasterio.open(path) if level < 0 else rasterio.open(path, overview_level=level)
 
 
@@ -159,6 +158,7 @@ def read_window(
     """
     cache = handle_cache()
     credentials = gdal_options_for(read.href, auth) if auth else {}
+    path = gdal_path(read.href)
     # a handle keeps the credentials it was opened with: other credentials, another handle
     who = hash(frozenset(credentials.items())) if credentials else None
 
@@ -166,7 +166,7 @@ def read_window(
         key = (read.href, read.overview, who)
         with limiter.slot(), _env(credentials) if credentials else nullcontext():
             try:
-                src = cache.get(key, lambda: _open(read.href, read.overview))
+                src = cache.get(key, lambda: _open(path, read.overview))
                 row, col, h, w = read.window
                 window = Window(col, row, w, h)
                 if read.overview < 0 and read.factor > 1:
@@ -177,7 +177,7 @@ def read_window(
                     level = max((i for i, f in enumerate(factors) if f <= read.factor), default=-1)
                     if level >= 0:
                         key = (read.href, level, who)
-                        src = cache.get(key, lambda: _open(read.href, level))
+                        src = cache.get(key, lambda: _open(path, level))
                     window = _level_window(read, base, level, src.shape)
                 out = None
                 if fit is not None:
@@ -194,15 +194,15 @@ def read_window(
                 return data, mask, src.nodata, src.window_transform(window)
             except Exception:
                 cache.drop(key)  # a retry reopens the file...
-                _forget(read.href)  # ...and GDAL must not answer it from its record of the failure
+                _forget(path)  # ...and GDAL must not answer it from its record of the failure
                 raise
 
     try:
-        remote = gdal_path(read.href).startswith("/vsi")
+        remote = path.startswith("/vsi")
         fetched = retry_call(
             attempt,
             limiter=limiter,
-            retry_after=_retry_after_probe(read.href, credentials, limiter),
+            retry_after=_retry_after_probe(path, credentials, limiter),
             transient=lambda exc: is_transient(exc, remote=remote),
         )
     except (RasterioIOError, OSError, IndexError) as exc:
@@ -255,20 +255,19 @@ def _libgdal() -> ctypes.CDLL | None:
     return None
 
 
-def _forget(href: str) -> None:
+def _forget(path: str) -> None:
     """Drop GDAL's process-wide cache of a remote file after a failure.
 
     GDAL remembers a failed open of a URL (and the file's size and blocks) for the whole process, so
     without this a retry, or a later load with corrected credentials, fails from memory.
     """
-    path = gdal_path(href)
     lib = _libgdal() if path.startswith("/vsi") else None
     if lib is not None:
         lib.VSICurlPartialClearCache(path.encode())
 
 
 def _retry_after_probe(
-    href: str, credentials: Mapping[str, str], limiter: ReadLimiter
+    path: str, credentials: Mapping[str, str], limiter: ReadLimiter
 ) -> Callable[[BaseException], float | None]:
     """How long a throttling HTTP server asks us to wait, learnt with one HEAD request.
 
@@ -278,7 +277,6 @@ def _retry_after_probe(
     """
 
     def probe(exc: BaseException) -> float | None:
-        path = gdal_path(href)
         if not path.startswith("/vsicurl/"):
             return None
         request = urllib.request.Request(path[len("/vsicurl/") :], method="HEAD")

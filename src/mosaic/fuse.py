@@ -83,87 +83,80 @@ class Fuser:
         raise NotImplementedError
 
 
-class First(Fuser):
+class _FillHoles(Fuser):
+    """Shared by ``first``/``last``: keep each pixel's first value, fill only what is still missing.
+
+    Subclasses give the accumulator's ``fill`` (what "missing" looks like) and :meth:`_missing`.
+    """
+
+    def __init__(self, shape: tuple[int, int], fill: float, dtype: str | np.dtype):
+        super().__init__(shape)
+        self.fill = np.asarray(fill, dtype=dtype)
+        self.acc = np.full(shape, self.fill, dtype=dtype)
+        self._empty = True
+
+    def _missing(self, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _put(self, view: np.ndarray, data: np.ndarray) -> None:
+        """Copy ``data`` where ``view`` is still missing (all of it before the first layer)."""
+        if self._empty:
+            if not np.may_share_memory(view, data):  # else it was written in place (scratch)
+                np.copyto(view, data, casting="same_kind")
+        else:
+            np.copyto(view, data, where=self._missing(view), casting="same_kind")
+        self._empty = False
+
+    @property
+    def is_done(self) -> bool:
+        """Whether no pixel is missing any more."""
+        return not self._empty and not self._missing(self.acc).any()
+
+    def scratch(self) -> np.ndarray | None:
+        """The accumulator itself, before the first layer (it holds only missing values)."""
+        return self.acc if self._empty else None
+
+    def discard_scratch(self) -> None:
+        """Back to missing everywhere, before the first layer."""
+        if self._empty:
+            self.acc.fill(self.fill)
+
+    def pending(self) -> Region | None:
+        """The box around the pixels still missing."""
+        return super().pending() if self._empty else _box(self._missing(self.acc))
+
+    def result(self) -> np.ndarray:
+        return self.acc
+
+
+class First(_FillHoles):
     """The first valid pixel in plan order (``last`` is the same with the order reversed)."""
 
     def __init__(self, shape: tuple[int, int]):
-        super().__init__(shape)
-        self.acc = np.full(shape, np.nan, dtype=np.float32)
-        self._empty = True
+        super().__init__(shape, np.nan, "float32")
+
+    def _missing(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(np.isnan(values))
 
     def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
         if data.dtype.itemsize > self.acc.dtype.itemsize:
             self.acc = self.acc.astype(data.dtype)  # a wide source (float64, 32-bit integers)
-        view = self.acc if region is None else self.acc[region]
-        if self._empty:
-            if not np.may_share_memory(view, data):  # else it was written in place (scratch)
-                view[...] = data
-        else:
-            hole = np.isnan(view)
-            view[hole] = data[hole]
-        self._empty = False
-
-    @property
-    def is_done(self) -> bool:
-        return not self._empty and not np.isnan(self.acc).any()
-
-    def scratch(self) -> np.ndarray | None:
-        """The accumulator itself, before the first layer (it holds only NaN)."""
-        return self.acc if self._empty else None
-
-    def discard_scratch(self) -> None:
-        """Back to no data, before the first layer."""
-        if self._empty:
-            self.acc.fill(np.nan)
-
-    def pending(self) -> Region | None:
-        """The box around the pixels still without data."""
-        return super().pending() if self._empty else _box(np.isnan(self.acc))
-
-    def result(self) -> np.ndarray:
-        return self.acc
+        self._put(self.acc if region is None else self.acc[region], data)
 
 
-class FirstNative(Fuser):
+class FirstNative(_FillHoles):
     """``first``/``last`` in the band's own integer dtype: fill nodata holes, no float round trip."""
 
     def __init__(self, shape: tuple[int, int], dtype: str, nodata: float):
-        super().__init__(shape)
-        self.nodata = np.asarray(nodata, dtype=dtype)
-        self.acc = np.full(shape, self.nodata, dtype=dtype)
-        self._empty = True
+        super().__init__(shape, nodata, dtype)
+        self.nodata = self.fill
+
+    def _missing(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values == self.nodata)
 
     def feed(self, data: np.ndarray, aux: np.ndarray | None = None, region: Region | None = None) -> None:
         """Fill the pixels still at nodata from ``data``."""
-        view = self.acc if region is None else self.acc[region]
-        if self._empty:
-            if not np.may_share_memory(view, data):  # else it was written in place (scratch)
-                np.copyto(view, data, casting="same_kind")  # every pixel is still nodata
-        else:
-            np.copyto(view, data, where=view == self.nodata, casting="same_kind")
-        self._empty = False
-
-    @property
-    def is_done(self) -> bool:
-        """Whether no pixel is at nodata any more."""
-        return not self._empty and not (self.acc == self.nodata).any()
-
-    def scratch(self) -> np.ndarray | None:
-        """The accumulator itself, before the first layer (it holds only nodata)."""
-        return self.acc if self._empty else None
-
-    def discard_scratch(self) -> None:
-        """Back to nodata, before the first layer."""
-        if self._empty:
-            self.acc.fill(self.nodata)
-
-    def pending(self) -> Region | None:
-        """The box around the pixels still at nodata."""
-        return super().pending() if self._empty else _box(self.acc == self.nodata)
-
-    def result(self) -> np.ndarray:
-        """The fused chunk, in the band's dtype with its nodata."""
-        return self.acc
+        self._put(self.acc if region is None else self.acc[region], data)
 
 
 class _Reduce(Fuser):

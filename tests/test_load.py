@@ -339,6 +339,63 @@ def test_footprint_not_bbox_decides_which_scenes_feed_a_chunk(demo_index):
     assert "footprint intersects the chunk" in text
 
 
+@pytest.mark.parametrize(
+    ("bbox", "crs", "res", "bbox_crs", "day", "narrows"),
+    [
+        (SEAM12, "EPSG:32633", 40, "EPSG:4326", "2024-06-01", True),  # UTM 32N scenes warped into 33N
+        (SEAM12, "EPSG:4326", 0.0004, "EPSG:4326", "2024-06-01", True),
+        (
+            (179.85, -17.12, -179.85, -16.95),
+            "EPSG:4326",
+            0.001,
+            "EPSG:4326",
+            "2024-06-10",
+            True,
+        ),  # across 180
+        ((179.85, -17.12, -179.85, -16.95), "EPSG:32701", 100, "EPSG:4326", "2024-06-10", True),
+        ((14.8, 79.95, 15.2, 80.05), "EPSG:3413", 100, "EPSG:4326", "2024-07-02", False),
+        ((-20_000, -20_000, 20_000, 20_000), "EPSG:3413", 100, "EPSG:3413", "2024-07-02", True),  # the pole
+        ((-180, 89.9, 180, 90), "EPSG:4326", 0.02, "EPSG:4326", "2024-07-02", False),  # polar cap in lon/lat
+    ],
+)
+def test_every_pixel_a_read_gives_lands_inside_its_planned_target_box(
+    demo_index, bbox, crs, res, bbox_crs, day, narrows
+):
+    # the planner narrows each read to the box of its chunk the scene's grid covers, so warps compute
+    # just that box; warping the whole chunk instead must put no pixel outside it
+    import dataclasses
+
+    from mosaic.limits import get_limiter
+    from mosaic.read import warp_read
+
+    plan = mosaic.plan(
+        bbox, crs, day, index=demo_index, resolution=res, bbox_crs=bbox_crs, bands="B02", chunks=96
+    )
+    narrowed = 0
+    for task in plan.tasks:
+        shape = tuple(s.stop - s.start for s in plan.chunk_slices(task.iy, task.ix))
+        affine = plan.chunk_geobox(task.iy, task.ix).affine
+        for read in task.reads:
+            assert read.target is not None
+            row, col, h, w = read.target
+            assert 0 <= row and 0 <= col and h > 0 and w > 0 and row + h <= shape[0] and col + w <= shape[1]
+            narrowed += h * w < shape[0] * shape[1]
+            whole = warp_read(
+                dataclasses.replace(read, target=None),
+                dst_affine=affine,
+                dst_shape=shape,
+                dst_crs=plan.geobox.crs.to_wkt(),
+                resampling=plan.resampling,
+                limiter=get_limiter(),
+            )
+            valid = np.zeros(shape, bool)
+            valid[whole.region] = ~np.isnan(whole.data)
+            inside = np.zeros(shape, bool)
+            inside[row : row + h, col : col + w] = True
+            assert not (valid & ~inside).any(), (task.iy, task.ix, read.scene, read.target)
+    assert (narrowed > 0) == narrows  # where a scene edge crosses a chunk, its box is narrower
+
+
 def test_overview_level_follows_the_target_resolution(demo_collection, demo_index):
     files = TileIndex.from_files(
         [p for i in demo_collection[1] if i.id.startswith("S33-mid") for p in [i.assets["B02"].href]],

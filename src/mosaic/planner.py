@@ -43,7 +43,14 @@ from mosaic.index import TileIndex
 from mosaic.records import SceneAsset
 from mosaic.times import parse_time
 from mosaic.types import BBox, TimeLike
-from mosaic.windows import WindowFinder, chunk_boxes, footprint_in_target, scene_windows
+from mosaic.windows import (
+    WindowFinder,
+    chunk_boxes,
+    chunk_targets,
+    footprint_in_target,
+    grid_in_target,
+    scene_windows,
+)
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS as GeoCRS
@@ -67,6 +74,9 @@ RESAMPLING = (
     "rms",
 )
 METHODS = ("first", "last", "min", "max", "mean", "median", "count")
+PixelBox = tuple[int, int, int, int]
+"""(row_off, col_off, height, width) in some pixel grid."""
+
 _KERNEL_MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
 
 
@@ -90,6 +100,9 @@ class Read:
     window: tuple[int, int, int, int]
     nodata: float | None
     datetime: str | None
+    target: tuple[int, int, int, int] | None = None
+    """The box of the chunk (row_off, col_off, height, width) the scene's grid covers: its pixels land
+    nowhere else, so a warp computes just this box. None: anywhere in the chunk."""
 
     @property
     def pixels(self) -> int:
@@ -251,8 +264,9 @@ class Plan:
             for r in task.reads:
                 fed.add((r.scene, r.asset))
                 level = "full resolution" if r.factor == 1 else f"overview x{r.factor}"
+                lands = "" if r.target is None else f", lands in chunk box {r.target}"
                 lines.append(
-                    f"    - {r.scene} [{r.asset} b{r.band}] {r.crs}, {level}, window {r.window}: "
+                    f"    - {r.scene} [{r.asset} b{r.band}] {r.crs}, {level}, window {r.window}{lands}: "
                     "footprint intersects the chunk"
                 )
         if len(lines) == 1:
@@ -557,10 +571,11 @@ def make_plan(
     # footprints in the target CRS against chunk boxes
     finder = WindowFinder(gbox, chunk_yx)
     nx = finder.grid[1]
-    tree = shapely.STRtree(chunk_boxes(gbox, chunk_yx, finder.grid))
+    boxes = chunk_boxes(gbox, chunk_yx, finder.grid)
+    tree = shapely.STRtree(boxes)
     margin = _KERNEL_MARGIN.get(resampling, 2)
 
-    touching: dict[tuple[str, str], list[tuple[int, int, int, int, tuple[int, int, int, int]]]] = {}
+    touching: dict[tuple[str, str], list[tuple[int, int, int, int, PixelBox, PixelBox]]] = {}
     for rec in records:
         fp = footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:
@@ -570,7 +585,10 @@ def make_plan(
         levels, factors, wins, ok = scene_windows(
             rec, (xmin[ys, xs], xmax[ys, xs], ymin[ys, xs], ymax[ys, xs]), scale[ys, xs], margin
         )
-        keep = np.flatnonzero(ok)
+        # where in each chunk the scene's pixels can land (its grid, plus the kernel and 2 px for the
+        # outline's densification): a warp computes only there
+        targets = chunk_targets(grid_in_target(rec, area_ll, gbox), boxes, gbox, chunk_yx, ys, xs, margin + 2)
+        keep = np.flatnonzero(ok & (targets[:, 2] > 0) & (targets[:, 3] > 0))
         touching[(rec.id, rec.asset)] = list(
             zip(
                 ys[keep].tolist(),
@@ -578,6 +596,7 @@ def make_plan(
                 levels[keep].tolist(),
                 factors[keep].tolist(),
                 map(tuple, wins[keep].tolist()),
+                map(tuple, targets[keep].tolist()),
                 strict=True,
             )
         )
@@ -600,8 +619,8 @@ def make_plan(
                 rank_rec = by_scene_asset.get((rec.id, rank_band)) if rank_band else None
                 if rank_band and rank_rec is None:
                     continue  # a scene without the ranking band cannot be ranked
-                for iy, ix, level, factor, win in touching.get((rec.id, rec.asset), ()):
-                    per_chunk[(iy, ix)].append(_make_read(rec, spec.band, level, factor, win))
+                for iy, ix, level, factor, win, target in touching.get((rec.id, rec.asset), ()):
+                    per_chunk[(iy, ix)].append(_make_read(rec, spec.band, level, factor, win, target))
                     if rank_rec is not None:
                         aux = _aux_read(rank_rec, finder, iy, ix, margin)
                         aux_chunk[(iy, ix)].append(aux)
@@ -642,7 +661,9 @@ def _profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]:
     return profiles
 
 
-def _make_read(rec: SceneAsset, band: int, level: int, factor: int, win: tuple[int, int, int, int]) -> Read:
+def _make_read(
+    rec: SceneAsset, band: int, level: int, factor: int, win: PixelBox, target: PixelBox | None = None
+) -> Read:
     return Read(
         scene=rec.id,
         asset=rec.asset,
@@ -654,6 +675,7 @@ def _make_read(rec: SceneAsset, band: int, level: int, factor: int, win: tuple[i
         window=win,
         nodata=rec.nodata,
         datetime=None if rec.datetime is None else rec.datetime.isoformat(),
+        target=target,
     )
 
 

@@ -407,8 +407,18 @@ def warp_read(
     """
     if area is None:
         area = (slice(0, dst_shape[0]), slice(0, dst_shape[1]))
+    if read.target is not None:  # the scene's pixels land only there (the planner knows its grid)
+        row, col, height, width = read.target
+        area = (
+            slice(max(area[0].start, row), min(area[0].stop, row + height)),
+            slice(max(area[1].start, col), min(area[1].stop, col + width)),
+        )
     empty = Layer(np.empty((0, 0), dtype=np.float32 if native is None else native[0]), (slice(0, 0),) * 2)
-    if read.window[2] == 0 or read.window[3] == 0:
+    if (
+        0 in (read.window[2], read.window[3])
+        or area[0].stop <= area[0].start
+        or area[1].stop <= area[1].start
+    ):
         return empty
     same = _same_crs(read.crs, dst_crs)
     fetched = read_window(

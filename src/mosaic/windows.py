@@ -11,20 +11,29 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import shapely
 from odc.geo.geobox import GeoBox
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
-from mosaic.geom import LONLAT, lonlat_to_crs
+from mosaic.errors import InvalidInputError
+from mosaic.geom import LONLAT, grid_outline, lonlat_to_crs, to_lonlat, transformer
 from mosaic.records import SceneAsset
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS as GeoCRS
 
-__all__ = ["WindowFinder", "chunk_boxes", "footprint_in_target", "scene_windows"]
+__all__ = [
+    "WindowFinder",
+    "chunk_boxes",
+    "chunk_targets",
+    "footprint_in_target",
+    "grid_in_target",
+    "scene_windows",
+]
 
 _LATTICE = 8  # at most this many points per chunk edge are transformed into each source CRS
 
@@ -69,9 +78,7 @@ class WindowFinder:
     def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
         """Per chunk: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
         if crs not in self._cache:
-            tr = Transformer.from_crs(
-                cast("GeoCRS", self.gbox.crs).to_wkt(), CRS.from_user_input(crs), always_xy=True
-            )
+            tr = transformer(cast("GeoCRS", self.gbox.crs).to_wkt(), crs)
             with np.errstate(all="ignore"):
                 sx, sy = tr.transform(self.tx, self.ty, errcheck=False)
             bad = ~(np.isfinite(sx) & np.isfinite(sy))
@@ -162,7 +169,72 @@ def chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], grid: tuple[int, int]) ->
 
 def footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
     """The scene footprint clipped to the request area, in target CRS coordinates."""
-    clipped = rec.footprint.intersection(area_ll)
+    return _lonlat_in_target(rec.footprint, area_ll, gbox)
+
+
+def grid_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
+    """The scene's whole pixel grid (not only its data) near the request, in target CRS coordinates.
+
+    Unlike the footprint, which may come from a catalogue and be simplified, the grid outline bounds
+    every pixel the scene can give, so it safely narrows where a read's pixels can land. None when the
+    grid is unknown or cannot be drawn in the target CRS (then a read may land anywhere in its chunk).
+    """
+    if rec.transform is None or rec.shape is None:
+        return None
+    outline = grid_outline(rec.transform, rec.shape)
+    crs = cast("GeoCRS", gbox.crs)
+    try:
+        if not crs.geographic and _same_crs(rec.crs, crs.to_wkt()):
+            return outline  # (lon/lat grids go through the antimeridian handling below)
+        return _lonlat_in_target(to_lonlat(outline, rec.crs), area_ll, gbox)
+    except InvalidInputError:
+        return None
+
+
+def chunk_targets(
+    grid: Any,
+    boxes: np.ndarray,
+    gbox: GeoBox,
+    chunks: tuple[int, int],
+    ys: np.ndarray,
+    xs: np.ndarray,
+    pad: int,
+) -> np.ndarray:
+    """Per chunk (ys, xs), the box of its pixels that a scene's ``grid`` (target CRS) covers.
+
+    Rows of (row_off, col_off, height, width) in the chunk's own pixels, widened by ``pad`` pixels for
+    the resampling kernel and the outline's densification; the whole chunk where the grid is unknown.
+    """
+    ny, nx = gbox.shape
+    y0, x0 = ys * chunks[0], xs * chunks[1]
+    h, w = np.minimum(chunks[0], ny - y0), np.minimum(chunks[1], nx - x0)
+    whole = np.stack([np.zeros_like(ys), np.zeros_like(xs), h, w], axis=1)
+    if grid is None or not len(ys):
+        return whole
+    nxc = math.ceil(nx / chunks[1])
+    cut = shapely.intersection(grid, boxes[ys * nxc + xs])
+    minx, miny, maxx, maxy = shapely.bounds(cut).T
+    inv = ~gbox.affine
+    cols = np.stack([inv.a * x + inv.b * y + inv.c for x in (minx, maxx) for y in (miny, maxy)])
+    rows = np.stack([inv.d * x + inv.e * y + inv.f for x in (minx, maxx) for y in (miny, maxy)])
+    with np.errstate(invalid="ignore"):
+        r0 = np.clip(np.floor(rows.min(axis=0)) - pad - y0, 0, h)
+        r1 = np.clip(np.ceil(rows.max(axis=0)) + pad - y0, 0, h)
+        c0 = np.clip(np.floor(cols.min(axis=0)) - pad - x0, 0, w)
+        c1 = np.clip(np.ceil(cols.max(axis=0)) + pad - x0, 0, w)
+    box_ = np.stack([r0, c0, r1 - r0, c1 - c0], axis=1)
+    known = np.isfinite(box_).all(axis=1)  # an empty cut has NaN bounds: keep the whole chunk
+    return np.where(known[:, None], np.nan_to_num(box_), whole).astype(np.int64)
+
+
+@lru_cache(maxsize=256)
+def _same_crs(a: str, b: str) -> bool:
+    return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b))
+
+
+def _lonlat_in_target(geom_ll: Any, area_ll: Any, gbox: GeoBox) -> Any:
+    """A lon/lat geometry clipped to the request area, in target CRS coordinates."""
+    clipped = geom_ll.intersection(area_ll)
     if clipped.is_empty:
         return clipped
     crs = cast("GeoCRS", gbox.crs)

@@ -15,8 +15,8 @@ nearest resampling, 2048-pixel chunks and the dask threaded scheduler with ``--t
 Y``; gdalwarp is one by nature). Only load + compute is timed: not imports (``distributed`` included:
 dask imports it on the first compute of a process, ~0.25 s, for every dask engine alike), not Item
 parsing, not index building (timed and reported separately). Engines run round-robin (run k of every
-engine, then run k+1), so background load hits them alike; wall time and CPU time (user + system of
-the timed region) are both recorded. Before a case its files are read once (warm page cache).
+engine, then run k+1, in an order that rotates every round), so background load hits them alike; wall
+time and CPU time (user + system of the timed region) are both recorded. Before a case its files are read once (warm page cache).
 
 The outputs of the first run of each engine are checked: same shape and transform as the GeoBox, the
 fraction of identical pixels among those valid in both versus mosaic, the fraction valid in only one,
@@ -368,9 +368,11 @@ def run_case(name: str, args: argparse.Namespace, arrays: Path) -> dict[str, Any
     infos: dict[str, dict[str, Any]] = {e: {} for e in engines}
     runs = dict.fromkeys(engines, args.runs)
     loads = [os.getloadavg()[0]]
-    # round-robin (run k of every engine, then run k+1), so background load hits every engine alike
+    # round-robin (run k of every engine, then run k+1), so background load hits every engine alike; the
+    # order rotates every round, so no engine always runs first (after the previous round's last process
+    # freed its memory, which this VM's page-fault cost depends on)
     for k in range(args.runs):
-        for engine in engines:
+        for engine in engines[k % len(engines) :] + engines[: k % len(engines)]:
             if k >= runs[engine]:
                 continue
             if engine.startswith("gdalwarp"):

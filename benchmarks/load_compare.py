@@ -16,7 +16,8 @@ Y``; gdalwarp is one by nature). Only load + compute is timed: not imports (``di
 dask imports it on the first compute of a process, ~0.25 s, for every dask engine alike), not Item
 parsing, not index building (timed and reported separately). Engines run round-robin (run k of every
 engine, then run k+1, in an order that rotates every round), so background load hits them alike; wall
-time and CPU time (user + system of the timed region) are both recorded. Before a case its files are read once (warm page cache).
+time and CPU time (user + system of the timed region) are both recorded. Before a case its files are
+read once (warm page cache).
 
 The outputs of the first run of each engine are checked: same shape and transform as the GeoBox, the
 fraction of identical pixels among those valid in both versus mosaic, the fraction valid in only one,

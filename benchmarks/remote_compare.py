@@ -40,7 +40,11 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import load_compare as lc  # noqa: E402  (after the path set-up)
 
-ENGINES = ("mosaic", "odc-stac")
+ENGINES = ("mosaic", "odc-stac", "odc-stac-serial")
+SERIAL = "odc-stac-serial"
+"""odc-stac again, with ``GDAL_HTTP_MULTIRANGE=SERIAL`` (as mosaic sets it): each of its reads has at most
+one request in flight, so with the same threads it never has more requests in flight than mosaic's
+limit. This is the comparison at the same concurrency as seen by the server."""
 MATCHED = "mosaic-matched"
 """mosaic again, with as many threads and as high a ``max_concurrency`` as odc-stac's measured peak
 of requests in flight (GDAL fetches the block ranges of one odc-stac read as simultaneous requests;
@@ -75,10 +79,13 @@ def run_once(
 
     threads = threads or args.threads
     with RangeServer(lc.DATA, latency=args.latency) as server:
-        cmd = [sys.executable, __file__, "--engine", engine.removesuffix("-matched"), "--case", case]
+        runner = engine.removesuffix("-matched").removesuffix("-serial")
+        cmd = [sys.executable, __file__, "--engine", runner, "--case", case]
         cmd += ["--threads", str(threads), "--base-url", server.base_url]
         cmd += ["--save", str(save)] if save else []
         env = dict(os.environ, OMP_NUM_THREADS="1", MOSAIC_MAX_CONCURRENCY=str(threads))
+        if engine == SERIAL:
+            env["GDAL_HTTP_MULTIRANGE"] = "SERIAL"  # GDAL reads its settings from the environment too
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
@@ -136,8 +143,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for case in args.cases:
         runs: dict[str, list[dict[str, Any]]] = {e: [] for e in (*ENGINES, MATCHED)}
-        for k in range(args.runs):  # round-robin, so background load hits both engines alike
-            for engine in ENGINES:
+        for k in range(args.runs):  # round-robin (order rotating), so background load hits all alike
+            for engine in ENGINES[k % len(ENGINES) :] + ENGINES[: k % len(ENGINES)]:
                 save = arrays / f"{case}-{engine}.npy" if k == 0 else None
                 runs[engine].append(run_once(engine, case, args, save))
             peak = int(statistics.median(r["peak"] for r in runs["odc-stac"]))

@@ -557,7 +557,18 @@ def test_plan_plot_writes_a_png(demo_index, tmp_path):
         bands="B02",
         chunks=64,
     )
-    plan.plot(tmp_path / "plan.png")
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # stands for a notebook's inline backend: not Agg
+    try:
+        figures = plt.get_fignums()
+        plan.plot(tmp_path / "plan.png")
+        # saving a picture leaves pyplot alone: a notebook keeps showing its later figures
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+    finally:
+        plt.switch_backend(before)
     data = (tmp_path / "plan.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 

@@ -34,17 +34,25 @@ def plot_plan(plan: Plan, path: str | os.PathLike[str] | None = None, *, ax: Any
     """
     import matplotlib
 
-    if path is not None and ax is None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     own = ax is None
-    if own:
+    if own and path is not None:
+        # a figure of our own, drawn by Agg directly: pyplot's backend (a notebook's inline one) and
+        # its list of open figures stay as they were
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9, 8), dpi=110)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    elif own:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(9, 8), dpi=110)
     gbox = plan.geobox
     area = box(*gbox.boundingbox)
     crss = sorted({r.crs for t in plan.tasks for r in t.reads})
-    colours = dict(zip(crss, plt.get_cmap("tab10")(np.linspace(0, 1, 10))[: len(crss)], strict=False))
+    palette = matplotlib.colormaps["tab10"](np.linspace(0, 1, 10))
+    colours = dict(zip(crss, palette[: len(crss)], strict=False))
     fed = {(r.scene, r.asset) for t in plan.tasks for r in t.reads}
     seen: set[str] = set()
     for rec in plan.considered:
@@ -100,6 +108,4 @@ def plot_plan(plan: Plan, path: str | os.PathLike[str] | None = None, *, ax: Any
         ax.legend(handles=handles, title="scene CRS", fontsize=7, loc="upper right")
     if path is not None:
         ax.figure.savefig(path, bbox_inches="tight")
-        if own:
-            plt.close(ax.figure)
     return ax

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import dask
+import matplotlib.pyplot as plt
 import numpy as np
 import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
@@ -103,6 +104,29 @@ with xr.open_zarr(pancakes) as maps:
 # all but a few pixels; the same layout always gives the same bytes
 print(f"pancakes and churros agree on {same:.4%} of the pixels")
 assert same > 0.999
+
+# %% [markdown]
+# One pixel's history: with churros, the whole series of a pixel is in one chunk per band, so reading
+# it reads one chunk, not one per date. The demo scenes sample a known field (`synthetic.truth`, which
+# rises by 0.2 a day) plus noise of at most +-2, drawn here for comparison (the value is the nearest
+# source pixel's, whose centre is a few metres from this pixel's, so it can stray a little further).
+
+# %%
+pixel = ds[["B02", "B8A"]].sel(x=12.0, y=45.5, method="nearest").compute()
+days = pixel.time.values.astype("datetime64[D]")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
+for ax, (name, band) in zip(axes, (("B02", 1), ("B8A", 2)), strict=True):
+    truth = synthetic.truth(float(pixel.x), float(pixel.y), band, when=None)
+    truth = truth + np.array([synthetic.time_term(day.item()) for day in days])
+    ax.plot(days, pixel[name].values, "o-", label=f"{name} from churros.zarr")
+    ax.plot(days, truth, "k:", label="known field")
+    ax.set_xticks(days)
+    ax.legend(fontsize=8)
+    assert np.all(np.abs(pixel[name].values - truth) <= 4)
+fig.suptitle(f"the time series of the pixel at ({float(pixel.x):.4f}E, {float(pixel.y):.4f}N)")
+plt.show()
+plt.close(fig)
+assert pixel.sizes["time"] == 3 and ds.B02.encoding["chunks"][0] == 3
 
 # %% [markdown]
 # ## Resuming

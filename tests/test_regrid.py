@@ -30,7 +30,6 @@ from mosaic.cli.options import parse_layout
 from mosaic.regrid import STATE_DIR, regrid
 
 MOSAIC = Path(sys.executable).parent / "mosaic"
-ROOT = Path(__file__).resolve().parents[1]
 SEAM = (11.88, 45.40, 12.12, 45.58)
 RES = 0.0002
 GRID = ["--bbox", ",".join(map(str, SEAM)), "--crs", "EPSG:4326", "--resolution", str(RES)]
@@ -256,19 +255,3 @@ def test_parse_layout():
     for bad in ("band=3", "time=0", "y=1.5", "0"):
         with pytest.raises(click.BadParameter):
             parse_layout(bad)
-
-
-# ------------------------------------------------------------------------------------- notebook
-
-
-def test_batch_regridding_notebook_runs(index_path, tmp_path):
-    script = ROOT / "notebooks" / "batch_regridding.py"
-    env = {**os.environ, "MOSAIC_INDEX": str(index_path), "MOSAIC_NOTEBOOK_DIR": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "resumed: 0 regions written" in proc.stdout
-    for store in ("pancakes.zarr", "churros.zarr"):
-        with xr.open_zarr(tmp_path / store) as ds:
-            assert ds.attrs["regrid_status"] == "complete" and ds.rio.crs.to_epsg() == 4326

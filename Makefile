@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test lint typecheck gdal-tools benchmark clean
+.PHONY: demo test lint typecheck gdal-tools benchmark docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ gdal-tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
 
 test: $(STAMP) gdal-tools
-	$(BIN)/ruff check src tests tile_indexes
+	$(BIN)/ruff check src tests tile_indexes notebooks benchmarks
 	$(BIN)/mypy src/mosaic
 	$(BIN)/python -m pytest
 
@@ -39,6 +39,10 @@ typecheck: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/index_scale.py
+
+# the documentation site, into site/ (open site/index.html); --strict fails on broken links/anchors
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist

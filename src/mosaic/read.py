@@ -60,8 +60,6 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
     "GDAL_HTTP_MULTIRANGE": "SERIAL",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_VERSION": "2",
-    "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": str(64 * 1024 * 1024),
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (counted, with jitter)
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.vrt",

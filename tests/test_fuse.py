@@ -76,3 +76,15 @@ def test_only_first_and_last_offer_a_scratch():
     for method in ("min", "max", "mean", "count", "median", "highest:B02"):
         assert make_fuser(method, SHAPE).scratch() is None
     assert make_fuser("last", SHAPE).scratch() is not None
+
+
+@pytest.mark.parametrize("method", ["highest:quality", "lowest:quality"])
+def test_ranking_prefers_ranked_pixels_but_never_drops_data_for_a_missing_rank(method):
+    nan = np.nan
+    fuser = make_fuser(method, (1, 4))
+    # scene a: data everywhere, rank only at the first two pixels; scene b: data and rank at 1..3
+    fuser.feed(np.array([[1.0, 1.0, 1.0, 1.0]]), np.array([[5.0, 5.0, nan, nan]]))
+    fuser.feed(np.array([[nan, 2.0, 2.0, 2.0]]), np.array([[nan, 9.0, 1.0, nan]]))
+    expect = [1.0, 2.0, 2.0, 1.0] if method.startswith("highest") else [1.0, 1.0, 2.0, 1.0]
+    # pixel 0: only a has data; 1: both ranked; 2: only b ranked, so b; 3: neither ranked: a, fed first
+    assert fuser.result().tolist() == [expect]

@@ -251,7 +251,12 @@ class Callback(_Stack):
 
 
 class Highest(Fuser):
-    """Per pixel, the value of the scene whose ranking band is highest (Earth Engine's qualityMosaic)."""
+    """Per pixel, the value of the scene whose ranking band is highest (Earth Engine's qualityMosaic).
+
+    A pixel with data but no ranking value (the ranking band ends before the data band at a scene's
+    edge, or is nodata there) ranks below every ranked one: it is chosen only where no scene has both,
+    so ranking never turns data into a hole. On a tie, the scene fed first wins.
+    """
 
     needs_aux = True
     sign: ClassVar[float] = 1.0
@@ -265,8 +270,8 @@ class Highest(Fuser):
         if aux is None:
             raise InvalidInputError("ranking method fed without its ranking band")
         data = as_chunk(data, region, self.shape)
-        score = self.sign * aux
-        better = ~np.isnan(data) & ~np.isnan(score) & (score > self.best)
+        score = np.where(np.isnan(aux), -np.inf, self.sign * aux)  # unranked: below every ranked value
+        better = ~np.isnan(data) & ((score > self.best) | np.isnan(self.acc))
         self.acc[better] = data[better]
         self.best[better] = score[better]
 

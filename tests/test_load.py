@@ -324,7 +324,7 @@ def test_footprint_not_bbox_decides_which_scenes_feed_a_chunk(demo_index):
     for t in plan.tasks:
         fed_by.setdefault((t.iy, t.ix), set()).update(r.scene for r in t.reads)
     considered = {r.id: r for r in plan.considered if r.asset == "B02"}
-    skipped = 0
+    skipped = []
     for iy in range(plan.chunk_grid[0]):
         for ix in range(plan.chunk_grid[1]):
             chunk = plan.chunk_geobox(iy, ix)
@@ -333,10 +333,14 @@ def test_footprint_not_bbox_decides_which_scenes_feed_a_chunk(demo_index):
                 touches = rec.footprint.intersects(ll)
                 assert (sid in fed_by.get((iy, ix), set())) == touches, (iy, ix, sid)
                 if not touches and rec.footprint.envelope.intersects(ll):
-                    skipped += 1
-    assert skipped > 0  # some chunks are inside a scene's bounding box but in its collar: not read
+                    skipped.append((iy, ix, sid))
+    assert skipped  # some chunks are inside a scene's bounding box but in its collar: not read
     text = plan.explain(*next(iter(fed_by)))
     assert "footprint intersects the chunk" in text
+    iy, ix, sid = skipped[0]
+    text = plan.explain(iy, ix)
+    assert f"not read: {sid} [B02]: its bounding box touches the chunk but its data footprint does not" in text
+    assert "[B02]" in text and not any(f"[{a}]" in text for a in ("AOT", "B8A", "quality", "visual"))
 
 
 @pytest.mark.parametrize(

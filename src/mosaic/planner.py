@@ -261,6 +261,7 @@ class Plan:
             lines.append(
                 f"  {task.band} @ {self.groups[task.time]}: {len(task.reads)} read(s), in fusion order:"
             )
+            fed.update((r.scene, r.asset) for r in task.aux)  # the ranking band of highest:/lowest:
             for r in task.reads:
                 fed.add((r.scene, r.asset))
                 level = "full resolution" if r.factor == 1 else f"overview x{r.factor}"
@@ -271,13 +272,25 @@ class Plan:
                 )
         if len(lines) == 1:
             lines.append("  no reads: no scene footprint intersects this chunk (it is a constant fill)")
+        # scenes of the assets asked for (not other assets of the same scenes) that come near the chunk
+        wanted = {b.asset for b in self.bands if band is None or b.name == band}
+        wanted |= {r.asset for t in self.tasks for r in t.aux if band is None or t.band == band}
+        # (a scene read for this chunk in another time group than the one asked about is read, too)
+        fed |= {
+            (r.scene, r.asset) for t in self.tasks if (t.iy, t.ix) == (iy, ix) for r in (*t.reads, *t.aux)
+        }
         for rec in self.considered:
-            if (rec.id, rec.asset) in fed or not rec.footprint.envelope.intersects(chunk_ll.envelope):
+            if (
+                rec.asset not in wanted
+                or (rec.id, rec.asset) in fed
+                or not rec.footprint.envelope.intersects(chunk_ll.envelope)
+            ):
                 continue
             why = (
                 "its bounding box touches the chunk but its data footprint does not"
                 if not rec.footprint.intersects(chunk_ll)
-                else "its window at this chunk is empty after clipping to the scene grid"
+                else "its pixel grid does not reach into the chunk, or its window there is empty after "
+                "clipping to the grid"
             )
             lines.append(f"  not read: {rec.id} [{rec.asset}]: {why}")
         return "\n".join(lines)

@@ -287,6 +287,39 @@ def test_callable_method(demo_index):
     assert finite.size and 0 <= finite.min() and finite.max() < 20  # dates differ by the time term + noise
 
 
+def test_scenes_with_different_scale_offset_are_mosaicked_in_physical_values(tmp_path):
+    # two neighbours overlapping by 20 px that store the same physical value 100 differently
+    from affine import Affine
+
+    def write(name, x0, value, scale, offset):
+        profile = dict(
+            driver="GTiff", width=60, height=40, count=1, dtype="uint16", nodata=0, crs="EPSG:32633",
+            transform=Affine(10, 0, x0, 0, -10, 5_000_400),
+        )  # fmt: skip
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(np.full((1, 40, 60), value, "uint16"))
+            dst.scales, dst.offsets = (scale,), (offset,)
+
+    write("a", 500_000, 100, 1.0, 0.0)
+    write("b", 500_400, 190, 0.5, 5.0)  # 190 * 0.5 + 5 = 100
+    index = TileIndex.from_files(
+        tmp_path, pattern=r"(?P<id>[ab])\.tif$", datetime="2024-06-01", progress=False
+    )
+    bbox = (500_000, 5_000_000, 501_000, 5_000_400)
+    common = dict(index=index, resolution=10, bbox_crs="EPSG:32633", groupby=None)
+    for method in ("first", "last", "mean", "max"):
+        ds = mosaic.load(bbox, "EPSG:32633", **common, method=method)
+        band = ds.data
+        assert band.dtype == np.float32 and "scale" not in band.attrs and "units_note" in band.attrs
+        assert (band.values == 100).all(), method  # stored 190 from b would be wrong
+    count = mosaic.load(bbox, "EPSG:32633", **common, method="count").data
+    assert count.values.max() == 2 and count.attrs.get("nodata") is None
+    with pytest.raises(InvalidInputError, match="different scale/offset"):
+        mosaic.export_gti(
+            index, tmp_path / "m.gti.gpkg", crs="EPSG:32633", resolution=10, bbox=bbox, bbox_crs="EPSG:32633"
+        )
+
+
 # ------------------------------------------------------------------------------------------ planner
 
 
@@ -339,7 +372,9 @@ def test_footprint_not_bbox_decides_which_scenes_feed_a_chunk(demo_index):
     assert "footprint intersects the chunk" in text
     iy, ix, sid = skipped[0]
     text = plan.explain(iy, ix)
-    assert f"not read: {sid} [B02]: its bounding box touches the chunk but its data footprint does not" in text
+    assert (
+        f"not read: {sid} [B02]: its bounding box touches the chunk but its data footprint does not" in text
+    )
     assert "[B02]" in text and not any(f"[{a}]" in text for a in ("AOT", "B8A", "quality", "visual"))
 
 

@@ -24,6 +24,7 @@ from pyproj import Transformer
 
 from mosaic.errors import InvalidInputError, SourceError
 from mosaic.paths import gdal_path
+from mosaic.planner import to_physical
 from mosaic.read import GDAL_TYPES, WARP_TOLERANCE
 from mosaic.records import SceneAsset
 
@@ -60,8 +61,15 @@ class Band:
             nodata = float(next(iter(nodatas)))  # type: ignore[arg-type]
         else:
             nodata = 0.0  # as mosaic.load for integer bands whose sources disagree
-        scales = {(r.scale, r.offset) for r in rows}
-        scale, offset = next(iter(scales)) if len(scales) == 1 else (None, None)
+        pairs = sorted({to_physical(r) for r in rows})
+        if len(pairs) > 1:
+            raise InvalidInputError(
+                f"asset {asset!r}: its scenes store values with different scale/offset {pairs}; a GTI has "
+                "one per band, so GDAL would mix stored values of different meaning. Export the scenes of "
+                "each scale/offset separately, or use mosaic.load, which converts each scene to physical "
+                "values"
+            )
+        scale, offset = rows[0].scale, rows[0].offset
         names = next((r.band_names for r in rows if r.band_names), ())
         return cls(asset, dtype.name, max(r.band_count for r in rows), nodata, scale, offset, names)
 

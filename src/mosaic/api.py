@@ -124,6 +124,8 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
             attrs["scale"] = band.scale
         if band.offset is not None:
             attrs["offset"] = band.offset
+        if band.physical:
+            attrs["units_note"] = "physical values: each scene's own scale/offset applied (they differ)"
         arr = xr.DataArray(band_array(the_plan, band, failures_key), dims=("time", "y", "x"), attrs=attrs)
         if band.nodata is not None:
             arr.encoding["_FillValue"] = band.nodata

@@ -99,7 +99,10 @@ def load_chunk(
             if area is None:
                 break  # first/last: every pixel has its value, later scenes cannot change it
             try:
-                layer = warp_read(read, area=area, into=fuser.scratch(), **kwargs)
+                # (a read converted to physical units is scaled after reading: not into the accumulator)
+                layer = warp_read(
+                    read, area=area, into=None if read.to_physical else fuser.scratch(), **kwargs
+                )
                 aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
             except ReadError as exc:
                 if ctx.on_error == "raise":
@@ -107,7 +110,13 @@ def load_chunk(
                 fuser.discard_scratch()  # the failed read may have written part of its pixels
                 failed.append(exc)
                 continue
-            fuser.feed(layer.data, None if aux is None else as_chunk(*aux, shape), layer.region)
+            data = _physical(layer.data, read.to_physical)
+            ranks = (
+                None
+                if aux is None
+                else as_chunk(_physical(aux.data, task.aux[i].to_physical), aux.region, shape)
+            )
+            fuser.feed(data, ranks, layer.region)
     if failed:
         lines = [f"{e.scene_id} ({e.href}): {e.reason}" for e in failed]
         failed_reads(ctx.failures).extend(lines)
@@ -119,6 +128,14 @@ def load_chunk(
             stacklevel=2,
         )
     return (fuser.result() if ctx.native else _cast(fuser.result(), ctx.band))[None]
+
+
+def _physical(values: np.ndarray, to_physical: tuple[float, float] | None) -> np.ndarray:
+    """Stored values (float, NaN for no data) in physical units, when the read says how."""
+    if to_physical is None:
+        return values
+    scale, offset = to_physical
+    return values * scale + offset
 
 
 def _report_to_cluster(lines: list[str]) -> None:

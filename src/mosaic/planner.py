@@ -103,6 +103,9 @@ class Read:
     target: tuple[int, int, int, int] | None = None
     """The box of the chunk (row_off, col_off, height, width) the scene's grid covers: its pixels land
     nowhere else, so a warp computes just this box. None: anywhere in the chunk."""
+    to_physical: tuple[float, float] | None = None
+    """(scale, offset) turning this scene's stored values into physical ones, when the scenes of the
+    band disagree on them (the band is then mosaicked in physical units); None: stored values as is."""
 
     @property
     def pixels(self) -> int:
@@ -140,6 +143,9 @@ class BandSpec:
     offset: float | None = None
     native: bool = False
     """Every source has this band's dtype and nodata: ``first``/``last`` with nearest can skip floats."""
+    physical: bool = False
+    """The sources disagree on scale/offset: each read is converted to physical units, and the band is
+    a float of physical values (``scale``/``offset`` None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +358,7 @@ def _band_specs(
     by_asset: dict[str, list[SceneAsset]] = defaultdict(list)
     for r in records:
         by_asset[r.asset].append(r)
+    mixed_scales = mixed_scale_assets(records)
     available: dict[str, tuple[str, int]] = {}
     for asset, rows in by_asset.items():
         count = max(r.band_count for r in rows)
@@ -382,37 +389,54 @@ def _band_specs(
         src_types = {r.dtype for r in rows if r.dtype}
         src_dtype = np.result_type(*src_types) if src_types else np.dtype("float32")
         nodatas = {("nan" if r.nodata is not None and math.isnan(r.nodata) else r.nodata) for r in rows}
+        physical = asset in mixed_scales and method != "count"
+        natural = _method_dtype(method, np.dtype("float32") if physical else src_dtype)
         out_dtype = np.dtype(
-            _method_dtype(method, src_dtype)
-            if dtype is None
-            else (dtype.get(name, src_dtype) if isinstance(dtype, Mapping) else dtype)
+            natural if dtype is None else (dtype.get(name, natural) if isinstance(dtype, Mapping) else dtype)
         )
         if nodata is not None:
             out_nodata: float | None = float(
                 cast(float, nodata.get(name)) if isinstance(nodata, Mapping) else nodata
             )
+        elif method == "count":
+            out_nodata = None  # a count of 0 is a value: no scene has data there
         elif out_dtype.kind == "f":
             out_nodata = math.nan
         elif len(nodatas) == 1 and None not in nodatas and "nan" not in nodatas and out_dtype == src_dtype:
             out_nodata = float(next(iter(nodatas)))  # type: ignore[arg-type]
         else:
-            out_nodata = 0.0 if method != "count" else None
+            out_nodata = 0.0
         work = (
             "float64"
             if (src_dtype.itemsize > 2 and src_dtype.kind in "iu") or src_dtype == np.float64
             else "float32"
         )
-        scales = {(r.scale, r.offset) for r in rows}
-        scale, offset = next(iter(scales)) if len(scales) == 1 else (None, None)
+        scale, offset = (None, None) if physical or asset in mixed_scales else (rows[0].scale, rows[0].offset)
         native = (
-            len(src_types) == 1
+            not physical
+            and len(src_types) == 1
             and out_dtype == src_dtype
             and src_dtype.kind in "iu"
             and out_nodata is not None
             and nodatas == {out_nodata}
         )
-        specs.append(BandSpec(name, asset, band, out_dtype.name, out_nodata, work, scale, offset, native))
+        specs.append(
+            BandSpec(name, asset, band, out_dtype.name, out_nodata, work, scale, offset, native, physical)
+        )
     return tuple(specs)
+
+
+def to_physical(rec: SceneAsset) -> tuple[float, float]:
+    """(scale, offset) of a scene asset's stored values (1 and 0 when it has none)."""
+    return (1.0 if rec.scale is None else rec.scale, 0.0 if rec.offset is None else rec.offset)
+
+
+def mixed_scale_assets(records: Sequence[SceneAsset]) -> set[str]:
+    """Assets whose scenes disagree on scale/offset: their stored values cannot be mosaicked as they are."""
+    seen: dict[str, set[tuple[float, float]]] = defaultdict(set)
+    for r in records:
+        seen[r.asset].add(to_physical(r))
+    return {asset for asset, pairs in seen.items() if len(pairs) > 1}
 
 
 def _method_dtype(method: Any, src: np.dtype) -> np.dtype:
@@ -617,6 +641,7 @@ def make_plan(
     tasks: list[ChunkTask] = []
     by_scene_asset = {(r.id, r.asset): r for r in records}
     reverse = method == "last"
+    mixed = mixed_scale_assets(records)
     for t, key in enumerate(group_keys):
         rows = sorted(
             grouped[key],
@@ -632,10 +657,14 @@ def make_plan(
                 rank_rec = by_scene_asset.get((rec.id, rank_band)) if rank_band else None
                 if rank_band and rank_rec is None:
                     continue  # a scene without the ranking band cannot be ranked
+                physical = to_physical(rec) if spec.physical else None
                 for iy, ix, level, factor, win, target in touching.get((rec.id, rec.asset), ()):
-                    per_chunk[(iy, ix)].append(_make_read(rec, spec.band, level, factor, win, target))
+                    per_chunk[(iy, ix)].append(
+                        _make_read(rec, spec.band, level, factor, win, target, physical)
+                    )
                     if rank_rec is not None:
-                        aux = _aux_read(rank_rec, finder, iy, ix, margin)
+                        rank_physical = to_physical(rank_rec) if rank_band in mixed else None
+                        aux = _aux_read(rank_rec, finder, iy, ix, margin, rank_physical)
                         aux_chunk[(iy, ix)].append(aux)
             for (iy, ix), reads in sorted(per_chunk.items()):
                 tasks.append(
@@ -675,7 +704,13 @@ def _profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]:
 
 
 def _make_read(
-    rec: SceneAsset, band: int, level: int, factor: int, win: PixelBox, target: PixelBox | None = None
+    rec: SceneAsset,
+    band: int,
+    level: int,
+    factor: int,
+    win: PixelBox,
+    target: PixelBox | None = None,
+    physical: tuple[float, float] | None = None,
 ) -> Read:
     return Read(
         scene=rec.id,
@@ -689,14 +724,23 @@ def _make_read(
         nodata=rec.nodata,
         datetime=None if rec.datetime is None else rec.datetime.isoformat(),
         target=target,
+        to_physical=physical,
     )
 
 
-def _aux_read(rec: SceneAsset, finder: WindowFinder, iy: int, ix: int, margin: int) -> Read:
+def _aux_read(
+    rec: SceneAsset,
+    finder: WindowFinder,
+    iy: int,
+    ix: int,
+    margin: int,
+    physical: tuple[float, float] | None = None,
+) -> Read:
     """The ranking band's read for one chunk (an empty window when it does not reach the chunk)."""
     xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
     at = (np.array([iy]), np.array([ix]))
     level, factor, win, ok = scene_windows(rec, (xmin[at], xmax[at], ymin[at], ymax[at]), scale[at], margin)
     if not ok[0]:
         return _make_read(rec, 1, -1, 1, (0, 0, 0, 0))
-    return _make_read(rec, 1, int(level[0]), int(factor[0]), tuple(int(v) for v in win[0]))  # type: ignore[arg-type]
+    box_ = cast(PixelBox, tuple(int(v) for v in win[0]))
+    return _make_read(rec, 1, int(level[0]), int(factor[0]), box_, None, physical)

@@ -212,6 +212,26 @@ def test_max_concurrency_bounds_the_requests_the_server_sees(http_server, seam_r
     assert 2 <= stats.peak_in_flight <= 3  # concurrency was used, and never above the bound
 
 
+def test_a_chunk_reads_its_next_scene_ahead_within_the_limit(http_server, seam_rows):
+    # one dask thread and one chunk fed by both seam scenes: without reading ahead, one request at a
+    # time; with it, the second scene's requests overlap the first's, and the pixels do not change
+    rows, rel = seam_rows
+    http_server.latency = 0.02
+    index = moved(rows, [http_server.url(p) for p in rel])
+    ds = mosaic.load(SEAM12, "EPSG:4326", index=index, max_concurrency=2, **GRID)
+    with dask.config.set(scheduler="threads", num_workers=1):
+        got = ds.B02.values
+    assert np.array_equal(got, local_mosaic(rows))
+    stats = http_server.stats()
+    overlapping = {
+        (a.path, b.path)
+        for a in http_server.log
+        for b in http_server.log
+        if a.path < b.path and a.started < b.started + b.duration and b.started < a.started + a.duration
+    }
+    assert stats.peak_in_flight == 2 and overlapping  # two scenes in flight at once, never more
+
+
 def test_cluster_wide_limit_holds_across_worker_processes(http_server, seam_rows):
     from dask.distributed import Client, LocalCluster
 

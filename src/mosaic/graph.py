@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 import dask.array as da
@@ -21,9 +23,10 @@ from mosaic.auth import Profile
 from mosaic.errors import MosaicWarning, ReadError
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
 from mosaic.limits import get_limiter
-from mosaic.planner import BandSpec, ChunkTask, Plan
-from mosaic.read import gdal_env, warp_read
-from mosaic.runtime import failed_reads
+from mosaic.paths import is_network
+from mosaic.planner import BandSpec, ChunkTask, PixelBox, Plan, Read
+from mosaic.read import Layer, gdal_env, warp_read
+from mosaic.runtime import default_concurrency, failed_reads
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS
@@ -93,17 +96,22 @@ def load_chunk(
     else:
         fuser = make_fuser(ctx.method, shape)
     failed: list[ReadError] = []
+    ahead = _ReadAhead(task, ctx, kwargs) if _reads_ahead(task, fuser) else None
     with gdal_env(ctx.gdal_options):
         for i, read in enumerate(task.reads):
             area = fuser.pending()
             if area is None:
                 break  # first/last: every pixel has its value, later scenes cannot change it
+            if ahead is not None:
+                ahead.start(i + 1, area)  # the next scene's round trips overlap this one's
             try:
-                # (a read converted to physical units is scaled after reading: not into the accumulator)
-                layer = warp_read(
-                    read, area=area, into=None if read.to_physical else fuser.scratch(), **kwargs
-                )
-                aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
+                if ahead is not None and ahead.has(i):
+                    layer, aux = ahead.take(i), None
+                else:
+                    # (a read converted to physical units is scaled after reading: not into the accumulator)
+                    into = None if read.to_physical else fuser.scratch()
+                    layer = warp_read(read, area=area, into=into, **kwargs)
+                    aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
             except ReadError as exc:
                 if ctx.on_error == "raise":
                     raise
@@ -128,6 +136,66 @@ def load_chunk(
             stacklevel=2,
         )
     return (fuser.result() if ctx.native else _cast(fuser.result(), ctx.band))[None]
+
+
+def _reads_ahead(task: ChunkTask, fuser: Fuser) -> bool:
+    """Whether the chunk's next read starts while the current one is read: for remote scenes only.
+
+    Local reads are bound by the CPU, which the other dask threads already keep busy; remote ones
+    wait on round trips, which overlap. Not for ranking methods (each read has a ranking read too).
+    """
+    return len(task.reads) > 1 and not fuser.needs_aux and any(is_network(r.href) for r in task.reads)
+
+
+class _ReadAhead:
+    """The next read of a chunk, started in a helper thread while the chunk's current read runs.
+
+    It reads for the chunk's part still empty *before* the current read, a superset of what it will
+    need; fusion takes only the pixels still missing, so the result is the same as reading in turn.
+    For ``first``/``last`` a read is started ahead only where its scene's box of the chunk reaches
+    beyond the current scene's, so a stack of scenes over the same area is not fetched for nothing.
+    Reads still pass the limiter: the server sees no more requests than without reading ahead.
+    """
+
+    def __init__(self, task: ChunkTask, ctx: ChunkContext, kwargs: dict[str, Any]):
+        self.task, self.ctx, self.kwargs = task, ctx, kwargs
+        self.stop_early = ctx.native or ctx.method in ("first", "last")
+        self.futures: dict[int, Future[Layer]] = {}
+
+    def start(self, i: int, area: tuple[slice, slice]) -> None:
+        reads = self.task.reads
+        if i >= len(reads) or i in self.futures:
+            return
+        if self.stop_early and _within(reads[i].target, reads[i - 1].target):
+            return
+        self.futures[i] = _read_pool().submit(self._read, reads[i], area)
+
+    def _read(self, read: Read, area: tuple[slice, slice]) -> Layer:
+        with gdal_env(self.ctx.gdal_options):  # GDAL's settings are per thread
+            return warp_read(read, area=area, into=None, **self.kwargs)
+
+    def has(self, i: int) -> bool:
+        return i in self.futures
+
+    def take(self, i: int) -> Layer:
+        return self.futures.pop(i).result()
+
+
+def _within(inner: PixelBox | None, outer: PixelBox | None) -> bool:
+    """Whether box ``inner`` lies inside box ``outer`` (unknown boxes: the whole chunk)."""
+    if outer is None:
+        return True
+    if inner is None:
+        return False
+    r, c, h, w = inner
+    ro, co, ho, wo = outer
+    return ro <= r and co <= c and r + h <= ro + ho and c + w <= co + wo
+
+
+@lru_cache(maxsize=1)
+def _read_pool() -> ThreadPoolExecutor:
+    """The process's threads for reads started ahead (they wait on the network, not the CPU)."""
+    return ThreadPoolExecutor(max_workers=default_concurrency(), thread_name_prefix="mosaic-read-ahead")
 
 
 def _physical(values: np.ndarray, to_physical: tuple[float, float] | None) -> np.ndarray:

@@ -15,7 +15,7 @@ from urllib.request import url2pathname
 
 from mosaic.errors import InvalidInputError
 
-__all__ = ["credentials_in", "gdal_path"]
+__all__ = ["credentials_in", "gdal_path", "is_network"]
 
 _PREFIXES = {
     "http": "/vsicurl/",
@@ -76,6 +76,14 @@ def gdal_path(href: str | os.PathLike[str]) -> str:
         netloc, _, path = rest.partition("/")
         rest = f"{netloc.split('@', 1)[0]}/{path}"
     return prefix + rest
+
+
+_NETWORK_FS = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs")
+
+
+def is_network(href: str | os.PathLike[str]) -> bool:
+    """Whether GDAL reads ``href`` over the network (each request then costs a round trip)."""
+    return gdal_path(href).startswith(_NETWORK_FS)
 
 
 def credentials_in(href: str) -> str | None:

@@ -396,21 +396,27 @@ def warp_read(
 ) -> Layer:
     """Read ``read`` and put it on the destination grid: pasted when the grids align, else warped.
 
-    Only ``area`` (default: the whole chunk) is wanted, so a pasted window is cut to it before reading
-    and a warp covers just that box. ``into``, a chunk-shaped array whose ``area`` may be overwritten,
-    receives the pixels directly where it can (same dtype), saving a buffer and a copy; the returned
+    Only ``area`` (default: the whole chunk) is wanted, so a pasted window is cut to it before reading,
+    and a read whose box of the chunk (``read.target``) misses it is skipped; a warp covers that whole
+    box, so its pixels do not depend on which part is still missing. ``into``, a chunk-shaped array
+    whose ``area`` and box may be overwritten, receives the pixels directly where it can (same
+    dtype), saving a buffer and a copy; the returned
     layer's data is then a view of it. The layer is float with NaN where there is no data or, with
     ``native=(dtype, nodata)``, the source dtype with that nodata value (for ``first``/``last`` with
     nearest, which never need a float).
     """
-    if area is None:
-        area = (slice(0, dst_shape[0]), slice(0, dst_shape[1]))
-    if read.target is not None:  # the scene's pixels land only there (the planner knows its grid)
+    # the scene's pixels land only in its box of the chunk (the planner knows its grid)
+    if read.target is None:
+        box: tuple[slice, slice] = (slice(0, dst_shape[0]), slice(0, dst_shape[1]))
+    else:
         row, col, height, width = read.target
-        area = (
-            slice(max(area[0].start, row), min(area[0].stop, row + height)),
-            slice(max(area[1].start, col), min(area[1].stop, col + width)),
-        )
+        box = (slice(row, row + height), slice(col, col + width))
+    if area is None:
+        area = box
+    area = (
+        slice(max(area[0].start, box[0].start), min(area[0].stop, box[0].stop)),
+        slice(max(area[1].start, box[1].start), min(area[1].stop, box[1].stop)),
+    )
     empty = Layer(np.empty((0, 0), dtype=np.float32 if native is None else native[0]), (slice(0, 0),) * 2)
     if (
         0 in (read.window[2], read.window[3])
@@ -435,7 +441,10 @@ def warp_read(
         return Layer(src, (slice(row, row + src.shape[0]), slice(col, col + src.shape[1])))
     fill = np.nan if native is None else native[1]
     src = np.ascontiguousarray(src)
-    rows, cols = area
+    # a warp covers the scene's whole box, not just the part still missing: GDAL's approximate
+    # transformer follows the output extent, so the same box gives the same nearest picks whichever
+    # part is missing (and whether the read was started ahead or in turn)
+    rows, cols = area = box
     with rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"), rasterio.open(_mem_path(src, transform)) as mem:
         with WarpedVRT(
             mem,

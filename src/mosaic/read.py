@@ -54,6 +54,11 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
     # cost more than the decoding). Blocks shared by neighbouring windows stay cached.
     "GDAL_CACHEMAX": "64",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # GDAL reads remote files in chunks of this size, doubled while a read goes on sequentially: 4 KB
+    # (GDAL's default is 16 KB) wastes less past the end of a window (overview200 over HTTP: 1.03 ->
+    # 0.79 MB, same requests), while the header still comes in one 16 KB request at open
+    "CPL_VSIL_CURL_CHUNK_SIZE": "4096",
+    "GDAL_INGESTED_BYTES_AT_OPEN": "16384",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     # One request at a time per read, so max_concurrency bounds what the server sees (GDAL's default,
     # PARALLEL, fetches the block ranges of one window as simultaneous requests).

@@ -37,14 +37,12 @@ from dask.distributed import Client, LocalCluster
 
 import mosaic
 from mosaic import synthetic
+from mosaic.demo import demo_index
 from mosaic.regrid import regrid
 
 workdir = Path(os.environ.get("MOSAIC_NOTEBOOK_DIR") or tempfile.mkdtemp(prefix="mosaic-regrid-"))
-index_path = os.environ.get("MOSAIC_INDEX")
-if not index_path:
-    items = synthetic.demo_collection(workdir / "collection")  # COGs + STAC Items, a few seconds
-    index_path = str(workdir / "index.parquet")
-    mosaic.TileIndex.from_stac(items).write(index_path)
+# a saved tile index, else the demo collection and its index, generated offline in a few seconds
+index_path = os.environ.get("MOSAIC_INDEX") or str(demo_index(workdir))
 print("index:", index_path, "| outputs in:", workdir)
 
 # %% [markdown]

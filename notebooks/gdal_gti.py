@@ -35,15 +35,11 @@ import numpy as np
 import rasterio
 
 import mosaic
-from mosaic import synthetic
-from mosaic.demo import DEMO_BBOX, DEMO_CRS, DEMO_RESOLUTION
+from mosaic.demo import DEMO_BBOX, DEMO_CRS, DEMO_RESOLUTION, demo_index
 
 workdir = Path(os.environ.get("MOSAIC_NOTEBOOK_DIR") or tempfile.mkdtemp(prefix="mosaic-gti-"))
-index_path = os.environ.get("MOSAIC_INDEX")
-if not index_path:
-    items = synthetic.demo_collection(workdir / "collection")  # COGs + STAC Items, a few seconds
-    index_path = str(workdir / "index.parquet")
-    mosaic.TileIndex.from_stac(items).write(index_path)
+# a saved tile index, else the demo collection and its index, generated offline in a few seconds
+index_path = os.environ.get("MOSAIC_INDEX") or str(demo_index(workdir))
 index = mosaic.TileIndex.read(index_path)
 print(index, "| outputs in:", workdir)
 print("GDAL", rasterio.__gdal_version__)

@@ -39,14 +39,12 @@ from pyproj import Transformer
 
 import mosaic
 from mosaic import synthetic
+from mosaic.demo import demo_index
 from mosaic.geom import centre_lon, lonlat_to_crs
 
 workdir = Path(os.environ.get("MOSAIC_NOTEBOOK_DIR") or tempfile.mkdtemp(prefix="mosaic-many-crs-"))
-index_path = os.environ.get("MOSAIC_INDEX")
-if not index_path:
-    items = synthetic.demo_collection(workdir / "collection")  # COGs + STAC Items, a few seconds
-    index_path = str(workdir / "index.parquet")
-    mosaic.TileIndex.from_stac(items).write(index_path)
+# a saved tile index, else the demo collection and its index, generated offline in a few seconds
+index_path = os.environ.get("MOSAIC_INDEX") or str(demo_index(workdir))
 index = mosaic.TileIndex.read(index_path)
 print(index)
 

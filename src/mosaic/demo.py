@@ -46,6 +46,7 @@ __all__ = [
     "SEAM_LON",
     "BandError",
     "DemoReport",
+    "demo_index",
     "run_demo",
 ]
 
@@ -384,6 +385,24 @@ def _quicklook(ds: xr.Dataset, the_plan: Plan, band: str, path: Path) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- run
+
+
+def demo_index(folder: str | Path) -> Path:
+    """The demo collection in ``folder/collection`` and its tile index, ``folder/index.parquet``.
+
+    Offline data to try mosaic on (what the notebooks use when ``MOSAIC_INDEX`` is not set): generated
+    the first time (a few seconds), reused after. Returns the index's path.
+    """
+    from mosaic import synthetic
+    from mosaic.index import TileIndex
+
+    folder = Path(folder)
+    path = folder / "index.parquet"
+    if not path.exists():
+        items = synthetic.demo_collection(folder / "collection")
+        TileIndex.from_stac(items).write(path)
+    return path
+
 
 
 def run_demo(out_dir: str | Path, *, quiet: bool = False) -> DemoReport:

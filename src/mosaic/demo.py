@@ -404,7 +404,6 @@ def demo_index(folder: str | Path) -> Path:
     return path
 
 
-
 def run_demo(out_dir: str | Path, *, quiet: bool = False) -> DemoReport:
     """Run the demo into ``out_dir`` and return its report (printed as well unless ``quiet``).
 

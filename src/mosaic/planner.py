@@ -100,7 +100,7 @@ class Read:
     window: tuple[int, int, int, int]
     nodata: float | None
     datetime: str | None
-    target: tuple[int, int, int, int] | None = None
+    target: PixelBox | None = None
     """The box of the chunk (row_off, col_off, height, width) the scene's grid covers: its pixels land
     nowhere else, so a warp computes just this box. None: anywhere in the chunk."""
     to_physical: tuple[float, float] | None = None
@@ -353,12 +353,16 @@ def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
 
 
 def _band_specs(
-    records: Sequence[SceneAsset], bands: Sequence[str] | None, method: Any, dtype: Any, nodata: Any
+    records: Sequence[SceneAsset],
+    bands: Sequence[str] | None,
+    method: Any,
+    dtype: Any,
+    nodata: Any,
+    mixed_scales: set[str],
 ) -> tuple[BandSpec, ...]:
     by_asset: dict[str, list[SceneAsset]] = defaultdict(list)
     for r in records:
         by_asset[r.asset].append(r)
-    mixed_scales = mixed_scale_assets(records)
     available: dict[str, tuple[str, int]] = {}
     for asset, rows in by_asset.items():
         count = max(r.band_count for r in rows)
@@ -574,7 +578,8 @@ def make_plan(
             raise NoDataError(message)
         warnings.warn(message, MosaicWarning, stacklevel=2)
 
-    band_specs = _band_specs(records, bands, method, dtype, nodata) if records else ()
+    mixed = mixed_scale_assets(records)  # assets whose scenes disagree on scale/offset
+    band_specs = _band_specs(records, bands, method, dtype, nodata, mixed) if records else ()
     if rank_band is not None and records:
         available = {r.asset for r in records}
         if rank_band not in available:
@@ -641,7 +646,6 @@ def make_plan(
     tasks: list[ChunkTask] = []
     by_scene_asset = {(r.id, r.asset): r for r in records}
     reverse = method == "last"
-    mixed = mixed_scale_assets(records)
     for t, key in enumerate(group_keys):
         rows = sorted(
             grouped[key],

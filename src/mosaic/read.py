@@ -405,10 +405,9 @@ def warp_read(
     and a read whose box of the chunk (``read.target``) misses it is skipped; a warp covers that whole
     box, so its pixels do not depend on which part is still missing. ``into``, a chunk-shaped array
     whose ``area`` and box may be overwritten, receives the pixels directly where it can (same
-    dtype), saving a buffer and a copy; the returned
-    layer's data is then a view of it. The layer is float with NaN where there is no data or, with
-    ``native=(dtype, nodata)``, the source dtype with that nodata value (for ``first``/``last`` with
-    nearest, which never need a float).
+    dtype), saving a buffer and a copy; the returned layer's data is then a view of it. The layer is
+    float with NaN where there is no data or, with ``native=(dtype, nodata)``, the source dtype with
+    that nodata value (for ``first``/``last`` with nearest, which never need a float).
     """
     # the scene's pixels land only in its box of the chunk (the planner knows its grid)
     if read.target is None:

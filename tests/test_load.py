@@ -320,6 +320,31 @@ def test_scenes_with_different_scale_offset_are_mosaicked_in_physical_values(tmp
         )
 
 
+def test_ranking_by_a_band_whose_scale_differs_between_scenes_ranks_physical_values(tmp_path):
+    # quality stored as 50 (scale 1) in a and as 60 (scale 0.5, i.e. 30) in b: a is the better scene,
+    # though its stored value is lower
+    from affine import Affine
+
+    profile = dict(
+        driver="GTiff", width=40, height=40, count=1, dtype="uint16", nodata=0, crs="EPSG:32633",
+        transform=Affine(10, 0, 500_000, 0, -10, 5_000_400),
+    )  # fmt: skip
+    for scene, value, quality, scale in (("a", 1, 50, 1.0), ("b", 2, 60, 0.5)):
+        with rasterio.open(tmp_path / f"{scene}_B.tif", "w", **profile) as dst:
+            dst.write(np.full((1, 40, 40), value, "uint16"))
+        with rasterio.open(tmp_path / f"{scene}_Q.tif", "w", **profile) as dst:
+            dst.write(np.full((1, 40, 40), quality, "uint16"))
+            dst.scales = (scale,)
+    index = TileIndex.from_files(
+        tmp_path, pattern=r"(?P<id>[ab])_(?P<asset>[BQ])\.tif$", datetime="2024-06-01", progress=False
+    )
+    bbox = (500_000, 5_000_000, 500_400, 5_000_400)
+    common = dict(index=index, resolution=10, bbox_crs="EPSG:32633", groupby=None, bands="B")
+    best = mosaic.load(bbox, "EPSG:32633", **common, method="highest:Q").B.values
+    worst = mosaic.load(bbox, "EPSG:32633", **common, method="lowest:Q").B.values
+    assert (best == 1).all() and (worst == 2).all()
+
+
 # ------------------------------------------------------------------------------------------ planner
 
 

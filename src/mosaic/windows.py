@@ -12,15 +12,16 @@ import math
 import warnings
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import shapely
 from odc.geo.geobox import GeoBox
 from pyproj import CRS
+from pyproj.enums import TransformDirection
 
 from mosaic.errors import InvalidInputError
-from mosaic.geom import LONLAT, grid_outline, lonlat_to_crs, to_lonlat, transformer
+from mosaic.geom import LONLAT, densify, grid_outline, lonlat_to_crs, to_lonlat, transformer
 from mosaic.records import SceneAsset
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "scene_windows",
 ]
 
+_INVERSE = TransformDirection.INVERSE
 _LATTICE = 8  # at most this many points per chunk edge are transformed into each source CRS
 
 
@@ -182,13 +184,43 @@ def grid_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
     if rec.transform is None or rec.shape is None:
         return None
     outline = grid_outline(rec.transform, rec.shape)
-    crs = cast("GeoCRS", gbox.crs)
+    wkt, geographic = _target(gbox)[:2]
+    if not geographic and _same_crs(rec.crs, wkt):
+        return outline  # (lon/lat grids go through the antimeridian handling below)
+    direct = _outline_directly(outline, rec, gbox)
+    if direct is not None:
+        return direct
     try:
-        if not crs.geographic and _same_crs(rec.crs, crs.to_wkt()):
-            return outline  # (lon/lat grids go through the antimeridian handling below)
         return _lonlat_in_target(to_lonlat(outline, rec.crs), area_ll, gbox)
     except InvalidInputError:
         return None
+
+
+def _outline_directly(outline: Any, rec: SceneAsset, gbox: GeoBox) -> Any:
+    """The grid outline reprojected straight into the target CRS, where that is safe; else None.
+
+    Safe away from the antimeridian and the poles: the scene's footprint is one polygon clear of both,
+    and a lon/lat target does not cross 180. Elsewhere the lon/lat route (split at 180, closed over the
+    poles) is taken; it costs ~1 ms a scene, against ~0.1 ms here. The transformer is the one the
+    window lattice already uses (target to source), inverted.
+    """
+    target = _target(gbox)
+    wkt, geographic = target.wkt, target.geographic
+    fp = rec.footprint
+    west, south, east, north = fp.bounds
+    if fp.geom_type != "Polygon" or not (-179.0 < west and east < 179.0 and -80.0 < south and north < 80.0):
+        return None
+    if geographic and (target.minx < -180 or target.maxx > 180):
+        return None
+    xy = shapely.get_coordinates(densify(outline, 16))
+    with np.errstate(all="ignore"):
+        x, y = transformer(wkt, rec.crs).transform(xy[:, 0], xy[:, 1], errcheck=False, direction=_INVERSE)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return None
+    poly = shapely.Polygon(np.column_stack([x, y]))
+    if not poly.is_valid or (geographic and np.ptp(x) > 90.0):
+        return None  # folded or wrapped: the projection is not continuous over the scene
+    return poly
 
 
 def chunk_targets(
@@ -232,14 +264,44 @@ def _same_crs(a: str, b: str) -> bool:
     return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b))
 
 
+class _TargetFacts(NamedTuple):
+    wkt: str
+    geographic: bool
+    lonlat: bool
+    minx: float
+    maxx: float
+
+
+_last_target: tuple[GeoBox, _TargetFacts] | None = None
+
+
+def _target(gbox: GeoBox) -> _TargetFacts:
+    """The target grid's CRS as WKT, whether it is geographic or plain lon/lat, and its x extent.
+
+    Kept for the last grid asked about: they are asked for every scene of a plan, and cost more than
+    the scene's geometry (a WKT export alone is 25 us; a GeoBox hashes through it).
+    """
+    global _last_target
+    last = _last_target
+    if last is not None and last[0] is gbox:
+        return last[1]
+    crs = cast("GeoCRS", gbox.crs)
+    wkt = crs.to_wkt()
+    lonlat = bool(crs.geographic and CRS.from_user_input(wkt).equals(LONLAT))
+    minx, _, maxx, _ = gbox.boundingbox
+    facts = _TargetFacts(wkt, bool(crs.geographic), lonlat, float(minx), float(maxx))
+    _last_target = (gbox, facts)
+    return facts
+
+
 def _lonlat_in_target(geom_ll: Any, area_ll: Any, gbox: GeoBox) -> Any:
     """A lon/lat geometry clipped to the request area, in target CRS coordinates."""
     clipped = geom_ll.intersection(area_ll)
     if clipped.is_empty:
         return clipped
-    crs = cast("GeoCRS", gbox.crs)
-    if crs.geographic and CRS.from_user_input(crs.to_wkt()).equals(LONLAT):
-        minx, _, maxx, _ = gbox.boundingbox
+    target = _target(gbox)
+    if target.lonlat:
+        minx, maxx = target.minx, target.maxx
         parts = []
         for p in getattr(clipped, "geoms", [clipped]):
             if maxx > 180 and p.bounds[2] <= minx:
@@ -248,4 +310,4 @@ def _lonlat_in_target(geom_ll: Any, area_ll: Any, gbox: GeoBox) -> Any:
                 p = shapely.affinity.translate(p, -360)
             parts.append(p)
         return shapely.union_all(parts)
-    return lonlat_to_crs(clipped, crs.to_wkt())
+    return lonlat_to_crs(clipped, target.wkt)

@@ -75,6 +75,8 @@ def test_http_reads_and_index_building_match_local_files(http_server, seam_rows)
     on_disk = TileIndex.from_files([r.href for r in rows], pattern=pattern, progress=False)
     assert sorted(map(key, built)) == sorted(map(key, on_disk))
     assert sorted(r.href for r in built) == sorted(urls)
+    # indexing opened the files with the cloud settings: no directory listing, no sidecar probing
+    assert {r.path for r in http_server.log} == {"/" + p for p in rel}
 
 
 def test_s3_two_buckets_with_different_keys_in_one_load(seaweedfs, seam_rows):
@@ -89,6 +91,15 @@ def test_s3_two_buckets_with_different_keys_in_one_load(seaweedfs, seam_rows):
         SEAM12, "EPSG:4326", index=moved(rows, public), auth=s3_profile(seaweedfs, "public", None), **GRID
     )
     assert np.array_equal(anon.B02.values, got)
+    # index building on the private buckets, with the same profiles
+    built = TileIndex.from_files(
+        hrefs, pattern=r"(?P<id>[^/]+)/(?P<asset>[^/.]+)\.tif$", auth=auth, progress=False
+    )
+    assert sorted((r.id, r.crs, r.shape) for r in built) == sorted((r.id, r.crs, r.shape) for r in rows)
+    clear_gdal_http_cache()  # (GDAL would answer from its cache of the files, keyed by URL only)
+    with pytest.raises(AuthenticationError, match="authentication") as info:  # bob's keys on alice's
+        TileIndex.from_files(hrefs[:1], auth=s3_profile(seaweedfs, "bucket-a", "bob"), progress=False)
+    assert hrefs[0] in str(info.value)
 
 
 def test_profiles_match_by_longest_prefix_and_whole_segments():

@@ -310,6 +310,24 @@ def _private_netrc(host: str, user: str, password: str) -> Path:
     return path
 
 
+def as_profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]:
+    """``auth`` as a tuple of profiles (one profile, several, or None).
+
+    Raises:
+        InvalidInputError: an element is not a credential profile.
+    """
+    if auth is None:
+        return ()
+    profiles: tuple[Any, ...] = (auth,) if hasattr(auth, "gdal_options") else tuple(auth)
+    for profile in profiles:
+        if not hasattr(profile, "gdal_options") or not hasattr(profile, "prefix"):
+            raise InvalidInputError(
+                f"auth takes credential profiles (mosaic.auth.S3Profile, HTTPProfile, EarthdataProfile), "
+                f"got {type(profile).__name__}"
+            )
+    return profiles
+
+
 def find_profile(href: str, profiles: Iterable[Profile]) -> Profile | None:
     """The profile with the longest prefix that ``href`` falls under, or None."""
     path = gdal_path(href)

@@ -15,7 +15,7 @@ import re
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from mosaic.auth import Profile, as_profiles
 from mosaic.errors import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError
 from mosaic.geom import bbox_to_lonlat, normalize_lonlat
 from mosaic.records import SceneAsset, Skipped
@@ -180,6 +181,8 @@ class TileIndex:
         progress: bool = True,
         workers: int | None = None,
         on_error: OnError = "raise",
+        gdal_options: Mapping[str, Any] | None = None,
+        auth: Profile | Sequence[Profile] | None = None,
     ) -> TileIndex:
         """Index raster files: paths, directories, globs or URLs, their metadata read in parallel.
 
@@ -193,13 +196,18 @@ class TileIndex:
             workers: threads reading metadata (default: a few per core, as the work is I/O bound).
             on_error: ``"raise"`` stops at the first bad file; ``"skip"`` leaves bad files out, warns with
                 the list, and keeps it in :attr:`skipped`.
+            gdal_options: GDAL settings over the cloud defaults the files are opened with.
+            auth: credential profiles (:mod:`mosaic.auth`) for remote files, matched by href prefix.
         """
+        profiles = as_profiles(auth)
         hrefs = expand_sources(sources)
         if not hrefs:
             raise InvalidInputError("no sources given")
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
-            lambda h: read_file(h, pattern=regex, datetime=datetime),
+            lambda h: read_file(
+                h, pattern=regex, datetime=datetime, gdal_options=gdal_options, auth=profiles
+            ),
             hrefs,
             labels=hrefs,
             workers=workers,
@@ -219,6 +227,8 @@ class TileIndex:
         progress: bool = False,
         workers: int | None = None,
         on_error: OnError = "raise",
+        gdal_options: Mapping[str, Any] | None = None,
+        auth: Profile | Sequence[Profile] | None = None,
     ) -> TileIndex:
         """Index STAC Items: one row per raster asset.
 
@@ -229,20 +239,30 @@ class TileIndex:
             progress: show a progress bar (useful when Items lack projection info and files are opened).
             workers: threads for Items whose files must be opened.
             on_error: as in :meth:`from_files`.
+            gdal_options: as in :meth:`from_files`, for the files that must be opened.
+            auth: as in :meth:`from_files`.
         """
+        profiles = as_profiles(auth)
         dicts, base = iter_items(items)
         if not dicts:
             raise InvalidInputError("no STAC Items given")
         labels = [str(d.get("id", "?")) for d in dicts]
         rows, skipped = map_sources(
-            lambda d: prefetch_item(d, assets=assets, base=base),
+            lambda d: prefetch_item(d, assets=assets, base=base, gdal_options=gdal_options, auth=profiles),
             dicts,
             labels=labels,
             workers=workers,
             progress=progress,
             on_error=on_error,
             desc="indexing items",
-            finish=lambda fetched: assets_from_item(fetched[0], assets=assets, base=base, opened=fetched[1]),
+            finish=lambda fetched: assets_from_item(
+                fetched[0],
+                assets=assets,
+                base=base,
+                opened=fetched[1],
+                gdal_options=gdal_options,
+                auth=profiles,
+            ),
         )
         return cls._finish(rows, skipped, what="STAC Items")
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from mosaic.runtime import default_concurrency, limiter_registry
+from mosaic.runtime import default_concurrency, process_registry
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -120,14 +120,14 @@ def get_limiter(max_concurrency: int | None = None) -> ReadLimiter:
     n = int(max_concurrency or default_concurrency())
     worker = _distributed_worker() if max_concurrency is not None else None
     if worker is None:
-        return limiter_registry(("limiter", n), lambda: ReadLimiter(n))  # type: ignore[no-any-return]
+        return process_registry(("limiter", n), lambda: ReadLimiter(n))  # type: ignore[no-any-return]
 
     def cluster_limiter() -> ReadLimiter:
         from distributed import Semaphore
 
         return ReadLimiter(n, cluster=Semaphore(max_leases=n, name=f"mosaic-reads-{n}"))  # type: ignore[no-untyped-call]
 
-    return limiter_registry(("cluster-limiter", n, worker), cluster_limiter)  # type: ignore[no-any-return]
+    return process_registry(("cluster-limiter", n, worker), cluster_limiter)  # type: ignore[no-any-return]
 
 
 def _distributed_worker() -> str | None:

@@ -35,7 +35,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import CRS
 from shapely.geometry import box
 
-from mosaic.auth import Profile, hide_secrets
+from mosaic.auth import Profile, as_profiles, hide_secrets
 from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
 from mosaic.geom import bbox_to_lonlat, centre_lon, to_lonlat
 from mosaic.grid import DEFAULT_CHUNK, chunk_shape, make_geobox
@@ -689,22 +689,9 @@ def make_plan(
         on_error=on_error,
         gdal_options=hide_secrets(gdal_options or {}),
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
-        auth=_profiles(auth),
+        auth=as_profiles(auth),
         considered=tuple(considered),
     )
-
-
-def _profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]:
-    if auth is None:
-        return ()
-    profiles: tuple[Any, ...] = (auth,) if hasattr(auth, "gdal_options") else tuple(auth)
-    for profile in profiles:
-        if not hasattr(profile, "gdal_options") or not hasattr(profile, "prefix"):
-            raise InvalidInputError(
-                f"auth takes credential profiles (mosaic.auth.S3Profile, HTTPProfile, EarthdataProfile), "
-                f"got {type(profile).__name__}"
-            )
-    return profiles
 
 
 def _make_read(

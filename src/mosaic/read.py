@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import ctypes
 import math
+import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -30,12 +31,14 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from mosaic.auth import Profile, gdal_options_for, reveal_options
+from mosaic.auth import Profile, gdal_options_for
 from mosaic.errors import AuthenticationError, ReadError
+from mosaic.fetch import GDAL_CACHE_BYTES, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
+from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
 from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
-from mosaic.paths import gdal_path
+from mosaic.paths import gdal_path, is_network
 from mosaic.planner import Read
-from mosaic.runtime import handle_cache
+from mosaic.runtime import handle_cache, process_registry
 
 __all__ = [
     "CLOUD_DEFAULTS",
@@ -47,55 +50,6 @@ __all__ = [
     "read_window",
     "warp_read",
 ]
-
-CLOUD_DEFAULTS: Mapping[str, str] = {
-    # A bounded block cache (MB): handles stay open per thread, and with GDAL's default (5% of RAM)
-    # every block ever decoded stays cached, so each read lands in fresh memory (page faults that
-    # cost more than the decoding). Blocks shared by neighbouring windows stay cached.
-    "GDAL_CACHEMAX": "64",
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # GDAL reads remote files in chunks of this size, doubled while a read goes on sequentially: 4 KB
-    # (GDAL's default is 16 KB) wastes less past the end of a window (overview200 over HTTP: 1.03 ->
-    # 0.79 MB, same requests), while the header still comes in one 16 KB request at open
-    "CPL_VSIL_CURL_CHUNK_SIZE": "4096",
-    "GDAL_INGESTED_BYTES_AT_OPEN": "16384",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    # One request at a time per read, so max_concurrency bounds what the server sees (GDAL's default,
-    # PARALLEL, fetches the block ranges of one window as simultaneous requests).
-    "GDAL_HTTP_MULTIRANGE": "SERIAL",
-    "GDAL_HTTP_MULTIPLEX": "YES",
-    "GDAL_HTTP_VERSION": "2",
-    "GDAL_HTTP_TIMEOUT": "60",
-    "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (counted, with jitter)
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.vrt",
-}
-"""GDAL settings entered inside every read task; a user's own settings override them."""
-
-
-@contextmanager
-def gdal_env(options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()) -> Iterator[None]:
-    """Enter the cloud defaults and the user's overrides (for this thread, inside each task)."""
-    merged: dict[str, Any] = dict(CLOUD_DEFAULTS)
-    merged.update(reveal_options(options))
-    cachemax = merged.get("GDAL_CACHEMAX")
-    if isinstance(cachemax, str) and cachemax.isdigit():
-        merged["GDAL_CACHEMAX"] = int(cachemax)  # rasterio's Env takes this one as an integer (MB)
-    with _env(merged):
-        yield
-
-
-@contextmanager
-def _env(options: Mapping[str, Any]) -> Iterator[None]:
-    """A nested rasterio Env holding ``options``, undone on exit.
-
-    rasterio's ``Env(**options)`` refuses GDAL's ``AWS_*`` credential options (it wants a boto3 session),
-    so those are set inside the Env with ``rasterio.env.setenv``, which does not check.
-    """
-    aws = {k: v for k, v in options.items() if k.startswith("AWS_")}
-    with rasterio.Env(**{k: v for k, v in options.items() if k not in aws}):
-        if aws:
-            rasterio.env.setenv(**aws)
-        yield
 
 
 @lru_cache(maxsize=64)
@@ -162,12 +116,13 @@ def read_window(
     cache = handle_cache()
     credentials = gdal_options_for(read.href, auth) if auth else {}
     path = gdal_path(read.href)
+    prefetching = is_network(path)
     # a handle keeps the credentials it was opened with: other credentials, another handle
     who = hash(frozenset(credentials.items())) if credentials else None
 
     def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
         key = (read.href, read.overview, who)
-        with limiter.slot(), _env(credentials) if credentials else nullcontext():
+        with limiter.slot(), options_env(credentials) if credentials else nullcontext():
             try:
                 src = cache.get(key, lambda: _open(path, read.overview))
                 row, col, h, w = read.window
@@ -190,6 +145,8 @@ def read_window(
                     window, out = fitted
                     if native_nodata is None or out is None or out.dtype != src.dtypes[read.band - 1]:
                         out = None
+                if prefetching:
+                    _prefetch(src, path, read.band, window, limiter)
                 data = src.read(read.band, window=window, out=out)
                 flags = src.mask_flag_enums[read.band - 1]
                 masked = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
@@ -267,6 +224,46 @@ def _forget(path: str) -> None:
     lib = _libgdal() if path.startswith("/vsi") else None
     if lib is not None:
         lib.VSICurlPartialClearCache(path.encode())
+        _fetched().forget(path)
+
+
+def _fetched() -> FetchedRanges:
+    """This process's record of byte ranges fetched ahead of reads (sized like GDAL's cache)."""
+    return cast(FetchedRanges, process_registry("fetched-ranges", lambda: FetchedRanges(_gdal_cache_bytes())))
+
+
+def _gdal_cache_bytes() -> int:
+    """GDAL's remote-file cache size, as GDAL reads it (from the environment, once)."""
+    value = os.environ.get("CPL_VSIL_CURL_CACHE_SIZE", "")
+    return int(value) if value.isdigit() else GDAL_CACHE_BYTES
+
+
+def _config_int(key: str, default: int) -> int:
+    value = rasterio.env.get_gdal_config(key)
+    return int(value) if value not in (None, "") else default
+
+
+def _prefetch(src: Any, path: str, band: int, window: Window, limiter: ReadLimiter) -> None:
+    """Fetch ``window``'s tiles as merged byte ranges (:mod:`mosaic.fetch`) before GDAL reads it."""
+    registry = _fetched()
+    budget = _config_int("MOSAIC_PREFETCH_BYTES", registry.capacity // (2 * limiter.max_concurrency))
+    lib = _libgdal()
+    if budget <= 0 or lib is None:
+        return
+    prefetch(
+        path,
+        tile_ranges(src, band, window),
+        registry=registry,
+        fetch=_gdal_fetch(lib),
+        gap=_config_int("MOSAIC_RANGE_GAP", 65536),
+        budget=budget,
+        chunk=_config_int("CPL_VSIL_CURL_CHUNK_SIZE", 16384),
+    )
+
+
+@lru_cache(maxsize=1)
+def _gdal_fetch(lib: ctypes.CDLL) -> Fetch:
+    return gdal_fetch(lib)
 
 
 def _retry_after_probe(

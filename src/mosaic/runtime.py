@@ -1,4 +1,6 @@
-"""Process-wide state: read limiters and per-thread dataset handle caches, created lazily under a lock.
+"""Process-wide state: read limiters, the record of fetched byte ranges, per-thread dataset handle caches.
+
+All are created lazily under a lock.
 
 Everything mutable that outlives one task lives here, so tests (and long-running workers) can start
 clean with :func:`reset`. Nothing reads environment variables at import time.
@@ -18,7 +20,7 @@ __all__ = [
     "default_concurrency",
     "failed_reads",
     "handle_cache",
-    "limiter_registry",
+    "process_registry",
     "reset",
 ]
 
@@ -33,7 +35,7 @@ warning", silencing the whole process). Serialising those blocks makes them nest
 it: ``rasterio.features.shapes``, ``pystac.Item.from_file``/``from_dict``. Shapely validity checks (used
 by the antimeridian splitter) do too, which is why footprint geometry runs in the calling thread.
 """
-_limiters: dict[Any, Any] = {}
+_registry: dict[Any, Any] = {}
 _caches: weakref.WeakSet[HandleCache] = weakref.WeakSet()
 _local = threading.local()
 
@@ -93,13 +95,16 @@ def handle_cache() -> HandleCache:
     return cache
 
 
-def limiter_registry(key: Any, factory: Any) -> Any:
-    """The process-wide object for ``key``, made by ``factory()`` on first use."""
+def process_registry(key: Any, factory: Any) -> Any:
+    """The process-wide object for ``key`` (a limiter, the record of fetched ranges...).
+
+    Made by ``factory()`` on first use; :func:`reset` forgets it.
+    """
     with _lock:
-        item = _limiters.get(key)
+        item = _registry.get(key)
         if item is None:
             item = factory()
-            _limiters[key] = item
+            _registry[key] = item
         return item
 
 
@@ -125,7 +130,7 @@ def failed_reads(key: str) -> FailedReads:
 def reset() -> None:
     """Forget limiters and close cached datasets (all threads' caches; use when no load is running)."""
     with _lock:
-        _limiters.clear()
+        _registry.clear()
         caches = list(_caches)
     for cache in caches:
         cache.clear()

@@ -29,8 +29,11 @@ from rasterio.errors import RasterioIOError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from mosaic.errors import InvalidInputError, SourceError
+from mosaic.auth import Profile
+from mosaic.errors import AuthenticationError, InvalidInputError, SourceError
+from mosaic.gdalenv import gdal_env, href_env
 from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
+from mosaic.limits import is_auth_failure
 from mosaic.records import SceneAsset, crs_to_string
 from mosaic.runtime import WARNINGS_LOCK
 from mosaic.times import to_utc
@@ -154,16 +157,25 @@ def read_file(
     *,
     pattern: re.Pattern[str] | None = None,
     datetime: Callable[[str], Any] | Any = None,
+    gdal_options: Mapping[str, Any] | None = None,
+    auth: Sequence[Profile] = (),
 ) -> FileFacts:
     """Read one raster file's metadata and native data footprint (I/O only; safe in worker threads).
+
+    The file is opened with the cloud defaults (:data:`mosaic.gdalenv.CLOUD_DEFAULTS`: no directory
+    listing or sidecar probing of a URL), ``gdal_options`` over them, and the credentials of the
+    ``auth`` profile matching ``href``.
 
     Args:
         href: local path, URL or GDAL ``/vsi`` path.
         pattern: a regex searched in ``href`` whose named groups ``id``, ``asset`` and ``datetime`` name
             the scene, the asset and the time (defaults: the file stem, ``"data"``, the TIFF tags).
         datetime: a fixed acquisition time, or a callable from href to one, overriding the above.
+        gdal_options: GDAL settings over the cloud defaults.
+        auth: credential profiles; the one matching ``href`` (longest prefix) is used.
 
     Raises:
+        AuthenticationError: the server refused the credentials (or their absence).
         SourceError: naming ``href``: missing, not a raster, no CRS, no geotransform, or no valid pixels.
     """
     if not is_remote(href) and not os.path.exists(href):
@@ -171,12 +183,16 @@ def read_file(
     try:
         # (rasterio may warn NotGeoreferencedWarning first; _describe turns it into a SourceError. The
         # warning is not filtered here: warnings.catch_warnings is not thread-safe in worker threads.)
-        with rasterio.open(href) as src:
+        with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
             return _describe(src, href, pattern=pattern, datetime=datetime)
     except SourceError:
         raise
     except RasterioIOError as exc:
         message = str(exc)
+        if is_auth_failure(exc):
+            raise AuthenticationError(
+                href, f"authentication failed (wrong or missing credentials; give them with auth=): {message}"
+            ) from exc
         if "not recognized as being in a supported file format" in message or "not recognised" in message:
             raise SourceError(href, "not a raster GDAL can read") from exc
         raise SourceError(href, f"cannot be opened: {message}") from exc
@@ -445,16 +461,25 @@ def _missing_projection(asset: Mapping[str, Any], props: Mapping[str, Any]) -> l
 
 
 def prefetch_item(
-    item: Mapping[str, Any], *, assets: Sequence[str] | None = None, base: str | None = None
+    item: Mapping[str, Any],
+    *,
+    assets: Sequence[str] | None = None,
+    base: str | None = None,
+    gdal_options: Mapping[str, Any] | None = None,
+    auth: Sequence[Profile] = (),
 ) -> tuple[Mapping[str, Any], dict[str, FileFacts | SourceError]]:
-    """Open the files of the Item's assets that lack projection info (I/O only; for worker threads)."""
+    """Open the files of the Item's assets that lack projection info (I/O only; for worker threads).
+
+    ``gdal_options`` and ``auth`` as in :func:`read_file`.
+    """
     props = item.get("properties") or {}
     base = item.get("_base", base)
     opened: dict[str, FileFacts | SourceError] = {}
     for name, asset in _chosen_assets(item, assets).items():
         if _missing_projection(asset, props):
             try:
-                opened[name] = read_file(_resolve_href(str(asset.get("href", "")), base))
+                href = _resolve_href(str(asset.get("href", "")), base)
+                opened[name] = read_file(href, gdal_options=gdal_options, auth=auth)
             except SourceError as exc:
                 opened[name] = exc
     return item, opened
@@ -466,6 +491,8 @@ def assets_from_item(
     assets: Sequence[str] | None = None,
     base: str | None = None,
     opened: Mapping[str, FileFacts | SourceError] | None = None,
+    gdal_options: Mapping[str, Any] | None = None,
+    auth: Sequence[Profile] = (),
 ) -> list[SceneAsset]:
     """The index rows of one STAC Item (a dict), one per selected raster asset.
 
@@ -498,7 +525,7 @@ def assets_from_item(
             facts = (opened or {}).get(name)
             try:
                 if facts is None:
-                    facts = read_file(href)
+                    facts = read_file(href, gdal_options=gdal_options, auth=auth)
                 if isinstance(facts, SourceError):
                     raise facts
                 file_row = to_row(facts)

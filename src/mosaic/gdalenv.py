@@ -15,6 +15,7 @@ import rasterio
 import rasterio.env
 
 from mosaic.auth import Profile, gdal_options_for, reveal_options
+from mosaic.fetch import RANGE_GAP
 
 __all__ = ["CLOUD_DEFAULTS", "gdal_env", "href_env", "options_env"]
 
@@ -39,7 +40,7 @@ CLOUD_DEFAULTS: Mapping[str, str] = {
     "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (counted, with jitter)
     # mosaic's own (GDAL ignores them): before a remote read, its tiles are fetched as byte ranges
     # merged across gaps of up to this many bytes (GDAL merges only contiguous tiles)...
-    "MOSAIC_RANGE_GAP": "65536",
+    "MOSAIC_RANGE_GAP": str(RANGE_GAP),
     # ...and at most MOSAIC_PREFETCH_BYTES ahead of one read (unset: GDAL's cache size over twice the
     # concurrency, so what is fetched ahead is not evicted before its read; "0": no fetching ahead)
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.vrt",

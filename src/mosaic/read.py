@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from mosaic.auth import Profile, gdal_options_for
 from mosaic.errors import AuthenticationError, ReadError
-from mosaic.fetch import GDAL_CACHE_BYTES, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
+from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
 from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
 from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
 from mosaic.paths import gdal_path, is_network
@@ -255,7 +255,7 @@ def _prefetch(src: Any, path: str, band: int, window: Window, limiter: ReadLimit
         tile_ranges(src, band, window),
         registry=registry,
         fetch=_gdal_fetch(lib),
-        gap=_config_int("MOSAIC_RANGE_GAP", 65536),
+        gap=_config_int("MOSAIC_RANGE_GAP", RANGE_GAP),
         budget=budget,
         chunk=_config_int("CPL_VSIL_CURL_CHUNK_SIZE", 16384),
     )

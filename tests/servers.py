@@ -139,8 +139,15 @@ def clear_gdal_http_cache() -> None:
     GDAL keys this cache by URL only: without clearing it, a second open of a URL (another test, other
     credentials, a server on a reused port) is answered partly from memory and the server sees fewer
     requests, or none. Open dataset handles keep working.
+
+    Called inside mosaic's GDAL settings: when this is the process's first use of GDAL's network file
+    systems, GDAL fixes its download chunk size and cache size from the settings then in effect, as it
+    would at mosaic's first read.
     """
-    _libgdal().VSICurlClearCache()
+    from mosaic.gdalenv import gdal_env
+
+    with gdal_env():
+        _libgdal().VSICurlClearCache()
 
 
 def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:

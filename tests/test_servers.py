@@ -184,9 +184,14 @@ def test_vsicurl_reads_the_same_pixels_as_the_local_file(http_server, local_wind
         remote = ds.read(1, window=WINDOW)
     np.testing.assert_array_equal(remote, local_window)
     log = http_server.log
-    # GDAL 3.10 opens a COG with one HEAD and one 16 KiB GET, then reads tiles with single-range GETs
+    # GDAL 3.10 opens a COG with one HEAD and one GET of its first chunk (16 KiB by default; GDAL fixes
+    # the size at the process's first network read, 4 KiB if that was mosaic's), then reads tiles with
+    # single-range GETs
     assert opened == 2
-    assert [(r.method, r.range) for r in log[:2]] == [("HEAD", None), ("GET", "bytes=0-16383")]
+    assert [(r.method, r.range) for r in log[:2]] in (
+        [("HEAD", None), ("GET", "bytes=0-16383")],
+        [("HEAD", None), ("GET", "bytes=0-4095")],
+    )
     assert all(r.method == "GET" and r.status == 206 and "," not in r.range for r in log[2:])
     assert len(log) >= 3
     assert all(r.user_agent and r.user_agent.startswith("GDAL/") for r in log)

@@ -21,7 +21,7 @@ from mosaic import AuthenticationError, ReadError, TileIndex
 from mosaic.auth import EarthdataProfile, HTTPProfile, S3Profile, Secret
 from mosaic.graph import ReadFailedWarning
 from mosaic.paths import gdal_path
-from servers import SeaweedFS, clear_gdal_http_cache
+from servers import RangeServer, SeaweedFS, clear_gdal_http_cache
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)
 SCENES = ("S32-seam12-20240601", "S33-seam12-20240601")
@@ -327,3 +327,28 @@ def test_permanent_failures_raise_or_are_skipped_loudly(http_server, seam_rows):
         got = skipped.B02.values
     assert np.array_equal(got, local_mosaic(rows[:1]))
     assert any(SCENES[1] in line and "authentication" in line for line in skipped.attrs["failed_reads"])
+
+
+def test_a_corrupt_remote_file_raises_or_is_skipped_loudly(seam_rows, demo_collection, tmp_path):
+    # the first scene's tiles overwritten with noise (its header intact: it opens, its tiles do not decode)
+    rows, rel = seam_rows
+    root = Path(demo_collection[0])
+    for p in rel:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        raw = (root / p).read_bytes()
+        if p == rel[0]:
+            noise = np.random.default_rng(0).integers(0, 256, len(raw) - 16384, dtype=np.uint8).tobytes()
+            raw = raw[:16384] + noise
+        (tmp_path / p).write_bytes(raw)
+    clear_gdal_http_cache()
+    with RangeServer(tmp_path) as server:
+        index = moved(rows, [server.url(p) for p in rel])
+        with pytest.raises(ReadError) as info:
+            mosaic.load(SEAM12, "EPSG:4326", index=index, **GRID).compute()
+        assert info.value.scene_id == SCENES[0] and server.url(rel[0]) in str(info.value)
+        assert "Decoding error" in str(info.value)  # the cause, not only rasterio's "Read failed"
+        skip = mosaic.load(SEAM12, "EPSG:4326", index=index, on_error="skip", **GRID)
+        with pytest.warns(ReadFailedWarning, match=SCENES[0]):
+            got = skip.B02.values
+    assert np.array_equal(got, local_mosaic(rows[1:]))  # none of the broken scene's pixels
+    assert any(SCENES[0] in line for line in skip.attrs["failed_reads"])

@@ -175,7 +175,9 @@ def read_window(
                 scene_id=read.scene,
             ) from exc
         raise ReadError(
-            read.href, f"reading band {read.band}, window {read.window} failed: {exc}", scene_id=read.scene
+            read.href,
+            f"reading band {read.band}, window {read.window} failed: {_causes(exc)}",
+            scene_id=read.scene,
         ) from exc
     if fetched is None:
         return None
@@ -188,6 +190,22 @@ def read_window(
     if mask is not None:
         data[mask == 0] = native_nodata
     return data, transform
+
+
+def _causes(exc: BaseException) -> str:
+    """What GDAL said, from the outermost message to the root cause.
+
+    rasterio's outer message is only "Read failed. See previous exception for details."; the decoder's
+    own ("ZIPDecode: Decoding error...") is further down the chain.
+    """
+    said: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(said) < 6:
+        message = str(cause).strip()
+        if message and "See previous exception" not in message and message not in said:
+            said.append(message)
+        cause = cause.__cause__ or cause.__context__
+    return "; ".join(said) or type(exc).__name__
 
 
 @lru_cache(maxsize=1)

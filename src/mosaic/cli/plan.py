@@ -16,10 +16,11 @@ from mosaic.cli.options import (
     crs_opt,
     index_opt,
     json_opt,
+    method_opt,
+    resampling_opt,
     resolution_opt,
     time_opt,
 )
-from mosaic.planner import RESAMPLING
 
 if TYPE_CHECKING:
     from mosaic.planner import Plan
@@ -90,17 +91,8 @@ def _chunk_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @resolution_opt
 @time_opt
 @bands_opt
-@click.option(
-    "--method",
-    default="first",
-    show_default=True,
-    metavar="METHOD",
-    help="How overlapping scenes combine: first, last, min, max, mean, median, count, "
-    "highest:<band> or lowest:<band>.",
-)
-@click.option(
-    "--resampling", type=click.Choice(RESAMPLING), default="nearest", show_default=True, help="Warp kernel."
-)
+@method_opt
+@resampling_opt
 @chunks_opt
 @click.option(
     "--png",

@@ -9,6 +9,7 @@ spells a shared option the same way.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -82,6 +83,16 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     if minx == maxx:
         raise click.BadParameter(f"{text!r}: minx and maxx are equal ({minx:g}); the box has no width")
     return (minx, miny, maxx, maxy)
+
+
+def require_index(index: str | None) -> None:
+    """A command that reads scenes needs an index: ``--index`` or ``$MOSAIC_INDEX``.
+
+    Raises:
+        click.UsageError: neither is given.
+    """
+    if index is None and not os.environ.get("MOSAIC_INDEX"):
+        raise click.UsageError("no tile index: pass --index PATH or set MOSAIC_INDEX to the path of one")
 
 
 def check_bbox(bbox: tuple[float, float, float, float], bbox_crs: str) -> None:

@@ -17,6 +17,7 @@ from mosaic.cli.options import (
     index_opt,
     json_opt,
     method_opt,
+    require_index,
     resampling_opt,
     resolution_opt,
     time_opt,
@@ -129,13 +130,10 @@ def plan(
           --resolution 0.0002 --time 2024-06-01 --bands B02,B8A
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs utm --resolution 100 --json
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
-    import os
-
     import mosaic
 
     check_bbox(bbox, bbox_crs)
-    if index is None and not os.environ.get("MOSAIC_INDEX"):
-        raise click.UsageError("no tile index: pass --index PATH or set MOSAIC_INDEX to the path of one")
+    require_index(index)
     the_plan = mosaic.plan(
         bbox,
         crs,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from mosaic.cli.options import (
     method_opt,
     parse_layout,
     quiet_opt,
+    require_index,
     resampling_opt,
     resolution_opt,
     time_opt,
@@ -167,8 +167,7 @@ def regrid(
     from mosaic.regrid import regrid as run_regrid
 
     check_bbox(bbox, bbox_crs)
-    if index is None and not os.environ.get("MOSAIC_INDEX"):
-        raise click.UsageError("no tile index: pass --index PATH or set MOSAIC_INDEX to the path of one")
+    require_index(index)
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     with _client(workers, scheduler) as client:

@@ -18,8 +18,7 @@ from shapely.geometry import box, mapping
 
 from mosaic import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError, TileIndex
 from mosaic.geom import to_lonlat
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+from real_data import LANDSAT_ITEMS, SENTINEL2_ITEMS
 
 
 def in_crs(lonlat_geom, crs):
@@ -281,7 +280,7 @@ def test_stac_asset_selection_and_errors(scenes):
 
 
 def test_real_sentinel2_items_across_the_zone_seam():
-    index = TileIndex.from_stac(REAL / "sentinel-2-l2a-pc.json")
+    index = TileIndex.from_stac(SENTINEL2_ITEMS)
     assert index.crs_counts() == {"EPSG:32647": 32, "EPSG:32646": 32}  # 16 raster assets x 2 tiles each
     rows = {(r.id.split("_")[4][1:], r.asset): r for r in index}
     b02 = rows[("47XML", "B02")]
@@ -297,7 +296,7 @@ def test_real_sentinel2_items_across_the_zone_seam():
 
 
 def test_real_landsat_items_scale_offset_and_zones():
-    index = TileIndex.from_stac(REAL / "landsat-c2-l2-pc.json", assets=["red", "qa"])
+    index = TileIndex.from_stac(LANDSAT_ITEMS, assets=["red", "qa"])
     assert len(index) == 8
     assert index.crs_counts() == {"EPSG:32655": 6, "EPSG:32656": 2}
     red = next(r for r in index if r.asset == "red")

@@ -17,6 +17,7 @@ from pyproj import Transformer
 from shapely.geometry import box
 
 import mosaic
+import real_data
 from mosaic import InvalidInputError, MissingIndexError, NoDataError, ReadError, TileIndex
 from mosaic import synthetic as syn
 from mosaic.graph import ReadFailedWarning, band_array
@@ -694,7 +695,7 @@ def test_parity_with_gdalwarp_across_the_seam(demo_index, gdalwarp_bin, tmp_path
 
 
 def test_parity_with_gdalwarp_on_real_landsat_and_a_custom_crs(gdalwarp_bin, tmp_path):
-    files = [SHARED / "L7_ETMs.tif", SHARED / "olinda_dem_utm25s.tif"]
+    files = [real_data.L7, real_data.DEM]
     index = TileIndex.from_files(files, pattern=r"(?P<id>[^/]+)\.tif$", progress=False)
     crs = {r.id: r.crs for r in index}
     assert crs["L7_ETMs"] == "EPSG:31985" and crs["olinda_dem_utm25s"].startswith(("PROJCRS", "BOUNDCRS"))
@@ -713,9 +714,6 @@ def test_parity_with_gdalwarp_on_real_landsat_and_a_custom_crs(gdalwarp_bin, tmp
         valid = np.isfinite(ours) & (ref != 0) if ours.dtype.kind == "f" else (ours != 0) & (ref != 0)
         assert valid.mean() > 0.5
         assert (np.isclose(ours[valid], ref[valid])).mean() > 0.995, rid
-
-
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
 def test_groupby_an_item_property(demo_index):

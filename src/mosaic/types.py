@@ -20,9 +20,13 @@ PathType: TypeAlias = str | PathLike[str]
 OnError: TypeAlias = Literal["raise", "skip"]
 """What to do when one input fails: raise at once, or skip it with a warning that lists it."""
 
-_Instant: TypeAlias = str | _dt.date | _dt.datetime | pd.Timestamp | np.datetime64
-TimeLike: TypeAlias = _Instant | tuple[_Instant | None, _Instant | None] | Sequence[_Instant | None] | None
-"""A date or partial date ("2024-06" is the whole month), a "start/end" string, or a (start, end) pair."""
+_Instant: TypeAlias = str | _dt.date | _dt.datetime | pd.Timestamp | pd.Period | np.datetime64
+TimeLike: TypeAlias = (
+    _Instant | tuple[_Instant | None, _Instant | None] | Sequence[_Instant | None] | slice | np.ndarray | None
+)
+"""A date, period or instant ("2024-06", ``datetime64("2024-06")`` and ``pandas.Period("2024-06")`` are the
+whole month; a datetime or Timestamp is an instant), a "start/end" string, a (start, end) pair or
+``slice(start, end)`` (both ends inclusive). Naive times are UTC."""
 
 TimeRange: TypeAlias = tuple[pd.Timestamp | None, pd.Timestamp | None]
 """Half-open UTC interval [start, end); None is unbounded."""

@@ -28,7 +28,7 @@ _PARTIAL = [
     (re.compile(r"^\d{4}-\d{2}$"), pd.DateOffset(months=1)),
     (re.compile(r"^\d{4}-\d{2}-\d{2}$"), pd.DateOffset(days=1)),
 ]
-_ISO_START = re.compile(r"^\d{4}(-|$)")
+_ISO_START = re.compile(r"^\d{4}(-|\d{4}|$)")
 """Strings must be ISO 8601 dates or times (pandas alone would read 'June' as June of this year)."""
 _DATETIME64_SPANS = {
     "Y": pd.DateOffset(years=1),

@@ -22,6 +22,7 @@ JUNE_1_TO_11 = (pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-12",
         (np.datetime64("2024-06"), JUNE),  # month precision: the whole month, as the string
         (pd.Period("2024-06", freq="M"), JUNE),
         ("2024-06-01", JUNE_1),
+        ("20240601", JUNE_1),
         (np.datetime64("2024-06-01"), JUNE_1),  # day precision: the whole day
         (dt.date(2024, 6, 1), JUNE_1),
         (pd.Period("2024-06-01", freq="D"), JUNE_1),

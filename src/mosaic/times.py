@@ -26,7 +26,7 @@ __all__ = ["parse_time", "to_utc"]
 _PARTIAL = [
     (re.compile(r"^\d{4}$"), pd.DateOffset(years=1)),
     (re.compile(r"^\d{4}-\d{2}$"), pd.DateOffset(months=1)),
-    (re.compile(r"^\d{4}-\d{2}-\d{2}$"), pd.DateOffset(days=1)),
+    (re.compile(r"^\d{4}-?\d{2}-?\d{2}$"), pd.DateOffset(days=1)),
 ]
 _ISO_START = re.compile(r"^\d{4}(-|\d{4}|$)")
 """Strings must be ISO 8601 dates or times (pandas alone would read 'June' as June of this year)."""

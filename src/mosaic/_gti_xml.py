@@ -22,9 +22,9 @@ import rasterio.errors
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
+from mosaic.bands import to_physical
 from mosaic.errors import InvalidInputError, SourceError
 from mosaic.paths import gdal_path
-from mosaic.planner import to_physical
 from mosaic.read import GDAL_TYPES, WARP_TOLERANCE
 from mosaic.records import SceneAsset
 

@@ -39,12 +39,16 @@ def load(
     geobox: GeoBox | None = None,
     like: Any = None,
     bbox_crs: Any = "EPSG:4326",
+    geopolygon: Any = None,
+    clip: bool = False,
+    anchor: Any = None,
     bands: Sequence[str] | str | None = None,
     groupby: str | None = "solar_day",
     method: str | Callable[..., Any] = "first",
-    resampling: str = "nearest",
+    resampling: str | Any | Mapping[str, Any] = "nearest",
     dtype: Any = None,
     nodata: Any = None,
+    src_nodata: float | Mapping[str, float] | None = None,
     chunks: int | tuple[int, int] | Mapping[str, int] | None = 2048,
     max_concurrency: int | None = None,
     on_error: str = "raise",
@@ -56,21 +60,37 @@ def load(
 
     Args:
         bbox: (minx, miny, maxx, maxy) in ``bbox_crs``; in lon/lat, minx > maxx crosses the antimeridian.
+            Or give ``geopolygon``.
         crs: target CRS (anything pyproj accepts) or ``"utm"`` for the zone of the bbox centre.
         time: a date or partial date (``"2024-06"``), ``"start/end"``, or a ``(start, end)`` pair.
         index: a TileIndex, the path of a saved index, or STAC Items (default: ``$MOSAIC_INDEX``).
-        resolution: pixel size in target CRS units; edges align to its multiples (``gdalwarp -tap``).
+        resolution: pixel size in target CRS units (default: the finest of the selected scenes).
         shape: (height, width) instead of a resolution.
         geobox: an odc-geo GeoBox for exact grid control.
         like: an xarray object whose grid to reuse.
-        bbox_crs: CRS of ``bbox``.
+        bbox_crs: CRS of ``bbox`` (and of a ``geopolygon`` that does not carry its own CRS).
+        geopolygon: the area as a polygon instead of a bbox (odc-stac's name): a shapely geometry, a
+            GeoJSON dict, or anything with ``__geo_interface__`` (a GeoDataFrame or odc-geo Geometry
+            brings its own CRS). The grid covers its bounds.
+        clip: with ``geopolygon``, set pixels whose centres lie outside the polygon to nodata (as
+            ``rio.clip``), and read only the scenes and chunks under the polygon.
+        anchor: where pixel edges fall, as odc-geo's ``anchor``: ``"edge"`` (default: on multiples of the
+            resolution, like ``gdalwarp -tap``), ``"center"`` (pixel centres there), ``(fx, fy)`` pixel
+            fractions, or ``"native"``: the phase of the selected scenes' own grid in the target CRS
+            (their raw pixels, unresampled, at their resolution).
         bands: variables to load: asset names (all bands of a multi-band asset) or ``asset.N``.
         groupby: ``"solar_day"``, ``"time"``, an Item property name, or None (one layer for the period).
         method: ``first``, ``last``, ``min``, ``max``, ``mean``, ``median``, ``count``,
             ``highest:<band>``/``lowest:<band>``, or a callable from a (scenes, y, x) stack to (y, x).
-        resampling: GDAL resampling name (``nearest``, ``bilinear``, ``cubic``, ``average``, ...).
-        dtype: output dtype (one for all bands, or a mapping per band); default: the source dtype.
-        nodata: output nodata (one or per band); default: the source nodata, NaN for floats.
+        resampling: warp kernel (``nearest``, ``bilinear``, ``cubic``, ``average``, ...; any case, GDAL's
+            spellings or a ``rasterio.enums.Resampling``), or a mapping from band to kernel with
+            ``"*"`` for the rest (``{"*": "bilinear", "SCL": "nearest"}``).
+        dtype: output dtype (one for all bands, or a mapping per band with ``"*"`` for the rest);
+            default: the source dtype.
+        nodata: output nodata (one, or a mapping per band); default: the source nodata, NaN for floats.
+        src_nodata: the value that means "no data" in the source files, where they do not declare it
+            (real Landsat Level-1 files use 0 without a nodata tag): one for every asset, or a mapping
+            ``{asset: value}``. It replaces what the index and the files say.
         chunks: chunk size in pixels (int, (y, x) or {"y":, "x":}).
         max_concurrency: bound on simultaneous reads per process (default: 4 per core).
         on_error: ``"raise"`` on a failed read, or ``"skip"`` it with a warning.
@@ -94,12 +114,16 @@ def load(
             geobox=geobox,
             like=like,
             bbox_crs=bbox_crs,
+            geopolygon=geopolygon,
+            clip=clip,
+            anchor=anchor,
             bands=bands,
             groupby=groupby,
             method=method,
             resampling=resampling,
             dtype=dtype,
             nodata=nodata,
+            src_nodata=src_nodata,
             chunks=chunks,
             max_concurrency=max_concurrency,
             on_error=on_error,

@@ -10,8 +10,9 @@ decided here, exactly, by testing the pole's position in the native CRS.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import antimeridian
 import numpy as np
@@ -25,9 +26,11 @@ from mosaic.errors import InvalidInputError
 
 __all__ = [
     "LONLAT",
+    "as_geometry",
     "bbox_to_lonlat",
     "centre_lon",
     "densify",
+    "geometry_bounds",
     "grid_outline",
     "lonlat_to_crs",
     "normalize_lonlat",
@@ -263,3 +266,60 @@ def centre_lon(footprint: BaseGeometry) -> float:
         lon: float = shapely.union_all(shifted).centroid.x
         return (lon + 180) % 360 - 180
     return float(footprint.centroid.x)
+
+
+def as_geometry(value: Any, crs: Any = "EPSG:4326") -> tuple[Polygon | MultiPolygon, str]:
+    """A user's area as a polygonal shapely geometry and the CRS it is in.
+
+    Accepts a shapely geometry (in ``crs``), a GeoJSON geometry, Feature or FeatureCollection dict
+    (in ``crs``; GeoJSON itself is lon/lat), anything with ``__geo_interface__`` (a geopandas
+    GeoSeries or GeoDataFrame, whose own ``crs`` wins), or an odc-geo ``Geometry`` (its own CRS).
+
+    Raises:
+        InvalidInputError: naming the value, when it is not polygonal or has no area.
+    """
+    own_crs = getattr(value, "crs", None)
+    if hasattr(value, "geom") and own_crs is not None:  # odc.geo.geom.Geometry
+        value = value.geom
+    if isinstance(value, BaseGeometry):
+        geom: BaseGeometry = value
+    else:
+        mapping = value if isinstance(value, Mapping) else getattr(value, "__geo_interface__", None)
+        if not isinstance(mapping, Mapping):
+            raise InvalidInputError(
+                f"geopolygon must be a shapely geometry, a GeoJSON dict or an object with "
+                f"__geo_interface__, got {type(value).__name__}"
+            )
+        try:
+            geom = _from_geojson(mapping)
+        except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+            raise InvalidInputError(f"geopolygon is not valid GeoJSON ({type(exc).__name__}: {exc})") from exc
+    polygons = _polygons(shapely.force_2d(geom))
+    if not polygons or shapely.union_all(polygons).area <= 0:
+        raise InvalidInputError(f"geopolygon must be a polygon with an area, got {geom.geom_type}")
+    area = polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
+    return area, _wkt(own_crs if own_crs is not None else crs)
+
+
+def _from_geojson(mapping: Mapping[str, Any]) -> BaseGeometry:
+    kind = mapping.get("type")
+    if kind == "FeatureCollection":
+        return shapely.union_all([_from_geojson(f) for f in mapping["features"]])
+    if kind == "Feature":
+        return _from_geojson(mapping["geometry"])
+    return shapely.geometry.shape(mapping)
+
+
+def geometry_bounds(geom: BaseGeometry, crs: CRS | str) -> tuple[float, float, float, float]:
+    """The bounding box of ``geom``; in lon/lat, one with minx > maxx when it is split at +-180."""
+    if _crs(_wkt(crs)).equals(LONLAT, ignore_axis_order=True):
+        parts = [p.bounds for p in _polygons(geom)]
+        east = [b for b in parts if b[2] >= 180.0]
+        west = [b for b in parts if b[0] <= -180.0]
+        if east and west and len(parts) > 1:
+            ys = [v for b in parts for v in (b[1], b[3])]
+            minx = min(b[0] for b in parts if b[0] > -180.0)
+            maxx = max(b[2] for b in parts if b[2] < 180.0)
+            return (minx, min(ys), maxx, max(ys))
+    minx, miny, maxx, maxy = geom.bounds
+    return (minx, miny, maxx, maxy)

@@ -55,6 +55,8 @@ class ChunkContext:
     """Credential profiles, matched per read by href prefix."""
     failures: str = ""
     """Key of the load's :class:`~mosaic.runtime.FailedReads` log."""
+    clip: bytes | None = None
+    """The plan's clip polygon (WKB, grid CRS): pixels of clipped chunks outside it become nodata."""
 
 
 def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:
@@ -135,7 +137,28 @@ def load_chunk(
             ReadFailedWarning,
             stacklevel=2,
         )
-    return (fuser.result() if ctx.native else _cast(fuser.result(), ctx.band))[None]
+    block = fuser.result() if ctx.native else _cast(fuser.result(), ctx.band)
+    if task.clipped and ctx.clip is not None:
+        block[_outside(ctx.clip, affine, shape)] = ctx.band.nodata if ctx.band.nodata is not None else 0
+    return block[None]
+
+
+@lru_cache(maxsize=64)
+def _outside(clip: bytes, affine: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of a chunk whose centres lie outside the clip polygon (as rioxarray's ``clip``)."""
+    from affine import Affine
+    from rasterio.features import geometry_mask
+
+    mask: np.ndarray = geometry_mask([_geometry(clip)], out_shape=shape, transform=Affine(*affine[:6]))
+    mask.flags.writeable = False  # shared by every band and time step of the chunk
+    return mask
+
+
+@lru_cache(maxsize=8)
+def _geometry(wkb: bytes) -> Any:
+    import shapely
+
+    return shapely.from_wkb(wkb)
 
 
 def _reads_ahead(task: ChunkTask, fuser: Fuser) -> bool:
@@ -227,14 +250,15 @@ def band_array(plan: Plan, band: BandSpec, failures: str = "") -> da.Array:
     ctx = ChunkContext(
         crs=cast("CRS", plan.geobox.crs).to_wkt(),
         method=plan.method,
-        resampling=plan.resampling,
+        resampling=band.resampling,
         band=band,
         on_error=plan.on_error,
         max_concurrency=plan.max_concurrency,
         gdal_options=plan.gdal_options,
-        native=band.native and plan.method in ("first", "last") and plan.resampling == "nearest",
+        native=band.native and plan.method in ("first", "last") and band.resampling == "nearest",
         auth=plan.auth,
         failures=failures,
+        clip=plan.clip,
     )
     ny, nx = plan.geobox.shape
     cy, cx = plan.chunks

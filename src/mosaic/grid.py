@@ -1,8 +1,15 @@
 """The output grid of a request: its CRS, extent, pixel alignment and chunking.
 
 A request names an area in some CRS and a target CRS; this module turns that into an odc-geo
-``GeoBox`` whose pixel edges are aligned to multiples of the resolution (like ``gdalwarp -tap``), and
-fixes the chunk shape. A box across the antimeridian stays one contiguous grid in lon/lat.
+``GeoBox`` and fixes the chunk shape. A box across the antimeridian stays one contiguous grid in lon/lat.
+
+Pixel alignment follows odc-geo's ``anchor``: by default pixel *edges* fall on multiples of the
+resolution (``"edge"``, like ``gdalwarp -tap``); ``"center"`` puts pixel centres there; ``(fx, fy)``
+puts edges at ``(k + fx) * resolution``; the planner turns ``"native"`` into the fraction of the
+selected scenes' own grid. The grid covers the whole request box: where odc-geo's
+``GeoBox.from_bbox`` lets a box edge within 1% of a pixel of a grid line fall outside the grid
+(``tol=0.01``), mosaic adds that row or column (its tolerance is 1e-9 of a pixel), so the same request
+can be one pixel larger here.
 """
 
 from __future__ import annotations
@@ -19,9 +26,49 @@ from pyproj import CRS
 from mosaic.errors import InvalidInputError
 from mosaic.geom import LONLAT, bbox_to_lonlat, centre_lon, lonlat_to_crs
 
-__all__ = ["DEFAULT_CHUNK", "chunk_shape", "geobox_of", "make_geobox", "target_bounds", "target_crs"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "anchor_phase",
+    "chunk_shape",
+    "geobox_of",
+    "make_geobox",
+    "target_bounds",
+    "target_crs",
+]
 
 DEFAULT_CHUNK = 2048
+_NAMED_ANCHORS = {"edge": (0.0, 0.0), "default": (0.0, 0.0), "center": (0.5, 0.5), "centre": (0.5, 0.5)}
+
+
+def anchor_phase(anchor: Any) -> tuple[float, float] | None:
+    """Where pixel edges fall, as fractions of a pixel past multiples of the resolution (x, y).
+
+    ``"edge"`` is (0, 0), ``"center"`` (0.5, 0.5), a number or an (x, y) pair (or odc-geo's ``XY``)
+    gives the fractions; None for ``"native"``, which only the planner can resolve.
+
+    Raises:
+        InvalidInputError: an unknown name, or fractions outside [0, 1).
+    """
+    if isinstance(anchor, str):
+        key = anchor.strip().lower()
+        if key == "native":
+            return None
+        if key in _NAMED_ANCHORS:
+            return _NAMED_ANCHORS[key]
+        raise InvalidInputError(
+            f"anchor {anchor!r}: give 'edge', 'center', 'native', or (x, y) pixel fractions in [0, 1)"
+        )
+    if hasattr(anchor, "xy") and not isinstance(anchor, tuple):  # odc.geo.XY
+        anchor = anchor.xy
+    try:
+        fx, fy = (float(anchor), float(anchor)) if isinstance(anchor, (int, float)) else map(float, anchor)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"anchor {anchor!r}: give 'edge', 'center', 'native', or (x, y) pixel fractions in [0, 1)"
+        ) from None
+    if not (0.0 <= fx < 1.0 and 0.0 <= fy < 1.0):
+        raise InvalidInputError(f"anchor {anchor!r}: pixel fractions must lie in [0, 1)")
+    return (fx, fy)
 
 
 def target_crs(value: Any, bbox: Sequence[float] | None, bbox_crs: Any) -> CRS:
@@ -65,8 +112,13 @@ def make_geobox(
     like: Any,
     bbox_crs: Any,
     default_resolution: Callable[[CRS], float] | None = None,
+    anchor: tuple[float, float] | Callable[[CRS, float, float], tuple[float, float]] = (0.0, 0.0),
 ) -> GeoBox:
-    """The output grid. Pixel edges are aligned to multiples of the resolution (as ``gdalwarp -tap``)."""
+    """The output grid, its pixel edges at ``(k + anchor) * resolution`` (``gdalwarp -tap`` by default).
+
+    ``anchor`` may be a callable from (target CRS, x resolution, y resolution) to the fractions, for
+    anchors that depend on the data (``"native"``).
+    """
     if like is not None:
         geobox = geobox_of(like)
     if geobox is not None:
@@ -91,8 +143,10 @@ def make_geobox(
     rx, ry = abs(float(rx)), abs(float(ry))
     if not (rx > 0 and ry > 0):
         raise InvalidInputError(f"resolution must be positive, got {resolution}")
-    x0, x1 = math.floor(minx / rx + 1e-9) * rx, math.ceil(maxx / rx - 1e-9) * rx
-    y0, y1 = math.floor(miny / ry + 1e-9) * ry, math.ceil(maxy / ry - 1e-9) * ry
+    fx, fy = anchor(target, rx, ry) if callable(anchor) else anchor
+    ox, oy = fx * rx, fy * ry
+    x0, x1 = math.floor((minx - ox) / rx + 1e-9) * rx + ox, math.ceil((maxx - ox) / rx - 1e-9) * rx + ox
+    y0, y1 = math.floor((miny - oy) / ry + 1e-9) * ry + oy, math.ceil((maxy - oy) / ry - 1e-9) * ry + oy
     nx, ny = max(1, round((x1 - x0) / rx)), max(1, round((y1 - y0) / ry))
 
     return GeoBox((ny, nx), Affine(rx, 0, x0, 0, -ry, y1), target)

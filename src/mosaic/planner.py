@@ -26,19 +26,38 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import shapely
+import shapely.affinity
 from odc.geo.geobox import GeoBox
 from pyproj import CRS
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, as_profiles, hide_secrets
+from mosaic.bands import (
+    RESAMPLING,
+    BandSpec,
+    band_specs,
+    mixed_scale_assets,
+    resampling_name,
+    to_physical,
+    with_source_nodata,
+)
 from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
-from mosaic.geom import bbox_to_lonlat, centre_lon, to_lonlat
-from mosaic.grid import DEFAULT_CHUNK, chunk_shape, make_geobox
+from mosaic.geom import (
+    as_geometry,
+    bbox_to_lonlat,
+    centre_lon,
+    geometry_bounds,
+    lonlat_to_crs,
+    to_lonlat,
+)
+from mosaic.grid import DEFAULT_CHUNK, anchor_phase, chunk_shape, make_geobox
 from mosaic.index import TileIndex
 from mosaic.records import SceneAsset
 from mosaic.times import parse_time
@@ -57,22 +76,6 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "RESAMPLING", "BandSpec", "ChunkTask", "Plan", "Read", "make_plan", "resolve_index"]
 
-RESAMPLING = (
-    "nearest",
-    "bilinear",
-    "cubic",
-    "cubic_spline",
-    "lanczos",
-    "average",
-    "mode",
-    "min",
-    "max",
-    "med",
-    "q1",
-    "q3",
-    "sum",
-    "rms",
-)
 METHODS = ("first", "last", "min", "max", "mean", "median", "count")
 PixelBox = tuple[int, int, int, int]
 """(row_off, col_off, height, width) in some pixel grid."""
@@ -127,25 +130,8 @@ class ChunkTask:
     ix: int
     reads: tuple[Read, ...]
     aux: tuple[Read, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BandSpec:
-    """An output variable: which asset band it comes from and how it is stored."""
-
-    name: str
-    asset: str
-    band: int
-    dtype: str
-    nodata: float | None
-    work_dtype: str
-    scale: float | None = None
-    offset: float | None = None
-    native: bool = False
-    """Every source has this band's dtype and nodata: ``first``/``last`` with nearest can skip floats."""
-    physical: bool = False
-    """The sources disagree on scale/offset: each read is converted to physical units, and the band is
-    a float of physical values (``scale``/``offset`` None)."""
+    clipped: bool = False
+    """The chunk reaches beyond the plan's clip polygon: its pixels outside it become nodata."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +153,8 @@ class Plan:
     max_concurrency: int | None = None
     auth: tuple[Profile, ...] = ()
     considered: tuple[SceneAsset, ...] = field(default=(), repr=False, compare=False)
+    clip: bytes | None = None
+    """With ``clip=True``: the polygon (WKB, in the grid's CRS) outside which pixels are nodata."""
 
     # ------------------------------------------------------------------------------------ geometry
 
@@ -207,6 +195,7 @@ class Plan:
             if isinstance(self.method, str)
             else getattr(self.method, "__qualname__", repr(self.method)),
             self.resampling,
+            self.clip,
         )
 
     # ------------------------------------------------------------------------------- inspection
@@ -349,106 +338,115 @@ def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
     return tuple(area.bounds)
 
 
-# ----------------------------------------------------------------------------------------- bands
-
-
-def _band_specs(
-    records: Sequence[SceneAsset],
-    bands: Sequence[str] | None,
-    method: Any,
-    dtype: Any,
-    nodata: Any,
-    mixed_scales: set[str],
-) -> tuple[BandSpec, ...]:
-    by_asset: dict[str, list[SceneAsset]] = defaultdict(list)
-    for r in records:
-        by_asset[r.asset].append(r)
-    available: dict[str, tuple[str, int]] = {}
-    for asset, rows in by_asset.items():
-        count = max(r.band_count for r in rows)
-        if count == 1:
-            available[asset] = (asset, 1)
-        else:
-            for b in range(1, count + 1):
-                available[f"{asset}.{b}"] = (asset, b)
-    if bands is None:
-        names = sorted(available)
-    else:
-        names = []
-        for name in [bands] if isinstance(bands, str) else bands:
-            if name in available:
-                names.append(name)
-            elif any(k.startswith(f"{name}.") for k in available):
-                names.extend(
-                    sorted((k for k in available if k.startswith(f"{name}.")), key=lambda k: available[k][1])
-                )
-            else:
-                raise InvalidInputError(
-                    f"band {name!r} is in none of the selected scenes; available: {sorted(available)}"
-                )
-    specs = []
-    for name in names:
-        asset, band = available[name]
-        rows = by_asset[asset]
-        src_types = {r.dtype for r in rows if r.dtype}
-        src_dtype = np.result_type(*src_types) if src_types else np.dtype("float32")
-        nodatas = {("nan" if r.nodata is not None and math.isnan(r.nodata) else r.nodata) for r in rows}
-        physical = asset in mixed_scales and method != "count"
-        natural = _method_dtype(method, np.dtype("float32") if physical else src_dtype)
-        out_dtype = np.dtype(
-            natural if dtype is None else (dtype.get(name, natural) if isinstance(dtype, Mapping) else dtype)
+def _anchor(anchor: Any, *, geobox: Any, like: Any, shape: Any) -> tuple[float, float] | None:
+    """The grid's pixel phase (None: the scenes' own, ``"native"``); the default is edge-aligned."""
+    if anchor is None:
+        return (0.0, 0.0)
+    fixed = [
+        name for name, given in (("geobox", geobox), ("like", like), ("shape", shape)) if given is not None
+    ]
+    if fixed:
+        raise InvalidInputError(
+            f"anchor= aligns a grid made from a bbox and a resolution, not one given by {fixed[0]}="
         )
-        if nodata is not None:
-            out_nodata: float | None = float(
-                cast(float, nodata.get(name)) if isinstance(nodata, Mapping) else nodata
+    return anchor_phase(anchor)
+
+
+def _native_phase(
+    rows: Sequence[SceneAsset], bands: Sequence[str] | str | None, target: CRS, rx: float, ry: float
+) -> tuple[float, float]:
+    """The pixel phase, on a grid of ``rx`` x ``ry``, that the selected scenes in ``target`` share.
+
+    Raises:
+        InvalidInputError: no selected scene is in the target CRS, or their grids are out of phase.
+    """
+    names = [] if bands is None else [bands] if isinstance(bands, str) else list(bands)
+    wanted = {n.split(".")[0] for n in names}
+    same = [r for r in rows if r.transform is not None and r.href is not None and _same_crs(r.crs, target)]
+    if any(r.asset in wanted for r in same):  # the scenes of the bands asked for, where names match assets
+        same = [r for r in same if r.asset in wanted]
+    if not same:
+        raise InvalidInputError(
+            f"anchor='native': no selected scene is in the target CRS {target.to_string()}, so there is no "
+            "native grid to align to; use anchor='edge' or 'center', or load in the scenes' CRS"
+        )
+    phases = []
+    for r in same:
+        _, b, c, d, _, f = cast("tuple[float, ...]", r.transform)
+        if b or d:
+            raise InvalidInputError(f"anchor='native': scene {r.id} [{r.asset}] has a rotated grid")
+        phases.append((r, (c / rx) % 1.0, (f / ry) % 1.0))
+    first, fx, fy = phases[0]
+    for other, ox, oy in phases[1:]:
+        if _phase_gap(fx, ox) > 1e-4 or _phase_gap(fy, oy) > 1e-4:
+            raise InvalidInputError(
+                f"anchor='native': the selected scenes' grids are out of phase on a {rx:g} x {ry:g} grid: "
+                f"{first.id} [{first.asset}] at ({fx:.4f}, {fy:.4f}) of a pixel, {other.id} [{other.asset}] "
+                f"at ({ox:.4f}, {oy:.4f}); give anchor=(x, y) or choose scenes that share a grid"
             )
-        elif method == "count":
-            out_nodata = None  # a count of 0 is a value: no scene has data there
-        elif out_dtype.kind == "f":
-            out_nodata = math.nan
-        elif len(nodatas) == 1 and None not in nodatas and "nan" not in nodatas and out_dtype == src_dtype:
-            out_nodata = float(next(iter(nodatas)))  # type: ignore[arg-type]
-        else:
-            out_nodata = 0.0
-        work = (
-            "float64"
-            if (src_dtype.itemsize > 2 and src_dtype.kind in "iu") or src_dtype == np.float64
-            else "float32"
+    return (fx if _phase_gap(fx, 0.0) > 1e-9 else 0.0, fy if _phase_gap(fy, 0.0) > 1e-9 else 0.0)
+
+
+def _phase_gap(a: float, b: float) -> float:
+    """Distance between two pixel phases on the circle [0, 1)."""
+    gap = abs(a - b) % 1.0
+    return min(gap, 1.0 - gap)
+
+
+@lru_cache(maxsize=256)
+def _same_crs(a: str, b: CRS) -> bool:
+    return CRS.from_user_input(a).equals(b)
+
+
+def _in_grid(area: tuple[BaseGeometry, str], gbox: GeoBox) -> BaseGeometry:
+    """The geopolygon in the grid's CRS and coordinates (a lon/lat grid past 180 continues east)."""
+    geom, crs = area
+    target = cast("GeoCRS", gbox.crs).to_wkt()
+    if not CRS.from_user_input(crs).equals(CRS.from_user_input(target)):
+        geom = lonlat_to_crs(to_lonlat(geom, crs), target)
+    left = gbox.boundingbox.left
+    if CRS.from_user_input(target).is_geographic and gbox.boundingbox.right > 180.0:
+        geom = shapely.union_all(
+            [
+                shapely.affinity.translate(p, 360.0) if p.bounds[2] <= left else p
+                for p in shapely.get_parts(geom)
+            ]
         )
-        scale, offset = (None, None) if physical or asset in mixed_scales else (rows[0].scale, rows[0].offset)
-        native = (
-            not physical
-            and len(src_types) == 1
-            and out_dtype == src_dtype
-            and src_dtype.kind in "iu"
-            and out_nodata is not None
-            and nodatas == {out_nodata}
-        )
-        specs.append(
-            BandSpec(name, asset, band, out_dtype.name, out_nodata, work, scale, offset, native, physical)
-        )
-    return tuple(specs)
+    return geom
 
 
-def to_physical(rec: SceneAsset) -> tuple[float, float]:
-    """(scale, offset) of a scene asset's stored values (1 and 0 when it has none)."""
-    return (1.0 if rec.scale is None else rec.scale, 0.0 if rec.offset is None else rec.offset)
+def _clipped_chunks(
+    boxes: np.ndarray, clip: BaseGeometry | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per chunk box: whether the clip polygon touches it, and whether it reaches beyond the polygon."""
+    if clip is None:
+        return None, None
+    shapely.prepare(clip)
+    inside = shapely.intersects(clip, boxes)
+    return inside, inside & ~shapely.contains(clip, boxes)
 
 
-def mixed_scale_assets(records: Sequence[SceneAsset]) -> set[str]:
-    """Assets whose scenes disagree on scale/offset: their stored values cannot be mosaicked as they are."""
-    seen: dict[str, set[tuple[float, float]]] = defaultdict(set)
-    for r in records:
-        seen[r.asset].add(to_physical(r))
-    return {asset for asset, pairs in seen.items() if len(pairs) > 1}
+def _areal(geom: BaseGeometry) -> BaseGeometry:
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and p.area > 0]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def _method_dtype(method: Any, src: np.dtype) -> np.dtype:
-    if method == "count":
-        return np.dtype("uint16")
-    if method in ("mean", "median") and src.kind in "iu":
-        return np.dtype("float32")
-    return src
+def _margin(spec: BandSpec) -> int:
+    """Source pixels a band's warp kernel reaches beyond a window."""
+    return _KERNEL_MARGIN.get(spec.resampling, 2)
+
+
+def _kernels(specs: Sequence[BandSpec], requested: Any) -> str:
+    """The plan's resampling in one word, or ``band=kernel`` pairs when the bands differ."""
+    kinds = {b.resampling for b in specs}
+    if not kinds:
+        return requested if isinstance(requested, str) else "nearest"
+    if len(kinds) == 1:
+        return kinds.pop()
+    return ", ".join(f"{b.name}={b.resampling}" for b in specs)
+
+
+# ------------------------------------------------------------------------------------------ method
 
 
 def _check_method(method: Any) -> tuple[Any, str | None]:
@@ -482,8 +480,9 @@ def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
     if groupby == "solar_day":
         if when is None:
             raise InvalidInputError(
-                f"scene {rec.id!r} has no datetime, so it cannot be grouped by solar day; "
-                "pass groupby=None to fuse undated scenes into one layer"
+                f"scene {rec.id!r} has no datetime while other selected scenes have one, so it cannot be "
+                "grouped by solar day; pass groupby=None to fuse all into one layer, or give the undated "
+                "files a time (TileIndex.from_files(datetime=...))"
             )
         lon = centre_lon(rec.footprint)
         return (when + pd.Timedelta(hours=lon / 15.0)).strftime("%Y-%m-%d")
@@ -507,12 +506,16 @@ def make_plan(
     geobox: GeoBox | None = None,
     like: Any = None,
     bbox_crs: Any = "EPSG:4326",
+    geopolygon: Any = None,
+    clip: bool = False,
+    anchor: Any = None,
     bands: Sequence[str] | str | None = None,
     groupby: str | None = "solar_day",
     method: str | Callable[..., Any] = "first",
-    resampling: str = "nearest",
+    resampling: str | Any | Mapping[str, Any] = "nearest",
     dtype: Any = None,
     nodata: Any = None,
+    src_nodata: float | Mapping[str, float] | None = None,
     chunks: int | tuple[int, int] | Mapping[str, int] | None = DEFAULT_CHUNK,
     max_concurrency: int | None = None,
     on_error: str = "raise",
@@ -526,8 +529,8 @@ def make_plan(
     ``summary()``, ``explain()`` and ``plot()`` describe and :func:`mosaic.api.to_dataset` executes.
     """
     method, rank_band = _check_method(method)
-    if resampling not in RESAMPLING:
-        raise InvalidInputError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
+    if not isinstance(resampling, Mapping):
+        resampling = resampling_name(resampling)  # early: before the index is opened
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_empty not in ("raise", "warn"):
@@ -535,10 +538,25 @@ def make_plan(
     if max_concurrency is not None and int(max_concurrency) < 1:
         raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency}")
     parse_time(time)  # validate early
+    phase = _anchor(anchor, geobox=geobox, like=like, shape=shape)
+    area: tuple[BaseGeometry, str] | None = None  # the geopolygon, in its own CRS
+    if geopolygon is not None:
+        if bbox is not None:
+            raise InvalidInputError("give bbox= or geopolygon=, not both")
+        area = as_geometry(geopolygon, bbox_crs)
+        bbox, bbox_crs = geometry_bounds(*area), area[1]
+    elif clip:
+        raise InvalidInputError("clip=True needs geopolygon=, the polygon to clip to")
 
     # the grid first when it does not depend on the data; else from a pre-query on the bbox
     pre_area = None if bbox is None else bbox_to_lonlat(bbox, bbox_crs)
+    if area is not None:
+        pre_area = to_lonlat(*area)
     idx = resolve_index(index, bbox_ll=pre_area, time=time)
+
+    def native_anchor(target: CRS, rx: float, ry: float) -> tuple[float, float]:
+        rows = idx.query_geometry(pre_area, time).records() if pre_area is not None else idx.records()
+        return _native_phase(rows, bands, target, rx, ry)
 
     def native_resolution(target: CRS) -> float:
         rows = idx.query_geometry(pre_area, time).records() if pre_area is not None else idx.records()
@@ -559,9 +577,14 @@ def make_plan(
         like=like,
         bbox_crs=bbox_crs,
         default_resolution=native_resolution,
+        anchor=native_anchor if phase is None else phase,
     )
     chunk_yx = chunk_shape(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
+    clip_target = None
+    if clip and area is not None:  # only scenes under the polygon, and only chunks it touches
+        area_ll = _areal(area_ll.intersection(pre_area))
+        clip_target = _in_grid(area, gbox)
 
     considered = idx.query_geometry(area_ll, time).records()
     records = [r for r in considered if r.href is not None and r.transform is not None]
@@ -578,8 +601,21 @@ def make_plan(
             raise NoDataError(message)
         warnings.warn(message, MosaicWarning, stacklevel=2)
 
+    records = with_source_nodata(records, src_nodata)
     mixed = mixed_scale_assets(records)  # assets whose scenes disagree on scale/offset
-    band_specs = _band_specs(records, bands, method, dtype, nodata, mixed) if records else ()
+    specs = (
+        band_specs(
+            records,
+            bands=bands,
+            method=method,
+            dtype=dtype,
+            nodata=nodata,
+            resampling=resampling,
+            mixed_scales=mixed,
+        )
+        if records
+        else ()
+    )
     if rank_band is not None and records:
         available = {r.asset for r in records}
         if rank_band not in available:
@@ -589,10 +625,12 @@ def make_plan(
             )
 
     # only the assets the bands (and the ranking band) come from are planned
-    wanted = {spec.asset for spec in band_specs} | ({rank_band} if rank_band else set())
+    wanted = {spec.asset for spec in specs} | ({rank_band} if rank_band else set())
     records = [r for r in records if r.asset in wanted]
 
     # time groups, and fusion order inside each
+    if groupby in ("solar_day", "time") and not any(r.datetime or r.start_datetime for r in records):
+        groupby = None  # no scene has a time (plain GeoTIFFs often have none): one layer, time NaT
     grouped: dict[Any, list[SceneAsset]] = defaultdict(list)
     for r in records:
         grouped[_group_key(r, groupby)].append(r)
@@ -615,21 +653,30 @@ def make_plan(
     nx = finder.grid[1]
     boxes = chunk_boxes(gbox, chunk_yx, finder.grid)
     tree = shapely.STRtree(boxes)
-    margin = _KERNEL_MARGIN.get(resampling, 2)
+    inside, partial = _clipped_chunks(boxes, clip_target)
+    # source pixels around each window for the kernel: per asset, for the widest kernel of its bands
+    margins = {a: max((_margin(b) for b in specs if b.asset == a), default=1) for a in wanted}
+    if rank_band is not None:
+        margins[rank_band] = max((_margin(b) for b in specs), default=1)  # warped with each band's kernel
 
     touching: dict[tuple[str, str], list[tuple[int, int, int, int, PixelBox, PixelBox]]] = {}
     for rec in records:
         fp = footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:
             continue
-        ys, xs = np.divmod(np.sort(tree.query(fp, predicate="intersects")), nx)
+        hits = np.sort(tree.query(fp, predicate="intersects"))
+        if inside is not None:
+            hits = hits[inside[hits]]
+        ys, xs = np.divmod(hits, nx)
         xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
         levels, factors, wins, ok = scene_windows(
-            rec, (xmin[ys, xs], xmax[ys, xs], ymin[ys, xs], ymax[ys, xs]), scale[ys, xs], margin
+            rec, (xmin[ys, xs], xmax[ys, xs], ymin[ys, xs], ymax[ys, xs]), scale[ys, xs], margins[rec.asset]
         )
         # where in each chunk the scene's pixels can land (its grid, plus the kernel and 2 px for the
         # outline's densification): a warp computes only there
-        targets = chunk_targets(grid_in_target(rec, area_ll, gbox), boxes, gbox, chunk_yx, ys, xs, margin + 2)
+        targets = chunk_targets(
+            grid_in_target(rec, area_ll, gbox), boxes, gbox, chunk_yx, ys, xs, margins[rec.asset] + 2
+        )
         keep = np.flatnonzero(ok & (targets[:, 2] > 0) & (targets[:, 3] > 0))
         touching[(rec.id, rec.asset)] = list(
             zip(
@@ -652,7 +699,7 @@ def make_plan(
             key=lambda r: (r.datetime or r.start_datetime or epoch, r.id),
             reverse=reverse,
         )
-        for spec in band_specs:
+        for spec in specs:
             per_chunk: dict[tuple[int, int], list[Read]] = defaultdict(list)
             aux_chunk: dict[tuple[int, int], list[Read]] = defaultdict(list)
             for rec in rows:
@@ -668,22 +715,22 @@ def make_plan(
                     )
                     if rank_rec is not None:
                         rank_physical = to_physical(rank_rec) if rank_band in mixed else None
-                        aux = _aux_read(rank_rec, finder, iy, ix, margin, rank_physical)
+                        aux = _aux_read(rank_rec, finder, iy, ix, margins[rank_rec.asset], rank_physical)
                         aux_chunk[(iy, ix)].append(aux)
             for (iy, ix), reads in sorted(per_chunk.items()):
-                tasks.append(
-                    ChunkTask(spec.name, t, iy, ix, tuple(reads), tuple(aux_chunk.get((iy, ix), ())))
-                )
+                aux_reads = tuple(aux_chunk.get((iy, ix), ()))
+                clipped = partial is not None and bool(partial[iy * nx + ix])
+                tasks.append(ChunkTask(spec.name, t, iy, ix, tuple(reads), aux_reads, clipped))
 
     return Plan(
         geobox=gbox,
         chunks=chunk_yx,
         times=times,
         groups=tuple(str(k) for k in group_keys),
-        bands=band_specs,
+        bands=specs,
         tasks=tuple(tasks),
         method=method,
-        resampling=resampling,
+        resampling=_kernels(specs, resampling),
         index_source=idx.source,
         scenes=tuple(sorted({r.id for r in records})),
         on_error=on_error,
@@ -691,6 +738,7 @@ def make_plan(
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
         auth=as_profiles(auth),
         considered=tuple(considered),
+        clip=None if clip_target is None else shapely.to_wkb(clip_target),
     )
 
 

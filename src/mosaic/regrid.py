@@ -45,6 +45,7 @@ from dask.base import tokenize
 from mosaic._regrid_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
+from mosaic.geom import as_geometry
 from mosaic.planner import Plan, make_plan
 from mosaic.runtime import WARNINGS_LOCK
 
@@ -199,12 +200,16 @@ def regrid(
     index: Any = None,
     resolution: float | tuple[float, float] | None = None,
     bbox_crs: Any = "EPSG:4326",
+    geopolygon: Any = None,
+    clip: bool = False,
+    anchor: Any = None,
     bands: Sequence[str] | str | None = None,
     groupby: str | None = "solar_day",
     method: str = "first",
-    resampling: str = "nearest",
+    resampling: str | Any | Mapping[str, Any] = "nearest",
     dtype: Any = None,
     nodata: Any = None,
+    src_nodata: float | Mapping[str, float] | None = None,
     chunks: int | tuple[int, int] | Mapping[str, int] | None = None,
     zarr_format: int = 3,
     overwrite: bool = False,
@@ -229,12 +234,16 @@ def regrid(
         index: a TileIndex, or the path of a saved index (recorded as an absolute path).
         resolution: pixel size in target CRS units.
         bbox_crs: CRS of ``bbox``.
+        geopolygon: the area as a polygon instead of a bbox, as :func:`mosaic.load`.
+        clip: set pixels outside ``geopolygon`` to nodata, as :func:`mosaic.load`.
+        anchor: pixel alignment of the grid, as :func:`mosaic.load`.
         bands: variables to write (default: all).
         groupby: time grouping, as :func:`mosaic.load` (None: one layer for the whole period).
         method: fusion method name.
-        resampling: GDAL resampling name.
+        resampling: warp kernel, or a mapping per band, as :func:`mosaic.load`.
         dtype: output dtype (one, or per band).
         nodata: output nodata (one, or per band).
+        src_nodata: the source files' nodata where they do not declare it, as :func:`mosaic.load`.
         chunks: output chunks: an int or (y, x) in pixels, or a mapping with ``time``, ``y``, ``x``
             (default ``{"time": 1, "y": 2048, "x": 2048}``); the plan's chunks are the Zarr chunks.
         zarr_format: 3 (default) or 2.
@@ -265,12 +274,16 @@ def regrid(
         index=index,
         resolution=resolution,
         bbox_crs=bbox_crs,
+        geopolygon=geopolygon,
+        clip=clip,
+        anchor=anchor,
         bands=bands,
         groupby=groupby,
         method=method,
         resampling=resampling,
         dtype=dtype,
         nodata=nodata,
+        src_nodata=src_nodata,
         chunks=(layout["y"], layout["x"]),
         max_concurrency=max_concurrency,
         gdal_options=gdal_options,
@@ -280,6 +293,9 @@ def regrid(
         "index": the_plan.index_source or "in-memory TileIndex",
         "bbox": None if bbox is None else [float(v) for v in bbox],
         "bbox_crs": str(bbox_crs),
+        "geopolygon": None if geopolygon is None else as_geometry(geopolygon, bbox_crs)[0].wkt,
+        "clip": clip,
+        "anchor": anchor if anchor is None or isinstance(anchor, str) else [float(v) for v in anchor],
         "crs": str(crs),
         "resolution": resolution if not isinstance(resolution, tuple) else list(resolution),
         "time": time,
@@ -289,6 +305,7 @@ def regrid(
         "resampling": resampling,
         "dtype": dtype,
         "nodata": nodata,
+        "src_nodata": src_nodata,
         "chunks": dict(layout),
     }
     common = dict(request=request, client=client, batch_size=batch_size, progress=progress)
@@ -522,7 +539,8 @@ def write_cog(
                 mosaic_version=__version__,
                 time=str(plan.times[0]),
             )
-        resampling = plan.resampling if plan.resampling in _OVERVIEW_RESAMPLING else "nearest"
+        kernel = plan.bands[0].resampling if plan.bands else "nearest"
+        resampling = kernel if kernel in _OVERVIEW_RESAMPLING else "nearest"
         rasterio.shutil.copy(
             staging,
             final,

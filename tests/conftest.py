@@ -18,6 +18,7 @@ pytest_plugins = ["remote_fixtures"]  # real HTTP and S3 servers on 127.0.0.1 (t
 # `mosaic regrid --workers` does (docs/cluster.md).
 dask.config.set({"distributed.worker.profile.enabled": False})
 
+
 @pytest.fixture(scope="session")
 def demo_collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[pystac.Item]]:
     """The embedded demo collection, written once into a session temp folder."""

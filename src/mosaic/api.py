@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor users expect)
@@ -16,7 +16,7 @@ from odc.geo.xr import xr_coords
 from mosaic.auth import Profile
 from mosaic.graph import band_array
 from mosaic.limits import LimiterStats, get_limiter
-from mosaic.planner import Plan, make_plan
+from mosaic.planner import BandSpec, Plan, make_plan
 from mosaic.runtime import failed_reads
 from mosaic.types import BBox, TimeLike
 
@@ -118,17 +118,15 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
     failures_key = f"mosaic-{tokenize(the_plan)}"
     for band in the_plan.bands:
         attrs: dict[str, Any] = {"asset": band.asset, "asset_band": band.band, "grid_mapping": "spatial_ref"}
-        if band.nodata is not None:
-            attrs["nodata"] = band.nodata
-        if band.scale is not None:
-            attrs["scale"] = band.scale
-        if band.offset is not None:
-            attrs["offset"] = band.offset
+        if band.nodata is not None:  # unmasked data: nodata in attrs (see docs/concepts.md, "Nodata")
+            attrs["nodata"] = attrs["_FillValue"] = _nodata_value(band)
+        if band.scale not in (None, 1.0):
+            attrs["scale_factor"] = band.scale  # CF packing: physical = stored * scale_factor + add_offset
+        if band.offset not in (None, 0.0):
+            attrs["add_offset"] = band.offset
         if band.physical:
             attrs["units_note"] = "physical values: each scene's own scale/offset applied (they differ)"
         arr = xr.DataArray(band_array(the_plan, band, failures_key), dims=("time", "y", "x"), attrs=attrs)
-        if band.nodata is not None:
-            arr.encoding["_FillValue"] = band.nodata
         data_vars[band.name] = arr
     summary = the_plan.summary()
     attrs = {
@@ -142,6 +140,12 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
     if the_plan.on_error == "skip":
         attrs["failed_reads"] = failed_reads(failures_key)  # live: filled as the load computes
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _nodata_value(band: BandSpec) -> float | int:
+    """The band's nodata as a number of its kind: an int for an integer band (if whole), else a float."""
+    value = float(cast(float, band.nodata))
+    return int(value) if np.dtype(band.dtype).kind in "iu" and value.is_integer() else value
 
 
 def read_stats(max_concurrency: int | None = None) -> LimiterStats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -13,7 +14,9 @@ from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
+from mosaic._progress import DaskTaskBar
 from mosaic.auth import Profile
+from mosaic.errors import InvalidInputError
 from mosaic.graph import band_array
 from mosaic.limits import LimiterStats, get_limiter
 from mosaic.planner import BandSpec, Plan, make_plan
@@ -51,8 +54,9 @@ def load(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    progress: bool = False,
 ) -> xr.Dataset:
-    """Load a lazy, seamless mosaic of the scenes in ``index`` on one grid.
+    """Load a seamless mosaic of the scenes in ``index`` on one grid: lazy, or eager with ``chunks=None``.
 
     Args:
         bbox: (minx, miny, maxx, maxy) in ``bbox_crs``; in lon/lat, minx > maxx crosses the antimeridian.
@@ -71,19 +75,27 @@ def load(
         resampling: GDAL resampling name (``nearest``, ``bilinear``, ``cubic``, ``average``, ...).
         dtype: output dtype (one for all bands, or a mapping per band); default: the source dtype.
         nodata: output nodata (one or per band); default: the source nodata, NaN for floats.
-        chunks: chunk size in pixels (int, (y, x) or {"y":, "x":}).
+        chunks: chunk size in pixels (int, (y, x) or {"y":, "x":}) of the lazy, dask-backed result;
+            ``None`` loads eagerly: computed at once in this process's threads, NumPy-backed.
         max_concurrency: bound on simultaneous reads per process (default: 4 per core).
         on_error: ``"raise"`` on a failed read, or ``"skip"`` it with a warning.
         on_empty: ``"raise"`` (default) or ``"warn"`` when no scene matches the request.
         gdal_options: GDAL configuration options entered inside every read task (credential values,
             e.g. ``AWS_SECRET_ACCESS_KEY``, are hidden from reprs and plan output).
         auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix; several at once.
+        progress: show a progress bar of the eager load (``chunks=None``); a lazy result shows its
+            progress when computed (``dask.diagnostics.ProgressBar``, or the distributed dashboard).
 
     Returns:
         A Dataset with one (time, y, x) variable per band, pixel-centre coordinates, a ``spatial_ref``
         grid mapping readable by rioxarray and odc-geo, nodata set, and attrs describing the plan.
     """
-    return to_dataset(
+    if progress and chunks is not None:
+        raise InvalidInputError(
+            "progress=True shows the progress of an eager load: pass chunks=None, or compute the lazy "
+            "result inside `with dask.diagnostics.ProgressBar():`"
+        )
+    ds = to_dataset(
         make_plan(
             bbox,
             crs,
@@ -108,6 +120,10 @@ def load(
             auth=auth,
         )
     )
+    if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)
+        with DaskTaskBar(desc="mosaic.load", unit="task") if progress else contextlib.nullcontext():
+            ds = ds.compute(scheduler="threads")
+    return ds
 
 
 def to_dataset(the_plan: Plan) -> xr.Dataset:

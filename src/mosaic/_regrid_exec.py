@@ -196,7 +196,9 @@ def _current_client() -> Any:
 @contextlib.contextmanager
 def progress_bar(total: int, initial: int, name: str, show: bool | None) -> Iterator[Any]:
     """A tqdm bar of regions on stderr (shown by default only when stderr is a terminal)."""
-    from tqdm.auto import tqdm
+    from mosaic._progress import tqdm_class
+
+    tqdm = tqdm_class()
 
     if show is None:
         show = sys.stderr.isatty()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor users expect)
@@ -13,10 +14,12 @@ from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
+from mosaic._progress import DaskTaskBar
 from mosaic.auth import Profile
+from mosaic.errors import InvalidInputError
 from mosaic.graph import band_array
 from mosaic.limits import LimiterStats, get_limiter
-from mosaic.planner import Plan, make_plan
+from mosaic.planner import BandSpec, Plan, make_plan
 from mosaic.runtime import failed_reads
 from mosaic.types import BBox, TimeLike
 
@@ -55,8 +58,9 @@ def load(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    progress: bool = False,
 ) -> xr.Dataset:
-    """Load a lazy, seamless mosaic of the scenes in ``index`` on one grid.
+    """Load a seamless mosaic of the scenes in ``index`` on one grid: lazy, or eager with ``chunks=None``.
 
     Args:
         bbox: (minx, miny, maxx, maxy) in ``bbox_crs``; in lon/lat, minx > maxx crosses the antimeridian.
@@ -91,19 +95,27 @@ def load(
         src_nodata: the value that means "no data" in the source files, where they do not declare it
             (real Landsat Level-1 files use 0 without a nodata tag): one for every asset, or a mapping
             ``{asset: value}``. It replaces what the index and the files say.
-        chunks: chunk size in pixels (int, (y, x) or {"y":, "x":}).
+        chunks: chunk size in pixels (int, (y, x) or {"y":, "x":}) of the lazy, dask-backed result;
+            ``None`` loads eagerly: computed at once in this process's threads, NumPy-backed.
         max_concurrency: bound on simultaneous reads per process (default: 4 per core).
         on_error: ``"raise"`` on a failed read, or ``"skip"`` it with a warning.
         on_empty: ``"raise"`` (default) or ``"warn"`` when no scene matches the request.
         gdal_options: GDAL configuration options entered inside every read task (credential values,
             e.g. ``AWS_SECRET_ACCESS_KEY``, are hidden from reprs and plan output).
         auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix; several at once.
+        progress: show a progress bar of the eager load (``chunks=None``); a lazy result shows its
+            progress when computed (``dask.diagnostics.ProgressBar``, or the distributed dashboard).
 
     Returns:
         A Dataset with one (time, y, x) variable per band, pixel-centre coordinates, a ``spatial_ref``
         grid mapping readable by rioxarray and odc-geo, nodata set, and attrs describing the plan.
     """
-    return to_dataset(
+    if progress and chunks is not None:
+        raise InvalidInputError(
+            "progress=True shows the progress of an eager load: pass chunks=None, or compute the lazy "
+            "result inside `with dask.diagnostics.ProgressBar():`"
+        )
+    ds = to_dataset(
         make_plan(
             bbox,
             crs,
@@ -132,6 +144,10 @@ def load(
             auth=auth,
         )
     )
+    if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)
+        with DaskTaskBar(desc="mosaic.load", unit="task") if progress else contextlib.nullcontext():
+            ds = ds.compute(scheduler="threads")
+    return ds
 
 
 def to_dataset(the_plan: Plan) -> xr.Dataset:
@@ -142,17 +158,15 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
     failures_key = f"mosaic-{tokenize(the_plan)}"
     for band in the_plan.bands:
         attrs: dict[str, Any] = {"asset": band.asset, "asset_band": band.band, "grid_mapping": "spatial_ref"}
-        if band.nodata is not None:
-            attrs["nodata"] = band.nodata
-        if band.scale is not None:
-            attrs["scale"] = band.scale
-        if band.offset is not None:
-            attrs["offset"] = band.offset
+        if band.nodata is not None:  # unmasked data: nodata in attrs (see docs/concepts.md, "Nodata")
+            attrs["nodata"] = attrs["_FillValue"] = _nodata_value(band)
+        if band.scale not in (None, 1.0):
+            attrs["scale_factor"] = band.scale  # CF packing: physical = stored * scale_factor + add_offset
+        if band.offset not in (None, 0.0):
+            attrs["add_offset"] = band.offset
         if band.physical:
             attrs["units_note"] = "physical values: each scene's own scale/offset applied (they differ)"
         arr = xr.DataArray(band_array(the_plan, band, failures_key), dims=("time", "y", "x"), attrs=attrs)
-        if band.nodata is not None:
-            arr.encoding["_FillValue"] = band.nodata
         data_vars[band.name] = arr
     summary = the_plan.summary()
     attrs = {
@@ -166,6 +180,12 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
     if the_plan.on_error == "skip":
         attrs["failed_reads"] = failed_reads(failures_key)  # live: filled as the load computes
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _nodata_value(band: BandSpec) -> float | int:
+    """The band's nodata as a number of its kind: an int for an integer band (if whole), else a float."""
+    value = float(cast(float, band.nodata))
+    return int(value) if np.dtype(band.dtype).kind in "iu" and value.is_integer() else value
 
 
 def read_stats(max_concurrency: int | None = None) -> LimiterStats:

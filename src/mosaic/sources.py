@@ -305,7 +305,9 @@ def map_sources(
     """
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    from tqdm.auto import tqdm
+    from mosaic._progress import tqdm_class
+
+    tqdm = tqdm_class()
 
     workers = workers or min(16, (os.cpu_count() or 2) * 4)
     rows: list[SceneAsset] = []

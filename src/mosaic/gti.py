@@ -23,11 +23,14 @@ such as ``gdaltindex`` writes) for :meth:`mosaic.TileIndex.from_gti`, which read
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import rasterio
 import shapely
@@ -36,8 +39,18 @@ from pyproj import CRS
 from shapely.geometry import box
 
 from mosaic._gti_read import GtiTile, gti_tiles, tile_facts
-from mosaic._gti_xml import Band, gti_metadata, gti_xml, warped_vrt
-from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError
+from mosaic._gti_xml import (
+    Band,
+    Declared,
+    declared,
+    drawn_as_load_draws,
+    gti_metadata,
+    gti_xml,
+    plain_vrt,
+    source_nodata,
+    warped_vrt,
+)
+from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, SourceError
 from mosaic.geom import grid_outline, lonlat_to_crs, to_lonlat
 from mosaic.grid import make_geobox, target_crs
 from mosaic.index import TileIndex
@@ -52,7 +65,8 @@ GTI_MIN_GDAL = "3.9"
 """The first GDAL release with the GTI driver."""
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
-_FIELDS = ("location", "href", "id", "asset", "datetime", "priority", "src_crs")
+_FIELDS = ("location", "href", "id", "asset", "datetime", "priority", "src_crs", "src_nodata")
+_PEEKERS = 16  # threads reading files' headers (I/O bound: remote files cost a round trip each)
 
 
 # ------------------------------------------------------------------------------------------ GDAL
@@ -254,6 +268,34 @@ def export_gti(
     return written
 
 
+def _needs_file(rec: SceneAsset, warped: bool) -> bool:
+    """Whether drawing the tile as load does depends on what its file declares, beyond the index row.
+
+    A warped tile needs the source nodata load applies, which is the file's tag where the row has none.
+    A tile GDAL opens itself needs a VRT around it unless the file's tags say what load uses; only
+    integer files without a nodata in the row are known not to (GDAL applies the file's own tag and
+    mask, as load does).
+    """
+    if warped:
+        return rec.nodata is None
+    return not (rec.nodata is None and rec.dtype is not None and np.dtype(rec.dtype).kind in "iub")
+
+
+def _declared_files(hrefs: Iterable[str]) -> dict[str, Declared | None]:
+    """What each file declares (header reads, in parallel threads; None for a file that cannot be read)."""
+    unique = sorted(set(hrefs))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(_PEEKERS, len(unique))) as pool:
+        return dict(zip(unique, pool.map(declared, unique), strict=True))
+
+
+def _nodata_text(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return "nan" if math.isnan(value) else repr(float(value))
+
+
 def _layer(
     rows: Sequence[SceneAsset],
     band: Band,
@@ -264,7 +306,12 @@ def _layer(
     method: str,
     warp: str,
 ) -> Any:
-    """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first."""
+    """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first.
+
+    Each tile's ``location`` makes GDAL find missing what :func:`mosaic.load` finds missing
+    (:mod:`mosaic._gti_xml`): a warped VRT, the bare file, or the file in a VRT that says what the file
+    does not. Files are opened (headers only) where that depends on what they declare.
+    """
     import geopandas as gpd
 
     mine = sorted(
@@ -272,28 +319,52 @@ def _layer(
         key=lambda r: (r.datetime or r.start_datetime or _EPOCH, r.id),
         reverse=method == "last",
     )
+    on_grid = [_pasteable(rec, gbox, target) for rec in mine]
+    warped = [warp == "exact" and not g for g in on_grid]
+    files = _declared_files(str(rec.href) for rec, w in zip(mine, warped, strict=True) if _needs_file(rec, w))
     records: list[dict[str, Any]] = []
     geoms = []
-    for rank, rec in enumerate(mine):
+    for rank, (rec, warps, pasted) in enumerate(zip(mine, warped, on_grid, strict=True)):
         href = gdal_path(rec.href)  # type: ignore[arg-type]
+        file = files.get(str(rec.href))
         location: str | None = href
-        on_grid = _pasteable(rec, gbox, target)
-        if warp == "exact" and not on_grid:
+        if warps:
+            if rec.nodata is None and file is None:
+                raise SourceError(
+                    href,
+                    "cannot be opened to read its nodata, which the index does not record and GDAL must "
+                    "be told to warp the tile as mosaic.load does; make the file readable, or give the "
+                    "nodata in the index",
+                    scene_id=rec.id,
+                )
             geom = _tile_extent(rec, gbox, area_ll, clip=True)
-            location = None if geom.is_empty else warped_vrt(rec, band, gbox, geom, srs)
+            nodata = source_nodata(rec, file)
+            location = None if geom.is_empty else warped_vrt(rec, band, gbox, geom, srs, nodata)
         else:  # GDAL opens the file itself: the feature must contain all of it (and GDAL's warp of it)
+            if not drawn_as_load_draws(rec, band, file):
+                location = plain_vrt(rec, band, file)
             geom = _tile_extent(rec, gbox, area_ll, clip=False)
-            if not on_grid:
+            if not pasted:
                 geom = geom.buffer(2 * max(abs(gbox.affine.a), abs(gbox.affine.e)), join_style="mitre")
         if location is None or geom.is_empty:
             continue
         when = rec.datetime or rec.start_datetime
-        values = (location, href, rec.id, rec.asset, when, len(mine) - rank, rec.crs)
+        values = (
+            location,
+            href,
+            rec.id,
+            rec.asset,
+            when,
+            len(mine) - rank,
+            rec.crs,
+            _nodata_text(rec.nodata),
+        )
         records.append(dict(zip(_FIELDS, values, strict=True)))
         geoms.append(geom)
     frame = pd.DataFrame(records, columns=list(_FIELDS))
     frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True)
     frame["priority"] = frame["priority"].astype("int64")
+    frame["src_nodata"] = frame["src_nodata"].astype("string")
     return gpd.GeoDataFrame(frame, geometry=geoms)
 
 

@@ -12,8 +12,17 @@ configurable), which flips ~4% of nearest-neighbour picks against :func:`mosaic.
 :data:`mosaic.read.WARP_TOLERANCE`) and misplaces tiles across the antimeridian. So by default
 (``warp="exact"``) such a tile's ``location`` is an inline warped VRT of it on the mosaic grid
 (:mod:`mosaic._gti_xml`); tiles already on the grid (same CRS, whole-pixel offset) keep a plain path.
-``warp="gdal"`` writes plain paths only. Every tile also has ``href`` (its absolute GDAL path), ``id``,
-``asset``, ``datetime`` (for a GTI ``FILTER``) and ``src_crs``.
+``warp="gdal"`` lets GDAL warp every tile itself. Every tile also has ``href`` (its absolute GDAL path), ``id``,
+``asset``, ``datetime`` (for a GTI ``FILTER``), ``src_crs`` and ``src_nodata`` (the index row's nodata).
+
+GDAL finds missing exactly the pixels :func:`mosaic.load` finds missing: the index row's nodata (the
+file's tag where the row has none), the file's mask, NaN in float files; never the 0s of a source
+without nodata, which load paints over earlier scenes. The mosaic's ``NODATA`` is load's output nodata
+(pixels no scene covers), not the tiles'. So each warped VRT warps with the tile's source nodata and
+marks what is missing with a nodata no drawn pixel takes (NaN in float mosaics, else the source
+nodata) or, for a source without nodata, with an alpha band; a tile GDAL opens itself is wrapped in a
+plain VRT declaring the row's nodata where its file's tags say otherwise. The export reads the headers
+of the files this depends on.
 
 **Import.** :func:`gti_tiles` lists the tiles of a GTI (ours, a ``.gti`` XML, or any vector tile index
 such as ``gdaltindex`` writes) for :meth:`mosaic.TileIndex.from_gti`, which reads each tile's grid
@@ -206,6 +215,8 @@ def export_gti(
         method: ``"first"`` (first valid pixel in datetime-then-id order) or ``"last"``.
         warp: ``"exact"`` wraps tiles that need warping in inline VRTs with mosaic's warp tolerance;
             ``"gdal"`` writes plain paths and lets GDAL warp (0.125 px; not across the antimeridian).
+            Either way a file whose own nodata tags are not those load applies (the index row's) is
+            wrapped in a VRT that declares them.
         xml: also write a ``.gti`` XML wrapper beside each GeoPackage.
 
     Returns:
@@ -215,6 +226,7 @@ def export_gti(
         GDALVersionError: rasterio's GDAL has no GTI driver.
         InvalidInputError: a method other than first/last, an unknown band, or an href with credentials.
         NoDataError: no scene intersects the grid.
+        SourceError: a tile to warp whose index row has no nodata cannot be opened to read the file's.
     """
     if method not in ("first", "last"):
         raise InvalidInputError(

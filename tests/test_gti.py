@@ -24,6 +24,7 @@ from mosaic.cli import cli
 from mosaic.gti import export_gti, gti_tiles
 from mosaic.paths import credentials_in, gdal_path
 from real_data import DEM, L7, fill_zero_scenes
+from servers import RangeServer, clear_gdal_http_cache
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)
 FIJI = (179.9, -17.15, -179.9, -16.9)  # across the antimeridian: UTM 60S and 1S scenes
@@ -404,6 +405,24 @@ def test_exported_nodata_reads_back(fill_zero, tmp_path):
         _with_nodata(fill_zero["own"], None), tmp_path / "p.gti.gpkg", crs="EPSG:4326", resolution=0.0003
     )
     assert [r.nodata for r in TileIndex.read(plain)] == [None, None]
+
+
+def test_remote_scenes_are_read_for_their_nodata_and_drawn_as_load_draws_them(fill_zero, tmp_path):
+    """Over HTTP: the export reads the files' headers where it must, and GDAL draws the GTI as load."""
+    folder = fill_zero["grid"][0].parent
+    clear_gdal_http_cache()
+    try:
+        with RangeServer(folder) as server:
+            urls = [server.url(f.name) for f in fill_zero["grid"]]
+            for nodata, crs, res in ((None, "EPSG:32725", 30.0), (0.0, "EPSG:31985", 28.5)):
+                index = _with_nodata(urls, nodata)  # warped without nodata / on the grid with it
+                gdal, ours, path = _export_and_load(index, tmp_path, crs, res, "last")
+                assert np.array_equal(gdal, ours)
+                locations = pyogrio.read_dataframe(path, read_geometry=False).location
+                assert locations.str.contains("/vsicurl/http").all()
+                assert locations.str.startswith("<VRTDataset").all()  # an alpha band / the row's nodata
+    finally:
+        clear_gdal_http_cache()
 
 
 def test_a_file_whose_nodata_is_unknown_and_unreadable_is_named(fill_zero, tmp_path):

@@ -38,6 +38,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
 from mosaic.errors import InvalidInputError, SourceError
+from mosaic.gdalenv import gdal_env
 from mosaic.paths import gdal_path
 from mosaic.planner import to_physical
 from mosaic.read import GDAL_TYPES, WARP_TOLERANCE
@@ -104,9 +105,7 @@ class Band:
 
     @property
     def gdal_type(self) -> str:
-        if self.dtype not in GDAL_TYPES:
-            raise InvalidInputError(f"asset {self.asset!r}: GDAL has no data type for numpy {self.dtype}")
-        return GDAL_TYPES[self.dtype]
+        return _gdal_type(self.dtype, self.asset)
 
 
 def _floats(values: Sequence[float]) -> str:
@@ -145,7 +144,7 @@ class Declared:
 def declared(href: str) -> Declared | None:
     """The file's dtype and per-band nodata tags, or None when it cannot be opened (header only)."""
     try:
-        with rasterio.open(gdal_path(href)) as src:
+        with gdal_env(), rasterio.open(gdal_path(href)) as src:  # mosaic's cloud settings, per thread
             nodata = tuple(None if v is None else float(v) for v in src.nodatavals)
             return Declared(str(src.dtypes[0]), nodata)
     except rasterio.errors.RasterioIOError:

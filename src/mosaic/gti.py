@@ -12,8 +12,9 @@ configurable), which flips ~4% of nearest-neighbour picks against :func:`mosaic.
 :data:`mosaic.read.WARP_TOLERANCE`) and misplaces tiles across the antimeridian. So by default
 (``warp="exact"``) such a tile's ``location`` is an inline warped VRT of it on the mosaic grid
 (:mod:`mosaic._gti_xml`); tiles already on the grid (same CRS, whole-pixel offset) keep a plain path.
-``warp="gdal"`` lets GDAL warp every tile itself. Every tile also has ``href`` (its absolute GDAL path), ``id``,
-``asset``, ``datetime`` (for a GTI ``FILTER``), ``src_crs`` and ``src_nodata`` (the index row's nodata).
+``warp="gdal"`` lets GDAL warp every tile itself. Every tile also has ``href`` (its absolute GDAL
+path), ``id``, ``asset``, ``datetime`` (for a GTI ``FILTER``), ``src_crs`` and ``src_nodata`` (the
+index row's nodata).
 
 GDAL finds missing exactly the pixels :func:`mosaic.load` finds missing: the index row's nodata (the
 file's tag where the row has none), the file's mask, NaN in float files; never the 0s of a source
@@ -284,13 +285,18 @@ def _needs_file(rec: SceneAsset, warped: bool) -> bool:
     """Whether drawing the tile as load does depends on what its file declares, beyond the index row.
 
     A warped tile needs the source nodata load applies, which is the file's tag where the row has none.
-    A tile GDAL opens itself needs a VRT around it unless the file's tags say what load uses; only
-    integer files without a nodata in the row are known not to (GDAL applies the file's own tag and
-    mask, as load does).
+    A tile GDAL opens itself keeps its plain path only if the file's tags say what load uses: integer
+    files the row gives no nodata always do (GDAL applies the file's own tag and mask, as load does),
+    floating-point files the row gives a number never do (their NaN pixels are missing too); the others
+    depend on the file's tags.
     """
     if warped:
         return rec.nodata is None
-    return not (rec.nodata is None and rec.dtype is not None and np.dtype(rec.dtype).kind in "iub")
+    if rec.dtype is None:
+        return True
+    if np.dtype(rec.dtype).kind in "fc":
+        return rec.nodata is None or math.isnan(rec.nodata)
+    return rec.nodata is not None
 
 
 def _declared_files(hrefs: Iterable[str]) -> dict[str, Declared | None]:

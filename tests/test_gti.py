@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -12,14 +13,18 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import shapely
+from affine import Affine
 from click.testing import CliRunner
 
 import mosaic
-from mosaic import GDALVersionError, IndexFormatError, InvalidInputError, TileIndex
+from mosaic import GDALVersionError, IndexFormatError, InvalidInputError, SourceError, TileIndex
 from mosaic import gti as gti_module
 from mosaic.cli import cli
 from mosaic.gti import export_gti, gti_tiles
 from mosaic.paths import credentials_in, gdal_path
+from real_data import DEM, L7, fill_zero_scenes
+from servers import RangeServer, clear_gdal_http_cache
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)
 FIJI = (179.9, -17.15, -179.9, -16.9)  # across the antimeridian: UTM 60S and 1S scenes
@@ -202,6 +207,237 @@ def test_gdal_warp_mode_writes_plain_paths(demo_index, tmp_path, caplog):
         export_gti(
             demo_index, tmp_path / "am.gti.gpkg", crs="EPSG:4326", resolution=0.0002, bbox=FIJI, warp="gdal"
         )
+
+
+# ------------------------------------------------------------------------- nodata: what is missing
+# GDAL's GTI draws a tile through its nodata or its mask band (alpha), else opaquely over its whole
+# grid; mosaic.load counts a pixel missing where it equals the index row's nodata (the file's tag when
+# the row has none) or the file's mask says so, and where a float file holds NaN. A source without
+# nodata is data everywhere on its grid: its 0 fill paints over earlier scenes, as load paints it.
+
+
+def _snapped(files: list[Path], res: float = 28.5) -> list[Path]:
+    """The scenes moved (< 1 px) onto multiples of ``res``: a ``res`` mosaic is then on their own grid."""
+    for path in files:
+        with rasterio.open(path, "r+") as ds:
+            t = ds.transform
+            ds.transform = Affine(res, 0, round(t.c / res) * res, 0, -res, round(t.f / res) * res)
+    return files
+
+
+@pytest.fixture(scope="module")
+def fill_zero(tmp_path_factory) -> dict[str, list[Path]]:
+    """The real fill-0 scenes (no nodata tag; b later than a), as written and on a 28.5 m grid."""
+    root = tmp_path_factory.mktemp("fill0")
+    return {"own": fill_zero_scenes(root / "own"), "grid": _snapped(fill_zero_scenes(root / "grid"))}
+
+
+def _with_nodata(files: list[Path], nodata: float | None) -> TileIndex:
+    """The files' index; with ``nodata``, every row declares it (the files themselves do not)."""
+    index = TileIndex.from_files([str(f) for f in files], progress=False)
+    if nodata is None:
+        return index
+    return TileIndex.from_records([dataclasses.replace(r, nodata=nodata) for r in index])
+
+
+def _read_in_windows(path: Path, size: int = 40) -> np.ndarray:
+    """The GTI read window by window: GDAL draws a window one tile covers alone without compositing."""
+    with rasterio.open(path) as ds:
+        out = np.empty(ds.shape, ds.dtypes[0])
+        for row in range(0, ds.height, size):
+            for col in range(0, ds.width, size):
+                window = rasterio.windows.Window(col, row, size, size).intersection(
+                    rasterio.windows.Window(0, 0, ds.width, ds.height)
+                )
+                out[row : row + window.height, col : col + window.width] = ds.read(1, window=window)
+    return out
+
+
+def _lonlat_bbox(index: TileIndex) -> tuple[float, ...]:
+    return tuple(shapely.union_all(list(index.footprints)).bounds)
+
+
+def _export_and_load(index, tmp_path, crs, res, method, band="data", *, read=1, **kw):
+    bbox = _lonlat_bbox(index)
+    name = f"{method}-{crs.replace(':', '')}-{kw.get('warp', 'exact')}-{len(list(tmp_path.iterdir()))}"
+    paths = export_gti(
+        index, tmp_path / f"{name}.gti.gpkg", crs=crs, resolution=res, bbox=bbox, method=method, **kw
+    )
+    ours, gbox = load(index, bbox, crs, res, band, method=method)
+    gdal, transform, _ = read_gti(paths[-1], band=read)
+    assert transform == gbox.affine and gdal.shape == ours.shape and gdal.dtype == ours.dtype
+    return gdal, ours, paths[0]
+
+
+CASES = {  # the mosaic CRS and resolution, the scenes, warp: GDAL opens on-grid tiles itself, others not
+    "own-grid": ("EPSG:31985", 28.5, "grid", "exact"),
+    "utm-32725": ("EPSG:32725", 30.0, "own", "exact"),
+    "lonlat-4326": ("EPSG:4326", 0.0003, "own", "exact"),
+    "utm-32725-gdal-warp": ("EPSG:32725", 30.0, "own", "gdal"),  # plain paths: GDAL warps them itself
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("method", ["first", "last"])
+def test_gdal_sees_through_exactly_what_load_sees_through(fill_zero, tmp_path, case, method):
+    """Declared or not, fill 0 is missing in GDAL exactly where load finds it missing, both methods."""
+    crs, res, scenes, warp = CASES[case]
+    drawn = {}
+    for nodata in (None, 0.0):
+        index = _with_nodata(fill_zero[scenes], nodata)
+        gdal, ours, path = _export_and_load(index, tmp_path, crs, res, method, warp=warp)
+        assert np.array_equal(gdal != 0, ours != 0)  # not one pixel shown by one and missing in the other
+        assert np.array_equal(_read_in_windows(path), gdal)
+        same = float((gdal == ours).mean())
+        if crs == "EPSG:4326":  # nearest-neighbour ties within the 0.01 px warp tolerance: 11 of 70,000
+            assert same >= 0.9995, same
+        else:
+            assert same == 1.0, same
+        frame = pyogrio.read_dataframe(path, read_geometry=False)
+        plain = frame.location == frame.href
+        if case == "own-grid":  # GDAL opens a file itself unless it must be told the row's nodata
+            assert plain.all() if nodata is None else not plain.any()
+        elif warp == "gdal":
+            assert plain.all() if nodata is None else frame.location.str.contains("<NoDataValue>0<").all()
+        else:  # warped: a source without nodata gets an alpha band, one with a nodata keeps it
+            has_alpha = frame.location.str.contains("<DstAlphaBand>").all()
+            assert has_alpha if nodata is None else not has_alpha
+        drawn[nodata] = ours
+    # the case has teeth: declaring the fill as nodata uncovers thousands of earlier/later pixels
+    assert ((drawn[0.0] != 0) & (drawn[None] == 0)).sum() > 5000
+
+
+def test_scenes_with_and_without_nodata_mix_as_in_load(fill_zero, tmp_path):
+    """Scene a declares 0 in the index, b declares nothing: 0 is missing in a only, through the .gti too."""
+    a, b = sorted(
+        TileIndex.from_files([str(f) for f in fill_zero["own"]], progress=False), key=lambda r: r.id
+    )
+    index = TileIndex.from_records([dataclasses.replace(a, nodata=0.0), b])
+    for method in ("first", "last"):
+        gdal, ours, path = _export_and_load(index, tmp_path, "EPSG:32725", 30.0, method, xml=True)
+        assert np.array_equal(gdal, ours)
+        wrapper = path.with_name(path.name[: -len(".gpkg")])
+        assert np.array_equal(read_gti(wrapper)[0], ours)  # the .gti XML says the same NODATA
+        with rasterio.open(path) as ds, rasterio.open(wrapper) as xml:
+            assert ds.nodata == xml.nodata == 0
+
+
+def _rgb_scenes(scenes: list[Path], folder: Path) -> list[Path]:
+    """The fill-0 scenes with three real bands each (a: Landsat bands 1-3, b: 4-6), fill where theirs is."""
+    folder.mkdir()
+    paths = []
+    with rasterio.open(L7) as src:
+        for scene, bands in zip(scenes, ([1, 2, 3], [4, 5, 6]), strict=True):
+            with rasterio.open(scene) as one:
+                fill, profile, tags = one.read(1) == 0, one.profile, one.tags()
+                window = rasterio.windows.from_bounds(*one.bounds, transform=src.transform).round_offsets()
+            data = src.read(bands, window=window.round_lengths())
+            data[:, fill] = 0
+            path = folder / scene.name
+            with rasterio.open(path, "w", **(profile | {"count": 3})) as dst:
+                dst.write(data)
+                dst.update_tags(**tags)
+            paths.append(path)
+    return paths
+
+
+def test_multiband_fill_is_drawn_as_load_draws_it(fill_zero, tmp_path):
+    """Every band of a warped three-band asset without nodata: the alpha band follows the grid, not 0."""
+    index = _with_nodata(_rgb_scenes(fill_zero["own"], tmp_path / "rgb"), None)
+    for band in (1, 3):
+        gdal, ours, _ = _export_and_load(
+            index, tmp_path, "EPSG:32725", 30.0, "last", f"data.{band}", read=band
+        )
+        assert np.array_equal(gdal, ours)
+
+
+def _dem_scenes(folder: Path, nodata: float | None) -> list[Path]:
+    """Two overlapping cuts of the real float DEM; the later one has a NaN void (and ``nodata`` fill)."""
+    folder.mkdir()
+    paths = []
+    with rasterio.open(DEM) as src:
+        for name, (r0, r1), (c0, c1), when in (
+            ("a", (0, 80), (0, 80), "2001:07:01 12:30:00"),
+            ("b", (30, 111), (30, 111), "2001:07:17 12:30:00"),
+        ):
+            data = src.read(1, window=((r0, r1), (c0, c1)))
+            if name == "b":
+                data[10:40, 5:35] = np.nan  # a void over scene a
+                if nodata is not None:
+                    data[:, -10:] = nodata
+            path = folder / f"dem_{name}.tif"
+            profile = {"driver": "GTiff", "width": c1 - c0, "height": r1 - r0, "count": 1, "dtype": "float32"}
+            profile |= {
+                "crs": src.crs,
+                "transform": src.transform * Affine.translation(c0, r0),
+                "nodata": nodata,
+            }
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(data, 1)
+                dst.update_tags(TIFFTAG_DATETIME=when)
+            paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("nodata", [None, -9999.0], ids=["no-tag", "tag-9999"])
+@pytest.mark.parametrize("warp", ["exact", "gdal"])
+def test_float_nan_voids_are_missing_in_gdal_too(tmp_path, nodata, warp):
+    """load treats NaN as missing in float files: GDAL must not paint a later scene's NaN void on top."""
+    index = _with_nodata(_dem_scenes(tmp_path / "dem", nodata), None)
+    gdal, ours, _ = _export_and_load(index, tmp_path, "EPSG:32725", 90.0, "last", warp=warp)
+    assert np.isnan(ours).mean() < 0.5 and not np.isnan(ours[60:80, 40:60]).any()
+    assert np.array_equal(gdal, ours, equal_nan=True)
+
+
+def test_exported_nodata_reads_back(fill_zero, tmp_path):
+    """The index row's nodata travels in src_nodata, so the GTI indexes back as the index it came from."""
+    index = _with_nodata(fill_zero["own"], 0.0)
+    (path,) = export_gti(index, tmp_path / "n.gti.gpkg", crs="EPSG:4326", resolution=0.0003)
+    frame = pyogrio.read_dataframe(path, read_geometry=False)
+    assert (frame.src_nodata == "0.0").all()
+    back = TileIndex.read(path)
+    assert sorted(r.nodata for r in back) == [0.0, 0.0]  # though the files have no nodata tag
+    bbox = _lonlat_bbox(index)
+    assert np.array_equal(
+        load(back, bbox, "EPSG:32725", 30, "data")[0], load(index, bbox, "EPSG:32725", 30, "data")[0]
+    )
+    (plain,) = export_gti(
+        _with_nodata(fill_zero["own"], None), tmp_path / "p.gti.gpkg", crs="EPSG:4326", resolution=0.0003
+    )
+    assert [r.nodata for r in TileIndex.read(plain)] == [None, None]
+
+
+def test_remote_scenes_are_read_for_their_nodata_and_drawn_as_load_draws_them(fill_zero, tmp_path):
+    """Over HTTP: the export reads the files' headers where it must, and GDAL draws the GTI as load."""
+    folder = fill_zero["grid"][0].parent
+    clear_gdal_http_cache()
+    try:
+        with RangeServer(folder) as server:
+            urls = [server.url(f.name) for f in fill_zero["grid"]]
+            for nodata, crs, res in ((None, "EPSG:32725", 30.0), (0.0, "EPSG:31985", 28.5)):
+                index = _with_nodata(urls, nodata)  # warped without nodata / on the grid with it
+                gdal, ours, path = _export_and_load(index, tmp_path, crs, res, "last")
+                assert np.array_equal(gdal, ours)
+                locations = pyogrio.read_dataframe(path, read_geometry=False).location
+                assert locations.str.contains("/vsicurl/http").all()
+                assert locations.str.startswith("<VRTDataset").all()  # an alpha band / the row's nodata
+    finally:
+        clear_gdal_http_cache()
+
+
+def test_a_file_whose_nodata_is_unknown_and_unreadable_is_named(fill_zero, tmp_path):
+    """A warped tile's source nodata is the file's when the row has none: an unreadable file is an error."""
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    files = [Path(shutil.copy(f, folder / f.name)) for f in fill_zero["grid"]]
+    undeclared, declared = _with_nodata(files, None), _with_nodata(files, 0.0)
+    files[0].write_bytes(b"not a GeoTIFF any more")
+    with pytest.raises(SourceError, match=r"L7_a\.tif.*nodata"):
+        export_gti(undeclared, tmp_path / "u.gti.gpkg", crs="EPSG:32725", resolution=30)
+    # on its own grid, a tile whose row gives the nodata needs nothing from the file: a VRT says it
+    (path,) = export_gti(declared, tmp_path / "d.gti.gpkg", crs="EPSG:31985", resolution=28.5)
+    location = pyogrio.read_dataframe(path, read_geometry=False).set_index("id").location["L7_a"]
+    assert location.startswith("<VRTDataset") and "<NoDataValue>0</NoDataValue>" in location
 
 
 # ------------------------------------------------------------------------------ order, time, metadata

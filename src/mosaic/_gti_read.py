@@ -2,8 +2,9 @@
 
 A GTI lists tiles in a vector layer: a location field (``location`` unless the layer metadata or the
 ``.gti`` XML name another), a footprint, and optionally more fields. :func:`gti_tiles` turns each
-feature into a :class:`GtiTile` (href, and id, asset, time and CRS where the GTI has them: ours writes
-``id``, ``asset``, ``datetime`` and ``src_crs``; ``gdaltindex -src_srs_name`` writes a CRS field);
+feature into a :class:`GtiTile` (href, and id, asset, time, CRS and source nodata where the GTI has them:
+ours writes ``id``, ``asset``, ``datetime``, ``src_crs`` and ``src_nodata``; ``gdaltindex
+-src_srs_name`` writes a CRS field);
 :func:`tile_facts` reads the tile's grid with :func:`mosaic.sources.read_file`. Public through
 :mod:`mosaic.gti`.
 """
@@ -31,13 +32,18 @@ __all__ = ["GtiTile", "gti_tiles", "tile_facts"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GtiTile:
-    """One tile as a GTI lists it: its href and, where the index has them, id, asset, time and CRS."""
+    """One tile as a GTI lists it: its href and, where the index has them, id, asset, time, CRS, nodata.
+
+    ``nodata`` is the source nodata the exporting index gave the tile (``src_nodata``), which may differ
+    from the file's own tag; None where the GTI does not say.
+    """
 
     href: str
     id: str | None = None
     asset: str | None = None
     datetime: pd.Timestamp | None = None
     crs: str | None = None
+    nodata: float | None = None
 
 
 def _xml_root(path: Path) -> ET.Element | None:
@@ -133,6 +139,7 @@ def gti_tiles(path: PathType, *, layer: str | None = None, crs_field: str | None
     if crs_name is not None and crs_name.lower() not in fields:
         raise IndexFormatError(f"{path}: layer {layer!r} has no CRS field {crs_name!r}")
     wanted = {"href": name, "id": "id", "asset": "asset", "datetime": "datetime", "crs": crs_name or ""}
+    wanted["nodata"] = "src_nodata"
     columns = {key: fields[f.lower()] for key, f in wanted.items() if f and f.lower() in fields}
     try:
         frame = pyogrio.read_dataframe(
@@ -160,6 +167,7 @@ def gti_tiles(path: PathType, *, layer: str | None = None, crs_field: str | None
                 None if "asset" not in got else str(got["asset"]),
                 when,
                 None if "crs" not in got else str(got["crs"]),
+                None if "nodata" not in got else _nodata(got["nodata"], path),
             )
         )
     if not tiles:
@@ -175,13 +183,21 @@ def gti_tiles(path: PathType, *, layer: str | None = None, crs_field: str | None
     return tiles
 
 
+def _nodata(value: Any, where: Path) -> float:
+    """A ``src_nodata`` value (text, as :func:`mosaic.gti.export_gti` writes it, or a number)."""
+    try:
+        return float(value)  # "nan", "-9999.0", 0
+    except (TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{where}: src_nodata {value!r} is not a number") from exc
+
+
 def tile_facts(tile: GtiTile, *, pattern: Any = None) -> FileFacts:
-    """Read one tile (I/O only; for worker threads), the GTI's id, asset and CRS taking precedence.
+    """Read one tile (I/O only; for worker threads), the GTI's id, asset, CRS and nodata taking precedence.
 
     A ``pattern`` (as :meth:`TileIndex.from_files`) names scenes and assets instead of the GTI's fields.
     """
     facts = read_file(tile.href, pattern=pattern, datetime=tile.datetime)
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {} if tile.nodata is None else {"nodata": tile.nodata}
     if pattern is None:
         changes.update({k: v for k, v in (("id", tile.id), ("asset", tile.asset)) if v is not None})
     crs_wkt = facts.crs_wkt

@@ -1,9 +1,24 @@
-"""The GDAL-facing text of a GTI export: layer metadata, per-tile warped VRTs, the ``.gti`` XML wrapper.
+"""The GDAL-facing text of a GTI export: layer metadata, per-tile VRTs, the ``.gti`` XML wrapper.
 
-Private to :mod:`mosaic.gti`. A tile GDAL would have to warp is written as an inline
-``VRTWarpedDataset`` on a window of the mosaic grid, with mosaic's warp tolerance
-(:data:`mosaic.read.WARP_TOLERANCE`) and, where :func:`mosaic.load` would read an overview, that
-overview (``OVERVIEW_LEVEL`` open option): GDAL then warps as mosaic's reader does.
+Private to :mod:`mosaic.gti`. GDAL's GTI driver draws each tile over the ones below it: a tile whose bands
+declare a nodata value is transparent where its pixels hold it; a tile with a mask band (per-dataset
+mask or alpha band) is transparent where the mask is 0, and then its nodata is not looked at; any other
+tile is opaque over its whole pixel grid. :func:`mosaic.load` instead counts a source pixel as missing
+where it equals the index row's ``nodata`` (the file's own tag when the row has none) or the file's
+mask says so, and, in floating-point files, where it is NaN. So every tile GDAL sees is made to carry
+exactly that validity:
+
+- A tile GDAL would have to warp is an inline ``VRTWarpedDataset`` on a window of the mosaic grid, with
+  mosaic's warp tolerance (:data:`mosaic.read.WARP_TOLERANCE`) and, where :func:`mosaic.load` would
+  read an overview, that overview (``OVERVIEW_LEVEL`` open option): GDAL then warps as mosaic's reader
+  does (:func:`warped_vrt`). The source nodata load uses is the warp's source nodata; outside the
+  source grid and on missing pixels the VRT holds a nodata of its own (NaN in floating-point mosaics,
+  else the source nodata), or, for a source without nodata, a destination alpha band marks the pixels
+  the source covers, so its zeros stay opaque.
+- A tile GDAL opens as it is (on the mosaic grid, or ``warp="gdal"``) is wrapped in a plain VRT of the
+  same grid (:func:`plain_vrt`) only where the file alone would be drawn otherwise
+  (:func:`drawn_as_load_draws`): the index row gives another nodata than the file's tag, or a
+  floating-point file's NaN would be opaque.
 """
 
 from __future__ import annotations
@@ -24,11 +39,21 @@ from pyproj import Transformer
 
 from mosaic.bands import to_physical
 from mosaic.errors import InvalidInputError, SourceError
+from mosaic.gdalenv import gdal_env
 from mosaic.paths import gdal_path
 from mosaic.read import GDAL_TYPES, WARP_TOLERANCE
 from mosaic.records import SceneAsset
 
-__all__ = ["Band", "gti_metadata", "gti_xml", "warped_vrt"]
+__all__ = [
+    "Band",
+    "Declared",
+    "declared",
+    "drawn_as_load_draws",
+    "gti_metadata",
+    "gti_xml",
+    "plain_vrt",
+    "warped_vrt",
+]
 
 
 def _num(value: float) -> str:
@@ -40,7 +65,12 @@ def _num(value: float) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Band:
-    """What GDAL must know about one exported asset, as :func:`mosaic.load` would make it."""
+    """What GDAL must know about one exported asset, as :func:`mosaic.load` would make it.
+
+    ``nodata`` is the output nodata of :func:`mosaic.load` (the GTI's ``NODATA``): NaN for
+    floating-point bands, the value every scene declares for integer bands, else 0 (pixels no scene
+    covers). It is not any tile's nodata: each tile carries its own (see :func:`warped_vrt`).
+    """
 
     asset: str
     dtype: str
@@ -75,13 +105,127 @@ class Band:
 
     @property
     def gdal_type(self) -> str:
-        if self.dtype not in GDAL_TYPES:
-            raise InvalidInputError(f"asset {self.asset!r}: GDAL has no data type for numpy {self.dtype}")
-        return GDAL_TYPES[self.dtype]
+        return _gdal_type(self.dtype, self.asset)
 
 
 def _floats(values: Sequence[float]) -> str:
     return ",".join(repr(float(v)) for v in values)
+
+
+def _is_float(dtype: str) -> bool:
+    return np.dtype(dtype).kind in "fc"
+
+
+def same_nodata(a: float | None, b: float | None) -> bool:
+    """Whether two nodata values are the same (None for none; NaN equals NaN)."""
+    if a is None or b is None:
+        return a is b
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _holdable(value: float | None, dtype: str) -> float | None:
+    """``value`` where a pixel of ``dtype`` can hold it, else None (no pixel can equal it: no nodata)."""
+    if value is None or _is_float(dtype):
+        return value
+    if math.isnan(value) or not float(value).is_integer():
+        return None
+    info = np.iinfo(np.dtype(dtype))
+    return value if info.min <= value <= info.max else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Declared:
+    """What a tile's file declares itself: what GDAL uses when it opens the file with nothing around it."""
+
+    dtype: str
+    nodata: tuple[float | None, ...]  # per band
+
+
+def declared(href: str) -> Declared | None:
+    """The file's dtype and per-band nodata tags, or None when it cannot be opened (header only)."""
+    try:
+        with gdal_env(), rasterio.open(gdal_path(href)) as src:  # mosaic's cloud settings, per thread
+            nodata = tuple(None if v is None else float(v) for v in src.nodatavals)
+            return Declared(str(src.dtypes[0]), nodata)
+    except rasterio.errors.RasterioIOError:
+        return None
+
+
+def _tile_dtype(rec: SceneAsset, band: Band, file: Declared | None) -> str:
+    return rec.dtype or (file.dtype if file is not None else band.dtype)
+
+
+def drawn_as_load_draws(rec: SceneAsset, band: Band, file: Declared | None) -> bool:
+    """Whether GDAL, opening the tile's file itself, finds the pixels :func:`mosaic.load` counts as missing.
+
+    GDAL uses the file's own nodata tags (and mask); load uses the index row's nodata where it has one,
+    the file's tag otherwise, and treats NaN as missing in floating-point files. ``file`` is what the
+    file declares (None: not known, so not the same).
+    """
+    dtype = _tile_dtype(rec, band, file)
+    if rec.nodata is None and not _is_float(dtype):
+        return True  # GDAL applies the file's own tag and mask, as load does
+    if file is None:
+        return False
+    if _is_float(dtype):  # NaN must be the nodata of every band, for GDAL to see through NaN
+        used = rec.nodata if rec.nodata is not None else file.nodata[0]
+        return (
+            used is not None
+            and math.isnan(used)
+            and all(same_nodata(v, math.nan) for v in file.nodata[: rec.band_count])
+        )
+    return all(same_nodata(v, rec.nodata) for v in file.nodata[: rec.band_count])
+
+
+def source_nodata(rec: SceneAsset, file: Declared | None) -> float | None:
+    """The nodata :func:`mosaic.load` applies to the tile's pixels: the index row's, else the file's tag."""
+    if rec.nodata is not None:
+        return rec.nodata
+    return None if file is None else file.nodata[0]
+
+
+def _gdal_type(dtype: str, asset: str) -> str:
+    if dtype not in GDAL_TYPES:
+        raise InvalidInputError(f"asset {asset!r}: GDAL has no data type for numpy {dtype}")
+    return GDAL_TYPES[dtype]
+
+
+def plain_vrt(rec: SceneAsset, band: Band, file: Declared | None) -> str:
+    """The tile's file, on its own grid, in a VRT whose bands declare what load counts as missing.
+
+    Integer files: the index row's nodata (or none, if no pixel can hold it), raw pixels. Floating-point
+    files: NaN, with the source nodata turned into NaN (by the row's value, the file's known tag, or, when
+    the file could not be read, its own mask band, which follows its tag), so NaN pixels are missing too.
+    Needs nothing but the index row (and ``file``, when known).
+    """
+    dtype = _tile_dtype(rec, band, file)
+    gdal_type = _gdal_type(dtype, band.asset)
+    height, width = rec.shape  # type: ignore[misc]
+    a, b, c, d, e, f = rec.transform  # type: ignore[misc]
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    ET.SubElement(root, "SRS").text = rec.crs
+    ET.SubElement(root, "GeoTransform").text = _floats((c, a, b, f, d, e))
+    floating = _is_float(dtype)
+    used = source_nodata(rec, file)
+    shown = math.nan if floating else _holdable(used, dtype)
+    href = gdal_path(rec.href)  # type: ignore[arg-type]
+    for i in range(1, min(rec.band_count, band.count) + 1):
+        vrt_band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band=str(i))
+        if shown is not None:
+            ET.SubElement(vrt_band, "NoDataValue").text = _num(shown)
+        by_mask = floating and rec.nodata is None and file is None
+        by_value = floating and used is not None and not math.isnan(used)
+        source = ET.SubElement(vrt_band, "ComplexSource" if by_mask or by_value else "SimpleSource")
+        ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = href
+        ET.SubElement(source, "SourceBand").text = str(i)
+        if rec.dtype is not None or file is not None:  # GDAL then opens the file only to read it
+            props = {"RasterXSize": str(width), "RasterYSize": str(height), "DataType": gdal_type}
+            ET.SubElement(source, "SourceProperties", props)
+        if by_mask:
+            ET.SubElement(source, "UseMaskBand").text = "true"
+        elif by_value:
+            ET.SubElement(source, "NODATA").text = _num(used)  # type: ignore[arg-type]
+    return ET.tostring(root, encoding="unicode")
 
 
 @lru_cache(maxsize=64)
@@ -121,8 +265,18 @@ def _overview(rec: SceneAsset, gbox: GeoBox, extent: Any) -> tuple[int, tuple[fl
         raise SourceError(href, f"cannot be opened to find its overviews ({exc})", scene_id=rec.id) from exc
 
 
-def warped_vrt(rec: SceneAsset, band: Band, gbox: GeoBox, extent: Any, srs: str) -> str | None:
-    """The tile as an inline warped VRT on the window of the mosaic grid its ``extent`` covers."""
+def warped_vrt(
+    rec: SceneAsset, band: Band, gbox: GeoBox, extent: Any, srs: str, nodata: float | None
+) -> str | None:
+    """The tile as an inline warped VRT on the window of the mosaic grid its ``extent`` covers.
+
+    ``nodata`` is the source nodata :func:`mosaic.load` applies to the tile (:func:`source_nodata`);
+    the file's mask, if it has one, the warp applies by itself. The VRT marks what is missing (outside
+    the source grid, or missing in the source) with a nodata value no drawn pixel can take: NaN in a
+    floating-point mosaic, else the source nodata. A source without nodata has none to give, so the
+    VRT gets an alpha band instead (GDAL's GTI then draws the tile through it, as a mask): its zeros,
+    data to load, stay opaque, and the pixels outside its grid hold the mosaic's nodata.
+    """
     aff, (ny, nx) = gbox.affine, gbox.shape
     x0, y0, x1, y1 = extent.bounds
     c0, c1 = max(0, math.floor((x0 - aff.c) / aff.a)), min(nx, math.ceil((x1 - aff.c) / aff.a))
@@ -131,6 +285,8 @@ def warped_vrt(rec: SceneAsset, band: Band, gbox: GeoBox, extent: Any, srs: str)
         return None
     dst = (aff.c + c0 * aff.a, aff.a, 0.0, aff.f + r0 * aff.e, 0.0, aff.e)
     level, (sa, sb, sc, sd, se, sf) = _overview(rec, gbox, extent)
+    src_nodata = _holdable(nodata, rec.dtype or band.dtype)
+    dst_nodata = math.nan if _is_float(band.dtype) else src_nodata
     root = ET.Element("VRTDataset", rasterXSize=str(c1 - c0), rasterYSize=str(r1 - r0))
     root.set("subClass", "VRTWarpedDataset")
     ET.SubElement(root, "SRS").text = srs
@@ -139,12 +295,20 @@ def warped_vrt(rec: SceneAsset, band: Band, gbox: GeoBox, extent: Any, srs: str)
     for i in bands:
         vrt_band = ET.SubElement(root, "VRTRasterBand", dataType=band.gdal_type, band=str(i))
         vrt_band.set("subClass", "VRTWarpedRasterBand")
-        if band.nodata is not None:
-            ET.SubElement(vrt_band, "NoDataValue").text = _num(band.nodata)
+        if dst_nodata is not None:
+            ET.SubElement(vrt_band, "NoDataValue").text = _num(dst_nodata)
+    alpha = len(bands) + 1 if dst_nodata is None else 0
+    if alpha:
+        alpha_band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(alpha))
+        alpha_band.set("subClass", "VRTWarpedRasterBand")
+        ET.SubElement(alpha_band, "ColorInterp").text = "Alpha"
     warp = ET.SubElement(root, "GDALWarpOptions")
     ET.SubElement(warp, "ResampleAlg").text = "NearestNeighbour"
     ET.SubElement(warp, "WorkingDataType").text = band.gdal_type
-    for key, value in (("INIT_DEST", "NO_DATA"), ("UNIFIED_SRC_NODATA", "YES")):
+    # where nothing is drawn: the VRT's nodata or, under an alpha band, the mosaic's (GDAL's GTI reads
+    # such pixels as they are when this tile alone covers a request and the mosaic's nodata is 0)
+    init = "NO_DATA" if dst_nodata is not None else _num(band.nodata if band.nodata is not None else 0)
+    for key, value in (("INIT_DEST", init), ("UNIFIED_SRC_NODATA", "YES")):
         ET.SubElement(warp, "Option", name=key).text = value
     ET.SubElement(warp, "SourceDataset", relativeToVRT="0").text = gdal_path(rec.href)  # type: ignore[arg-type]
     if level >= 0:  # read this overview 1:1, as mosaic's reader does
@@ -161,10 +325,12 @@ def warped_vrt(rec: SceneAsset, band: Band, gbox: GeoBox, extent: Any, srs: str)
     mapping = ET.SubElement(warp, "BandList")
     for i in bands:
         one = ET.SubElement(mapping, "BandMapping", src=str(i), dst=str(i))
-        if rec.nodata is not None:
-            ET.SubElement(one, "SrcNoDataReal").text = _num(rec.nodata)
-        if band.nodata is not None:
-            ET.SubElement(one, "DstNoDataReal").text = _num(band.nodata)
+        if src_nodata is not None:
+            ET.SubElement(one, "SrcNoDataReal").text = _num(src_nodata)
+        if dst_nodata is not None:
+            ET.SubElement(one, "DstNoDataReal").text = _num(dst_nodata)
+    if alpha:
+        ET.SubElement(warp, "DstAlphaBand").text = str(alpha)
     return ET.tostring(root, encoding="unicode")
 
 

@@ -12,8 +12,18 @@ configurable), which flips ~4% of nearest-neighbour picks against :func:`mosaic.
 :data:`mosaic.read.WARP_TOLERANCE`) and misplaces tiles across the antimeridian. So by default
 (``warp="exact"``) such a tile's ``location`` is an inline warped VRT of it on the mosaic grid
 (:mod:`mosaic._gti_xml`); tiles already on the grid (same CRS, whole-pixel offset) keep a plain path.
-``warp="gdal"`` writes plain paths only. Every tile also has ``href`` (its absolute GDAL path), ``id``,
-``asset``, ``datetime`` (for a GTI ``FILTER``) and ``src_crs``.
+``warp="gdal"`` lets GDAL warp every tile itself. Every tile also has ``href`` (its absolute GDAL
+path), ``id``, ``asset``, ``datetime`` (for a GTI ``FILTER``), ``src_crs`` and ``src_nodata`` (the
+index row's nodata).
+
+GDAL finds missing exactly the pixels :func:`mosaic.load` finds missing: the index row's nodata (the
+file's tag where the row has none), the file's mask, NaN in float files; never the 0s of a source
+without nodata, which load paints over earlier scenes. The mosaic's ``NODATA`` is load's output nodata
+(pixels no scene covers), not the tiles'. So each warped VRT warps with the tile's source nodata and
+marks what is missing with a nodata no drawn pixel takes (NaN in float mosaics, else the source
+nodata) or, for a source without nodata, with an alpha band; a tile GDAL opens itself is wrapped in a
+plain VRT declaring the row's nodata where its file's tags say otherwise. The export reads the headers
+of the files this depends on.
 
 **Import.** :func:`gti_tiles` lists the tiles of a GTI (ours, a ``.gti`` XML, or any vector tile index
 such as ``gdaltindex`` writes) for :meth:`mosaic.TileIndex.from_gti`, which reads each tile's grid
@@ -23,11 +33,14 @@ such as ``gdaltindex`` writes) for :meth:`mosaic.TileIndex.from_gti`, which read
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import rasterio
 import shapely
@@ -36,8 +49,18 @@ from pyproj import CRS
 from shapely.geometry import box
 
 from mosaic._gti_read import GtiTile, gti_tiles, tile_facts
-from mosaic._gti_xml import Band, gti_metadata, gti_xml, warped_vrt
-from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError
+from mosaic._gti_xml import (
+    Band,
+    Declared,
+    declared,
+    drawn_as_load_draws,
+    gti_metadata,
+    gti_xml,
+    plain_vrt,
+    source_nodata,
+    warped_vrt,
+)
+from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, SourceError
 from mosaic.geom import grid_outline, lonlat_to_crs, to_lonlat
 from mosaic.grid import make_geobox, target_crs
 from mosaic.index import TileIndex
@@ -52,7 +75,8 @@ GTI_MIN_GDAL = "3.9"
 """The first GDAL release with the GTI driver."""
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
-_FIELDS = ("location", "href", "id", "asset", "datetime", "priority", "src_crs")
+_FIELDS = ("location", "href", "id", "asset", "datetime", "priority", "src_crs", "src_nodata")
+_PEEKERS = 16  # threads reading files' headers (I/O bound: remote files cost a round trip each)
 
 
 # ------------------------------------------------------------------------------------------ GDAL
@@ -192,6 +216,8 @@ def export_gti(
         method: ``"first"`` (first valid pixel in datetime-then-id order) or ``"last"``.
         warp: ``"exact"`` wraps tiles that need warping in inline VRTs with mosaic's warp tolerance;
             ``"gdal"`` writes plain paths and lets GDAL warp (0.125 px; not across the antimeridian).
+            Either way a file whose own nodata tags are not those load applies (the index row's) is
+            wrapped in a VRT that declares them.
         xml: also write a ``.gti`` XML wrapper beside each GeoPackage.
 
     Returns:
@@ -201,6 +227,7 @@ def export_gti(
         GDALVersionError: rasterio's GDAL has no GTI driver.
         InvalidInputError: a method other than first/last, an unknown band, or an href with credentials.
         NoDataError: no scene intersects the grid.
+        SourceError: a tile to warp whose index row has no nodata cannot be opened to read the file's.
     """
     if method not in ("first", "last"):
         raise InvalidInputError(
@@ -254,6 +281,39 @@ def export_gti(
     return written
 
 
+def _needs_file(rec: SceneAsset, warped: bool) -> bool:
+    """Whether drawing the tile as load does depends on what its file declares, beyond the index row.
+
+    A warped tile needs the source nodata load applies, which is the file's tag where the row has none.
+    A tile GDAL opens itself keeps its plain path only if the file's tags say what load uses: integer
+    files the row gives no nodata always do (GDAL applies the file's own tag and mask, as load does),
+    floating-point files the row gives a number never do (their NaN pixels are missing too); the others
+    depend on the file's tags.
+    """
+    if warped:
+        return rec.nodata is None
+    if rec.dtype is None:
+        return True
+    if np.dtype(rec.dtype).kind in "fc":
+        return rec.nodata is None or math.isnan(rec.nodata)
+    return rec.nodata is not None
+
+
+def _declared_files(hrefs: Iterable[str]) -> dict[str, Declared | None]:
+    """What each file declares (header reads, in parallel threads; None for a file that cannot be read)."""
+    unique = sorted(set(hrefs))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(_PEEKERS, len(unique))) as pool:
+        return dict(zip(unique, pool.map(declared, unique), strict=True))
+
+
+def _nodata_text(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return "nan" if math.isnan(value) else repr(float(value))
+
+
 def _layer(
     rows: Sequence[SceneAsset],
     band: Band,
@@ -264,7 +324,12 @@ def _layer(
     method: str,
     warp: str,
 ) -> Any:
-    """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first."""
+    """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first.
+
+    Each tile's ``location`` makes GDAL find missing what :func:`mosaic.load` finds missing
+    (:mod:`mosaic._gti_xml`): a warped VRT, the bare file, or the file in a VRT that says what the file
+    does not. Files are opened (headers only) where that depends on what they declare.
+    """
     import geopandas as gpd
 
     mine = sorted(
@@ -272,28 +337,52 @@ def _layer(
         key=lambda r: (r.datetime or r.start_datetime or _EPOCH, r.id),
         reverse=method == "last",
     )
+    on_grid = [_pasteable(rec, gbox, target) for rec in mine]
+    warped = [warp == "exact" and not g for g in on_grid]
+    files = _declared_files(str(rec.href) for rec, w in zip(mine, warped, strict=True) if _needs_file(rec, w))
     records: list[dict[str, Any]] = []
     geoms = []
-    for rank, rec in enumerate(mine):
+    for rank, (rec, warps, pasted) in enumerate(zip(mine, warped, on_grid, strict=True)):
         href = gdal_path(rec.href)  # type: ignore[arg-type]
+        file = files.get(str(rec.href))
         location: str | None = href
-        on_grid = _pasteable(rec, gbox, target)
-        if warp == "exact" and not on_grid:
+        if warps:
+            if rec.nodata is None and file is None:
+                raise SourceError(
+                    href,
+                    "cannot be opened to read its nodata, which the index does not record and GDAL must "
+                    "be told to warp the tile as mosaic.load does; make the file readable, or give the "
+                    "nodata in the index",
+                    scene_id=rec.id,
+                )
             geom = _tile_extent(rec, gbox, area_ll, clip=True)
-            location = None if geom.is_empty else warped_vrt(rec, band, gbox, geom, srs)
+            nodata = source_nodata(rec, file)
+            location = None if geom.is_empty else warped_vrt(rec, band, gbox, geom, srs, nodata)
         else:  # GDAL opens the file itself: the feature must contain all of it (and GDAL's warp of it)
+            if not drawn_as_load_draws(rec, band, file):
+                location = plain_vrt(rec, band, file)
             geom = _tile_extent(rec, gbox, area_ll, clip=False)
-            if not on_grid:
+            if not pasted:
                 geom = geom.buffer(2 * max(abs(gbox.affine.a), abs(gbox.affine.e)), join_style="mitre")
         if location is None or geom.is_empty:
             continue
         when = rec.datetime or rec.start_datetime
-        values = (location, href, rec.id, rec.asset, when, len(mine) - rank, rec.crs)
+        values = (
+            location,
+            href,
+            rec.id,
+            rec.asset,
+            when,
+            len(mine) - rank,
+            rec.crs,
+            _nodata_text(rec.nodata),
+        )
         records.append(dict(zip(_FIELDS, values, strict=True)))
         geoms.append(geom)
     frame = pd.DataFrame(records, columns=list(_FIELDS))
     frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True)
     frame["priority"] = frame["priority"].astype("int64")
+    frame["src_nodata"] = frame["src_nodata"].astype("string")
     return gpd.GeoDataFrame(frame, geometry=geoms)
 
 

@@ -80,6 +80,12 @@ def test_index_repr_and_html(demo_index):
     assert table["assets"] == [f"{a}: 19" for a in ("AOT", "B02", "B8A", "WVP", "quality", "visual")]
     assert sum(int(line.split(": ")[1]) for line in table["dtypes"]) == 114
 
+    skipped = [mosaic.Skipped("x.tif", "no CRS")]
+    some = mosaic.TileIndex.from_records(demo_index.records()[:2], skipped=skipped)
+    assert repr(some).endswith(", 1 input skipped>")
+    assert cells(some._repr_html_())["skipped"] == ["x.tif: no CRS"]
+    assert repr(mosaic.TileIndex.from_records([])) == "<TileIndex: empty>"
+
 
 def test_html_escapes_names_and_paths(demo_index):
     rows = [

@@ -320,14 +320,17 @@ def index_repr(idx: TileIndex) -> str:
     where = f" from {_cut(idx.source, 80)}" if idx.source else ""
     if len(idx) == 0:
         return f"<TileIndex{where}: empty>"
-    f = index_facts(idx)
-    assets = _listing([_cut(a) for a in f["assets"]], 2 * _TEXT_ITEMS)
-    crs = _by_count_of(f["crs"])
-    skipped = f", {len(f['skipped'])} inputs skipped" if f["skipped"] else ""
+    import pyarrow.compute as pc
+
+    # (not index_facts: the extent is not shown here, and costs a pass over every footprint)
+    assets = _listing([_cut(a) for a in sorted(_value_counts(idx, "asset"))], 2 * _TEXT_ITEMS)
+    crs = _by_count_of(_value_counts(idx, "crs"))
+    scenes = len(pc.unique(idx.table.column("id")))
+    skipped = f", {plural(len(idx.skipped), 'input')} skipped" if idx.skipped else ""
     return (
-        f"<TileIndex{where}: {plural(f['rows'], 'asset')} ({assets}) of {plural(f['scenes'], 'scene')} "
+        f"<TileIndex{where}: {plural(len(idx), 'asset')} ({assets}) of {plural(scenes, 'scene')} "
         f"in {plural(len(crs), 'CRS')} "
-        f"({_counted(crs, _TEXT_ITEMS)}), {_span(*f['time_range'], dates=True)}{skipped}>"
+        f"({_counted(crs, _TEXT_ITEMS)}), {_span(*_time_range(idx), dates=True)}{skipped}>"
     )
 
 

@@ -38,7 +38,6 @@ from dask.distributed import Client, LocalCluster
 import mosaic
 from mosaic import synthetic
 from mosaic.demo import demo_index
-from mosaic.regrid import regrid
 
 workdir = Path(os.environ.get("MOSAIC_NOTEBOOK_DIR") or tempfile.mkdtemp(prefix="mosaic-regrid-"))
 # a saved tile index, else the demo collection and its index, generated offline in a few seconds
@@ -70,7 +69,9 @@ print(
 
 # %%
 pancakes = workdir / "pancakes.zarr"
-report = regrid(pancakes, BBOX, "EPSG:4326", "2024-06", chunks={"time": 1, "y": 256, "x": 256}, **REQUEST)
+report = mosaic.regrid(
+    pancakes, BBOX, "EPSG:4326", "2024-06", chunks={"time": 1, "y": 256, "x": 256}, **REQUEST
+)
 print(report.format())
 
 # %% [markdown]
@@ -81,7 +82,9 @@ print(report.format())
 
 # %%
 churros = workdir / "churros.zarr"
-report = regrid(churros, BBOX, "EPSG:4326", "2024-06", chunks={"time": 3, "y": 128, "x": 128}, **REQUEST)
+report = mosaic.regrid(
+    churros, BBOX, "EPSG:4326", "2024-06", chunks={"time": 3, "y": 128, "x": 128}, **REQUEST
+)
 print(report.format())
 
 # %% [markdown]
@@ -134,7 +137,9 @@ assert pixel.sizes["time"] == 3 and ds.B02.encoding["chunks"][0] == 3
 # different request on the same store is refused unless `overwrite=True`.
 
 # %%
-again = regrid(churros, BBOX, "EPSG:4326", "2024-06", chunks={"time": 3, "y": 128, "x": 128}, **REQUEST)
+again = mosaic.regrid(
+    churros, BBOX, "EPSG:4326", "2024-06", chunks={"time": 3, "y": 128, "x": 128}, **REQUEST
+)
 print(f"resumed: {again.written} regions written, {again.skipped} already done")
 
 # %% [markdown]
@@ -150,7 +155,7 @@ print(f"resumed: {again.written} regions written, {again.skipped} already done")
 dask.config.set({"distributed.worker.profile.enabled": False})
 with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
     on_cluster = workdir / "cluster.zarr"
-    report = regrid(
+    report = mosaic.regrid(
         on_cluster,
         BBOX,
         "EPSG:4326",

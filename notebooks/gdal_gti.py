@@ -49,8 +49,8 @@ print("GDAL", rasterio.__gdal_version__)
 #
 # The scenes across the 12E UTM seam in June 2024 (two zones, three passes), band B02, in EPSG:4326
 # at 0.0002 degrees. One GeoPackage per asset; with one asset it is the path given. The same from the
-# command line: `mosaic gti export index.parquet -o seam.gti.gpkg --crs EPSG:4326 --resolution 0.0002
-# --bbox 11.88,45.40,12.12,45.58 --time 2024-06 --bands B02`.
+# command line: `mosaic gti export --index index.parquet -o seam.gti.gpkg --crs EPSG:4326 --resolution
+# 0.0002 --bbox 11.88,45.40,12.12,45.58 --time 2024-06 --bands B02`.
 
 # %%
 REQUEST = dict(crs=DEMO_CRS, resolution=DEMO_RESOLUTION, bbox=DEMO_BBOX, time="2024-06", bands="B02")

@@ -48,13 +48,14 @@ print("index:", index_path, "| outputs in:", workdir)
 #
 # A tile index (GeoParquet) lists every scene asset with its CRS, grid, data footprint, time and file.
 # Build one from files (`TileIndex.from_files`), STAC Items (`TileIndex.from_stac`) or a GDAL tile
-# index, save it with `.write()`, and pass it (or its path) as `index=`.
+# index, save it with `.write()`, and pass it (or its path) as `index=`. In a notebook an index shows
+# as a table: scenes, CRSs with their row counts, time range, extent, assets, dtypes.
 
 # %%
 index = mosaic.TileIndex.read(index_path)
 print(index)
-print(index.crs_counts())
 assert len(index.crs_counts()) == 7
+index  # noqa: B018 (the cell's value: Jupyter shows it as a table)
 
 # %% [markdown]
 # ## Load a mosaic across the UTM seam
@@ -123,8 +124,9 @@ assert error.mean() < 1.3 and error.max() < 4
 # %% [markdown]
 # ## The plan: what a load reads
 #
-# `mosaic.plan` takes the same arguments as `mosaic.load` and reads no pixels. Its `summary()` counts
-# scenes, reads, chunks and bytes; `explain(iy, ix)` tells which scenes feed one output chunk and why;
+# `mosaic.plan` takes the same arguments as `mosaic.load` and reads no pixels. It shows as a table
+# (scenes, CRSs, time steps, grid, bands, reads and bytes); its `summary()` gives the counts as a dict;
+# `explain(iy, ix)` tells which scenes feed one output chunk, which pixel windows are read, and why;
 # `plot()` draws the footprints (coloured by CRS) over the chunk grid, with the reads per chunk.
 # `load` executes exactly this plan.
 
@@ -135,6 +137,7 @@ print(json.dumps(summary, indent=1))
 assert summary == json.loads(ds.attrs["plan_summary"])
 assert summary["scenes"] == 2 and summary["source_crs"] == ["EPSG:32632", "EPSG:32633"]
 print(f"{summary['empty_chunks']} of {summary['chunks']} chunks touch no scene: a constant fill, no reads")
+plan  # noqa: B018 (the cell's value: Jupyter shows it as a table)
 
 # %% [markdown]
 # The chunk with the most reads lies on the seam: both scenes feed it, in fusion order (datetime, then

@@ -18,9 +18,19 @@ from typing import ClassVar
 
 import click
 import pytest
+from click.testing import CliRunner
 
+import mosaic as api
 from mosaic import synthetic
-from mosaic.cli.options import parse_bbox, parse_chunks, parse_crs, parse_resolution
+from mosaic.cli import cli
+from mosaic.cli.options import (
+    PLAN_PARAMETERS,
+    parse_bbox,
+    parse_chunks,
+    parse_crs,
+    parse_dtype,
+    parse_resolution,
+)
 from mosaic.demo import DEMO_BBOX, DEMO_RESOLUTION, run_demo
 
 MOSAIC = Path(sys.executable).parent / "mosaic"
@@ -29,10 +39,14 @@ SEAM = ["--bbox", "11.88,45.40,12.12,45.58", "--crs", "EPSG:4326", "--resolution
 PATTERN = r"(?P<id>[\w-]+-(?P<datetime>\d{8}))/(?P<asset>\w+)\.tif$"
 
 
-def mosaic(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script."""
+def mosaic(
+    *args: object, cwd: Path | None = None, index_env: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script (with ``$MOSAIC_INDEX`` set to ``index_env`` only)."""
     env = {k: v for k, v in os.environ.items() if k != "MOSAIC_INDEX"}
     env["MPLBACKEND"] = "Agg"
+    if index_env is not None:
+        env["MOSAIC_INDEX"] = str(index_env)
     return subprocess.run(
         [str(MOSAIC), *map(str, args)], capture_output=True, text=True, timeout=180, env=env, cwd=cwd
     )
@@ -103,8 +117,13 @@ HELP = {
         "--workers",
         "--quiet",
     ],
-    ("index", "info"): ["INDEX", "--json"],
-    ("plan",): ["--index", "--bbox", "--bbox-crs", "--crs", "--resolution", "--time", "--bands", "--method"],
+    ("index", "info"): ["--index", "--json"],
+    ("plan",): [
+        *("--index", "--bbox", "--bbox-crs", "--crs", "--resolution", "--time", "--bands", "--method"),
+        *("--resampling", "--groupby", "--dtype", "--nodata", "--chunks", "--png", "--explain", "--json"),
+    ],
+    ("regrid",): ["--index", "--groupby", "--dtype", "--nodata", "--chunks", "--output", "--workers"],
+    ("gti", "export"): ["--index", "--output", "--crs", "--resolution", "--warp"],
     ("demo",): ["--out"],
 }
 
@@ -115,6 +134,143 @@ def test_help_of_every_command() -> None:
         assert proc.stdout.startswith(f"Usage: mosaic {' '.join(command)}".rstrip())
         for word in HELP[command]:
             assert word in proc.stdout, (command, word)
+
+
+def command_paths(command: click.Command = cli, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path under ``command``: (), ("index",), ("index", "build"), ..."""
+    paths = [path]
+    if isinstance(command, click.Group):
+        for name, sub in sorted(command.commands.items()):
+            paths += command_paths(sub, (*path, name))
+    return paths
+
+
+# ``mosaic`` then words: a command path, a Python name, or prose ("a mosaic to ...")
+MENTION = re.compile(r"(?P<before>^[ \t]*|.)\bmosaic(?P<words>(?: [a-z][\w-]*)+)", re.M)
+
+
+def bad_mentions(text: str) -> list[str]:
+    """The ``mosaic <word> ...`` in ``text`` that name a command which does not exist.
+
+    A mention is checked when its first word is a command, a name of the Python API (``mosaic load``
+    reads as a command), or when it is quoted or starts an example line (indented under "Examples:");
+    prose ("a mosaic to", a wrapped line starting "mosaic grid") is not.
+    """
+    names = set(api.__all__)
+    bad = []
+    for match in MENTION.finditer(text):
+        words = match["words"].split()
+        line_start = match.start() == 0 or text[match.start() - 1] == "\n"
+        example = line_start and match["before"].startswith("    ") and not match["before"].strip()
+        quoted = match["before"] in ("'", '"', "`") or example
+        if words[0] not in cli.commands and words[0] not in names and not quoted:
+            continue
+        command: click.Command = cli
+        for i, word in enumerate(words):
+            if not isinstance(command, click.Group):
+                break  # arguments of a command
+            if word not in command.commands:
+                bad.append(" ".join(["mosaic", *words[: i + 1]]))
+                break
+            command = command.commands[word]
+    return bad
+
+
+def test_help_names_only_commands_that_exist() -> None:
+    runner = CliRunner()
+    paths = command_paths()
+    assert ("gti", "export") in paths and ("index", "info") in paths and len(paths) == 9
+    for path in paths:
+        result = runner.invoke(cli, [*path, "--help"], prog_name="mosaic")
+        assert result.exit_code == 0, result.output
+        assert not bad_mentions(result.output), (path, bad_mentions(result.output))
+    # the check itself: what it catches and what it lets through
+    assert bad_mentions("as mosaic load, and 'mosaic index show' or\n    mosaic gti import x") == [
+        "mosaic load",
+        "mosaic index show",
+        "mosaic gti import",
+    ]
+    assert bad_mentions("a mosaic to Zarr; 'mosaic index build SOURCES', mosaic.load\n  mosaic grid") == []
+
+
+def test_index_is_given_the_same_way_to_every_command(tmp_path: Path, stac_index: Path) -> None:
+    """``--index PATH``, else ``$MOSAIC_INDEX``, for each command that reads an index."""
+    readers = {path for path in command_paths() if path and path[-1] in ("info", "plan", "regrid", "export")}
+    assert readers == {("index", "info"), ("plan",), ("regrid",), ("gti", "export")}
+    for path in readers:
+        command: click.Command = cli
+        for word in path:
+            command = command.commands[word]  # type: ignore[attr-defined]
+        option = next(p for p in command.params if p.name == "index")
+        assert (
+            isinstance(option, click.Option)
+            and option.opts == ["--index"]
+            and option.envvar == "MOSAIC_INDEX"
+        )
+        assert not any(isinstance(p, click.Argument) for p in command.params)
+    calls = [
+        ("index", "info"),
+        ("plan", *SEAM),
+        ("regrid", *SEAM, "-o", tmp_path / "x.zarr"),
+        ("gti", "export", *SEAM, "-o", tmp_path / "x.gti.gpkg"),
+    ]
+    for args, proc in zip(calls, mosaic_all(*calls), strict=True):
+        assert (
+            proc.returncode == 2 and "no tile index: pass --index PATH or set MOSAIC_INDEX" in proc.stderr
+        ), args
+    # $MOSAIC_INDEX names the index when --index is not given
+    info, planned = mosaic_env(
+        stac_index, ("index", "info", "--json"), ("plan", *SEAM, "--time", "2024-06-01", "--json")
+    )
+    assert info["rows"] == 114 and info["path"] == str(stac_index)
+    assert planned["scenes"] == 2 and planned["index"] == str(stac_index)
+    out = tmp_path / "env.gti.gpkg"
+    proc = mosaic("gti", "export", *SEAM, "--bands", "B02", "-o", out, index_env=stac_index)
+    assert proc.returncode == 0 and out.exists(), proc.stderr
+
+
+def mosaic_env(index: Path, *calls: tuple[object, ...]) -> list[dict]:
+    """The JSON outputs of commands run with ``$MOSAIC_INDEX`` set to ``index``."""
+    outputs = []
+    for args in calls:
+        proc = mosaic(*args, index_env=index)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(json.loads(proc.stdout))
+    return outputs
+
+
+def test_plan_and_regrid_take_every_plan_option() -> None:
+    """One list of plan options reaches both commands and is the API's keyword arguments."""
+    import inspect
+
+    from mosaic.cli.plan import plan
+    from mosaic.cli.regrid import regrid
+
+    expected = {"index", "bbox", "bbox_crs", "crs", "resolution", "time", "bands", "method", "resampling"}
+    assert set(PLAN_PARAMETERS) >= expected | {"groupby", "dtype", "nodata"}
+    for command in (plan, regrid):
+        assert set(PLAN_PARAMETERS) <= {p.name for p in command.params}, command.name
+    for function in (api.plan, api.regrid):
+        assert set(PLAN_PARAMETERS) <= set(inspect.signature(function).parameters), function
+
+
+def test_plan_groupby_dtype_nodata(stac_index: Path) -> None:
+    base = ("plan", "--index", stac_index, *SEAM, "--time", "2024-06", "--bands", "B02,WVP", "--json")
+    default, changed = (
+        json.loads(proc.stdout)
+        for proc in mosaic_all(base, (*base, "--groupby", "none", "--dtype", "float32", "--nodata", "-1"))
+    )
+    assert default["groups"] == ["2024-06-01", "2024-06-11", "2024-06-21"]
+    assert default["band_types"] == {
+        "B02": {"dtype": "uint16", "nodata": 0},
+        "WVP": {"dtype": "float32", "nodata": "nan"},
+    }
+    assert changed["groups"] == ["all"] and changed["shape"] == [1, 900, 1200]
+    assert changed["band_types"] == {n: {"dtype": "float32", "nodata": -1} for n in ("B02", "WVP")}
+    text = ok(*base[:-1], "--groupby", "none", "--nodata", "nan", "--dtype", "float64")
+    assert re.search(r"^bands:\s+B02 \(float64, nodata nan\), WVP \(float64, nodata nan\)$", text, re.M)
+    bad = mosaic(*base, "--dtype", "uint17")
+    assert bad.returncode == 2 and "'uint17' is not a NumPy dtype" in bad.stderr
 
 
 # ----------------------------------------------------------------------------------------------- index
@@ -229,7 +385,7 @@ def test_index_build_from_a_stac_api_search(root: Path, stac_api: str) -> None:
         "--datetime", "2024-06-01T00:00:00Z/2024-06-01T23:59:59Z", "--assets", "B02", "-o", out,
     )  # fmt: skip
     assert "wrote" in stdout
-    info = json.loads(ok("index", "info", out, "--json"))
+    info = json.loads(ok("index", "info", "--index", out, "--json"))
     assert info["rows"] == 2 and set(info["crs"]) == {"EPSG:32632", "EPSG:32633"}  # the 12E seam pair
     searches = _StacApi.searches
     assert searches and all(
@@ -237,7 +393,7 @@ def test_index_build_from_a_stac_api_search(root: Path, stac_api: str) -> None:
     )
     every = root / "api-all.parquet"
     ok("index", "build", "--stac-url", stac_api, "--collection", "demo", "-o", every)  # paged: 19 Items
-    assert json.loads(ok("index", "info", every, "--json"))["scenes"] == 19
+    assert json.loads(ok("index", "info", "--index", every, "--json"))["scenes"] == 19
     bad = mosaic("index", "build", "--stac-url", "http://127.0.0.1:9/", "-o", root / "x.parquet")
     assert "STAC API search failed" in one_error_line(bad)
 
@@ -248,7 +404,7 @@ def test_index_build_cogs_then_info(root: Path, collection: Path) -> None:
         "index", "build", f"{collection}/*-seam12-*/B02.tif", "--pattern", PATTERN, "-o", out, "--workers", 2
     )
     assert "6 asset(s) of 6 scene(s)" in stdout
-    text = ok("index", "info", out)
+    text = ok("index", "info", "--index", out)
     assert re.search(r"rows:\s+6 assets of 6 scenes", text)
     assert re.search(r"EPSG:32632\s+3", text) and re.search(r"EPSG:32633\s+3", text)
     assert "2024-06-01T00:00:00Z .. 2024-06-21T00:00:00Z" in text
@@ -263,7 +419,7 @@ def test_index_build_directory(root: Path, collection: Path) -> None:
 
 
 def test_index_build_stac_then_info_json(stac_index: Path, items: list) -> None:
-    facts = json.loads(ok("index", "info", stac_index, "--json"))
+    facts = json.loads(ok("index", "info", "--index", stac_index, "--json"))
     expected_crs = Counter()
     for item in items:
         expected_crs[item.properties["proj:code"]] += len(item.assets)
@@ -327,12 +483,12 @@ def test_plan_text_and_png(root: Path, stac_index: Path) -> None:
 
 
 def test_missing_index_is_one_line(root: Path) -> None:
-    line = one_error_line(mosaic("index", "info", root / "nope.parquet"))
+    line = one_error_line(mosaic("index", "info", "--index", root / "nope.parquet"))
     assert "nope.parquet" in line and "does not exist" in line
 
 
 def test_verbose_shows_traceback(root: Path) -> None:
-    proc = mosaic("--verbose", "index", "info", root / "nope.parquet")
+    proc = mosaic("--verbose", "index", "info", "--index", root / "nope.parquet")
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr and "IndexFormatError" in proc.stderr
 
@@ -368,7 +524,14 @@ def test_option_parsers() -> None:
     for bad in ("nan,1,2,3", "1,1,1,2", "0,0,1"):
         with pytest.raises(click.BadParameter):
             parse_bbox(bad)
-    for parser, bad in ((parse_resolution, "-1"), (parse_chunks, "1.5"), (parse_crs, "EPSG:99999")):
+    assert parse_dtype("float32") == "float32" and parse_dtype(" u2") == "uint16"
+    bad_values = (
+        (parse_resolution, "-1"),
+        (parse_chunks, "1.5"),
+        (parse_crs, "EPSG:99999"),
+        (parse_dtype, "U8"),
+    )
+    for parser, bad in bad_values:
         with pytest.raises(click.BadParameter):
             parser(bad)
 

@@ -701,7 +701,7 @@ def test_import_names_the_file_and_the_problem(demo_collection, tmp_path):
 def test_cli_gti_export(demo_index, tmp_path):
     index = demo_index.write(tmp_path / "index.parquet")
     runner = CliRunner()
-    args = ["gti", "export", str(index), "-o", str(tmp_path / "cli.gti.gpkg"), "--crs", "EPSG:4326"]
+    args = ["gti", "export", "--index", str(index), "-o", str(tmp_path / "cli.gti.gpkg"), "--crs", "4326"]
     args += ["--resolution", "0.0004", "--bbox", "11.88,45.40,12.12,45.58", "--bands", "B02,B8A", "--xml"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -711,8 +711,6 @@ def test_cli_gti_export(demo_index, tmp_path):
         assert ds.dtypes == ("int16",) and ds.shape == (450, 600)
     result = runner.invoke(cli, [*args, "--method", "mean"])
     assert result.exit_code == 2 and "'mean' is not one of 'first', 'last'" in result.output
-    result = runner.invoke(
-        cli,
-        ["gti", "export", str(tmp_path / "nope.parquet"), "-o", "x", "--crs", "4326", "--resolution", "1"],
-    )
+    nope = ["--index", str(tmp_path / "nope.parquet"), "-o", "x", "--crs", "4326", "--resolution", "1"]
+    result = runner.invoke(cli, ["gti", "export", *nope])
     assert result.exit_code == 1 and "error: " in result.output and "nope.parquet" in result.output

@@ -1,4 +1,4 @@
-"""``mosaic regrid`` and :mod:`mosaic.regrid`: Zarr (v2, v3) and COG outputs, resume after SIGKILL, clusters.
+"""``mosaic regrid`` and :mod:`mosaic.batch`: Zarr (v2, v3) and COG outputs, resume after SIGKILL, clusters.
 
 The CLI tests run the installed console script in a subprocess. The reference store is written once
 per module by an uninterrupted, threaded run; the resumed and the distributed runs must reproduce it
@@ -26,8 +26,8 @@ import xarray as xr
 import zarr
 
 import mosaic
+from mosaic.batch import STATE_DIR, regrid
 from mosaic.cli.options import parse_layout
-from mosaic.regrid import STATE_DIR, regrid
 
 MOSAIC = Path(sys.executable).parent / "mosaic"
 SEAM = (11.88, 45.40, 12.12, 45.58)
@@ -112,6 +112,26 @@ def test_zarr_round_trip_equals_load(index_path, tmp_path, zarr_format, chunks):
         b02 = decoded.B02.values
         assert np.isnan(b02).sum() == (expected.B02.values == 0).sum() > 0
         assert decoded.rio.transform() == expected.rio.transform()
+
+
+def test_mosaic_regrid_is_the_function(index_path, tmp_path):
+    """``mosaic.regrid(...)`` writes (it was the module: not callable); the writers are public too."""
+    assert mosaic.regrid is regrid and callable(mosaic.regrid)
+    assert all(hasattr(mosaic, name) for name in mosaic.__all__)
+    args = dict(index=index_path, resolution=0.001, bands=["B02"], chunks=64)
+    report = mosaic.regrid(tmp_path / "one.tif", SEAM, "EPSG:4326", "2024-06-01", **args)
+    assert isinstance(report, mosaic.RegridReport) and report.kind == "cog" and report.written > 0
+    the_plan = mosaic.plan(SEAM, "EPSG:4326", "2024-06-01", **args)
+    again = mosaic.write_cog(the_plan, tmp_path / "again.tif")
+    store = mosaic.write_zarr(the_plan, tmp_path / "one.zarr")
+    assert again.written == store.written == report.written
+    with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "again.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    with (
+        xr.open_zarr(tmp_path / "one.zarr", mask_and_scale=False) as ds,
+        rasterio.open(tmp_path / "one.tif") as a,
+    ):
+        np.testing.assert_array_equal(ds.B02.values[0], a.read(1))
 
 
 def test_existing_outputs_are_not_clobbered(index_path, tmp_path):

@@ -1,11 +1,11 @@
 """mosaic: multi-CRS virtual mosaics.
 
 Index scenes where they are (:class:`TileIndex`), plan only the reads a request needs, and load a
-lazy, seamless xarray mosaic in any CRS.
+lazy, seamless xarray mosaic in any CRS (:func:`load`), or write it to Zarr or a COG (:func:`regrid`).
 """
 
-from mosaic import regrid  # the module: mosaic.regrid.regrid(), write_zarr(), write_cog()
 from mosaic.api import load, plan, read_stats
+from mosaic.batch import RegridReport, regrid, write_cog, write_zarr
 from mosaic.errors import (
     AuthenticationError,
     GDALVersionError,
@@ -37,6 +37,7 @@ __all__ = [
     "NoDataError",
     "Plan",
     "ReadError",
+    "RegridReport",
     "SceneAsset",
     "Skipped",
     "SkippedSourcesWarning",
@@ -48,4 +49,6 @@ __all__ = [
     "plan",
     "read_stats",
     "regrid",
+    "write_cog",
+    "write_zarr",
 ]

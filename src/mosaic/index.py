@@ -543,17 +543,16 @@ class TileIndex:
         return iter(self.records())
 
     def __repr__(self) -> str:
-        if len(self) == 0:
-            return "<TileIndex: empty>"
-        crs = self.crs_counts()
-        t0, t1 = self.time_range
-        where = f" from {self._source}" if self._source else ""
-        return (
-            f"<TileIndex{where}: {len(self)} assets of {len(self._table.column('id').unique())} scenes, "
-            f"{len(crs)} CRS, {t0:%Y-%m-%d} .. {t1:%Y-%m-%d}>"
-            if t0 is not None and t1 is not None
-            else f"<TileIndex{where}: {len(self)} assets, {len(crs)} CRS>"
-        )
+        """One line: source, assets of how many scenes, CRSs with row counts, time range."""
+        from mosaic._repr import index_repr
+
+        return index_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The index as an HTML table (what Jupyter shows)."""
+        from mosaic._repr import index_html
+
+        return index_html(self)
 
     @property
     def source(self) -> str | None:

@@ -200,6 +200,21 @@ class Plan:
 
     # ------------------------------------------------------------------------------- inspection
 
+    def __repr__(self) -> str:
+        """A few lines (scenes, CRSs, times, grid, chunks, bands, reads, bytes), whatever the plan's size.
+
+        (Defined here, so the dataclass does not generate a repr listing every task.)
+        """
+        from mosaic._repr import plan_repr
+
+        return plan_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The plan as an HTML table (what Jupyter shows)."""
+        from mosaic._repr import plan_html
+
+        return plan_html(self)
+
     def summary(self) -> dict[str, Any]:
         """Counts that tell what the load will do: scenes, reads, chunks, overviews, bytes."""
         ny, nx = self.chunk_grid
@@ -239,11 +254,14 @@ class Plan:
         ny, nx = self.chunk_grid
         if not (0 <= iy < ny and 0 <= ix < nx):
             raise InvalidInputError(f"chunk ({iy}, {ix}) is outside the chunk grid {ny} x {nx}")
+        from mosaic._repr import read_text, window_text
+
         gbox = self.chunk_geobox(iy, ix)
         chunk_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
+        rows, cols = self.chunk_slices(iy, ix)
         lines = [
-            f"chunk ({iy}, {ix}): rows {self.chunk_slices(iy, ix)[0]}, cols {self.chunk_slices(iy, ix)[1]}, "
-            f"lon/lat bounds {tuple(round(v, 5) for v in chunk_ll.bounds)}"
+            f"chunk ({iy}, {ix}): {window_text((rows.start, rows.stop), (cols.start, cols.stop))} of the "
+            f"output grid, lon/lat bounds {tuple(round(v, 5) for v in chunk_ll.bounds)}"
         ]
         fed: set[tuple[str, str]] = set()
         for task in self.tasks:
@@ -259,12 +277,7 @@ class Plan:
             fed.update((r.scene, r.asset) for r in task.aux)  # the ranking band of highest:/lowest:
             for r in task.reads:
                 fed.add((r.scene, r.asset))
-                level = "full resolution" if r.factor == 1 else f"overview x{r.factor}"
-                lands = "" if r.target is None else f", lands in chunk box {r.target}"
-                lines.append(
-                    f"    - {r.scene} [{r.asset} b{r.band}] {r.crs}, {level}, window {r.window}{lands}: "
-                    "footprint intersects the chunk"
-                )
+                lines.append(f"    - {read_text(r)}: footprint intersects the chunk")
         if len(lines) == 1:
             lines.append("  no reads: no scene footprint intersects this chunk (it is a constant fill)")
         # scenes of the assets asked for (not other assets of the same scenes) that come near the chunk

@@ -28,7 +28,7 @@ __all__ = ["cli", "main", "one_line"]
 
 _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (IndexFormatError, "make an index with 'mosaic index build SOURCES -o INDEX.parquet'"),
-    (NoDataError, "compare --bbox, --bbox-crs and --time with 'mosaic index info INDEX'"),
+    (NoDataError, "compare --bbox, --bbox-crs and --time with 'mosaic index info --index INDEX'"),
 )
 
 
@@ -96,10 +96,10 @@ def cli(verbose: bool) -> None:
     Examples:
       mosaic index build 'scenes/**/*.tif' -o index.parquet
       mosaic index build items.json -o index.parquet
-      mosaic index info index.parquet
+      mosaic index info --index index.parquet
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 --time 2024-06
       mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
-      mosaic gti export index.parquet -o mosaic.gti.gpkg --crs EPSG:3035 --resolution 100 --bbox -10,40,5,50
+      mosaic gti export --index index.parquet -o m.gti.gpkg --crs EPSG:3035 --resolution 100
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 

@@ -11,9 +11,11 @@ from mosaic.cli.options import (
     bbox_crs_opt,
     check_bbox,
     crs_opt,
+    index_opt,
     parse_bbox,
     parse_resolution,
     quiet_opt,
+    require_index,
     time_opt,
 )
 
@@ -31,7 +33,7 @@ def gti() -> None:
 
 
 @gti.command()
-@click.argument("index_path", metavar="INDEX")
+@index_opt
 @click.option(
     "-o",
     "--output",
@@ -45,7 +47,7 @@ def gti() -> None:
     required=True,
     metavar="RES|X,Y",
     callback=_optional(parse_resolution),
-    help="Pixel size in output CRS units; pixel edges align to its multiples (as mosaic load).",
+    help="Pixel size in output CRS units; pixel edges align to its multiples (as in 'mosaic regrid').",
 )
 @click.option(
     "--bbox",
@@ -69,13 +71,13 @@ def gti() -> None:
     type=click.Choice(["exact", "gdal"]),
     default="exact",
     show_default=True,
-    help="exact: tiles in other CRSs become inline VRTs warped as mosaic load warps; gdal: plain paths, "
+    help="exact: tiles in other CRSs become inline VRTs warped as mosaic warps them; gdal: plain paths, "
     "GDAL warps on the fly (its 0.125 px approximation; not across the antimeridian).",
 )
 @click.option("--xml", is_flag=True, help="Also write a .gti XML wrapper beside each GeoPackage.")
 @quiet_opt
 def export(
-    index_path: str,
+    index: str | None,
     output: str,
     crs: str,
     resolution: float | tuple[float, float],
@@ -88,17 +90,17 @@ def export(
     xml: bool,
     quiet: bool,
 ) -> None:
-    """Write GTI files of INDEX that GDAL opens as the mosaic 'mosaic load' makes (without groupby).
+    """Write GTI files that GDAL opens as the mosaic 'mosaic regrid --groupby none' writes (same --method).
 
-    INDEX is a tile index (.parquet from 'mosaic index build'), STAC Items, or a GTI. One file is
-    written per asset; 'gdalinfo OUT.gti.gpkg' then shows the mosaic grid, and a GTI FILTER open option
-    selects a time slice (-oo "FILTER=datetime >= '2024-06-10'").
+    One file is written per asset of the --index; 'gdalinfo OUT.gti.gpkg' then shows the mosaic grid,
+    and a GTI FILTER open option selects a time slice (-oo "FILTER=datetime >= '2024-06-10'"). In
+    Python: mosaic.export_gti(), which shows what mosaic.load(..., groupby=None) returns.
 
     \b
     Examples:
-      mosaic gti export index.parquet -o seam.gti.gpkg --crs EPSG:4326 --resolution 0.0002 \\
+      mosaic gti export --index index.parquet -o seam.gti.gpkg --crs EPSG:4326 --resolution 0.0002 \\
           --bbox 11.88,45.40,12.12,45.58 --bands B02
-      mosaic gti export index.parquet -o utm.gti.gpkg --crs utm --resolution 20 \\
+      mosaic gti export --index index.parquet -o utm.gti.gpkg --crs utm --resolution 20 \\
           --bbox 11.88,45.40,12.12,45.58 --time 2024-06 --xml
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
     from mosaic.gti import export_gti
@@ -106,7 +108,7 @@ def export(
     if bbox is not None:
         check_bbox(bbox, bbox_crs)
     written = export_gti(
-        index_path,
+        require_index(index),
         output,
         crs=crs,
         resolution=resolution,

@@ -5,13 +5,21 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from mosaic.cli.options import json_opt, on_error_opt, parse_list, quiet_opt, workers_opt
+from mosaic._repr import short_crs
+from mosaic.cli.options import (
+    index_opt,
+    json_opt,
+    on_error_opt,
+    parse_list,
+    quiet_opt,
+    require_index,
+    workers_opt,
+)
 
 if TYPE_CHECKING:
     from mosaic.index import TileIndex
@@ -257,7 +265,7 @@ def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
     path = idx.write(output)
     if not quiet:
         facts = describe(idx)
-        crs = ", ".join(f"{k} ({v})" for k, v in facts["crs"].items())
+        crs = ", ".join(f"{short_crs(k)} ({v})" for k, v in facts["crs"].items())
         click.echo(
             f"wrote {path}: {facts['rows']} asset(s) of {facts['scenes']} scene(s) "
             f"in {len(facts['crs'])} CRS ({crs}); time {_span(facts['time_range'])}"
@@ -268,46 +276,11 @@ def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
 # --------------------------------------------------------------------------------------------- info
 
 
-def _iso(value: Any) -> str | None:
-    """A UTC timestamp as ``YYYY-MM-DDTHH:MM:SSZ`` (None stays None)."""
-    import pandas as pd
-
-    if value is None:
-        return None
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    text = str(ts.strftime("%Y-%m-%dT%H:%M:%S"))
-    return text + (f".{ts.microsecond:06d}" if ts.microsecond else "") + "Z"
-
-
-def _time_range(idx: TileIndex) -> tuple[str | None, str | None]:
-    """Earliest start and latest end of the rows (``datetime``, else ``start/end_datetime``)."""
-    import pyarrow.compute as pc
-
-    table = idx.table
-    start = pc.coalesce(table.column("start_datetime"), table.column("datetime"))
-    end = pc.coalesce(table.column("end_datetime"), table.column("datetime"))
-    return _iso(pc.min(start).as_py()), _iso(pc.max(end).as_py())
-
-
 def describe(idx: TileIndex) -> dict[str, Any]:
     """Facts about an index as plain JSON types: counts, CRSs, time range, extent, dtypes, assets."""
-    import shapely
+    from mosaic._repr import index_facts
 
-    table = idx.table
-    extent = [float(v) for v in shapely.total_bounds(idx.footprints)] if len(idx) else None
-    dtypes = Counter(d if d is not None else "unknown" for d in table.column("dtype").to_pylist())
-    return {
-        "path": idx.source,
-        "rows": len(idx),
-        "scenes": len(set(table.column("id").to_pylist())),
-        "crs": idx.crs_counts(),
-        "time_range": list(_time_range(idx)),
-        "extent": extent,
-        "dtypes": dict(dtypes.most_common()),
-        "assets": dict(sorted(Counter(table.column("asset").to_pylist()).items())),
-        "skipped": [{"href": s.href, "reason": s.reason} for s in idx.skipped],
-    }
+    return index_facts(idx)
 
 
 def _span(time_range: list[str | None]) -> str:
@@ -321,13 +294,14 @@ def _counts(counts: dict[str, int]) -> str:
 
 def format_info(facts: dict[str, Any]) -> str:
     """The human-readable ``mosaic index info`` text."""
-    width = max((len(k) for k in facts["crs"]), default=0)
+    names = {crs: short_crs(crs) for crs in facts["crs"]}
+    width = max((len(k) for k in names.values()), default=0)
     extent = facts["extent"]
     lines = [
         f"index:       {facts['path']}",
         f"rows:        {facts['rows']} assets of {facts['scenes']} scenes",
         f"CRS:         {len(facts['crs'])}",
-        *(f"  {crs:<{width}}  {n}" for crs, n in facts["crs"].items()),
+        *(f"  {names[crs]:<{width}}  {n}" for crs, n in facts["crs"].items()),
         f"time range:  {_span(facts['time_range'])}",
         "extent:      "
         + (
@@ -345,16 +319,19 @@ def format_info(facts: dict[str, Any]) -> str:
 
 
 @index.command()
-@click.argument("path", metavar="INDEX")
+@index_opt
 @json_opt
-def info(path: str, as_json: bool) -> None:
+def info(index: str | None, as_json: bool) -> None:
     """Describe a tile index: rows, scenes, CRSs, time range, footprint extent, dtypes and assets.
 
-    INDEX is a .parquet index from 'mosaic index build', a stac-geoparquet file, or STAC Items
-    (JSON/NDJSON).
-    """
+    \b
+    Examples:
+      mosaic index info --index index.parquet
+      mosaic index info --index items.json --json
+    """  # noqa: D301 (\b keeps click from rewrapping the examples)
     from mosaic.planner import resolve_index
 
+    path = require_index(index)
     facts = describe(resolve_index(path))
     facts["path"] = facts["path"] or str(Path(path))
     click.echo(json.dumps(facts, indent=2) if as_json else format_info(facts))

@@ -3,16 +3,17 @@
 Each parser turns one command-line string into the value the Python API takes, or raises
 :class:`click.BadParameter` (a usage error: exit code 2) saying what is wrong and what to write
 instead. The option decorators bundle a parser with its flag names and help text, so every command
-spells a shared option the same way.
+spells a shared option the same way; :func:`plan_options` bundles every option that changes a plan,
+for the commands that make one (``mosaic plan`` and ``mosaic regrid``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -25,20 +26,25 @@ __all__ = [
     "check_bbox",
     "chunks_opt",
     "crs_opt",
+    "dtype_opt",
     "groupby_opt",
     "index_opt",
     "json_opt",
     "method_opt",
+    "nodata_opt",
     "on_error_opt",
     "parse_bbox",
     "parse_chunks",
     "parse_crs",
+    "parse_dtype",
     "parse_groupby",
     "parse_layout",
     "parse_list",
     "parse_resolution",
     "parse_time",
+    "plan_options",
     "quiet_opt",
+    "require_index",
     "resampling_opt",
     "resolution_opt",
     "time_opt",
@@ -85,14 +91,15 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     return (minx, miny, maxx, maxy)
 
 
-def require_index(index: str | None) -> None:
-    """A command that reads scenes needs an index: ``--index`` or ``$MOSAIC_INDEX``.
+def require_index(index: str | None) -> str:
+    """The index of a command that reads one: ``--index`` (which click fills from ``$MOSAIC_INDEX``).
 
     Raises:
         click.UsageError: neither is given.
     """
-    if index is None and not os.environ.get("MOSAIC_INDEX"):
+    if not index:
         raise click.UsageError("no tile index: pass --index PATH or set MOSAIC_INDEX to the path of one")
+    return index
 
 
 def check_bbox(bbox: tuple[float, float, float, float], bbox_crs: str) -> None:
@@ -192,6 +199,19 @@ def parse_groupby(text: str) -> str | None:
     return None if value.lower() in ("none", "") else value
 
 
+def parse_dtype(text: str) -> str:
+    """A NumPy dtype name (``uint16``, ``float32``, ``int16``...), returned as NumPy spells it."""
+    import numpy as np
+
+    try:
+        dtype = np.dtype(text.strip())
+    except TypeError:
+        raise click.BadParameter(f"{text!r} is not a NumPy dtype (e.g. uint16, int16, float32)") from None
+    if dtype.kind not in "uif":
+        raise click.BadParameter(f"{text!r}: give an integer or float dtype (e.g. uint16, int16, float32)")
+    return dtype.name
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     """``"a,b"`` to ``("a", "b")`` (blanks dropped)."""
     return tuple(p.strip() for p in text.split(",") if p.strip())
@@ -262,8 +282,9 @@ index_opt = click.option(
     "--index",
     "index",
     metavar="PATH",
-    help="Tile index (.parquet from 'mosaic index build'), stac-geoparquet, or a STAC Item JSON/NDJSON "
-    "file. [default: $MOSAIC_INDEX]",
+    envvar="MOSAIC_INDEX",
+    help="Tile index: a .parquet from 'mosaic index build', stac-geoparquet, STAC Items (JSON/NDJSON) "
+    "or a GDAL GTI. [default: $MOSAIC_INDEX]",
 )
 method_opt = click.option(
     "--method",
@@ -289,6 +310,19 @@ groupby_opt = click.option(
     help="One output time step per: solar_day, time (each acquisition time), an Item property name; "
     "or none (one layer for the whole period).",
 )
+dtype_opt = click.option(
+    "--dtype",
+    metavar="DTYPE",
+    callback=_callback(parse_dtype),
+    help="Output dtype of every band (e.g. float32). [default: the sources']",
+)
+nodata_opt = click.option(
+    "--nodata",
+    type=float,
+    metavar="VALUE",
+    help="Output nodata of every band (a number, or nan). [default: NaN for float bands; else the "
+    "sources' when they agree, else 0]",
+)
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
 workers_opt = click.option(
@@ -304,3 +338,61 @@ on_error_opt = click.option(
     show_default=True,
     help="Stop at the first bad input, or skip bad inputs with a warning that lists them.",
 )
+
+
+# ------------------------------------------------------------------------------------ plan options
+
+_PLAN_OPTIONS = (
+    index_opt,
+    bbox_opt,
+    bbox_crs_opt,
+    crs_opt,
+    resolution_opt,
+    time_opt,
+    bands_opt,
+    method_opt,
+    resampling_opt,
+    groupby_opt,
+    dtype_opt,
+    nodata_opt,
+)
+"""Every option that changes a plan, in help order. Each one's parameter name is a keyword argument of
+:func:`mosaic.plan` and :func:`mosaic.regrid`, which receive it as it is parsed."""
+
+
+def _names(options: tuple[Callable[[Any], Any], ...]) -> tuple[str, ...]:
+    """The parameter names of click option decorators, as they reach a command."""
+
+    def probe() -> None: ...
+
+    for option in options:
+        option(probe)
+    params = cast(list[click.Parameter], getattr(probe, "__click_params__", []))
+    return tuple(str(p.name) for p in params)
+
+
+PLAN_PARAMETERS = _names(_PLAN_OPTIONS)
+"""The keyword arguments of :func:`mosaic.plan` that :func:`plan_options` passes on."""
+
+
+def plan_options(command: F) -> F:
+    """Give a command every option that changes a plan, passed to it as one ``request`` mapping.
+
+    ``request`` holds the keyword arguments of :func:`mosaic.plan` (and :func:`mosaic.regrid`):
+    ``index``, ``bbox``, ``bbox_crs``, ``crs``, ``resolution``, ``time``, ``bands``, ``method``,
+    ``resampling``, ``groupby``, ``dtype``, ``nodata``; the bbox is checked in its CRS and an index is
+    required. A command calls ``mosaic.plan(**request, chunks=...)``, so an option added to
+    ``_PLAN_OPTIONS`` reaches every such command and the API without touching them.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        request = {name: kwargs.pop(name) for name in PLAN_PARAMETERS}
+        check_bbox(request["bbox"], request["bbox_crs"])
+        request["index"] = require_index(request["index"])
+        request["bands"] = list(request["bands"]) if request["bands"] else None
+        return command(*args, request=request, **kwargs)
+
+    for option in reversed(_PLAN_OPTIONS):
+        run = option(run)
+    return cast(F, run)

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from mosaic.cli.options import (
-    bands_opt,
-    bbox_crs_opt,
-    bbox_opt,
-    check_bbox,
-    chunks_opt,
-    crs_opt,
-    index_opt,
-    json_opt,
-    method_opt,
-    require_index,
-    resampling_opt,
-    resolution_opt,
-    time_opt,
-)
+from mosaic._repr import human_bytes, short_crs
+from mosaic.cli.options import chunks_opt, json_opt, plan_options
 
 if TYPE_CHECKING:
     from mosaic.planner import Plan
@@ -29,17 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["format_plan", "plan", "plan_facts"]
 
 
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+def _nodata(value: float | None) -> float | str | None:
+    """A nodata value for JSON: a number, ``"nan"``, or None (no nodata)."""
+    return "nan" if value is not None and math.isnan(value) else value
+
+
+def _g(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def plan_facts(the_plan: Plan) -> dict[str, Any]:
-    """The plan summary plus what identifies the request: scene ids, groups, bounds, chunk shape."""
+    """The plan summary plus what identifies the request: scene ids, groups, bounds, chunks, band types."""
     facts = dict(the_plan.summary())
     facts.update(
         scene_ids=list(the_plan.scenes),
@@ -47,6 +35,7 @@ def plan_facts(the_plan: Plan) -> dict[str, Any]:
         bounds=[float(v) for v in the_plan.geobox.boundingbox],
         chunk_shape=list(the_plan.chunks),
         index=the_plan.index_source,
+        band_types={b.name: {"dtype": b.dtype, "nodata": _nodata(b.nodata)} for b in the_plan.bands},
     )
     return facts
 
@@ -56,18 +45,24 @@ def format_plan(facts: dict[str, Any]) -> str:
     t, ny, nx = facts["shape"]
     rx, ry = facts["resolution"]
     overviews = ", ".join(f"x{k}: {v}" for k, v in facts["overview_factors"].items()) or "-"
+    bands = ", ".join(
+        f"{name} ({b['dtype']}, nodata {'none' if b['nodata'] is None else _g(b['nodata'])})"
+        for name, b in facts["band_types"].items()
+    )
     lines = [
-        f"scenes:      {facts['scenes']} from {', '.join(facts['source_crs']) or 'no CRS'}",
+        f"scenes:      {facts['scenes']} from {', '.join(map(short_crs, facts['source_crs'])) or 'no CRS'}",
         *(f"  {s}" for s in facts["scene_ids"]),
-        f"output:      {t} x {ny} x {nx} (time, y, x) in {facts['crs']}, pixel {abs(rx):g} x {abs(ry):g}",
+        f"output:      {t} x {ny} x {nx} (time, y, x) in {short_crs(facts['crs'])}, "
+        f"pixel {abs(rx):g} x {abs(ry):g}",
         f"bounds:      {', '.join(f'{v:.10g}' for v in facts['bounds'])}",
         f"times:       {', '.join(facts['groups']) or '-'}",
-        f"bands:       {', '.join(facts['bands']) or '-'}",
+        f"bands:       {bands or '-'}",
         f"chunks:      {facts['nonempty_chunks']} of {facts['chunks']} need reads "
         f"({facts['chunk_shape'][0]} x {facts['chunk_shape'][1]} px; {facts['empty_chunks']} constant fill)",
         f"reads:       {facts['reads']} windows of {facts['assets_read']} assets; "
         f"overview factors {overviews}",
-        f"bytes:       ~{_bytes(facts['estimated_read_bytes'])} read, {_bytes(facts['output_bytes'])} output",
+        f"bytes:       ~{human_bytes(facts['estimated_read_bytes'])} read, "
+        f"{human_bytes(facts['output_bytes'])} output",
         f"method:      {facts['method']}, resampling {facts['resampling']}",
     ]
     if facts.get("png"):
@@ -85,15 +80,7 @@ def _chunk_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 @click.command()
-@index_opt
-@bbox_opt
-@bbox_crs_opt
-@crs_opt
-@resolution_opt
-@time_opt
-@bands_opt
-@method_opt
-@resampling_opt
+@plan_options
 @chunks_opt
 @click.option(
     "--png",
@@ -108,15 +95,7 @@ def _chunk_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @json_opt
 def plan(
-    index: str | None,
-    bbox: tuple[float, float, float, float],
-    bbox_crs: str,
-    crs: str,
-    resolution: float | tuple[float, float] | None,
-    time: str | None,
-    bands: tuple[str, ...] | None,
-    method: str,
-    resampling: str,
+    request: dict[str, Any],
     chunks: int | tuple[int, int],
     png: str | None,
     explain: tuple[int, int] | None,
@@ -132,20 +111,7 @@ def plan(
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
     import mosaic
 
-    check_bbox(bbox, bbox_crs)
-    require_index(index)
-    the_plan = mosaic.plan(
-        bbox,
-        crs,
-        time,
-        index=index,
-        resolution=resolution,
-        bbox_crs=bbox_crs,
-        bands=list(bands) if bands else None,
-        method=method,
-        resampling=resampling,
-        chunks=chunks,
-    )
+    the_plan = mosaic.plan(**request, chunks=chunks)
     facts = plan_facts(the_plan)
     if png:
         import matplotlib

@@ -10,23 +10,7 @@ from typing import Any
 
 import click
 
-from mosaic.cli.options import (
-    bands_opt,
-    bbox_crs_opt,
-    bbox_opt,
-    check_bbox,
-    crs_opt,
-    groupby_opt,
-    index_opt,
-    json_opt,
-    method_opt,
-    parse_layout,
-    quiet_opt,
-    require_index,
-    resampling_opt,
-    resolution_opt,
-    time_opt,
-)
+from mosaic.cli.options import json_opt, parse_layout, plan_options, quiet_opt
 
 __all__ = ["regrid"]
 
@@ -65,18 +49,7 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
 
 
 @click.command()
-@index_opt
-@bbox_opt
-@bbox_crs_opt
-@crs_opt
-@resolution_opt
-@time_opt
-@bands_opt
-@method_opt
-@resampling_opt
-@groupby_opt
-@click.option("--dtype", metavar="DTYPE", help="Output dtype of every band. [default: the sources']")
-@click.option("--nodata", type=float, metavar="VALUE", help="Output nodata of every band.")
+@plan_options
 @click.option(
     "--chunks",
     "layout",
@@ -128,18 +101,7 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
 @quiet_opt
 @json_opt
 def regrid(
-    index: str | None,
-    bbox: tuple[float, float, float, float],
-    bbox_crs: str,
-    crs: str,
-    resolution: float | tuple[float, float] | None,
-    time: str | None,
-    bands: tuple[str, ...] | None,
-    method: str,
-    resampling: str,
-    groupby: str | None,
-    dtype: str | None,
-    nodata: float | None,
+    request: dict[str, Any],
     layout: dict[str, int],
     output: str,
     zarr_format: str,
@@ -164,27 +126,14 @@ def regrid(
       mosaic regrid --index index.parquet --bbox 11.88,45.4,12.12,45.58 --crs utm --resolution 20
           --time 2024-06-01 --bands visual -o visual.tif
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
-    from mosaic.regrid import regrid as run_regrid
+    from mosaic.batch import regrid as run_regrid
 
-    check_bbox(bbox, bbox_crs)
-    require_index(index)
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     with _client(workers, scheduler) as client:
         report = run_regrid(
             output,
-            bbox,
-            crs,
-            time,
-            index=index,
-            resolution=resolution,
-            bbox_crs=bbox_crs,
-            bands=list(bands) if bands else None,
-            groupby=groupby,
-            method=method,
-            resampling=resampling,
-            dtype=dtype,
-            nodata=nodata,
+            **request,
             chunks=layout,
             zarr_format=int(zarr_format),
             overwrite=overwrite,

@@ -21,7 +21,7 @@ A Zarr regrid (:func:`write_zarr`):
 A COG (:func:`write_cog`) is one time step: regions are written into a tiled GeoTIFF beside the
 output, which GDAL's COG driver then copies (with overviews) to the output path.
 
-Cutting the graph per region and running the regions is :mod:`mosaic._regrid_exec`.
+Cutting the graph per region and running the regions is :mod:`mosaic._batch_exec`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from dask.base import tokenize
 
-from mosaic._regrid_exec import Blocks, execute, progress_bar
+from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry

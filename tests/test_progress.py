@@ -83,7 +83,7 @@ lazy = mosaic.load(index.footprints[0].bounds, "EPSG:31985", index=index, resolu
 assert ds.identical(lazy.compute())
 """,
     """\
-report = mosaic.regrid.regrid({store!r}, index.footprints[0].bounds, "EPSG:31985", index=index,
+report = mosaic.regrid({store!r}, index.footprints[0].bounds, "EPSG:31985", index=index,
                               resolution=60, bands="data.1", groupby=None, chunks=64, progress=True)
 print(report.written)
 """,

@@ -175,8 +175,12 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     warnings = [line for line in output.splitlines() if line.startswith(("WARNING", "ERROR"))]
     assert result.returncode == 0 and not warnings, f"mkdocs build --strict failed:\n{output}"
     assert (tmp_path / "site" / "index.html").exists()
-    for page in ("concepts", "api", "cli", "limitations"):
+    for page in ("concepts", "api", "cli", "limitations", "notebooks"):
         assert (tmp_path / "site" / f"{page}.html").exists(), f"{page}.html missing from the site"
+    # the site's own CSS (wide code and tables stay in their box) is built in and linked by every page
+    assert (tmp_path / "site" / "stylesheets" / "extra.css").exists()
+    assert 'href="stylesheets/extra.css"' in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert not (tmp_path / "site" / "_figures.py").exists()  # a build script, not part of the site
 
 
 def local_links(page: Path) -> list[str]:

@@ -6,21 +6,25 @@ Usage (from the project root; ``--only`` takes picture names without ``.png``)::
 
 Each picture is made by the code it illustrates, on the offline demo collection:
 
-* ``demo_quicklook`` and ``demo_plan``: what ``mosaic demo`` writes (``mosaic.demo.run_demo``);
+* ``demo_quicklook``: the quick-look ``mosaic demo`` writes (``mosaic.demo.run_demo``), and
+  ``demo_plan``: the demo's plan drawn by ``Plan.plot``, as the demo's ``plan.png``, with named axes;
 * ``quickstart_month``: the quickstart block of ``docs/index.md``, executed as it stands;
 * the notebook pictures: each ``notebooks/NAME.py`` run as a script with matplotlib's Agg backend,
   its Nth figure saved when the notebook shows it (the figure's titles are checked, so a notebook
   whose figures moved fails here instead of putting the wrong picture on the site).
 
 The PNGs are drawn at a modest resolution and reduced to a palette of 256 colours, to stay well
-under 150 KB each. The pixels vary from run to run (noise, fonts), so they are committed and not
-compared; ``tests/test_docs.py`` checks that every picture the pages use exists, and runs this
-script on one notebook. Not a page of the site (``exclude_docs`` in mkdocs.yml).
+under 150 KB each, and no figure whose colour scale is not spent on its data (an unmasked nodata) is
+written. The pixels vary from run to run (noise, fonts), so they are committed and not compared: the
+strict build checks that every picture a page shows exists, ``tests/test_docs.py`` that each one is
+shown and small, and it runs this script on one notebook. Not a page of the site (``exclude_docs``
+in mkdocs.yml).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
@@ -126,7 +130,7 @@ def _palette_png(image: Image.Image, path: Path) -> Path:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise RuntimeError(f"{path.name}: {size / 1000:.0f} KB, more than {MAX_BYTES / 1000:.0f} KB")
-    print(f"{path.name}: {image.width} x {image.height} px, {size / 1000:.0f} KB")
+    print(f"{path.name}: {image.width} x {image.height} px, {size / 1000:.0f} KB", file=sys.stderr)
     return path
 
 
@@ -235,7 +239,13 @@ def notebook_figures(
     folder = work / notebook
     folder.mkdir(parents=True, exist_ok=True)
     environ = {"MOSAIC_INDEX": str(index), "MOSAIC_NOTEBOOK_DIR": str(folder)}
-    with patched(plt, "show", show), patched_environ(environ), working_directory(folder):
+    printed = io.StringIO()  # the notebook's own output; its errors still reach stderr
+    with (
+        patched(plt, "show", show),
+        patched_environ(environ),
+        working_directory(folder),
+        contextlib.redirect_stdout(printed),
+    ):
         try:
             runpy.run_path(str(ROOT / "notebooks" / f"{notebook}.py"), run_name="__main__")
         except _Enough:

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test lint typecheck gdal-tools benchmark docs clean
+.PHONY: demo test lint typecheck gdal-tools benchmark docs docs-figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ benchmark: $(STAMP)
 # the documentation site, into site/ (open site/index.html); --strict fails on broken links/anchors
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# the site's pictures (docs/images/*.png), made again from the demo, docs/index.md and the notebooks (~40 s)
+docs-figures: $(STAMP)
+	$(BIN)/python docs/_figures.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist

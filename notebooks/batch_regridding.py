@@ -122,6 +122,8 @@ for ax, (name, band) in zip(axes, (("B02", 1), ("B8A", 2)), strict=True):
     ax.plot(days, pixel[name].values, "o-", label=f"{name} from churros.zarr")
     ax.plot(days, truth, "k:", label="known field")
     ax.set_xticks(days)
+    ax.set_xlabel("acquisition day")
+    ax.set_ylabel(f"{name} (stored value)")
     ax.legend(fontsize=8)
     assert np.all(np.abs(pixel[name].values - truth) <= 4)
 fig.suptitle(f"the time series of the pixel at ({float(pixel.x):.4f}E, {float(pixel.y):.4f}N)")

@@ -138,6 +138,7 @@ def draw(ax, da, recs, title, day):
     else:
         ax.set_xlabel(f"x ({da.rio.crs.linear_units})")
         ax.set_ylabel(f"y ({da.rio.crs.linear_units})")
+        ax.ticklabel_format(useOffset=False, style="plain")  # whole metres, not "1e6" offsets
     valid, mean_error, max_error = check(da, day)
     ax.set_title(f"{title}\nvalid {valid:.0%}, error vs truth: mean {mean_error:.2f}, max {max_error:.2f}")
     ax.legend(loc="lower right", fontsize=7)
@@ -172,6 +173,7 @@ for ax, (name, da) in zip(axes, seam.items(), strict=True):
     valid, mean_error, max_error = draw(ax, da, seam_scenes, f"B02 in {name}", JUNE1)
     assert valid > 0.7 and mean_error < 1.3 and max_error < 4, name
 axes[0].set_aspect(1 / np.cos(np.radians(45.5)))
+fig.suptitle("B02 of June 1st 2024 across the 12E UTM seam, loaded into three CRSs (nodata in grey)")
 plt.show()
 plt.close(fig)
 
@@ -226,6 +228,7 @@ checks = [
 ]
 axes[0].set_aspect("equal")
 axes[1].set_aspect("equal")
+fig.suptitle("B02 of July 2nd 2024 at the North Pole: polar stereographic (EPSG:3413) and lon/lat")
 plt.show()
 plt.close(fig)
 for valid, mean_error, max_error in checks:
@@ -271,5 +274,6 @@ for ax, (name, da) in zip(axes, fiji.items(), strict=True):
     assert valid > 0.4 and mean_error < 1.3 and max_error < 5, name
 axes[0].axvline(180, color="black", linestyle="--", linewidth=1)
 axes[0].set_aspect(1 / np.cos(np.radians(17.0)))
+fig.suptitle("B02 of June 10th 2024 near Fiji, across the antimeridian, in lon/lat and both UTM zones")
 plt.show()
 plt.close(fig)

@@ -182,7 +182,9 @@ assert (workdir / "plan.png").stat().st_size > 0
 month = mosaic.load(DEMO_BBOX, DEMO_CRS, "2024-06", index=index, resolution=0.0004, bands="B02")
 print([str(t)[:10] for t in month.time.values])
 assert month.sizes["time"] == 3
-facets = month.B02.where(month.B02 != 0).plot.imshow(col="time", cmap="viridis", robust=True, size=3.5)
+b02_month = month.B02.where(month.B02 != month.B02.attrs["nodata"])  # nodata as NaN: not coloured
+facets = b02_month.plot.imshow(col="time", cmap="viridis", robust=True, size=3.5)
+facets.fig.suptitle("B02 of June 2024, one time step per solar day (nodata in white)", y=1.05)
 plt.show()
 plt.close(facets.fig)
 
@@ -219,31 +221,36 @@ assert count.max() == 6  # 3 passes x 2 zones overlap at the seam
 
 # %%
 first, median, best = (fused[m].B02.values.astype(float) for m in ("first", "median", "highest:quality"))
-for values in (first, best):
-    values[values == 0] = np.nan  # integer outputs hold their nodata (0) where they have no value
+for values in (first, best):  # integer outputs hold their nodata where they have no value: NaN here
+    values[values == fused["first"].B02.attrs["nodata"]] = np.nan
 limits = np.nanpercentile(first, [2, 98])
+x, y = fused["first"].x.values, fused["first"].y.values
+extent = (x[0], x[-1], y[-1], y[0])  # lon/lat of the pixel centres at the edges
 
 fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), layout="constrained")
 for ax, (title, values) in zip(
     axes[0], (("first", first), ("median", median), ("highest:quality", best)), strict=True
 ):
-    image = ax.imshow(values, cmap="viridis", vmin=limits[0], vmax=limits[1])
+    image = ax.imshow(values, cmap="viridis", vmin=limits[0], vmax=limits[1], extent=extent)
     ax.set_title(f"B02, method={title!r}")
-fig.colorbar(image, ax=axes[0], shrink=0.8)
-image = axes[1, 0].imshow(count, cmap="magma", vmin=0, vmax=6)
-fig.colorbar(image, ax=axes[1, 0], shrink=0.8)
+fig.colorbar(image, ax=axes[0], shrink=0.8, label="B02")
+image = axes[1, 0].imshow(count, cmap="magma", vmin=0, vmax=6, extent=extent)
+fig.colorbar(image, ax=axes[1, 0], shrink=0.8, label="scenes")
 axes[1, 0].set_title("scenes per pixel (method='count')")
 for ax, (title, values) in zip(
     axes[1, 1:], (("median - first", median - first), ("highest:quality - first", best - first)), strict=True
 ):
-    image = ax.imshow(values, cmap="RdBu_r", vmin=-6, vmax=6)
-    ax.set_title(title)
-fig.colorbar(image, ax=axes[1, 1:], shrink=0.8)
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-6, vmax=6, extent=extent)
+    ax.set_title(f"B02, {title}")
+fig.colorbar(image, ax=axes[1, 1:], shrink=0.8, label="B02 difference")
 for ax in axes.flat:
-    ax.set_facecolor("0.85")
+    ax.set_facecolor("0.85")  # nodata: grey
     ax.set_aspect(1 / np.cos(np.radians(45.5)))
-    ax.set_xticks([])
-    ax.set_yticks([])
+for ax in axes[1]:
+    ax.set_xlabel("longitude")
+for ax in axes[:, 0]:
+    ax.set_ylabel("latitude")
+fig.suptitle("June 2024 fused into one layer (groupby=None) by four methods, and how they differ")
 plt.show()
 plt.close(fig)
 

@@ -12,11 +12,16 @@ demo collection (``collection/``, with ``collection/items.json``) and its index 
 * a block right after an HTML comment ``<!-- no-run: reason -->`` is not run: each such block is
   reported as a skipped test with its reason, and there may be at most ``MAX_NO_RUN`` of them.
 
-A fence without a language, or with one not listed here, fails the test of its page.
+A fence without a language, or with one not listed here, fails the test of its page. A figure a
+page draws must spend its colour scale on the data, not on an unmasked nodata value
+(``colour_scale_problems`` of ``docs/_figures.py``, the script that makes the site's pictures; its
+pictures in ``docs/images/`` are all used and small, and the script itself runs).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 import shlex
@@ -26,6 +31,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -41,6 +47,9 @@ NOT_RUN = {"text", "json", "yaml", "toml", "ini", "xml", "csv"}
 MAX_NO_RUN = 5
 """At most this many blocks may opt out of running; each is listed as a skipped test."""
 COMMAND_TIMEOUT = 300
+IMAGES = ROOT / "docs" / "images"
+MAX_IMAGE_BYTES = 150_000
+"""The site's pictures are committed: each stays well under this size."""
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
 _NO_RUN = re.compile(r"^\s*<!--\s*no-run:\s*(?P<reason>.+?)\s*-->\s*$")
@@ -166,18 +175,55 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     warnings = [line for line in output.splitlines() if line.startswith(("WARNING", "ERROR"))]
     assert result.returncode == 0 and not warnings, f"mkdocs build --strict failed:\n{output}"
     assert (tmp_path / "site" / "index.html").exists()
-    for page in ("concepts", "api", "cli", "limitations"):
+    for page in ("concepts", "api", "cli", "limitations", "notebooks"):
         assert (tmp_path / "site" / f"{page}.html").exists(), f"{page}.html missing from the site"
+    # the site's own CSS (wide code and tables stay in their box) is built in and linked by every page
+    assert (tmp_path / "site" / "stylesheets" / "extra.css").exists()
+    assert 'href="stylesheets/extra.css"' in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert not (tmp_path / "site" / "_figures.py").exists()  # a build script, not part of the site
 
 
-def test_readme_links_exist() -> None:
-    """README.md is not part of the site, so its relative links are checked here."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
-    local = [t for t in targets if "://" not in t]
-    assert local, "README.md links no page of the docs"
-    missing = [t for t in local if not (ROOT / t).exists()]
-    assert not missing, f"README.md links to missing files: {missing}"
+def local_links(page: Path) -> list[str]:
+    """The relative link and image targets of a Markdown page (anchors dropped)."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8"))
+    return [t for t in targets if "://" not in t]
+
+
+@pytest.mark.parametrize("readme", ["README.md", "notebooks/README.md"])
+def test_readme_links_exist(readme: str) -> None:
+    """The READMEs are not part of the site, so their relative links (and pictures) are checked here."""
+    page = ROOT / readme
+    local = local_links(page)
+    assert local, f"{readme} links no page of the docs"
+    missing = [t for t in local if not (page.parent / t).exists()]
+    assert not missing, f"{readme} links to missing files: {missing}"
+
+
+def test_pictures_are_used_and_small() -> None:
+    """Every picture in docs/images is shown by a page (the strict build checks the other way round:
+    every picture a page shows exists), and each is small enough to commit."""
+    pictures = sorted(IMAGES.glob("*.png"))
+    assert pictures, "docs/images holds no picture"
+    used = {
+        (page.parent / target).resolve()
+        for page in [*PAGES, ROOT / "notebooks" / "README.md"]
+        for target in local_links(page)
+    }
+    unused = [p.name for p in pictures if p.resolve() not in used]
+    assert not unused, f"pictures no page shows (remove them, or show them): {unused}"
+    large = {p.name: p.stat().st_size for p in pictures if p.stat().st_size > MAX_IMAGE_BYTES}
+    assert not large, f"pictures over {MAX_IMAGE_BYTES} bytes (lower their dpi in docs/_figures.py): {large}"
+
+
+@functools.cache
+def figures_script() -> ModuleType:
+    """``docs/_figures.py``, imported from its path (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("docs_figures", ROOT / "docs" / "_figures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 # ------------------------------------------------------------------------------- the code blocks
@@ -258,6 +304,7 @@ def test_code_blocks_run(page: Path, workdir: Path) -> None:
     import matplotlib.pyplot as plt
 
     namespace: dict[str, object] = {"__name__": f"docs:{page.stem}"}
+    colour_scale_problems = figures_script().colour_scale_problems
     try:
         for block in blocks(page):
             if block.no_run is not None:
@@ -272,6 +319,8 @@ def test_code_blocks_run(page: Path, workdir: Path) -> None:
                     f"console/sh (run), or text (not run; output and diagrams)",
                     pytrace=False,
                 )
+        problems = [p for n in plt.get_fignums() for p in colour_scale_problems(plt.figure(n))]
+        assert not problems, f"{page.name} draws images whose colour scale is not the data's: {problems}"
     finally:
         plt.close("all")
 
@@ -307,3 +356,62 @@ def test_block_parser() -> None:
     assert shown_in(("a", "...", "c"), "a\n  b\nc  \n") is None
     assert shown_in(("c", "a"), "a\nb\nc\n") == "a"  # in order
     assert all(b.lang for b in ALL_BLOCKS), [b.where for b in ALL_BLOCKS if not b.lang]
+
+
+# ------------------------------------------------------------------------------------ the pictures
+
+
+def test_colour_scale_check_finds_unmasked_nodata(docs_data: Path) -> None:
+    """The check the pages and notebooks pass: B02 of the demo drawn with its nodata (0) as data is
+    one flat colour beside holes, and is caught; masked, its colours show the field, and it passes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import mosaic
+
+    colour_scale_problems = figures_script().colour_scale_problems
+    bbox = (11.88, 45.40, 12.12, 45.58)
+    index = str(docs_data / "index.parquet")
+    b02 = mosaic.load(bbox, "EPSG:4326", "2024-06-01", index=index, resolution=0.001, bands=["B02"]).B02
+    b02 = b02.isel(time=0).compute()
+    assert (b02 == b02.attrs["nodata"]).mean() > 0.1  # the scenes' nodata collars are in the picture
+    try:
+        unmasked = plt.figure()
+        b02.plot(ax=unmasked.add_subplot())
+        masked = plt.figure()
+        b02.where(b02 != b02.attrs["nodata"]).plot(ax=masked.add_subplot(), robust=True)
+        problems = colour_scale_problems(unmasked)
+        assert len(problems) == 1 and "nodata drawn as data" in problems[0], problems
+        assert colour_scale_problems(masked) == []
+    finally:
+        plt.close("all")
+
+
+def test_figures_script_runs(docs_data: Path, tmp_path: Path) -> None:
+    """``docs/_figures.py`` on one notebook picture (the others take ~40 s; ``make docs-figures``):
+    it runs the notebook, finds the figure by its title, and writes a small PNG."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "docs" / "_figures.py"),
+            "--only",
+            "quickstart_seam",
+            "--index",
+            str(docs_data / "index.parquet"),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == ["quickstart_seam.png"]
+    picture = tmp_path / "quickstart_seam.png"
+    assert picture.read_bytes().startswith(b"\x89PNG") and 10_000 < picture.stat().st_size < MAX_IMAGE_BYTES
+    assert (IMAGES / "quickstart_seam.png").exists()  # the picture the site shows

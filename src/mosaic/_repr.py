@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mosaic.planner import Plan, Read
 
 __all__ = [
+    "asset_info",
     "human_bytes",
     "index_facts",
     "index_html",
@@ -311,7 +312,38 @@ def index_facts(idx: TileIndex) -> dict[str, Any]:
         "extent": extent,
         "dtypes": _value_counts(idx, "dtype"),
         "assets": dict(sorted(_value_counts(idx, "asset").items())),
+        "asset_info": asset_info(idx),
         "skipped": [{"href": s.href, "reason": s.reason} for s in idx.skipped],
+    }
+
+
+def asset_info(idx: TileIndex) -> dict[str, dict[str, list[Any]]]:
+    """Per asset, the distinct dtypes, nodata values, band counts and common names of its rows.
+
+    An unknown dtype is ``"unknown"``, no nodata ``None`` and a NaN nodata ``"nan"`` (JSON has no NaN).
+    """
+    import math
+
+    table = idx.table
+    columns = ("asset", "dtype", "nodata", "band_count", "common_names")
+    seen: dict[str, dict[str, set[Any]]] = {}
+    for asset, dtype, nodata, count, common in zip(
+        *(table.column(c).to_pylist() for c in columns), strict=True
+    ):
+        facts = seen.setdefault(asset, {k: set() for k in columns[1:]})
+        facts["dtype"].add(dtype if dtype is not None else "unknown")
+        facts["nodata"].add("nan" if nodata is not None and math.isnan(nodata) else nodata)
+        facts["band_count"].add(count)
+        facts["common_names"].add(tuple(common or ()))
+    return {
+        asset: {
+            key: [
+                list(v) if isinstance(v, tuple) else v
+                for v in sorted(values, key=lambda v: (str(type(v)), v))
+            ]
+            for key, values in facts.items()
+        }
+        for asset, facts in sorted(seen.items())
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "GDALVersionError",
+    "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",
     "MissingIndexError",
@@ -86,3 +87,11 @@ class MosaicWarning(UserWarning):
 
 class SkippedSourcesWarning(MosaicWarning):
     """Some inputs were skipped under ``on_error="skip"``; the warning lists which and why."""
+
+
+class IncompleteMetadataWarning(MosaicWarning):
+    """An asset's data type, nodata or band count is in neither its STAC Items nor a file header.
+
+    The Items leave them out and no file of the asset could be opened to read them; the warning names
+    the asset, the files tried, and what is assumed instead.
+    """

@@ -29,15 +29,27 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, as_profiles
-from mosaic.errors import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError
+from mosaic.errors import (
+    IncompleteMetadataWarning,
+    IndexFormatError,
+    InvalidInputError,
+    SkippedSourcesWarning,
+    SourceError,
+)
 from mosaic.geom import bbox_to_lonlat, normalize_lonlat
 from mosaic.records import SceneAsset, Skipped
 from mosaic.sources import (
+    AssetHeader,
+    HeaderKey,
+    NodataOverride,
     assets_from_item,
+    check_nodata_override,
     expand_sources,
+    header_requests,
     iter_items,
     map_sources,
     prefetch_item,
+    read_asset_header,
     read_file,
     to_row,
 )
@@ -65,6 +77,7 @@ SCHEMA = pa.schema(
         pa.field("nodata", pa.float64()),
         pa.field("overviews", pa.list_(pa.int32())),
         pa.field("band_names", pa.list_(pa.string())),
+        pa.field("common_names", pa.list_(pa.string())),
         pa.field("scale", pa.float64()),
         pa.field("offset", pa.float64()),
         pa.field("collection", pa.string()),
@@ -76,7 +89,11 @@ SCHEMA = pa.schema(
 ROW_GROUP_SIZE = 8192
 _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 _META_KEY = b"mosaic"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+"""Version of the on-disk layout, in the ``mosaic`` key of the Parquet metadata. 1: the first; 2: adds
+``common_names``. A file of an older version reads with the added columns filled (see ``_ADDED_IN``)."""
+_ADDED_IN = {"common_names": 2}
+"""Columns that files of older format versions lack, with the version that added them."""
 _HILBERT_LEVEL = 16
 
 
@@ -104,6 +121,7 @@ def _records_to_table(records: Sequence[SceneAsset]) -> pa.Table:
         columns["nodata"].append(r.nodata)
         columns["overviews"].append(None if r.overviews is None else list(r.overviews))
         columns["band_names"].append(list(r.band_names))
+        columns["common_names"].append(list(r.common_names))
         columns["scale"].append(r.scale)
         columns["offset"].append(r.offset)
         columns["collection"].append(r.collection)
@@ -181,6 +199,7 @@ class TileIndex:
         progress: bool = True,
         workers: int | None = None,
         on_error: OnError = "raise",
+        nodata: NodataOverride = None,
         gdal_options: Mapping[str, Any] | None = None,
         auth: Profile | Sequence[Profile] | None = None,
     ) -> TileIndex:
@@ -196,17 +215,22 @@ class TileIndex:
             workers: threads reading metadata (default: a few per core, as the work is I/O bound).
             on_error: ``"raise"`` stops at the first bad file; ``"skip"`` leaves bad files out, warns with
                 the list, and keeps it in :attr:`skipped`.
+            nodata: the source nodata of files that carry none, or carry a wrong one (real Landsat
+                Level-1 files use 0 as fill without saying so): one value, or a mapping of asset name
+                to value. It is recorded as the rows' ``nodata`` (the reader treats those pixels as no
+                data), and the footprints are traced where the pixels differ from it.
             gdal_options: GDAL settings over the cloud defaults the files are opened with.
             auth: credential profiles (:mod:`mosaic.auth`) for remote files, matched by href prefix.
         """
         profiles = as_profiles(auth)
+        nodata = check_nodata_override(nodata)
         hrefs = expand_sources(sources)
         if not hrefs:
             raise InvalidInputError("no sources given")
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
             lambda h: read_file(
-                h, pattern=regex, datetime=datetime, gdal_options=gdal_options, auth=profiles
+                h, pattern=regex, datetime=datetime, nodata=nodata, gdal_options=gdal_options, auth=profiles
             ),
             hrefs,
             labels=hrefs,
@@ -216,6 +240,7 @@ class TileIndex:
             desc="indexing files",
             finish=lambda facts: [to_row(facts)],
         )
+        _check_nodata_assets(nodata, rows)
         return cls._finish(rows, skipped, what="files")
 
     @classmethod
@@ -227,10 +252,21 @@ class TileIndex:
         progress: bool = False,
         workers: int | None = None,
         on_error: OnError = "raise",
+        nodata: NodataOverride = None,
         gdal_options: Mapping[str, Any] | None = None,
         auth: Profile | Sequence[Profile] | None = None,
     ) -> TileIndex:
         """Index STAC Items: one row per raster asset.
+
+        Grids come from the projection extension; an asset without it has its file opened. Pixel facts
+        come from ``raster:bands`` (data type, nodata, scale, offset) and ``eo:bands`` (band count,
+        common names). Where the Items leave the data type, nodata or band count of an asset out (as
+        Planetary Computer's Sentinel-2 Items do), ONE file of that asset per collection is opened
+        (a second one if the first fails) and its header fills every row of the asset: each file
+        of a collection's asset is assumed to share them. If none opens, the data type stays unknown
+        and an :class:`~mosaic.errors.IncompleteMetadataWarning` per asset says what is assumed.
+        An Item without a ``datetime`` (nor ``start_datetime``) is indexed with an unknown time, as a
+        file without a time tag is.
 
         Args:
             items: ``pystac.Item``s or dicts, an ItemCollection, a pystac-client search, or the path of
@@ -239,16 +275,31 @@ class TileIndex:
             progress: show a progress bar (useful when Items lack projection info and files are opened).
             workers: threads for Items whose files must be opened.
             on_error: as in :meth:`from_files`.
+            nodata: the source nodata, over what the Items and files say: one value, or a mapping of
+                asset name to value (as in :meth:`from_files`; the Item geometry stays the footprint).
             gdal_options: as in :meth:`from_files`, for the files that must be opened.
             auth: as in :meth:`from_files`.
         """
         profiles = as_profiles(auth)
+        nodata = check_nodata_override(nodata)
         dicts, base = iter_items(items)
         if not dicts:
             raise InvalidInputError("no STAC Items given")
+        headers = _read_headers(
+            dicts,
+            assets=assets,
+            base=base,
+            nodata=nodata,
+            workers=workers,
+            progress=progress,
+            gdal_options=gdal_options,
+            auth=profiles,
+        )
         labels = [str(d.get("id", "?")) for d in dicts]
         rows, skipped = map_sources(
-            lambda d: prefetch_item(d, assets=assets, base=base, gdal_options=gdal_options, auth=profiles),
+            lambda d: prefetch_item(
+                d, assets=assets, base=base, nodata=nodata, gdal_options=gdal_options, auth=profiles
+            ),
             dicts,
             labels=labels,
             workers=workers,
@@ -260,10 +311,13 @@ class TileIndex:
                 assets=assets,
                 base=base,
                 opened=fetched[1],
+                headers=headers,
+                nodata=nodata,
                 gdal_options=gdal_options,
                 auth=profiles,
             ),
         )
+        _check_nodata_assets(nodata, rows)
         return cls._finish(rows, skipped, what="STAC Items")
 
     @classmethod
@@ -439,17 +493,26 @@ class TileIndex:
             schema = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise IndexFormatError(f"{path}: not a Parquet file ({exc})") from exc
-        missing = [n for n in [*SCHEMA.names, "geometry"] if n not in schema.names]
+        meta = json.loads((schema.metadata or {}).get(_META_KEY, b"{}"))
+        version = meta.get("format_version", 1)
+        if not isinstance(version, int) or version > _FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{path}: written by a newer mosaic (index format {version}; this one reads formats up to "
+                f"{_FORMAT_VERSION}): upgrade mosaic to read it"
+            )
+        absent = [n for n in SCHEMA.names if n not in schema.names]
+        required = [n for n in [*absent, "geometry"] if _ADDED_IN.get(n, 1) <= version]
+        missing = [n for n in required if n not in schema.names]
         if missing or b"geo" not in (schema.metadata or {}):
             raise IndexFormatError(
                 f"{path}: not a mosaic tile index (missing {missing or 'GeoParquet metadata'})"
             )
-        meta = json.loads((schema.metadata or {}).get(_META_KEY, b"{}"))
         dataset = pads.dataset(path, format="parquet")
         filt = _pushdown(bbox, time, bbox_crs)
-        table = dataset.to_table(columns=[*SCHEMA.names, "geometry"], filter=filt)
+        present = [n for n in SCHEMA.names if n not in absent]
+        table = dataset.to_table(columns=[*present, "geometry"], filter=filt)
         geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
-        table = table.drop_columns(["geometry"]).cast(SCHEMA)
+        table = _with_columns(table.drop_columns(["geometry"]), absent)
         skipped = [Skipped(h, r) for h, r in meta.get("skipped", [])]
         return cls(
             table.combine_chunks(), np.asarray(geometry, dtype=object), skipped=skipped, source=str(path)
@@ -602,6 +665,7 @@ class TileIndex:
                     nodata=row["nodata"],
                     overviews=None if row["overviews"] is None else tuple(row["overviews"]),
                     band_names=tuple(row["band_names"] or ()),
+                    common_names=tuple(row["common_names"] or ()),
                     scale=row["scale"],
                     offset=row["offset"],
                     collection=row["collection"],
@@ -633,6 +697,62 @@ class TileIndex:
             elif not mine.equals(theirs):
                 return False
         return bool(np.all(shapely.equals_exact(self._geometry, other._geometry, tolerance=0.0)))
+
+
+def _with_columns(table: pa.Table, absent: Sequence[str]) -> pa.Table:
+    """The table in :data:`SCHEMA`, the columns an older format lacks filled (empty lists, else nulls)."""
+    for name in absent:
+        kind = SCHEMA.field(name).type
+        fill: list[Any] | None = [] if pa.types.is_list(kind) else None
+        table = table.append_column(name, pa.array([fill] * len(table), type=kind))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def _read_headers(
+    dicts: Sequence[Mapping[str, Any]],
+    *,
+    assets: Sequence[str] | None,
+    base: str | None,
+    nodata: NodataOverride,
+    workers: int | None,
+    progress: bool,
+    gdal_options: Mapping[str, Any] | None,
+    auth: Sequence[Profile],
+) -> dict[HeaderKey, SceneAsset]:
+    """One file header per (collection, asset) the Items say too little about, read in the thread pool.
+
+    Warns (:class:`IncompleteMetadataWarning`, once per asset) where no file of the asset opened.
+    """
+    requests = header_requests(dicts, assets=assets, base=base, nodata=nodata)
+    if not requests:
+        return {}
+    found: list[AssetHeader]
+    found, _ = map_sources(
+        lambda request: read_asset_header(request, gdal_options=gdal_options, auth=auth),
+        requests,
+        labels=[f"{c or ''}/{a}" for c, a in (r.key for r in requests)],
+        workers=workers,
+        progress=progress,
+        on_error="raise",
+        desc="reading asset headers",
+        finish=lambda header: [header],
+    )
+    for header in found:
+        if header.row is None:
+            warnings.warn(header.assumed(), IncompleteMetadataWarning, stacklevel=3)
+    return {h.request.key: h.row for h in found if h.row is not None}
+
+
+def _check_nodata_assets(nodata: NodataOverride, rows: Sequence[SceneAsset]) -> None:
+    """A per-asset ``nodata=`` must name assets the index has (a typo would silently do nothing)."""
+    if not isinstance(nodata, Mapping) or not rows:
+        return
+    have = {r.asset for r in rows}
+    unknown = sorted(set(nodata) - have)
+    if unknown:
+        raise InvalidInputError(
+            f"nodata= names asset(s) {unknown} that no indexed row has; the assets are {sorted(have)}"
+        )
 
 
 def _is_parquet(path: Path) -> bool:

@@ -47,11 +47,16 @@ class SceneAsset:
         start_datetime: start of the acquisition interval where one is given.
         end_datetime: end of the acquisition interval where one is given.
         band_count: number of bands in the file.
-        dtype: numpy dtype name of the pixels, None where not known without opening the file.
-        nodata: nodata value (may be NaN), None where the file has none.
+        dtype: numpy dtype name of the pixels; None where neither the catalogue nor a file header could
+            tell (see :meth:`~mosaic.TileIndex.from_stac`).
+        nodata: the source nodata value (may be NaN): the file's, the catalogue's, or the override given
+            when the index was built (``nodata=``); None where there is none.
         overviews: overview decimation factors (e.g. (2, 4, 8)); empty where the file has none, None
             where unknown (STAC Items do not say; GDAL then picks the overview at read time).
         band_names: names of the bands, where known.
+        common_names: the bands' spectral common names (STAC ``eo:bands`` ``common_name``, or
+            ``eo:common_name`` of STAC 1.1 ``bands``: ``"red"``, ``"nir"``, ...), one per band with ``""``
+            for a band without one; empty when no band has one.
         scale: multiplier from stored to physical values, where given.
         offset: offset from stored to physical values, where given.
         collection: the STAC collection id, where known.
@@ -73,6 +78,7 @@ class SceneAsset:
     nodata: float | None = None
     overviews: tuple[int, ...] | None = ()
     band_names: tuple[str, ...] = ()
+    common_names: tuple[str, ...] = ()
     scale: float | None = None
     offset: float | None = None
     collection: str | None = None

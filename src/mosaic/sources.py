@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -39,13 +39,23 @@ from mosaic.runtime import WARNINGS_LOCK
 from mosaic.times import to_utc
 
 __all__ = [
+    "COMMON_NAMES",
+    "HEADER_ATTEMPTS",
     "RASTER_SUFFIXES",
+    "AssetHeader",
+    "HeaderKey",
+    "HeaderRequest",
+    "NodataOverride",
     "asset_from_file",
     "assets_from_item",
+    "check_nodata_override",
     "expand_sources",
+    "header_requests",
     "iter_items",
     "map_sources",
+    "nodata_for",
     "prefetch_item",
+    "read_asset_header",
     "read_file",
     "to_row",
 ]
@@ -54,6 +64,25 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 FOOTPRINT_MAX_PIXELS = 1024
 """Largest side, in pixels, of the validity mask traced for a file's data footprint."""
 
+COMMON_NAMES = frozenset(
+    {
+        "pan", "coastal", "blue", "green", "green05", "yellow", "red", "rededge", "rededge071",
+        "rededge075", "rededge078", "nir", "nir08", "nir09", "cirrus", "swir16", "swir22", "lwir",
+        "lwir11", "lwir12",
+    }
+)  # fmt: skip
+"""The band common names of the STAC electro-optical extension (v2.0; v1 has all but the numbered
+ones). A file's band whose description is one of them (in any case) gets it as its common name."""
+HEADER_ATTEMPTS = 2
+"""Files :meth:`~mosaic.TileIndex.from_stac` tries, per asset the catalogue says too little about, to
+read its dtype, nodata and band count from (a second one only when the first cannot be opened)."""
+
+NodataOverride: TypeAlias = "float | Mapping[str, float] | None"
+"""A source nodata given at index build: one value for every asset, or a value per asset name."""
+HeaderKey: TypeAlias = "tuple[str | None, str]"
+"""(collection, asset): the files whose header one read stands for."""
+
+_T = TypeVar("_T")
 _REMOTE = re.compile(r"^(https?|s3|gs|az|abfs)://|^/vsi", re.IGNORECASE)
 _TIFF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2}) (\d{2}):(\d{2}):(\d{2})$")
 _DROP_ROLES = {"thumbnail", "overview", "metadata", "tiles"}
@@ -111,38 +140,81 @@ def _tiff_datetime(tags: Mapping[str, str]) -> pd.Timestamp | None:
     return None
 
 
-def data_footprint(src: rasterio.io.DatasetReader) -> BaseGeometry:
+def check_nodata_override(nodata: Any) -> NodataOverride:
+    """``nodata`` as given at index build, checked: None, a number, or a mapping of asset name to number.
+
+    Raises:
+        InvalidInputError: anything else (a string, a bool, a mapping with a non-number value).
+    """
+
+    def number(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InvalidInputError(
+                f"nodata{where} must be a number (or NaN), got {value!r}; "
+                "e.g. nodata=0 or nodata={'B01': 0}"
+            )
+        return float(value)
+
+    if nodata is None:
+        return None
+    if isinstance(nodata, Mapping):
+        for key in nodata:
+            if not isinstance(key, str):
+                raise InvalidInputError(f"nodata= maps asset names to values; {key!r} is not an asset name")
+        return {key: number(value, f"[{key!r}]") for key, value in nodata.items()}
+    return number(nodata, "")
+
+
+def nodata_for(nodata: NodataOverride, asset: str) -> float | None:
+    """The override for ``asset``: the single value, its entry of the mapping, or None."""
+    if nodata is None or not isinstance(nodata, Mapping):
+        return nodata
+    return nodata.get(asset)
+
+
+def _fits(value: float, dtype: str) -> bool:
+    """Whether a pixel of ``dtype`` can hold ``value`` (so it can mean "no data" there)."""
+    kind = np.dtype(dtype)
+    if math.isnan(value):
+        return kind.kind in "fc"
+    if kind.kind in "iu":
+        info = np.iinfo(kind)
+        return value.is_integer() and info.min <= value <= info.max
+    return kind.kind in "fc"
+
+
+def data_footprint(src: rasterio.io.DatasetReader, nodata: float | None = None) -> BaseGeometry:
     """The area of valid pixels of an open dataset, in its native CRS.
 
-    Files without nodata, mask or alpha are valid everywhere: their footprint is the pixel grid's
-    outline. Otherwise the validity mask is read at a coarse overview (at most
-    ``FOOTPRINT_MAX_PIXELS`` a side) and traced, so the footprint is accurate to one pixel of that read
-    (one native pixel for scenes up to that size).
+    With ``nodata`` (a source nodata given at index build, standing in for the file's own), a pixel is
+    valid where any band holds neither it nor NaN (and the file's mask or alpha, if it has one, says
+    valid): what the reader will take as data. Without it, files without nodata, mask or alpha are
+    valid everywhere and their footprint is the pixel grid's outline; the others trace GDAL's validity
+    mask. Either is read at a coarse overview (at most ``FOOTPRINT_MAX_PIXELS`` a side) and traced, so
+    the footprint is accurate to one pixel of that read (one native pixel for scenes up to that size).
     """
     outline = grid_outline(src.transform, (src.height, src.width))
-    flags = src.mask_flag_enums
-    has_mask = any(
-        any(
-            f
-            in (
-                rasterio.enums.MaskFlags.nodata,
-                rasterio.enums.MaskFlags.per_dataset,
-                rasterio.enums.MaskFlags.alpha,
-            )
-            for f in band
-        )
-        for band in flags
-    )
-    if not has_mask:
+    flags = {f for band in src.mask_flag_enums for f in band}
+    masked = bool(flags & {rasterio.enums.MaskFlags.per_dataset, rasterio.enums.MaskFlags.alpha})
+    if nodata is None and not (masked or rasterio.enums.MaskFlags.nodata in flags):
         return outline
     factor = max(1, math.ceil(max(src.width, src.height) / FOOTPRINT_MAX_PIXELS))
     out_h, out_w = math.ceil(src.height / factor), math.ceil(src.width / factor)
-    mask = src.dataset_mask(out_shape=(out_h, out_w))
-    valid = mask > 0
+    if nodata is None:
+        valid = src.dataset_mask(out_shape=(out_h, out_w)) > 0
+    else:
+        data = src.read(out_shape=(src.count, out_h, out_w))
+        empty = np.isnan(data) if data.dtype.kind == "f" else np.zeros(data.shape, dtype=bool)
+        if not math.isnan(nodata):
+            empty |= data == nodata
+        valid = np.any(~empty, axis=0)  # as the reader: NaN, or the nodata, is no data
+        if masked:
+            valid &= src.dataset_mask(out_shape=(out_h, out_w)) > 0
     if valid.all():
         return outline
     if not valid.any():
-        raise SourceError(src.name, "has no valid pixels (everything is nodata)")
+        what = "nodata" if nodata is None else f"{nodata:g}, the nodata given"
+        raise SourceError(src.name, f"has no valid pixels (everything is {what})")
     transform = src.transform @ Affine.scale(src.width / out_w, src.height / out_h)
     with WARNINGS_LOCK:  # shapes() uses warnings.catch_warnings: not thread-safe
         shapes = list(rasterio.features.shapes(valid.astype(np.uint8), mask=valid, transform=transform))
@@ -157,6 +229,8 @@ def read_file(
     *,
     pattern: re.Pattern[str] | None = None,
     datetime: Callable[[str], Any] | Any = None,
+    nodata: NodataOverride = None,
+    footprint: bool = True,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Sequence[Profile] = (),
 ) -> FileFacts:
@@ -171,12 +245,16 @@ def read_file(
         pattern: a regex searched in ``href`` whose named groups ``id``, ``asset`` and ``datetime`` name
             the scene, the asset and the time (defaults: the file stem, ``"data"``, the TIFF tags).
         datetime: a fixed acquisition time, or a callable from href to one, overriding the above.
+        nodata: the source nodata to record instead of the file's own (one value, or one per asset
+            name); the footprint is then traced where the pixels differ from it.
+        footprint: trace the data footprint (False: the grid's outline, and only the header is read).
         gdal_options: GDAL settings over the cloud defaults.
         auth: credential profiles; the one matching ``href`` (longest prefix) is used.
 
     Raises:
         AuthenticationError: the server refused the credentials (or their absence).
-        SourceError: naming ``href``: missing, not a raster, no CRS, no geotransform, or no valid pixels.
+        SourceError: naming ``href``: missing, not a raster, no CRS, no geotransform, no valid pixels,
+            or a ``nodata`` its pixels cannot hold.
     """
     if not is_remote(href) and not os.path.exists(href):
         raise SourceError(href, "file does not exist")
@@ -184,7 +262,9 @@ def read_file(
         # (rasterio may warn NotGeoreferencedWarning first; _describe turns it into a SourceError. The
         # warning is not filtered here: warnings.catch_warnings is not thread-safe in worker threads.)
         with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
-            return _describe(src, href, pattern=pattern, datetime=datetime)
+            return _describe(
+                src, href, pattern=pattern, datetime=datetime, nodata=nodata, footprint=footprint
+            )
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -199,7 +279,13 @@ def read_file(
 
 
 def _describe(
-    src: rasterio.io.DatasetReader, href: str, *, pattern: re.Pattern[str] | None, datetime: Any
+    src: rasterio.io.DatasetReader,
+    href: str,
+    *,
+    pattern: re.Pattern[str] | None,
+    datetime: Any,
+    nodata: NodataOverride = None,
+    footprint: bool = True,
 ) -> FileFacts:
     no_transform = src.transform.is_identity
     if src.crs is None or no_transform:
@@ -228,14 +314,24 @@ def _describe(
         when = to_utc(groups["datetime"])
     else:
         when = _tiff_datetime(src.tags())
+    asset = groups.get("asset", "data")
+    override = nodata_for(nodata, asset)
+    if override is not None and not _fits(override, src.dtypes[0]):
+        raise SourceError(href, f"its {src.dtypes[0]} pixels cannot hold the nodata given, {override:g}")
     crs = crs_to_string(src.crs)
-    native = data_footprint(src)
+    outline = grid_outline(src.transform, (src.height, src.width))
+    native = data_footprint(src, override) if footprint else outline
     names = tuple(d or f"b{i + 1}" for i, d in enumerate(src.descriptions))
+    common = tuple(
+        d.strip().lower() if d and d.strip().lower() in COMMON_NAMES else "" for d in src.descriptions
+    )
     scales = {s for s in src.scales if s is not None}
     offsets = {o for o in src.offsets if o is not None}
+    if override is None:
+        override = None if src.nodata is None else float(src.nodata)
     row = SceneAsset(
         id=groups.get("id", Path(href).stem),
-        asset=groups.get("asset", "data"),
+        asset=asset,
         href=href,
         crs=crs,
         transform=tuple(float(v) for v in tuple(src.transform)[:6]),  # type: ignore[arg-type]
@@ -244,9 +340,10 @@ def _describe(
         datetime=when,
         band_count=int(src.count),
         dtype=str(src.dtypes[0]),
-        nodata=None if src.nodata is None else float(src.nodata),
+        nodata=override,
         overviews=tuple(int(f) for f in src.overviews(1)),
         band_names=names if any(src.descriptions) else (),
+        common_names=common if any(common) else (),
         scale=float(scales.pop()) if len(scales) == 1 and 1.0 not in scales else None,
         offset=float(offsets.pop()) if len(offsets) == 1 and 0.0 not in offsets else None,
     )
@@ -295,8 +392,8 @@ def map_sources(
     progress: bool,
     on_error: str,
     desc: str,
-    finish: Callable[[Any], list[SceneAsset]],
-) -> tuple[list[SceneAsset], list[tuple[str, str]]]:
+    finish: Callable[[Any], list[_T]],
+) -> tuple[list[_T], list[tuple[str, str]]]:
     """Apply ``func`` (I/O) to every input in a thread pool, then ``finish`` in the calling thread.
 
     ``finish`` does the geometry (see :func:`to_row` for why it must not run in workers). Under
@@ -310,7 +407,7 @@ def map_sources(
     tqdm = tqdm_class()
 
     workers = workers or min(16, (os.cpu_count() or 2) * 4)
-    rows: list[SceneAsset] = []
+    rows: list[_T] = []
     skipped: list[tuple[str, str]] = []
 
     def guarded(item: Any) -> Any:
@@ -462,17 +559,153 @@ def _missing_projection(asset: Mapping[str, Any], props: Mapping[str, Any]) -> l
     return [key for key, value in grid if value is None]
 
 
+def _spectral_bands(asset: Mapping[str, Any], props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The asset's band objects that can carry a common name: STAC 1.0 ``eo:bands``, else 1.1 ``bands``.
+
+    STAC 0.9 assets list indices into the Item's ``eo:bands`` instead; those are looked up.
+    """
+    listed = asset.get("eo:bands") or asset.get("bands") or []
+    table = props.get("eo:bands") or []
+    out: list[Mapping[str, Any]] = []
+    for band in listed:
+        if isinstance(band, int) and not isinstance(band, bool) and 0 <= band < len(table):
+            band = table[band]
+        out.append(band if isinstance(band, Mapping) else {})
+    return out
+
+
+def _common_names(spectral: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """One common name per band (``common_name``, or STAC 1.1 ``eo:common_name``), "" for none; () if none."""
+    names = tuple(str(b.get("common_name") or b.get("eo:common_name") or "") for b in spectral)
+    return names if any(names) else ()
+
+
+def _silent(asset: Mapping[str, Any], props: Mapping[str, Any], nodata: float | None) -> tuple[str, ...]:
+    """What the catalogue does not say about an asset's pixels: "data type", "nodata", "band count"."""
+    bands = _band_info(asset)
+    first = bands[0] if bands else {}
+    silent = []
+    if first.get("data_type", asset.get("data_type")) is None:
+        silent.append("data type")
+    if nodata is None and first.get("nodata", asset.get("nodata")) is None:
+        silent.append("nodata")
+    if not bands and not _spectral_bands(asset, props):
+        silent.append("band count")
+    return tuple(silent)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRequest:
+    """The files one header read may come from for an asset, and what the catalogue does not say of it."""
+
+    key: HeaderKey
+    hrefs: tuple[str, ...]
+    silent: tuple[str, ...]
+
+
+def header_requests(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    assets: Sequence[str] | None = None,
+    base: str | None = None,
+    nodata: NodataOverride = None,
+) -> list[HeaderRequest]:
+    """The files to read what STAC entries leave out from: per (collection, asset), no I/O.
+
+    For each asset whose entries lack a data type, nodata or band count: the first
+    :data:`HEADER_ATTEMPTS` files of it, in the Items' order.
+
+    Assets lacking projection info are left out: each of their files is opened anyway
+    (:func:`prefetch_item`), and its own header fills its row. An Item whose assets cannot be chosen is
+    left out here too; indexing it reports why.
+    """
+    hrefs: dict[HeaderKey, list[str]] = {}
+    silent: dict[HeaderKey, set[str]] = {}
+    for item in items:
+        props = item.get("properties") or {}
+        try:
+            chosen = _chosen_assets(item, assets)
+        except SourceError:
+            continue
+        for name, asset in chosen.items():
+            gaps = _silent(asset, props, nodata_for(nodata, name))
+            if not gaps or _missing_projection(asset, props):
+                continue
+            key = (item.get("collection"), name)
+            href = _resolve_href(str(asset.get("href", "")), item.get("_base", base))
+            found = hrefs.setdefault(key, [])
+            if len(found) < HEADER_ATTEMPTS and href not in found:
+                found.append(href)
+            silent.setdefault(key, set()).update(gaps)
+    order = ("data type", "nodata", "band count")
+    return [
+        HeaderRequest(key, tuple(found), tuple(g for g in order if g in silent[key]))
+        for key, found in hrefs.items()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class AssetHeader:
+    """What one file header said of an asset (``row``, None when no file opened) and what failed."""
+
+    request: HeaderRequest
+    row: SceneAsset | None
+    failures: tuple[tuple[str, str], ...] = ()
+
+    def assumed(self) -> str:
+        """The warning for an asset no file of which opened: what is unknown, what is assumed."""
+        collection, asset = self.request.key
+        where = f"asset {asset!r}" + (f" of collection {collection!r}" if collection else "")
+        tried = (
+            f"{len(self.failures)} tried, the first {self.failures[0][0]}: {self.failures[0][1]}"
+            if self.failures
+            else "none to try"
+        )
+        outcome = {
+            "data type": "dtype unknown (a load makes it float32 with NaN nodata unless given dtype=)",
+            "nodata": "nodata unknown (each file's own applies when read; give one with nodata=)",
+            "band count": "1 band",
+        }
+        return (
+            f"{where}: the STAC Items give no {_and(self.request.silent)} and no file of it opened to read "
+            f"them ({tried}); assumed: {'; '.join(outcome[g] for g in self.request.silent)}"
+        )
+
+
+def _and(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def read_asset_header(
+    request: HeaderRequest, *, gdal_options: Mapping[str, Any] | None = None, auth: Sequence[Profile] = ()
+) -> AssetHeader:
+    """Open the request's files in turn until one opens, and read its header (I/O only; for worker threads).
+
+    Only the header: no footprint is traced. Failures do not raise; they are listed in the result.
+    """
+    failures = []
+    for href in request.hrefs:
+        try:
+            facts = read_file(href, footprint=False, gdal_options=gdal_options, auth=auth)
+        except SourceError as exc:
+            failures.append((href, exc.reason))
+            continue
+        return AssetHeader(request, facts.row, tuple(failures))
+    return AssetHeader(request, None, tuple(failures))
+
+
 def prefetch_item(
     item: Mapping[str, Any],
     *,
     assets: Sequence[str] | None = None,
     base: str | None = None,
+    nodata: NodataOverride = None,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Sequence[Profile] = (),
 ) -> tuple[Mapping[str, Any], dict[str, FileFacts | SourceError]]:
     """Open the files of the Item's assets that lack projection info (I/O only; for worker threads).
 
-    ``gdal_options`` and ``auth`` as in :func:`read_file`.
+    ``nodata``, ``gdal_options`` and ``auth`` as in :func:`read_file`.
     """
     props = item.get("properties") or {}
     base = item.get("_base", base)
@@ -481,7 +714,9 @@ def prefetch_item(
         if _missing_projection(asset, props):
             try:
                 href = _resolve_href(str(asset.get("href", "")), base)
-                opened[name] = read_file(href, gdal_options=gdal_options, auth=auth)
+                opened[name] = read_file(
+                    href, nodata=nodata_for(nodata, name), gdal_options=gdal_options, auth=auth
+                )
             except SourceError as exc:
                 opened[name] = exc
     return item, opened
@@ -493,6 +728,8 @@ def assets_from_item(
     assets: Sequence[str] | None = None,
     base: str | None = None,
     opened: Mapping[str, FileFacts | SourceError] | None = None,
+    headers: Mapping[HeaderKey, SceneAsset] | None = None,
+    nodata: NodataOverride = None,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Sequence[Profile] = (),
 ) -> list[SceneAsset]:
@@ -502,6 +739,12 @@ def assets_from_item(
     ``proj:wkt2``, ``proj:projjson``; ``proj:transform`` and ``proj:shape`` per asset or per Item). An
     asset without it is opened to find out (``opened`` holds files already read by
     :func:`prefetch_item`); if that fails too, the Item is rejected with a clear error.
+
+    Pixel facts come from ``raster:bands`` (or STAC 1.1 ``bands``): data type, nodata, scale, offset;
+    band count and common names from ``eo:bands`` or ``bands``. What they leave out comes from the
+    asset's own file where it was opened, else from ``headers``: one file's header per (collection,
+    asset), read by :func:`read_asset_header`. ``nodata`` (one value, or one per asset) replaces the
+    nodata of both; the Item's geometry stays the footprint.
     """
     item_id = str(item.get("id", "?"))
     props = item.get("properties") or {}
@@ -509,8 +752,6 @@ def assets_from_item(
     base = item.get("_base", base)
     when = props.get("datetime")
     start, end = props.get("start_datetime"), props.get("end_datetime")
-    if when is None and start is None:
-        raise SourceError(item_id, "has neither datetime nor start_datetime", scene_id=item_id)
     geometry = item.get("geometry")
     footprint = normalize_lonlat(shape(geometry)) if geometry else None
     public_props = json.dumps(props, sort_keys=True, default=str)
@@ -521,13 +762,16 @@ def assets_from_item(
         transform = _proj(asset, props, "proj:transform")
         shape_ = _proj(asset, props, "proj:shape")
         bands = _band_info(asset)
+        spectral = _spectral_bands(asset, props)
         file_row: SceneAsset | None = None
         missing = _missing_projection(asset, props)
         if missing:
             facts = (opened or {}).get(name)
             try:
                 if facts is None:
-                    facts = read_file(href, gdal_options=gdal_options, auth=auth)
+                    facts = read_file(
+                        href, nodata=nodata_for(nodata, name), gdal_options=gdal_options, auth=auth
+                    )
                 if isinstance(facts, SourceError):
                     raise facts
                 file_row = to_row(facts)
@@ -541,11 +785,25 @@ def assets_from_item(
             crs, transform, shape_ = file_row.crs, file_row.transform, file_row.shape
         aff = tuple(float(v) for v in transform[:6])
         shp = (int(shape_[0]), int(shape_[1]))
-        fp = footprint if footprint is not None else to_lonlat(grid_outline(aff, shp), cast(str, crs))
+        if footprint is not None:
+            fp = footprint
+        elif file_row is not None:
+            fp = file_row.footprint
+        else:
+            fp = to_lonlat(grid_outline(aff, shp), cast(str, crs))
+        # what the catalogue leaves out: from this asset's file, else from one file of the asset
+        header = file_row if file_row is not None else (headers or {}).get((item.get("collection"), name))
         first = bands[0] if bands else {}
-        nodata = first.get("nodata", asset.get("nodata"))
+        override = nodata_for(nodata, name)
+        given = first.get("nodata", asset.get("nodata"))
+        if override is not None:
+            row_nodata: float | None = override
+        elif given is not None:
+            row_nodata = _nodata(given)
+        else:
+            row_nodata = header.nodata if header else None
         dtype = first.get("data_type", asset.get("data_type"))
-        names = tuple(str(b.get("name")) for b in (asset.get("eo:bands") or bands) if b.get("name"))
+        names = tuple(str(b.get("name")) for b in (spectral or bands) if b.get("name"))
         rows.append(
             SceneAsset(
                 id=item_id,
@@ -558,15 +816,15 @@ def assets_from_item(
                 datetime=None if when is None else to_utc(when),
                 start_datetime=None if start is None else to_utc(start),
                 end_datetime=None if end is None else to_utc(end),
-                band_count=len(bands)
-                or len(asset.get("eo:bands") or ())
-                or (file_row.band_count if file_row else 1),
-                dtype=str(dtype) if dtype is not None else (file_row.dtype if file_row else None),
-                nodata=_nodata(nodata) if nodata is not None else (file_row.nodata if file_row else None),
-                overviews=file_row.overviews if file_row else None,
-                band_names=names,
-                scale=first.get("scale"),
-                offset=first.get("offset"),
+                band_count=len(bands) or len(spectral) or (header.band_count if header else 1),
+                dtype=str(dtype) if dtype is not None else (header.dtype if header else None),
+                nodata=row_nodata,
+                # overviews may differ between files: known only for a file that was opened
+                overviews=header.overviews if header is not None and header.href == href else None,
+                band_names=names or (header.band_names if header and not spectral else ()),
+                common_names=_common_names(spectral) or (header.common_names if header else ()),
+                scale=first.get("scale") if bands or not header else header.scale,
+                offset=first.get("offset") if bands or not header else header.offset,
                 collection=item.get("collection"),
                 properties=public_props,
             )

@@ -24,7 +24,7 @@ from mosaic.cli.options import (
 if TYPE_CHECKING:
     from mosaic.index import TileIndex
 
-__all__ = ["build", "describe", "index", "info", "is_stac_source"]
+__all__ = ["build", "describe", "index", "info", "is_stac_source", "parse_src_nodata"]
 
 _STAC_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl", ".parquet", ".geoparquet")
 
@@ -68,6 +68,37 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
             out.extend(matches)
         else:
             out.append(src)
+    return out
+
+
+def parse_src_nodata(text: str | None) -> float | dict[str, float] | None:
+    """``--src-nodata``: ``"0"`` (every asset), ``"nan"``, or ``"B01=0,SCL=0"`` (per asset).
+
+    Raises:
+        click.BadParameter: a value that is not a number, or an entry without ``ASSET=``.
+    """
+    if text is None:
+        return None
+
+    def number(value: str, where: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{where!r}: {value!r} is not a number; give e.g. --src-nodata 0 or --src-nodata B01=0,SCL=0",
+                param_hint="'--src-nodata'",
+            ) from None
+
+    if "=" not in text:
+        return number(text.strip(), text)
+    out: dict[str, float] = {}
+    for part in parse_list(text):
+        asset, sep, value = part.partition("=")
+        if not sep or not asset.strip():
+            raise click.BadParameter(
+                f"{part!r} is not ASSET=VALUE (e.g. --src-nodata B01=0,SCL=0)", param_hint="'--src-nodata'"
+            )
+        out[asset.strip()] = number(value.strip(), part)
     return out
 
 
@@ -125,6 +156,13 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "set the scene id (default: file stem), the asset name (default: data) and the time "
     "(default: the TIFF DATETIME tag).",
 )
+@click.option(
+    "--src-nodata",
+    metavar="VALUE|ASSET=VALUE,...",
+    help="The sources' nodata, over what the files or Items say: for files that carry none (real Landsat "
+    "Level-1 files fill with 0 without saying so). One value for every asset, or per asset "
+    "(B01=0,SCL=0). File footprints are then traced where the pixels differ from it.",
+)
 @click.option("--stac-url", metavar="URL", help="Search this STAC API for the Items to index.")
 @click.option(
     "--collection",
@@ -147,6 +185,7 @@ def build(
     stac: bool,
     assets: str | None,
     pattern: str | None,
+    src_nodata: str | None,
     stac_url: str | None,
     collections: tuple[str, ...],
     bbox: str | None,
@@ -167,6 +206,7 @@ def build(
       mosaic index build 'scenes/**/*.tif' -o index.parquet
       mosaic index build scenes/ --pattern '(?P<id>[^/]+)/(?P<asset>\\w+)\\.tif$' -o index.parquet
       mosaic index build items.json --assets B02,B8A -o index.parquet
+      mosaic index build 'LT05_L1TP_*_B*.TIF' --src-nodata 0 -o index.parquet
       mosaic index build --stac-url https://earth-search.aws.element84.com/v1 \\
           --collection sentinel-2-l2a --bbox 11,45,12,46 --datetime 2024-06 -o index.parquet
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
@@ -178,11 +218,12 @@ def build(
 
     progress = not quiet and sys.stderr.isatty()
     wanted = parse_list(assets) if assets else None
+    nodata = parse_src_nodata(src_nodata)
     if stac_url is not None:
         if sources or pattern or stac:
             raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")
         search = _search(stac_url, collections, bbox, when, max_items)
-        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error)
+        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error, nodata=nodata)
         _write_and_report(idx, output, quiet)
         return
     if not sources:
@@ -206,6 +247,7 @@ def build(
             workers,
             progress=progress,
             on_error=on_error,
+            nodata=nodata,
         )
     else:
         try:
@@ -221,6 +263,7 @@ def build(
                 workers=workers,
                 progress=progress,
                 on_error=on_error,  # type: ignore[arg-type]
+                nodata=nodata,
             )
         except InvalidInputError as exc:
             if regex is None and "duplicate index row" in str(exc):
@@ -277,7 +320,11 @@ def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
 
 
 def describe(idx: TileIndex) -> dict[str, Any]:
-    """Facts about an index as plain JSON types: counts, CRSs, time range, extent, dtypes, assets."""
+    """Facts about an index as plain JSON types: counts, CRSs, time range, extent, dtypes, assets.
+
+    ``asset_info`` gives, per asset, the distinct dtypes, nodata values, band counts and common names
+    of its rows.
+    """
     from mosaic._repr import index_facts
 
     return index_facts(idx)
@@ -292,10 +339,26 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} ({v})" for k, v in counts.items()) or "-"
 
 
+def _asset_line(name: str, width: int, info: dict[str, list[Any]]) -> str:
+    """One asset's line of ``index info``: ``  B04  uint16  nodata 0  red``."""
+
+    def text(value: Any) -> str:
+        return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    counts = info["band_count"]
+    dtypes = "/".join("dtype unknown" if d == "unknown" else d for d in info["dtype"])
+    bands = "" if counts == [1] else f" x {'/'.join(map(str, counts))} bands"
+    common = " | ".join(",".join(c or "-" for c in names) for names in info["common_names"] if names)
+    return f"  {name:<{width}}  {dtypes}{bands}, nodata {'/'.join(map(text, info['nodata']))}" + (
+        f", {common}" if common else ""
+    )
+
+
 def format_info(facts: dict[str, Any]) -> str:
     """The human-readable ``mosaic index info`` text."""
     names = {crs: short_crs(crs) for crs in facts["crs"]}
     width = max((len(k) for k in names.values()), default=0)
+    width_assets = max((len(k) for k in facts["asset_info"]), default=0)
     extent = facts["extent"]
     lines = [
         f"index:       {facts['path']}",
@@ -312,6 +375,7 @@ def format_info(facts: dict[str, Any]) -> str:
         ),
         f"dtypes:      {_counts(facts['dtypes'])}",
         f"assets:      {_counts(facts['assets'])}",
+        *(_asset_line(name, width_assets, info) for name, info in facts["asset_info"].items()),
         f"skipped:     {len(facts['skipped'])}",
         *(f"  {s['href']}: {s['reason']}" for s in facts["skipped"]),
     ]

@@ -818,7 +818,7 @@ def test_cli_index_build_src_nodata_and_info_per_asset(tmp_path):
         result = runner.invoke(cli, ["index", "build", *paths, "--src-nodata", value, "-o", str(out)])
         assert result.exit_code == 0, result.output
         assert [r.nodata for r in TileIndex.read(out)] == [0.0, 0.0]
-    info = runner.invoke(cli, ["index", "info", str(out)])
+    info = runner.invoke(cli, ["index", "info", "--index", str(out)])
     assert re.search(r"^  data  uint8, nodata 0$", info.output, re.MULTILINE), info.output
     for bad, message in (("zero", "'zero' is not a number"), ("B01=0,SCL", "'SCL' is not ASSET=VALUE")):
         result = runner.invoke(cli, ["index", "build", *paths, "--src-nodata", bad, "-o", str(out)])

@@ -369,3 +369,57 @@ def test_undated_files_beside_dated_scenes_cannot_be_grouped_by_solar_day(fill_z
     ):
         mosaic.plan(bounds, "EPSG:4326", index=both, resolution=0.001)
     assert len(mosaic.plan(bounds, "EPSG:4326", index=both, resolution=0.001, groupby=None).times) == 1
+
+
+# ------------------------------------------------------------------------------------- common names
+
+
+@pytest.fixture(scope="module")
+def sentinel2_real():
+    """The real Planetary Computer Sentinel-2 Items (files unreachable here: planning only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mosaic.errors.IncompleteMetadataWarning)
+        return TileIndex.from_stac(real_data.SENTINEL2_ITEMS)
+
+
+def test_common_names_select_bands_as_odc_stac_aliases(sentinel2_real):
+    area = (95.8, 81.2, 96.2, 81.4)
+    the_plan = mosaic.plan(
+        area, "EPSG:32647", "2024-04-19", index=sentinel2_real, resolution=60, bands=["red", "nir", "B02"]
+    )
+    assert [(b.name, b.asset, b.band) for b in the_plan.bands] == [
+        ("red", "B04", 1),  # the single-band asset, not visual.1 which is red too
+        ("nir", "B08", 1),
+        ("B02", "B02", 1),
+    ]
+    assert {r.asset for t in the_plan.tasks for r in t.reads} == {"B04", "B08", "B02"}
+    # a common name several single-band assets carry is an error that lists them
+    with pytest.raises(InvalidInputError, match=re.escape("'rededge' is the common name of several bands")):
+        mosaic.plan(area, "EPSG:32647", "2024-04-19", index=sentinel2_real, resolution=60, bands="rededge")
+    with pytest.raises(InvalidInputError, match=r"common names: .*'swir16'"):
+        mosaic.plan(area, "EPSG:32647", "2024-04-19", index=sentinel2_real, resolution=60, bands="purple")
+
+
+def test_a_common_name_loads_the_same_pixels_under_its_own_name(demo_index):
+    named = [
+        dataclasses.replace(r, common_names=("blue",) if r.asset == "B02" else ("red", "green", "blue"))
+        for r in demo_index
+        if r.asset in ("B02", "visual", "quality")
+    ]
+    index = TileIndex.from_records(named)
+    kwargs = dict(index=index, resolution=0.002)
+    by_alias = mosaic.load(SEAM12, "EPSG:4326", "2024-06-01", bands=["blue", "green"], **kwargs)
+    by_name = mosaic.load(SEAM12, "EPSG:4326", "2024-06-01", bands=["B02", "visual.2"], **kwargs)
+    assert list(by_alias.data_vars) == ["blue", "green"]
+    assert by_alias.blue.attrs["asset"] == "B02" and by_alias.green.attrs["asset"] == "visual"
+    np.testing.assert_array_equal(by_alias.blue.values, by_name.B02.values)
+    np.testing.assert_array_equal(by_alias.green.values, by_name["visual.2"].values)
+    # per-band options take the name as asked; and a ranking band may be a common name too
+    assert (
+        mosaic.plan(SEAM12, "EPSG:4326", "2024-06-01", bands="blue", dtype={"blue": "float32"}, **kwargs)
+        .band("blue")
+        .dtype
+        == "float32"
+    )
+    ranked = mosaic.plan(SEAM12, "EPSG:4326", "2024-06", bands="quality", method="highest:blue", **kwargs)
+    assert {r.asset for t in ranked.tasks for r in t.aux} == {"B02"}

@@ -82,7 +82,8 @@ def load(
             resolution, like ``gdalwarp -tap``), ``"center"`` (pixel centres there), ``(fx, fy)`` pixel
             fractions, or ``"native"``: the phase of the selected scenes' own grid in the target CRS
             (their raw pixels, unresampled, at their resolution).
-        bands: variables to load: asset names (all bands of a multi-band asset) or ``asset.N``.
+        bands: variables to load: asset names (all bands of a multi-band asset), ``asset.N``, or STAC
+            common names (``red``, ``nir``: odc-stac's aliases; the variable keeps the name asked for).
         groupby: ``"solar_day"``, ``"time"``, an Item property name, or None (one layer for the period).
         method: ``first``, ``last``, ``min``, ``max``, ``mean``, ``median``, ``count``,
             ``highest:<band>``/``lowest:<band>``, or a callable from a (scenes, y, x) stack to (y, x).

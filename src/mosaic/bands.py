@@ -1,7 +1,8 @@
 """Output variables: which asset band each comes from, and its dtype, nodata and resampling.
 
 Part of planning (no I/O). A request names bands as asset names (every band of a multi-band asset),
-``asset.N``, or STAC common names (``red``, ``nir``... from ``eo:bands``); options that may differ per
+``asset.N``, or STAC common names (``red``, ``nir``... from ``eo:bands``; a name both a single-band
+asset and a band of a multi-band one carry means the single-band asset); options that may differ per
 band (``dtype``, ``nodata``, ``resampling``) take one value or a mapping from band name to value, with
 ``"*"`` for the rest (as odc-stac). Every name in a mapping must be a band of the request: a typo is an
 error, never a silently ignored setting.
@@ -26,6 +27,7 @@ __all__ = [
     "RESERVED_NAMES",
     "BandSpec",
     "band_specs",
+    "common_name_asset",
     "mixed_scale_assets",
     "per_band",
     "resampling_name",
@@ -196,22 +198,74 @@ def _available(by_asset: Mapping[str, list[SceneAsset]]) -> dict[str, tuple[str,
     return available
 
 
-def _requested(bands: Sequence[str] | str | None, available: Mapping[str, tuple[str, int]]) -> list[str]:
-    """The band names asked for, in order, each once; an asset name stands for all its bands."""
+def _common_names(by_asset: Mapping[str, list[SceneAsset]]) -> dict[str, list[tuple[str, bool]]]:
+    """STAC common name (lower case) -> the bands that carry it, each with whether its asset has one band."""
+    found: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+    for asset, rows in sorted(by_asset.items()):
+        count = max(r.band_count for r in rows)
+        names = next((r.common_names for r in rows if r.common_names), ())
+        for i, common in enumerate(names[:count], start=1):
+            if common:
+                found[common.lower()].append((asset if count == 1 else f"{asset}.{i}", count == 1))
+    return found
+
+
+def _by_common_name(name: str, aliases: Mapping[str, list[tuple[str, bool]]]) -> str | None:
+    """The band a common name means: its one single-band asset, else its only band; None if none.
+
+    Raises:
+        InvalidInputError: several bands carry the name and no single-band asset settles it.
+    """
+    candidates = aliases.get(name.lower(), [])
+    single = [band for band, alone in candidates if alone]
+    if len(single) == 1:
+        return single[0]
+    if len(candidates) == 1:
+        return candidates[0][0]
+    if candidates:
+        raise InvalidInputError(
+            f"band {name!r} is the common name of several bands: {[band for band, _ in candidates]}; "
+            "name the one you want"
+        )
+    return None
+
+
+def _requested(
+    bands: Sequence[str] | str | None,
+    available: Mapping[str, tuple[str, int]],
+    aliases: Mapping[str, list[tuple[str, bool]]],
+) -> list[tuple[str, str]]:
+    """(variable name, band) pairs asked for, in order, each once.
+
+    A name is a band (an asset name, or ``asset.N``), an asset name standing for all its bands, or a
+    STAC common name (``red``), which names the variable as asked, as odc-stac's aliases.
+    """
     if bands is None:
-        return sorted(available)
-    names: list[str] = []
+        return [(name, name) for name in sorted(available)]
+    pairs: list[tuple[str, str]] = []
     for name in [bands] if isinstance(bands, str) else bands:
         if name in available:
-            found = [name]
+            found = [(name, name)]
         else:
-            found = sorted((k for k in available if k.startswith(f"{name}.")), key=lambda k: available[k][1])
+            parts = sorted((k for k in available if k.startswith(f"{name}.")), key=lambda k: available[k][1])
+            alias = None if parts else _by_common_name(name, aliases)
+            found = [(k, k) for k in parts] if parts else [(name, alias)] if alias else []
         if not found:
+            common = f"; common names: {sorted(aliases)}" if aliases else ""
             raise InvalidInputError(
-                f"band {name!r} is in none of the selected scenes; available: {sorted(available)}"
+                f"band {name!r} is in none of the selected scenes; available: {sorted(available)}{common}"
             )
-        names.extend(n for n in found if n not in names)
-    return names
+        pairs.extend(pair for pair in found if pair[0] not in (p[0] for p in pairs))
+    return pairs
+
+
+def common_name_asset(name: str, records: Sequence[SceneAsset]) -> str | None:
+    """The single-band asset a STAC common name means among ``records`` (e.g. for ``highest:nir``)."""
+    by_asset: dict[str, list[SceneAsset]] = defaultdict(list)
+    for r in records:
+        by_asset[r.asset].append(r)
+    band = _by_common_name(name, _common_names(by_asset))
+    return band if band in by_asset else None
 
 
 def _variable_name(name: str) -> str:
@@ -248,13 +302,14 @@ def band_specs(
     for r in records:
         by_asset[r.asset].append(r)
     available = _available(by_asset)
-    names = _requested(bands, available)
+    requested = _requested(bands, available, _common_names(by_asset))
+    names = [name for name, _ in requested]
     dtypes = per_band(dtype, names, what="dtype", parse=_dtype, default=None)
     nodatas_out = per_band(nodata, names, what="nodata", parse=_number, default=None)
     kernels = per_band(resampling, names, what="resampling", parse=resampling_name, default="nearest")
     specs = []
-    for name in names:
-        asset, band = available[name]
+    for name, key in requested:
+        asset, band = available[key]
         rows = by_asset[asset]
         src_types = {r.dtype for r in rows if r.dtype}
         src_dtype = np.result_type(*src_types) if src_types else np.dtype("float32")

@@ -43,6 +43,7 @@ from mosaic.bands import (
     RESAMPLING,
     BandSpec,
     band_specs,
+    common_name_asset,
     mixed_scale_assets,
     resampling_name,
     to_physical,
@@ -631,6 +632,8 @@ def make_plan(
     )
     if rank_band is not None and records:
         available = {r.asset for r in records}
+        if rank_band not in available:
+            rank_band = common_name_asset(rank_band, records) or rank_band  # highest:nir
         if rank_band not in available:
             raise InvalidInputError(
                 f"method {method!r}: band {rank_band!r} is in none of the selected scenes; "

@@ -247,7 +247,7 @@ def test_plan_and_regrid_take_every_plan_option() -> None:
     from mosaic.cli.regrid import regrid
 
     expected = {"index", "bbox", "bbox_crs", "crs", "resolution", "time", "bands", "method", "resampling"}
-    assert set(PLAN_PARAMETERS) >= expected | {"groupby", "dtype", "nodata"}
+    assert set(PLAN_PARAMETERS) >= expected | {"groupby", "dtype", "nodata", "anchor", "src_nodata"}
     for command in (plan, regrid):
         assert set(PLAN_PARAMETERS) <= {p.name for p in command.params}, command.name
     for function in (api.plan, api.regrid):
@@ -271,6 +271,44 @@ def test_plan_groupby_dtype_nodata(stac_index: Path) -> None:
     assert re.search(r"^bands:\s+B02 \(float64, nodata nan\), WVP \(float64, nodata nan\)$", text, re.M)
     bad = mosaic(*base, "--dtype", "uint17")
     assert bad.returncode == 2 and "'uint17' is not a NumPy dtype" in bad.stderr
+
+
+def test_plan_and_regrid_anchor_native_and_src_nodata(tmp_path: Path) -> None:
+    """Real fill-0 files without a nodata tag: their own grid, and 0 declared as nodata at load."""
+    import numpy as np
+    import rasterio
+    import xarray as xr
+
+    import real_data
+
+    paths = real_data.fill_zero_scenes(tmp_path / "scenes")
+    index = tmp_path / "fill0.parquet"
+    ok("index", "build", *paths, "-o", index)
+    with rasterio.open(paths[0]) as src:
+        bounds = src.bounds
+    area = ",".join(str(v) for v in bounds)
+    base = ("--index", index, "--bbox", area, "--bbox-crs", "EPSG:31985", "--crs", "EPSG:31985")
+    facts = json.loads(ok("plan", *base, "--anchor", "native", "--src-nodata", "0", "--json"))
+    assert facts["bounds"] == pytest.approx(list(bounds), abs=1e-6)  # exactly the scene's own grid
+    assert facts["band_types"] == {"data": {"dtype": "uint8", "nodata": 0}}
+    edge = json.loads(ok("plan", *base, "--json"))
+    assert edge["bounds"][0] != pytest.approx(bounds[0], abs=1)  # the default grid is half a pixel off
+    out = tmp_path / "last.zarr"
+    extra = ("--groupby", "none", "--method", "last", "--anchor", "native", "--src-nodata", "0")
+    ok("regrid", *base, *extra, "-o", out, "--quiet")
+    with xr.open_zarr(out, mask_and_scale=False) as ds:
+        written = ds.data.values[0]
+    expected = api.load(
+        bounds, "EPSG:31985", index=str(index), bbox_crs="EPSG:31985", groupby=None, method="last",
+        anchor="native", src_nodata=0,
+    ).data.values[0]  # fmt: skip
+    np.testing.assert_array_equal(written, expected)
+    with rasterio.open(paths[0]) as src:
+        a = src.read(1)
+    assert (written[a != 0] != 0).all()  # b's fill (0, now nodata) never paints over a's data
+    for bad, message in (("--anchor", "middle"), ("--src-nodata", "B01")):
+        proc = mosaic("plan", *base, bad, message)
+        assert proc.returncode == 2 and "Invalid value for '--" in proc.stderr, proc.stderr
 
 
 # ----------------------------------------------------------------------------------------------- index

@@ -18,13 +18,14 @@ from mosaic.cli.options import (
     parse_list,
     quiet_opt,
     require_index,
+    src_nodata_opt,
     workers_opt,
 )
 
 if TYPE_CHECKING:
     from mosaic.index import TileIndex
 
-__all__ = ["build", "describe", "index", "info", "is_stac_source", "parse_src_nodata"]
+__all__ = ["build", "describe", "index", "info", "is_stac_source"]
 
 _STAC_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl", ".parquet", ".geoparquet")
 
@@ -68,37 +69,6 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
             out.extend(matches)
         else:
             out.append(src)
-    return out
-
-
-def parse_src_nodata(text: str | None) -> float | dict[str, float] | None:
-    """``--src-nodata``: ``"0"`` (every asset), ``"nan"``, or ``"B01=0,SCL=0"`` (per asset).
-
-    Raises:
-        click.BadParameter: a value that is not a number, or an entry without ``ASSET=``.
-    """
-    if text is None:
-        return None
-
-    def number(value: str, where: str) -> float:
-        try:
-            return float(value)
-        except ValueError:
-            raise click.BadParameter(
-                f"{where!r}: {value!r} is not a number; give e.g. --src-nodata 0 or --src-nodata B01=0,SCL=0",
-                param_hint="'--src-nodata'",
-            ) from None
-
-    if "=" not in text:
-        return number(text.strip(), text)
-    out: dict[str, float] = {}
-    for part in parse_list(text):
-        asset, sep, value = part.partition("=")
-        if not sep or not asset.strip():
-            raise click.BadParameter(
-                f"{part!r} is not ASSET=VALUE (e.g. --src-nodata B01=0,SCL=0)", param_hint="'--src-nodata'"
-            )
-        out[asset.strip()] = number(value.strip(), part)
     return out
 
 
@@ -156,13 +126,7 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "set the scene id (default: file stem), the asset name (default: data) and the time "
     "(default: the TIFF DATETIME tag).",
 )
-@click.option(
-    "--src-nodata",
-    metavar="VALUE|ASSET=VALUE,...",
-    help="The sources' nodata, over what the files or Items say: for files that carry none (real Landsat "
-    "Level-1 files fill with 0 without saying so). One value for every asset, or per asset "
-    "(B01=0,SCL=0). File footprints are then traced where the pixels differ from it.",
-)
+@src_nodata_opt
 @click.option("--stac-url", metavar="URL", help="Search this STAC API for the Items to index.")
 @click.option(
     "--collection",
@@ -185,7 +149,7 @@ def build(
     stac: bool,
     assets: str | None,
     pattern: str | None,
-    src_nodata: str | None,
+    src_nodata: float | dict[str, float] | None,
     stac_url: str | None,
     collections: tuple[str, ...],
     bbox: str | None,
@@ -218,7 +182,7 @@ def build(
 
     progress = not quiet and sys.stderr.isatty()
     wanted = parse_list(assets) if assets else None
-    nodata = parse_src_nodata(src_nodata)
+    nodata = src_nodata
     if stac_url is not None:
         if sources or pattern or stac:
             raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")

@@ -20,6 +20,7 @@ import click
 from mosaic.planner import RESAMPLING
 
 __all__ = [
+    "anchor_opt",
     "bands_opt",
     "bbox_crs_opt",
     "bbox_opt",
@@ -33,6 +34,7 @@ __all__ = [
     "method_opt",
     "nodata_opt",
     "on_error_opt",
+    "parse_anchor",
     "parse_bbox",
     "parse_chunks",
     "parse_crs",
@@ -41,12 +43,14 @@ __all__ = [
     "parse_layout",
     "parse_list",
     "parse_resolution",
+    "parse_src_nodata",
     "parse_time",
     "plan_options",
     "quiet_opt",
     "require_index",
     "resampling_opt",
     "resolution_opt",
+    "src_nodata_opt",
     "time_opt",
     "workers_opt",
 ]
@@ -226,6 +230,46 @@ def _callback(parser: Callable[[str], Any]) -> Callable[[click.Context, click.Pa
     return callback
 
 
+def parse_src_nodata(text: str) -> float | dict[str, float]:
+    """``--src-nodata``: ``"0"`` (every asset), ``"nan"``, or ``"B01=0,SCL=0"`` (per asset).
+
+    Raises:
+        click.BadParameter: a value that is not a number, or an entry without ``ASSET=``.
+    """
+
+    def number(value: str, where: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{where!r}: {value!r} is not a number; give e.g. --src-nodata 0 or --src-nodata B01=0,SCL=0",
+                param_hint="'--src-nodata'",
+            ) from None
+
+    if "=" not in text:
+        return number(text.strip(), text)
+    out: dict[str, float] = {}
+    for part in parse_list(text):
+        asset, sep, value = part.partition("=")
+        if not sep or not asset.strip():
+            raise click.BadParameter(
+                f"{part!r} is not ASSET=VALUE (e.g. --src-nodata B01=0,SCL=0)", param_hint="'--src-nodata'"
+            )
+        out[asset.strip()] = number(value.strip(), part)
+    return out
+
+
+def parse_anchor(text: str) -> str | tuple[float, float]:
+    """``edge``, ``center``, ``native``, or ``FX,FY`` pixel fractions in [0, 1)."""
+    value = text.strip().lower()
+    if value in ("edge", "center", "centre", "native"):
+        return value
+    fractions = _numbers(text, "edge, center, native, or two pixel fractions FX,FY")
+    if len(fractions) != 2 or not all(0 <= f < 1 for f in fractions):
+        raise click.BadParameter(f"{text!r}: give edge, center, native, or FX,FY with each in [0, 1)")
+    return (fractions[0], fractions[1])
+
+
 # ------------------------------------------------------------------------------------------ options
 
 bbox_opt = click.option(
@@ -323,6 +367,22 @@ nodata_opt = click.option(
     help="Output nodata of every band (a number, or nan). [default: NaN for float bands; else the "
     "sources' when they agree, else 0]",
 )
+src_nodata_opt = click.option(
+    "--src-nodata",
+    metavar="VALUE|ASSET=VALUE,...",
+    callback=_callback(parse_src_nodata),
+    help="The sources' nodata, over what the files or Items say: for files that carry none (real Landsat "
+    "Level-1 files fill with 0 without saying so). One value for every asset, or per asset "
+    "(B01=0,SCL=0).",
+)
+anchor_opt = click.option(
+    "--anchor",
+    metavar="edge|center|native|FX,FY",
+    callback=_callback(parse_anchor),
+    help="Where pixel edges fall: on multiples of the resolution (edge, as gdalwarp -tap), pixel centres "
+    "there (center), at FX,FY pixel fractions past them, or on the scenes' own grid (native: their raw "
+    "pixels, in their CRS at their resolution). [default: edge]",
+)
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
 workers_opt = click.option(
@@ -353,8 +413,10 @@ _PLAN_OPTIONS = (
     method_opt,
     resampling_opt,
     groupby_opt,
+    anchor_opt,
     dtype_opt,
     nodata_opt,
+    src_nodata_opt,
 )
 """Every option that changes a plan, in help order. Each one's parameter name is a keyword argument of
 :func:`mosaic.plan` and :func:`mosaic.regrid`, which receive it as it is parsed."""
@@ -380,9 +442,9 @@ def plan_options(command: F) -> F:
 
     ``request`` holds the keyword arguments of :func:`mosaic.plan` (and :func:`mosaic.regrid`):
     ``index``, ``bbox``, ``bbox_crs``, ``crs``, ``resolution``, ``time``, ``bands``, ``method``,
-    ``resampling``, ``groupby``, ``dtype``, ``nodata``; the bbox is checked in its CRS and an index is
-    required. A command calls ``mosaic.plan(**request, chunks=...)``, so an option added to
-    ``_PLAN_OPTIONS`` reaches every such command and the API without touching them.
+    ``resampling``, ``groupby``, ``anchor``, ``dtype``, ``nodata``, ``src_nodata``; the bbox is checked
+    in its CRS and an index is required. A command calls ``mosaic.plan(**request, chunks=...)``, so an
+    option added to ``_PLAN_OPTIONS`` reaches every such command and the API without touching them.
     """
 
     @functools.wraps(command)

@@ -714,3 +714,20 @@ def test_cli_gti_export(demo_index, tmp_path):
     nope = ["--index", str(tmp_path / "nope.parquet"), "-o", "x", "--crs", "4326", "--resolution", "1"]
     result = runner.invoke(cli, ["gti", "export", *nope])
     assert result.exit_code == 1 and "error: " in result.output and "nope.parquet" in result.output
+
+
+def test_native_anchor_exports_the_scenes_own_grid(fill_zero, tmp_path):
+    """The scenes as written (origin half a pixel off 28.5 m multiples): anchor native puts the GTI on them."""
+    index = _with_nodata(fill_zero["own"], 0.0)
+    bbox = _lonlat_bbox(index)
+    paths = export_gti(index, tmp_path / "native.gti.gpkg", crs="EPSG:31985", bbox=bbox, anchor="native")
+    gdal, transform, _ = read_gti(paths[0])
+    ours = mosaic.load(
+        bbox, "EPSG:31985", index=index, groupby=None, bands="data", anchor="native"
+    )  # the same request through load: the same grid, the same pixels
+    assert transform == ours.odc.geobox.affine and np.array_equal(gdal, ours.data.values[0])
+    with rasterio.open(fill_zero["own"][0]) as src:  # on the scene's own grid: whole-pixel offsets
+        col, row = ~transform * (src.transform.c, src.transform.f)
+    assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+    frame = pyogrio.read_dataframe(paths[0], read_geometry=False)
+    assert not frame.location.str.contains("VRTWarpedDataset").any()  # copied by GDAL, never warped

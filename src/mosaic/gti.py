@@ -62,7 +62,7 @@ from mosaic._gti_xml import (
 )
 from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, SourceError
 from mosaic.geom import grid_outline, lonlat_to_crs, to_lonlat
-from mosaic.grid import make_geobox, target_crs
+from mosaic.grid import target_crs
 from mosaic.index import TileIndex
 from mosaic.paths import credentials_in, gdal_path
 from mosaic.records import SceneAsset, crs_to_string
@@ -115,8 +115,20 @@ def _as_index(index: TileIndex | PathType | Any) -> TileIndex:
     return resolve_index(index)
 
 
-def _grid(idx: TileIndex, bbox: Any, bbox_crs: Any, crs: Any, resolution: Any, time: TimeLike) -> GeoBox:
+def _grid(
+    idx: TileIndex,
+    bbox: Any,
+    bbox_crs: Any,
+    crs: Any,
+    resolution: Any,
+    time: TimeLike,
+    anchor: Any,
+    bands: Sequence[str] | str | None,
+) -> GeoBox:
     """The grid of ``mosaic.load`` for the same arguments; without a bbox, the footprints' extent."""
+    from mosaic.planner import anchor_of, request_grid
+
+    phase = anchor_of(anchor)
     if bbox is None:
         target = target_crs(crs, None, bbox_crs)
         rows = [r for r in idx.query(time=time).records() if r.href is not None]
@@ -126,8 +138,8 @@ def _grid(idx: TileIndex, bbox: Any, bbox_crs: Any, crs: Any, resolution: Any, t
         geo = target.is_geographic and target.equals("EPSG:4326", ignore_axis_order=True)
         bbox = union.bounds if geo else lonlat_to_crs(union, target.to_wkt()).bounds
         bbox_crs = target
-    return make_geobox(
-        bbox, crs, resolution=resolution, shape=None, geobox=None, like=None, bbox_crs=bbox_crs
+    return request_grid(
+        idx, bbox, crs, time=time, bands=bands, resolution=resolution, bbox_crs=bbox_crs, phase=phase
     )
 
 
@@ -192,11 +204,12 @@ def export_gti(
     path: PathType,
     *,
     crs: Any,
-    resolution: float | tuple[float, float],
+    resolution: float | tuple[float, float] | None = None,
     bbox: BBox | Sequence[float] | None = None,
     bbox_crs: Any = "EPSG:4326",
     time: TimeLike = None,
     bands: Sequence[str] | str | None = None,
+    anchor: Any = None,
     method: Literal["first", "last"] = "first",
     warp: Literal["exact", "gdal"] = "exact",
     xml: bool = False,
@@ -208,11 +221,13 @@ def export_gti(
         path: output path; ``.gti.gpkg`` is added or kept (``x.gti.gpkg`` for one asset, else
             ``x.<asset>.gti.gpkg`` per asset).
         crs: the mosaic CRS (as :func:`mosaic.load`, ``"utm"`` included).
-        resolution: pixel size in ``crs`` units; edges align to its multiples (``gdalwarp -tap``).
+        resolution: pixel size in ``crs`` units (default: the finest of the selected scenes).
         bbox: area in ``bbox_crs`` (default: the extent of the selected footprints).
         bbox_crs: CRS of ``bbox``.
         time: the scenes to include (a date, partial date, or range), as :func:`mosaic.load`.
         bands: assets to export (default: all); multi-band assets are exported whole.
+        anchor: where pixel edges fall, as :func:`mosaic.load` (``"edge"`` by default, as
+            ``gdalwarp -tap``; ``"native"``: the scenes' own grid, so their tiles are copied, not warped).
         method: ``"first"`` (first valid pixel in datetime-then-id order) or ``"last"``.
         warp: ``"exact"`` wraps tiles that need warping in inline VRTs with mosaic's warp tolerance;
             ``"gdal"`` writes plain paths and lets GDAL warp (0.125 px; not across the antimeridian).
@@ -238,7 +253,7 @@ def export_gti(
         raise InvalidInputError(f"warp must be 'exact' or 'gdal', got {warp!r}")
     require_gti_driver()
     idx = _as_index(index)
-    gbox = _grid(idx, bbox, bbox_crs, crs, resolution, time)
+    gbox = _grid(idx, bbox, bbox_crs, crs, resolution, time, anchor, bands)
     target = CRS.from_user_input(gbox.crs.to_wkt())  # type: ignore[union-attr]
     srs, wkt = crs_to_string(target), target.to_wkt()
     if (

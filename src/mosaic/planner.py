@@ -75,7 +75,18 @@ from mosaic.windows import (
 if TYPE_CHECKING:
     from odc.geo.crs import CRS as GeoCRS
 
-__all__ = ["METHODS", "RESAMPLING", "BandSpec", "ChunkTask", "Plan", "Read", "make_plan", "resolve_index"]
+__all__ = [
+    "METHODS",
+    "RESAMPLING",
+    "BandSpec",
+    "ChunkTask",
+    "Plan",
+    "Read",
+    "anchor_of",
+    "make_plan",
+    "request_grid",
+    "resolve_index",
+]
 
 METHODS = ("first", "last", "min", "max", "mean", "median", "count")
 PixelBox = tuple[int, int, int, int]
@@ -352,7 +363,9 @@ def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
     return tuple(area.bounds)
 
 
-def _anchor(anchor: Any, *, geobox: Any, like: Any, shape: Any) -> tuple[float, float] | None:
+def anchor_of(
+    anchor: Any, *, geobox: Any = None, like: Any = None, shape: Any = None
+) -> tuple[float, float] | None:
     """The grid's pixel phase (None: the scenes' own, ``"native"``); the default is edge-aligned."""
     if anchor is None:
         return (0.0, 0.0)
@@ -509,6 +522,58 @@ def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
     return json.dumps(value, sort_keys=True) if not isinstance(value, (str, int, float)) else value
 
 
+def request_grid(
+    idx: TileIndex,
+    bbox: Sequence[float] | None,
+    crs: Any,
+    *,
+    time: TimeLike,
+    bands: Sequence[str] | str | None,
+    resolution: float | tuple[float, float] | None,
+    bbox_crs: Any,
+    shape: tuple[int, int] | None = None,
+    geobox: GeoBox | None = None,
+    like: Any = None,
+    phase: tuple[float, float] | None = (0.0, 0.0),
+    area_ll: BaseGeometry | None = None,
+) -> GeoBox:
+    """The output grid of a request, as :func:`mosaic.load` makes it (also for :func:`mosaic.export_gti`).
+
+    What depends on the data, the default resolution (the finest of the selected scenes) and the
+    ``"native"`` anchor (``phase`` None: their pixel phase), comes from the scenes of ``idx`` in
+    ``area_ll`` (lon/lat; default: the bbox) and ``time``.
+    """
+    if area_ll is None and bbox is not None:
+        area_ll = bbox_to_lonlat(bbox, bbox_crs)
+
+    def selected() -> list[SceneAsset]:
+        return idx.query_geometry(area_ll, time).records() if area_ll is not None else idx.records()
+
+    def native_anchor(target: CRS, rx: float, ry: float) -> tuple[float, float]:
+        return _native_phase(selected(), bands, target, rx, ry)
+
+    def native_resolution(target: CRS) -> float:
+        res = [min(r.resolution) for r in selected() if r.resolution]
+        if not res:
+            raise NoDataError(
+                "resolution= not given and no scene in the request has a known resolution to default to"
+            )
+        finest = min(res)
+        return finest / 111_320.0 if target.is_geographic else finest
+
+    return make_geobox(
+        bbox,
+        crs,
+        resolution=resolution,
+        shape=shape,
+        geobox=geobox,
+        like=like,
+        bbox_crs=bbox_crs,
+        default_resolution=native_resolution,
+        anchor=native_anchor if phase is None else phase,
+    )
+
+
 def make_plan(
     bbox: BBox | Sequence[float] | None = None,
     crs: Any = None,
@@ -552,7 +617,7 @@ def make_plan(
     if max_concurrency is not None and int(max_concurrency) < 1:
         raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency}")
     parse_time(time)  # validate early
-    phase = _anchor(anchor, geobox=geobox, like=like, shape=shape)
+    phase = anchor_of(anchor, geobox=geobox, like=like, shape=shape)
     area: tuple[BaseGeometry, str] | None = None  # the geopolygon, in its own CRS
     if geopolygon is not None:
         if bbox is not None:
@@ -568,30 +633,19 @@ def make_plan(
         pre_area = to_lonlat(*area)
     idx = resolve_index(index, bbox_ll=pre_area, time=time)
 
-    def native_anchor(target: CRS, rx: float, ry: float) -> tuple[float, float]:
-        rows = idx.query_geometry(pre_area, time).records() if pre_area is not None else idx.records()
-        return _native_phase(rows, bands, target, rx, ry)
-
-    def native_resolution(target: CRS) -> float:
-        rows = idx.query_geometry(pre_area, time).records() if pre_area is not None else idx.records()
-        res = [min(r.resolution) for r in rows if r.resolution]
-        if not res:
-            raise NoDataError(
-                "resolution= not given and no scene in the request has a known resolution to default to"
-            )
-        finest = min(res)
-        return finest / 111_320.0 if target.is_geographic else finest
-
-    gbox = make_geobox(
+    gbox = request_grid(
+        idx,
         bbox,
         crs,
+        time=time,
+        bands=bands,
         resolution=resolution,
         shape=shape,
         geobox=geobox,
         like=like,
         bbox_crs=bbox_crs,
-        default_resolution=native_resolution,
-        anchor=native_anchor if phase is None else phase,
+        phase=phase,
+        area_ll=pre_area,
     )
     chunk_yx = chunk_shape(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())

@@ -7,15 +7,16 @@ from typing import Any
 import click
 
 from mosaic.cli.options import (
+    anchor_opt,
     bands_opt,
     bbox_crs_opt,
     check_bbox,
     crs_opt,
     index_opt,
     parse_bbox,
-    parse_resolution,
     quiet_opt,
     require_index,
+    resolution_opt,
     time_opt,
 )
 
@@ -42,13 +43,7 @@ def gti() -> None:
     help="Output .gti.gpkg (with several assets: OUT.<asset>.gti.gpkg each).",
 )
 @crs_opt
-@click.option(
-    "--resolution",
-    required=True,
-    metavar="RES|X,Y",
-    callback=_optional(parse_resolution),
-    help="Pixel size in output CRS units; pixel edges align to its multiples (as in 'mosaic regrid').",
-)
+@resolution_opt
 @click.option(
     "--bbox",
     metavar="MINX,MINY,MAXX,MAXY",
@@ -59,6 +54,7 @@ def gti() -> None:
 @bbox_crs_opt
 @time_opt
 @bands_opt
+@anchor_opt
 @click.option(
     "--method",
     type=click.Choice(["first", "last"]),
@@ -80,11 +76,12 @@ def export(
     index: str | None,
     output: str,
     crs: str,
-    resolution: float | tuple[float, float],
+    resolution: float | tuple[float, float] | None,
     bbox: tuple[float, float, float, float] | None,
     bbox_crs: str,
     time: str | None,
     bands: tuple[str, ...] | None,
+    anchor: str | tuple[float, float] | None,
     method: str,
     warp: str,
     xml: bool,
@@ -116,6 +113,7 @@ def export(
         bbox_crs=bbox_crs,
         time=time,
         bands=list(bands) if bands else None,
+        anchor=anchor,
         method=method,  # type: ignore[arg-type]
         warp=warp,  # type: ignore[arg-type]
         xml=xml,

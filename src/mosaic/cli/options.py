@@ -299,7 +299,7 @@ resolution_opt = click.option(
     "--resolution",
     metavar="RES|X,Y",
     callback=_callback(parse_resolution),
-    help="Pixel size in output CRS units; pixel edges align to its multiples. "
+    help="Pixel size in output CRS units (pixel edges: see --anchor). "
     "[default: the finest native resolution of the scenes]",
 )
 time_opt = click.option(

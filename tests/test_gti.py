@@ -717,7 +717,7 @@ def test_cli_gti_export(demo_index, tmp_path):
 
 
 def test_native_anchor_exports_the_scenes_own_grid(fill_zero, tmp_path):
-    """The scenes as written (origin half a pixel off 28.5 m multiples): anchor native puts the GTI on them."""
+    """The scenes as written (origin off 28.5 m multiples by half a pixel): anchor native keeps their grid."""
     index = _with_nodata(fill_zero["own"], 0.0)
     bbox = _lonlat_bbox(index)
     paths = export_gti(index, tmp_path / "native.gti.gpkg", crs="EPSG:31985", bbox=bbox, anchor="native")

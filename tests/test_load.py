@@ -786,3 +786,30 @@ def test_a_read_failing_half_way_leaves_no_partial_pixels(demo_index, tmp_path):
     with pytest.warns(ReadFailedWarning, match="S32-seam12-20240601"):
         values = ds.B02.values
     assert (values == 0).all()  # nodata everywhere, as the warning says
+
+
+def test_each_band_of_a_file_reads_with_its_own_nodata(tmp_path):
+    """A VRT may give each band its own nodata (a GeoTIFF cannot): each band is masked with its own."""
+    data = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]]], dtype=np.uint8).repeat(8, axis=1).repeat(8, axis=2)
+    tif = tmp_path / "two.tif"
+    profile = dict(driver="GTiff", width=16, height=16, count=2, dtype="uint8", crs="EPSG:32633",
+                   transform=rasterio.Affine(10, 0, 500_000, 0, -10, 5_000_160))  # fmt: skip
+    with rasterio.open(tif, "w", **profile) as dst:
+        dst.write(data)
+    vrt = tmp_path / "two.vrt"
+    subprocess.run(["gdal_translate", "-q", "-of", "VRT", str(tif), str(vrt)], check=True)
+    text = vrt.read_text()
+    for band, nodata in ((1, 1), (2, 8)):  # band 1: value 1 is nodata; band 2: value 8
+        text = text.replace(f'band="{band}">', f'band="{band}">\n    <NoDataValue>{nodata}</NoDataValue>', 1)
+    vrt.write_text(text)
+    with rasterio.open(vrt) as src:
+        assert src.nodatavals == (1.0, 8.0)
+    index = TileIndex.from_files([vrt], progress=False)
+    assert next(iter(index)).nodata is None  # no one value for the file: each band says its own
+    ds = mosaic.load(
+        (500_000, 5_000_000, 500_160, 5_000_160), "EPSG:32633", index=index, bbox_crs="EPSG:32633",
+        resolution=10, nodata=0,
+    )  # fmt: skip
+    one, two = ds["data.1"].values[0], ds["data.2"].values[0]
+    assert (one == 0).sum() == 64 and set(np.unique(one[one != 0])) == {2, 3, 4}
+    assert (two == 0).sum() == 64 and set(np.unique(two[two != 0])) == {5, 6, 7}

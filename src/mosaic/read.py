@@ -151,7 +151,7 @@ def read_window(
                 flags = src.mask_flag_enums[read.band - 1]
                 masked = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
                 mask = src.read_masks(read.band, window=window) if masked else None
-                return data, mask, src.nodata, src.window_transform(window)
+                return data, mask, src.nodatavals[read.band - 1], src.window_transform(window)
             except Exception:
                 cache.drop(key)  # a retry reopens the file...
                 _forget(path)  # ...and GDAL must not answer it from its record of the failure

@@ -327,8 +327,9 @@ def _describe(
     )
     scales = {s for s in src.scales if s is not None}
     offsets = {o for o in src.offsets if o is not None}
-    if override is None:
-        override = None if src.nodata is None else float(src.nodata)
+    if override is None:  # the file's own, where its bands share one (else each band's, at read time)
+        shared = {("nan" if v is not None and math.isnan(v) else v) for v in src.nodatavals}
+        override = None if len(shared) != 1 or src.nodata is None else float(src.nodata)
     row = SceneAsset(
         id=groups.get("id", Path(href).stem),
         asset=asset,

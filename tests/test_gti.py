@@ -731,3 +731,15 @@ def test_native_anchor_exports_the_scenes_own_grid(fill_zero, tmp_path):
     assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
     frame = pyogrio.read_dataframe(paths[0], read_geometry=False)
     assert not frame.location.str.contains("VRTWarpedDataset").any()  # copied by GDAL, never warped
+
+
+@pytest.mark.gdal_cli
+def test_gti_import_takes_a_source_nodata_and_traces_footprints_with_it(fill_zero, gdaltindex_bin, tmp_path):
+    """A gdaltindex of real fill-0 files: nodata=0 at import makes their footprints the swaths."""
+    tindex = tmp_path / "fill0.gpkg"
+    subprocess.run([gdaltindex_bin, "-f", "GPKG", str(tindex), *map(str, fill_zero["own"])], check=True)
+    plain = TileIndex.from_gti(tindex, pattern=r"(?P<id>L7_\w)\.tif$")
+    given = TileIndex.from_gti(tindex, pattern=r"(?P<id>L7_\w)\.tif$", nodata={"data": 0})
+    assert {r.nodata for r in plain} == {None} and {r.nodata for r in given} == {0.0}
+    for whole, swath in zip(plain.footprints, given.footprints, strict=True):
+        assert 0.6 < swath.area / whole.area < 0.8  # the tilted swath, not the grid (72% of it)

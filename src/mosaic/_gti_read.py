@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pyproj import CRS
 
 from mosaic.errors import IndexFormatError, SourceError
 from mosaic.records import crs_to_string
-from mosaic.sources import FileFacts, is_remote, read_file
+from mosaic.sources import FileFacts, NodataOverride, is_remote, read_file
 from mosaic.times import to_utc
 from mosaic.types import PathType
 
@@ -191,13 +192,20 @@ def _nodata(value: Any, where: Path) -> float:
         raise IndexFormatError(f"{where}: src_nodata {value!r} is not a number") from exc
 
 
-def tile_facts(tile: GtiTile, *, pattern: Any = None) -> FileFacts:
+def tile_facts(tile: GtiTile, *, pattern: Any = None, nodata: NodataOverride = None) -> FileFacts:
     """Read one tile (I/O only; for worker threads), the GTI's id, asset, CRS and nodata taking precedence.
 
     A ``pattern`` (as :meth:`TileIndex.from_files`) names scenes and assets instead of the GTI's fields.
+    ``nodata`` (one value, or one per asset) is the source nodata over the GTI's ``src_nodata`` and the
+    file's own; the footprint is traced from the pixels that differ from it.
     """
-    facts = read_file(tile.href, pattern=pattern, datetime=tile.datetime)
-    changes: dict[str, Any] = {} if tile.nodata is None else {"nodata": tile.nodata}
+    given = nodata
+    if isinstance(nodata, Mapping) and pattern is None and tile.asset is not None:
+        given = nodata.get(tile.asset)  # the GTI's asset names the row
+    facts = read_file(
+        tile.href, pattern=pattern, datetime=tile.datetime, nodata=tile.nodata if given is None else given
+    )
+    changes: dict[str, Any] = {}
     if pattern is None:
         changes.update({k: v for k, v in (("id", tile.id), ("asset", tile.asset)) if v is not None})
     crs_wkt = facts.crs_wkt

@@ -378,6 +378,7 @@ class TileIndex:
         layer: str | None = None,
         crs_field: str | None = None,
         pattern: str | re.Pattern[str] | None = None,
+        nodata: NodataOverride = None,
         progress: bool = False,
         workers: int | None = None,
         on_error: OnError = "raise",
@@ -392,16 +393,19 @@ class TileIndex:
             layer: the tile index layer, where the file has several.
             crs_field: field with each tile's CRS (default: ``src_crs`` or ``src_srs`` when present).
             pattern: a regex naming scenes, assets and times from paths, as in :meth:`from_files`.
+            nodata: the tiles' source nodata, as in :meth:`from_files`; over the GTI's own ``src_nodata``
+                field (which :func:`mosaic.export_gti` writes) and the files' tags.
             progress: show a progress bar.
             workers: threads reading tile metadata.
             on_error: as in :meth:`from_files`.
         """
         from mosaic._gti_read import gti_tiles, tile_facts
 
+        nodata = check_nodata_override(nodata)
         tiles = gti_tiles(path, layer=layer, crs_field=crs_field)
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
-            lambda tile: tile_facts(tile, pattern=regex),
+            lambda tile: tile_facts(tile, pattern=regex, nodata=nodata),
             tiles,
             labels=[t.href for t in tiles],
             workers=workers,

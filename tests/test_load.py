@@ -18,9 +18,9 @@ from shapely.geometry import box
 
 import mosaic
 import real_data
-from mosaic import InvalidInputError, MissingIndexError, NoDataError, ReadError, TileIndex
+from mosaic import InvalidInputError, MissingIndexError, NoDataError, ReadError, ReadFailedWarning, TileIndex
 from mosaic import synthetic as syn
-from mosaic.graph import ReadFailedWarning, band_array
+from mosaic.graph import band_array
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)
 JUNE1 = dt.date(2024, 6, 1)

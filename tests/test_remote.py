@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 import mosaic
-from mosaic import AuthenticationError, ReadError, TileIndex
+from mosaic import AuthenticationError, ReadError, ReadFailedWarning, TileIndex
 from mosaic.auth import EarthdataProfile, HTTPProfile, S3Profile, Secret
-from mosaic.graph import ReadFailedWarning
 from mosaic.paths import gdal_path
 from servers import RangeServer, SeaweedFS, clear_gdal_http_cache
 

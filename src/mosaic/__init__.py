@@ -9,6 +9,7 @@ from mosaic.batch import RegridReport, regrid, write_cog, write_zarr
 from mosaic.errors import (
     AuthenticationError,
     GDALVersionError,
+    IncompleteMetadataWarning,
     IndexFormatError,
     InvalidInputError,
     MissingIndexError,
@@ -16,6 +17,7 @@ from mosaic.errors import (
     MosaicWarning,
     NoDataError,
     ReadError,
+    ReadFailedWarning,
     SkippedSourcesWarning,
     SourceError,
 )
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "GDALVersionError",
+    "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",
     "MissingIndexError",
@@ -37,6 +40,7 @@ __all__ = [
     "NoDataError",
     "Plan",
     "ReadError",
+    "ReadFailedWarning",
     "RegridReport",
     "SceneAsset",
     "Skipped",

@@ -18,6 +18,7 @@ __all__ = [
     "MosaicWarning",
     "NoDataError",
     "ReadError",
+    "ReadFailedWarning",
     "SkippedSourcesWarning",
     "SourceError",
 ]
@@ -87,6 +88,10 @@ class MosaicWarning(UserWarning):
 
 class SkippedSourcesWarning(MosaicWarning):
     """Some inputs were skipped under ``on_error="skip"``; the warning lists which and why."""
+
+
+class ReadFailedWarning(MosaicWarning):
+    """A scene could not be read under ``on_error="skip"``; its pixels came from other scenes or nodata."""
 
 
 class IncompleteMetadataWarning(MosaicWarning):

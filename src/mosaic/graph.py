@@ -20,7 +20,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from mosaic.auth import Profile
-from mosaic.errors import MosaicWarning, ReadError
+from mosaic.errors import ReadError, ReadFailedWarning
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
 from mosaic.limits import get_limiter
 from mosaic.paths import is_network
@@ -32,10 +32,6 @@ if TYPE_CHECKING:
     from odc.geo.crs import CRS
 
 __all__ = ["ChunkContext", "band_array", "load_chunk"]
-
-
-class ReadFailedWarning(MosaicWarning):
-    """A scene could not be read under ``on_error="skip"``; its pixels came from other scenes or nodata."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,7 @@ class SceneAsset:
     scale: float | None = None
     offset: float | None = None
     collection: str | None = None
-    properties: str | None = None
+    properties: str | None = field(default=None, repr=False)
 
     @property
     def affine(self) -> Affine | None:

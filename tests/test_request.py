@@ -160,7 +160,7 @@ def test_src_nodata_keeps_fill_zeros_from_painting_over_the_other_scene(fill_zer
     got = ds.data.values[0]
     expected = _expected_last(paths, ds.odc.geobox, skip_zero=src_nodata is not None)
     np.testing.assert_array_equal(got, expected)  # pixel for pixel, the files' own values
-    assert ds.data.attrs["nodata"] == 0
+    assert ds.data.attrs["nodata"] == 0 and ds.data.rio.nodata == 0  # the output carries it
     if src_nodata is None:  # the premise: without it, b's fill paints zeros over a's data
         with_override = _expected_last(paths, ds.odc.geobox, skip_zero=True)
         assert ((got == 0) & (with_override != 0)).sum() > 5000
@@ -423,3 +423,14 @@ def test_a_common_name_loads_the_same_pixels_under_its_own_name(demo_index):
     )
     ranked = mosaic.plan(SEAM12, "EPSG:4326", "2024-06", bands="quality", method="highest:blue", **kwargs)
     assert {r.asset for t in ranked.tasks for r in t.aux} == {"B02"}
+
+
+def test_explain_says_when_the_clip_polygon_decides(demo_index):
+    kwargs = dict(index=demo_index, resolution=0.001, bands="B02", chunks=64, geopolygon=POLY, clip=True)
+    the_plan = mosaic.plan(None, "EPSG:4326", "2024-06-01", **kwargs)
+    ny, nx = the_plan.chunk_grid
+    texts = [the_plan.explain(iy, ix) for iy in range(ny) for ix in range(nx)]
+    assert any("outside the clip polygon (it is a constant fill)" in t for t in texts)
+    assert any("the clip polygon crosses the chunk" in t for t in texts)
+    unclipped = mosaic.plan(None, "EPSG:4326", "2024-06-01", **(kwargs | {"clip": False}))
+    assert not any("clip polygon" in unclipped.explain(iy, ix) for iy in range(ny) for ix in range(nx))

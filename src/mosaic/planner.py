@@ -290,8 +290,13 @@ class Plan:
             for r in task.reads:
                 fed.add((r.scene, r.asset))
                 lines.append(f"    - {read_text(r)}: footprint intersects the chunk")
-        if len(lines) == 1:
+        outside = self.clip is not None and not shapely.from_wkb(self.clip).intersects(box(*gbox.boundingbox))
+        if outside:
+            lines.append("  no reads: the chunk lies outside the clip polygon (it is a constant fill)")
+        elif len(lines) == 1:
             lines.append("  no reads: no scene footprint intersects this chunk (it is a constant fill)")
+        elif any(t.clipped for t in self.tasks if (t.iy, t.ix) == (iy, ix)):
+            lines.append("  the clip polygon crosses the chunk: its pixels outside the polygon are nodata")
         # scenes of the assets asked for (not other assets of the same scenes) that come near the chunk
         wanted = {b.asset for b in self.bands if band is None or b.name == band}
         wanted |= {r.asset for t in self.tasks for r in t.aux if band is None or t.band == band}
@@ -307,7 +312,9 @@ class Plan:
             ):
                 continue
             why = (
-                "its bounding box touches the chunk but its data footprint does not"
+                "the chunk lies outside the clip polygon"
+                if outside
+                else "its bounding box touches the chunk but its data footprint does not"
                 if not rec.footprint.intersects(chunk_ll)
                 else "its pixel grid does not reach into the chunk, or its window there is empty after "
                 "clipping to the grid"

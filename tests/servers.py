@@ -509,8 +509,8 @@ class _Core:
                     "faults_served": self.faults.served(),
                 }
         if op == "log":
-            with self.lock:
-                records = list(self.log)
+            with self.lock:  # in arrival order: a handler logs after its response, so finishing can race
+                records = sorted(self.log, key=lambda r: r.started)
             return [dataclasses.asdict(r) for r in records]
         if op == "reset_stats":
             with self.lock:
@@ -1179,7 +1179,7 @@ class RangeServer:
 
     @property
     def log(self) -> list[RequestRecord]:
-        """Finished requests, in the order they finished."""
+        """Finished requests, in the order they arrived (a client's sequential requests in its order)."""
         out = []
         for r in self._call("log"):
             r["client"] = (str(r["client"][0]), int(r["client"][1]))

@@ -1,5 +1,6 @@
 # Two commands on a fresh machine with only Python: `make demo` and `make test`.
 # Both create .venv and install into it; the install re-runs only when pyproject.toml changes.
+# `make test-oldest` runs the same checks in .venv-oldest, with every direct dependency at its floor.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test lint typecheck gdal-tools benchmark docs docs-figures clean
+.PHONY: demo test test-oldest lint typecheck gdal-tools benchmark docs docs-figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,26 @@ test: $(STAMP) gdal-tools
 	$(BIN)/mypy src/mosaic
 	$(BIN)/python -m pytest
 
+# The lower bounds of pyproject.toml, proven: a second venv where uv installs the LOWEST allowed version
+# of every direct dependency (runtime and dev; the transitive ones are whatever resolves with them), then
+# the checks of `make test`. uv comes from PyPI into that venv (no other tool needed); see
+# docs/dependencies.md.
+OLDEST       ?= .venv-oldest
+OLDEST_BIN   := $(OLDEST)/bin
+OLDEST_STAMP := $(OLDEST)/.installed-oldest
+
+$(OLDEST_STAMP): pyproject.toml
+	rm -rf $(OLDEST)
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST_BIN)/python -m pip install --quiet uv
+	$(OLDEST_BIN)/uv pip install --quiet --python $(OLDEST_BIN)/python --resolution lowest-direct -e '.[dev]'
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP) gdal-tools
+	$(OLDEST_BIN)/python -m pip freeze --exclude-editable | grep -v '^uv=='
+	$(OLDEST_BIN)/ruff check src tests tile_indexes notebooks benchmarks
+	$(OLDEST_BIN)/python -m pytest
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -49,4 +70,4 @@ docs-figures: $(STAMP)
 	$(BIN)/python docs/_figures.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist
+	rm -rf $(VENV) $(OLDEST) $(DEMO_OUT) .pytest_cache build dist

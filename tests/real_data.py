@@ -30,7 +30,7 @@ def mgrs_shapefile(folder: Path) -> Path:
     shp = Path(folder) / "sentinel2_grid.shp"
     if not shp.exists():
         with tarfile.open(MGRS_ARCHIVE) as archive:
-            archive.extractall(folder, filter="data")
+            archive.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return shp
 
 

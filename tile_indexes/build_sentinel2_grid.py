@@ -59,7 +59,7 @@ def load_grid(shapefile: Path | str = SHAPEFILE) -> gpd.GeoDataFrame:
     """The grid as one 2-D (Multi)Polygon per tile name, in EPSG:4326 (from the .shp, or a tar holding it)."""
     if str(shapefile).endswith((".tar", ".tar.xz", ".tar.gz")):
         with tempfile.TemporaryDirectory() as folder, tarfile.open(shapefile) as archive:
-            archive.extractall(folder, filter="data")
+            archive.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
             return load_grid(Path(folder) / "sentinel2_grid.shp")
     raw = gpd.read_file(shapefile, columns=["Name"])
     raw = raw.set_geometry(shapely.force_2d(raw.geometry.values))

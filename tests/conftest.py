@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import dask
@@ -17,6 +19,29 @@ pytest_plugins = ["remote_fixtures"]  # real HTTP and S3 servers on 127.0.0.1 (t
 # (CPython gh-106883, dask/distributed#8616): every LocalCluster of the suite runs without it, as
 # `mosaic regrid --workers` does (docs/cluster.md).
 dask.config.set({"distributed.worker.profile.enabled": False})
+
+
+JUPYTER_KERNEL = "mosaic-tests"
+"""The kernelspec :func:`jupyter_path` holds (``NotebookClient(kernel_name=JUPYTER_KERNEL)``)."""
+
+
+@pytest.fixture(scope="session")
+def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Jupyter data folder (for ``JUPYTER_PATH``) with one kernelspec: an ipykernel of this interpreter.
+
+    Its kernels draw with Matplotlib's Agg backend, as the notebooks' figures are checked, not shown.
+    """
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / JUPYTER_KERNEL
+    spec.mkdir(parents=True)
+    kernel = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "mosaic tests",
+        "language": "python",
+        "env": {"MPLBACKEND": "Agg"},
+    }
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    return root
 
 
 @pytest.fixture(scope="session")

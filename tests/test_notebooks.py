@@ -27,10 +27,10 @@ import xarray as xr
 from nbclient import NotebookClient
 
 import mosaic
+from conftest import JUPYTER_KERNEL
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
-KERNEL = "mosaic-notebook-tests"
 CELL_TIMEOUT = 300  # seconds per cell; the notebooks take seconds on 2 cores
 
 PROBE = """\
@@ -66,22 +66,6 @@ assert not _mp.active_children(), f"child processes left running: {_mp.active_ch
 def notebook_index(demo_index: mosaic.TileIndex, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo collection's index, saved once for every notebook of the module (``MOSAIC_INDEX``)."""
     return demo_index.write(tmp_path_factory.mktemp("notebook-index") / "index.parquet")
-
-
-@pytest.fixture(scope="module")
-def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Jupyter data folder holding one kernelspec: an ipykernel of this very interpreter, Agg backend."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    kernel = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "mosaic notebook tests",
-        "language": "python",
-        "env": {"MPLBACKEND": "Agg"},
-    }
-    (spec / "kernel.json").write_text(json.dumps(kernel))
-    return root
 
 
 def check_batch_regridding(workdir: Path, stdout: str) -> None:
@@ -133,10 +117,10 @@ def test_every_notebook_follows_the_house_style():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, notebook_index, kernel_path, tmp_path, monkeypatch):
+def test_notebook_runs(path, notebook_index, jupyter_path, tmp_path, monkeypatch):
     workdir = tmp_path / "work"
     workdir.mkdir()
-    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))  # where the client finds the kernelspec
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))  # where the client finds the kernelspec
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MOSAIC_", "MPLBACKEND"))},
         "MOSAIC_INDEX": str(notebook_index),
@@ -149,7 +133,7 @@ def test_notebook_runs(path, notebook_index, kernel_path, tmp_path, monkeypatch)
     client = NotebookClient(
         nb,
         timeout=CELL_TIMEOUT,
-        kernel_name=KERNEL,
+        kernel_name=JUPYTER_KERNEL,
         resources={"metadata": {"path": str(workdir)}},  # the kernel's working folder
     )
     before = sorted((ROOT / "notebooks").iterdir())

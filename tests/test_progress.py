@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -19,10 +17,10 @@ from nbclient import NotebookClient
 
 import mosaic
 import real_data
+from conftest import JUPYTER_KERNEL
 from mosaic import InvalidInputError
 
 SEAM = (11.88, 45.40, 12.12, 45.58)
-KERNEL = "mosaic-progress-tests"
 
 
 def test_an_eager_load_is_numpy_backed_and_equals_the_lazy_load_computed(demo_index, capsys):
@@ -47,21 +45,6 @@ def test_progress_shows_a_bar_of_the_eager_load(demo_index, capsys):
 def test_progress_of_a_lazy_load_is_an_error_that_says_what_to_do(demo_index):
     with pytest.raises(InvalidInputError, match=r"chunks=None.*dask\.diagnostics\.ProgressBar"):
         mosaic.load(SEAM, "EPSG:32633", "2024-06-01", index=demo_index, resolution=200, progress=True)
-
-
-@pytest.fixture(scope="module")
-def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Jupyter data folder holding one kernelspec: an ipykernel of this very interpreter."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    kernel = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "mosaic progress tests",
-        "language": "python",
-    }
-    (spec / "kernel.json").write_text(json.dumps(kernel))
-    return root
 
 
 CELLS = [
@@ -90,12 +73,12 @@ print(report.written)
 ]
 
 
-def test_no_ipywidgets_warning_in_a_jupyter_kernel(kernel_path, tmp_path, monkeypatch):
-    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+def test_no_ipywidgets_warning_in_a_jupyter_kernel(jupyter_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
     code = [c.format(l7=str(real_data.L7), store=str(tmp_path / "out.zarr")) for c in CELLS]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in code])
     client = NotebookClient(
-        nb, timeout=300, kernel_name=KERNEL, resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=300, kernel_name=JUPYTER_KERNEL, resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute(env=dict(os.environ))  # raises CellExecutionError if a cell fails
     outputs = [out for cell in nb.cells for out in cell.outputs]

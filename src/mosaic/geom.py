@@ -26,6 +26,7 @@ from mosaic.errors import InvalidInputError
 
 __all__ = [
     "LONLAT",
+    "areal",
     "as_geometry",
     "bbox_to_lonlat",
     "centre_lon",
@@ -151,7 +152,7 @@ def _polygons(geom: BaseGeometry) -> list[Polygon]:
     return []
 
 
-def _as_areal(geom: BaseGeometry) -> Polygon | MultiPolygon:
+def areal(geom: BaseGeometry) -> Polygon | MultiPolygon:
     """Keep only the areal parts of ``geom`` (make_valid may add stray lines and points)."""
     parts = [p for p in _polygons(geom) if not p.is_empty and p.area > 0]
     if not parts:
@@ -180,7 +181,7 @@ def to_lonlat(
     ]
     if not parts:
         raise InvalidInputError(f"footprint has no area: {geom.wkt[:80]}")
-    return _as_areal(shapely.union_all(parts))
+    return areal(shapely.union_all(parts))
 
 
 def normalize_lonlat(geom: BaseGeometry) -> Polygon | MultiPolygon:
@@ -200,7 +201,7 @@ def normalize_lonlat(geom: BaseGeometry) -> Polygon | MultiPolygon:
             fixed[-1] = fixed[-1].difference(_fix_ring(np.asarray(hole.coords)))
     if not fixed:
         raise InvalidInputError(f"footprint has no area: {geom.wkt[:80]}")
-    return _as_areal(shapely.union_all(fixed))
+    return areal(shapely.union_all(fixed))
 
 
 def bbox_to_lonlat(bbox: Sequence[float], crs: CRS | str = "EPSG:4326") -> Polygon | MultiPolygon:

@@ -61,7 +61,7 @@ from mosaic._gti_xml import (
     warped_vrt,
 )
 from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, SourceError
-from mosaic.geom import grid_outline, lonlat_to_crs, to_lonlat
+from mosaic.geom import areal, grid_outline, lonlat_to_crs, to_lonlat
 from mosaic.grid import target_crs
 from mosaic.index import TileIndex
 from mosaic.paths import credentials_in, gdal_path
@@ -153,11 +153,6 @@ def _pasteable(rec: SceneAsset, gbox: GeoBox, target: CRS) -> bool:
     return bool(abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6)
 
 
-def _polygonal(geom: Any) -> Any:
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and p.area > 0]
-    return shapely.union_all(parts) if parts else shapely.Polygon()
-
-
 def _tile_extent(rec: SceneAsset, gbox: GeoBox, area_ll: Any, *, clip: bool) -> Any:
     """The outline of the tile's pixel grid in the mosaic CRS (``clip``: only its part on the grid).
 
@@ -168,7 +163,7 @@ def _tile_extent(rec: SceneAsset, gbox: GeoBox, area_ll: Any, *, clip: bool) -> 
     where = footprint_in_target(
         dataclasses.replace(rec, footprint=outline), area_ll if clip else outline, gbox
     )
-    return _polygonal(where.intersection(box(*gbox.boundingbox)) if clip else where)
+    return areal(where.intersection(box(*gbox.boundingbox)) if clip else where)
 
 
 def _outputs(path: PathType, assets: Sequence[str]) -> list[Path]:

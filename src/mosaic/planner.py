@@ -51,6 +51,7 @@ from mosaic.bands import (
 )
 from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
 from mosaic.geom import (
+    areal,
     as_geometry,
     bbox_to_lonlat,
     centre_lon,
@@ -460,11 +461,6 @@ def _clipped_chunks(
     return inside, inside & ~shapely.contains(clip, boxes)
 
 
-def _areal(geom: BaseGeometry) -> BaseGeometry:
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and p.area > 0]
-    return shapely.union_all(parts) if parts else shapely.Polygon()
-
-
 def _margin(spec: BandSpec) -> int:
     """Source pixels a band's warp kernel reaches beyond a window."""
     return _KERNEL_MARGIN.get(spec.resampling, 2)
@@ -658,7 +654,7 @@ def make_plan(
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
     clip_target = None
     if clip and area is not None:  # only scenes under the polygon, and only chunks it touches
-        area_ll = _areal(area_ll.intersection(pre_area))
+        area_ll = areal(area_ll.intersection(pre_area))
         clip_target = _in_grid(area, gbox)
 
     considered = idx.query_geometry(area_ll, time).records()

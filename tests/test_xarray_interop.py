@@ -84,7 +84,12 @@ def inner_polygon(da: xr.DataArray):
     tri = box(x0 + 0.2 * w, y0 + 0.2 * h, x1 - 0.2 * w, y1 - 0.2 * h).convex_hull
     tri = tri.difference(box(x0 + 0.5 * w, y0 + 0.5 * h, x1, y1))  # an L: not a box rioxarray could crop
     to_lonlat = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True).transform
-    return shapely.transform(tri, to_lonlat, interleaved=False)
+    return _transformed(tri, to_lonlat)
+
+
+def _transformed(geom, transform):
+    """``geom`` with each (x, y) through a pyproj ``transform`` (shapely 2.0 has no ``interleaved=``)."""
+    return shapely.transform(geom, lambda xy: np.column_stack(transform(xy[:, 0], xy[:, 1])))
 
 
 # ----------------------------------------------------------------------------------- the accessors
@@ -121,7 +126,7 @@ def test_rio_clip_to_a_lonlat_geometry(case, form):
     assert out.dtype == dtype and same(out.rio.nodata, nodata) and out.rio.encoded_nodata is None
     to_grid = Transformer.from_crs("EPSG:4326", da.rio.crs, always_xy=True).transform
     inside = geometry_mask(
-        [shapely.transform(polygon, to_grid, interleaved=False)],
+        [_transformed(polygon, to_grid)],
         out_shape=da.shape,
         transform=da.rio.transform(),
         invert=True,

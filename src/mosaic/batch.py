@@ -46,6 +46,7 @@ from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry
+from mosaic.identity import check_sources, source_record
 from mosaic.planner import Plan, make_plan
 from mosaic.runtime import WARNINGS_LOCK
 
@@ -71,6 +72,8 @@ DEFAULT_CHUNKS: Mapping[str, int] = {"time": 1, "y": 2048, "x": 2048}
 """Default output chunks ("pancakes": one time step, 2048 x 2048 pixels)."""
 STATE_DIR = ".mosaic-regrid"
 """Folder inside a Zarr store holding the request (``request.json``) and one marker per finished region."""
+_SOURCES = "sources.json"
+"""File of the state folder recording the identities of the files the plan reads, at creation."""
 _COG_SUFFIXES = (".tif", ".tiff")
 _OVERVIEW_RESAMPLING = {"nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"}
 
@@ -626,14 +629,29 @@ def _open_store(
             elif attrs is not None and attrs.get("regrid_status") == "complete":
                 return None
             elif fs.exists(f"{state}/request.json"):
+                _check_sources(fs, state, plan, target.url)
                 names = fs.ls(f"{state}/done", detail=False) if fs.exists(f"{state}/done") else []
                 return {str(name).rsplit("/", 1)[-1] for name in names if not _is_temporary(str(name))}
             # else: this request's store, whose creation was interrupted: create it again
     _create_store(ds, plan, target, time_chunk, record)
     fs.makedirs(f"{state}/done", exist_ok=True)
+    _atomic_put(fs, f"{state}/{_SOURCES}", source_record(plan))  # before request.json marks the state
     request = {"fingerprint": target.fingerprint, "request": record}
     _atomic_put(fs, f"{state}/request.json", json.dumps(request, default=str, indent=1).encode())
     return set()
+
+
+def _check_sources(fs: Any, state: str, plan: Plan, url: str) -> None:
+    """Refuse to resume when a file the plan reads changed since it was indexed or the store was created.
+
+    Each file is stat'ed once, remote ones in parallel, before any region runs; a state written by
+    an older mosaic (no ``sources.json``) is not checked.
+
+    Raises:
+        ChangedSourcesError: naming the changed scenes.
+    """
+    if fs.exists(f"{state}/{_SOURCES}"):
+        check_sources(plan, fs.cat_file(f"{state}/{_SOURCES}"), url)
 
 
 def _create_store(

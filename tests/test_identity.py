@@ -308,20 +308,20 @@ def test_a_regrid_resumed_after_a_source_changed_refuses_naming_it(demo_collecti
     # the Items give no file facts: the files were stat'ed when the store was made (hrefs hashed)
     recorded = json.loads((out / STATE_DIR / "sources.json").read_text())["files"]
     scenes = tmp_path / "scenes"
-    assert {e["scene"] for e in recorded.values()} >= {"S32-seam12-20240611", "S33-seam12-20240611"}
+    assert {e["scene"] for e in recorded.values()} >= {"S32-seam12-20240601", "S33-seam12-20240611"}
     for key, entry in recorded.items():
         path = scenes / entry["scene"] / "B02.tif"
         assert key == hashlib.sha256(str(path).encode()).hexdigest() and entry["href"] == str(path)
         assert parse_identity(entry["identity"]) == stat_identity(path)
 
-    changed = tmp_path / "scenes" / "S32-seam12-20240611" / "B02.tif"
+    changed = tmp_path / "scenes" / "S32-seam12-20240601" / "B02.tif"
     rewrite(changed)
     refused = subprocess.run(job, capture_output=True, text=True, timeout=180, env=env)
     assert refused.returncode != 0
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1, refused.stderr
     assert "1 source file(s) changed since they were indexed or this regrid began" in lines[0]
-    assert f"scene S32-seam12-20240611 ({changed}: modified " in lines[0] and "--overwrite" in lines[0]
+    assert f"scene S32-seam12-20240601 ({changed}: modified " in lines[0] and "--overwrite" in lines[0]
     with xr.open_zarr(out) as partial:
         assert partial.attrs["regrid_status"] == "incomplete"  # untouched: not resumed, not finished
 

@@ -10,7 +10,9 @@ A Zarr regrid (:func:`write_zarr`):
 1. fingerprints the plan and the store layout (time chunk, Zarr format, mosaic version);
 2. creates the store (xarray ``to_zarr(compute=False)``: metadata, coordinates, the ``spatial_ref``
    grid mapping and a record of the request in the attributes, ``regrid_status`` "incomplete"), then
-   writes ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint;
+   writes ``.mosaic-regrid/sources.json`` (the identity of each file the plan reads) and
+   ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint, and its files
+   the identities recorded (:mod:`mosaic.identity`);
 3. skips regions already marked done (``.mosaic-regrid/done/<t>.<y>.<x>``) and regions no scene
    touches (Zarr reads a chunk never written as its fill value, which is the band's nodata);
 4. runs the rest in bounded batches, each region a small graph: its read tasks and one write task
@@ -265,6 +267,8 @@ def regrid(
     Raises:
         InvalidInputError: bad arguments; an existing store written by another request (pass
             ``overwrite=True``); several time steps for a COG.
+        ChangedSourcesError: resuming a store whose source files changed since they were indexed or
+            the store was created (pass ``overwrite=True``, after rebuilding the index).
     """
     layout = _chunk_layout(chunks)
     if zarr_format not in (2, 3):
@@ -363,6 +367,8 @@ def write_zarr(
     Raises:
         InvalidInputError: the store exists and was written by a different plan or layout (pass
             ``overwrite=True``), or exists and is not a Zarr store this function wrote.
+        ChangedSourcesError: the store is being resumed and a file the plan reads changed since it
+            was indexed or the store was created.
     """
     started = _time.perf_counter()
     if zarr_format not in (2, 3):

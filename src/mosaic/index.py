@@ -224,6 +224,9 @@ class TileIndex:
                 data), and the footprints are traced where the pixels differ from it.
             gdal_options: GDAL settings over the cloud defaults the files are opened with.
             auth: credential profiles (:mod:`mosaic.auth`) for remote files, matched by href prefix.
+
+        Each row's ``identity`` is the file's size and modification time (a URL's as GDAL learnt them
+        opening it: no extra request), which reads and resumed regrids check.
         """
         profiles = as_profiles(auth)
         nodata = check_nodata_override(nodata)
@@ -269,7 +272,9 @@ class TileIndex:
         of a collection's asset is assumed to share them. If none opens, the data type stays unknown
         and an :class:`~mosaic.errors.IncompleteMetadataWarning` per asset says what is assumed.
         An Item without a ``datetime`` (nor ``start_datetime``) is indexed with an unknown time, as a
-        file without a time tag is.
+        file without a time tag is. Each row's ``identity`` is the asset's ``file:size`` and
+        ``file:checksum``, else the Item's ``updated`` (plus the file's size and time where it was
+        opened); no file is opened for it.
 
         Args:
             items: ``pystac.Item``s or dicts, an ItemCollection, a pystac-client search, or the path of

@@ -1,7 +1,8 @@
 """The reader: fetch one planned window and warp it into one output chunk with GDAL.
 
 A :class:`~mosaic.planner.Read` names the file, band, overview level and window; this module opens the
-file (reusing a per-thread handle), reads the window through the limiter (with retries), turns nodata
+file (reusing a per-thread handle; the first open of a file in a process checks it is still the one
+indexed, see :mod:`mosaic.identity`), reads the window through the limiter (with retries), turns nodata
 and masked pixels into NaN, and puts the window onto the chunk grid: pasted when the two grids differ
 by whole pixels only, else warped by GDAL (a ``WarpedVRT`` over a read-only in-memory dataset).
 Results are floating point with NaN where there is no data.

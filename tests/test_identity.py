@@ -6,6 +6,7 @@ show the reader's check costs no request, and a real ``mosaic regrid`` killed wi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -96,7 +97,8 @@ def test_files_are_indexed_with_their_size_and_time_and_older_indexes_still_read
 
 def test_stac_items_record_file_checksum_and_size_else_updated(demo_collection, tmp_path):
     _, items = demo_collection
-    dicts = [item.to_dict(transform_hrefs=False) for item in items[:3]]
+    # (deep copies: an Item's to_dict shares its properties, and the demo Items serve the session)
+    dicts = [copy.deepcopy(item.to_dict(transform_hrefs=False)) for item in items[:3]]
     first, second, third = dicts
     first["assets"]["B02"]["file:checksum"] = "1220" + "ab" * 32
     first["assets"]["B02"]["file:size"] = 12345
@@ -228,29 +230,39 @@ def _gdal_requests() -> dict[str, int]:
     return {method: v["count"] for method, v in stats.get("methods", {}).items()}
 
 
+@pytest.fixture
+def s3_scenes(seaweedfs: SeaweedFS, tmp_path: Path):
+    """Two real scenes uploaded to SeaweedFS's ``public`` bucket under a fresh prefix (removed after)."""
+    paths = fill_zero_scenes(tmp_path / "scenes")
+    client = seaweedfs.client("admin")
+    keys = [f"identity-{os.getpid()}-{time.monotonic_ns()}/{p.name}" for p in paths]
+    try:
+        for path, key in zip(paths, keys, strict=True):
+            client.put_object(Bucket="public", Key=key, Body=path.read_bytes())
+        yield client, paths, keys
+    finally:  # the session's buckets hold the demo collection only (tests/test_servers.py)
+        client.delete_objects(Bucket="public", Delete={"Objects": [{"Key": k} for k in keys]})
+
+
 def test_s3_objects_replaced_since_indexing_are_told_from_what_gdal_already_has(
-    seaweedfs: SeaweedFS, tmp_path, monkeypatch
+    seaweedfs: SeaweedFS, s3_scenes, monkeypatch
 ):
     from mosaic.read import _libgdal
 
-    paths = fill_zero_scenes(tmp_path / "scenes")
-    client = seaweedfs.client("admin")
-    prefix = f"identity-{os.getpid()}-{time.monotonic_ns()}"
-    for path in paths:
-        client.put_object(Bucket="public", Key=f"{prefix}/{path.name}", Body=path.read_bytes())
-    urls = [seaweedfs.url("public", f"{prefix}/{p.name}") for p in paths]
+    client, paths, keys = s3_scenes
+    urls = [seaweedfs.url("public", key) for key in keys]
     options = seaweedfs.gdal_options(None)
     clear_gdal_http_cache()
     index = TileIndex.from_files(urls, nodata=0, progress=False, gdal_options=options)
     recorded = {r.href: parse_identity(r.identity) for r in index}
-    for url, path in zip(urls, paths, strict=True):
-        head = client.head_object(Bucket="public", Key=url.split("/", 3)[3])
+    for url, path, key in zip(urls, paths, keys, strict=True):
+        head = client.head_object(Bucket="public", Key=key)
         when = head["LastModified"].strftime("%Y-%m-%dT%H:%M:%SZ")
         assert recorded[url] == {"size": str(path.stat().st_size), "mtime": when}
 
     time.sleep(1.1)  # S3's Last-Modified is to the second
     rewrite(paths[0])
-    client.put_object(Bucket="public", Key=f"{prefix}/{paths[0].name}", Body=paths[0].read_bytes())
+    client.put_object(Bucket="public", Key=keys[0], Body=paths[0].read_bytes())
     monkeypatch.setenv("CPL_VSIL_NETWORK_STATS_ENABLED", "YES")
     counts = {}
     for label, which in (("unchecked", _strip(index)), ("checked", index)):
@@ -276,7 +288,7 @@ def _copy_collection(demo_collection: tuple[Path, list[pystac.Item]], root: Path
     shutil.copytree(source, root)
     dicts = []
     for item in items:
-        d = item.to_dict(transform_hrefs=False)
+        d = copy.deepcopy(item.to_dict(transform_hrefs=False))
         for asset in d["assets"].values():
             asset["href"] = str(root / Path(asset["href"]).relative_to(source))
         dicts.append(d)

@@ -95,6 +95,16 @@ def test_files_are_indexed_with_their_size_and_time_and_older_indexes_still_read
         TileIndex.read(tmp_path / "bad.parquet")
 
 
+@pytest.mark.gdal_cli
+def test_gti_tiles_are_indexed_with_their_size_and_time(tmp_path):
+    paths = fill_zero_scenes(tmp_path / "scenes")
+    gti = tmp_path / "tiles.gpkg"
+    command = ["gdaltindex", "-f", "GPKG", "-write_absolute_path", str(gti), *map(str, paths)]
+    subprocess.run(command, check=True, capture_output=True)
+    rows = {r.href: r.identity for r in TileIndex.read(gti)}
+    assert {h: parse_identity(i) for h, i in rows.items()} == {str(p): stat_identity(p) for p in paths}
+
+
 def test_stac_items_record_file_checksum_and_size_else_updated(demo_collection, tmp_path):
     _, items = demo_collection
     # (deep copies: an Item's to_dict shares its properties, and the demo Items serve the session)

@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from mosaic.errors import ChangedSourcesError
+from mosaic.errors import ChangedSourcesError, InvalidInputError
 from mosaic.paths import gdal_path, is_network
 
 if TYPE_CHECKING:
@@ -144,7 +144,10 @@ def observe(href: str, *, fresh: bool = False) -> str | None:
     Raises:
         OSError: the file does not exist, or cannot be stat'ed.
     """
-    path = gdal_path(href)
+    try:
+        path = gdal_path(href)
+    except InvalidInputError:  # a URL scheme of rasterio's own (zip+https://...): not checked
+        return None
     if path.startswith("/vsi"):
         return _gdal_stat(path, fresh=fresh)
     if path.lower().startswith("vrt://") or not os.path.isabs(path):
@@ -162,8 +165,6 @@ _STAT_BYTES = 256
 
 def _vsi_stat(lib: ctypes.CDLL, path: str) -> bytes | None:
     """The raw ``VSIStatBufL`` GDAL fills for ``path``, or None when GDAL cannot stat it."""
-    lib.VSIStatL.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    lib.VSIStatL.restype = ctypes.c_int
     buffer = ctypes.create_string_buffer(_STAT_BYTES)
     if lib.VSIStatL(os.fsencode(path), buffer) != 0:
         return None
@@ -179,8 +180,15 @@ def _stat_layout() -> tuple[ctypes.CDLL, int, int] | None:
     layout = next((v for k, v in _STAT_LAYOUTS.items() if sys.platform.startswith(k)), None)
     if lib is None or layout is None:
         return None
+    lib.VSIStatL.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    lib.VSIStatL.restype = ctypes.c_int
+    lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
     probe = os.path.abspath(__file__)
-    raw, st = _vsi_stat(lib, probe), os.stat(probe)
+    try:
+        st = os.stat(probe)
+    except OSError:  # not a plain file (a zipped install)
+        return None
+    raw = _vsi_stat(lib, probe)
     if raw is None:
         return None
     size, mtime = (int.from_bytes(raw[o : o + 8], sys.byteorder, signed=True) for o in layout)
@@ -195,7 +203,6 @@ def _gdal_stat(path: str, *, fresh: bool) -> str | None:
         return None  # GDAL's stat buffer cannot be read on this platform: nothing is checked
     lib, at_size, at_mtime = found
     if fresh and is_network(path):
-        lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
         lib.VSICurlPartialClearCache(os.fsencode(path))
     raw = _vsi_stat(lib, path)
     if raw is None:

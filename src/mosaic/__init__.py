@@ -8,6 +8,8 @@ from mosaic.api import load, plan, read_stats
 from mosaic.batch import RegridReport, regrid, write_cog, write_zarr
 from mosaic.errors import (
     AuthenticationError,
+    ChangedSourcesError,
+    ChangedSourceWarning,
     GDALVersionError,
     IncompleteMetadataWarning,
     IndexFormatError,
@@ -30,6 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "ChangedSourceWarning",
+    "ChangedSourcesError",
     "GDALVersionError",
     "IncompleteMetadataWarning",
     "IndexFormatError",

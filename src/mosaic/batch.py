@@ -10,7 +10,9 @@ A Zarr regrid (:func:`write_zarr`):
 1. fingerprints the plan and the store layout (time chunk, Zarr format, mosaic version);
 2. creates the store (xarray ``to_zarr(compute=False)``: metadata, coordinates, the ``spatial_ref``
    grid mapping and a record of the request in the attributes, ``regrid_status`` "incomplete"), then
-   writes ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint;
+   writes ``.mosaic-regrid/sources.json`` (the identity of each file the plan reads) and
+   ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint, and its files
+   the identities recorded (:mod:`mosaic.identity`);
 3. skips regions already marked done (``.mosaic-regrid/done/<t>.<y>.<x>``) and regions no scene
    touches (Zarr reads a chunk never written as its fill value, which is the band's nodata);
 4. runs the rest in bounded batches, each region a small graph: its read tasks and one write task
@@ -46,6 +48,7 @@ from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry
+from mosaic.identity import check_sources, source_record
 from mosaic.planner import Plan, make_plan
 from mosaic.runtime import WARNINGS_LOCK
 
@@ -71,6 +74,8 @@ DEFAULT_CHUNKS: Mapping[str, int] = {"time": 1, "y": 2048, "x": 2048}
 """Default output chunks ("pancakes": one time step, 2048 x 2048 pixels)."""
 STATE_DIR = ".mosaic-regrid"
 """Folder inside a Zarr store holding the request (``request.json``) and one marker per finished region."""
+_SOURCES = "sources.json"
+"""File of the state folder recording the identities of the files the plan reads, at creation."""
 _COG_SUFFIXES = (".tif", ".tiff")
 _OVERVIEW_RESAMPLING = {"nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"}
 
@@ -262,6 +267,8 @@ def regrid(
     Raises:
         InvalidInputError: bad arguments; an existing store written by another request (pass
             ``overwrite=True``); several time steps for a COG.
+        ChangedSourcesError: resuming a store whose source files changed since they were indexed or
+            the store was created (pass ``overwrite=True``, after rebuilding the index).
     """
     layout = _chunk_layout(chunks)
     if zarr_format not in (2, 3):
@@ -360,6 +367,8 @@ def write_zarr(
     Raises:
         InvalidInputError: the store exists and was written by a different plan or layout (pass
             ``overwrite=True``), or exists and is not a Zarr store this function wrote.
+        ChangedSourcesError: the store is being resumed and a file the plan reads changed since it
+            was indexed or the store was created.
     """
     started = _time.perf_counter()
     if zarr_format not in (2, 3):
@@ -626,14 +635,29 @@ def _open_store(
             elif attrs is not None and attrs.get("regrid_status") == "complete":
                 return None
             elif fs.exists(f"{state}/request.json"):
+                _check_sources(fs, state, plan, target.url)
                 names = fs.ls(f"{state}/done", detail=False) if fs.exists(f"{state}/done") else []
                 return {str(name).rsplit("/", 1)[-1] for name in names if not _is_temporary(str(name))}
             # else: this request's store, whose creation was interrupted: create it again
     _create_store(ds, plan, target, time_chunk, record)
     fs.makedirs(f"{state}/done", exist_ok=True)
+    _atomic_put(fs, f"{state}/{_SOURCES}", source_record(plan))  # before request.json marks the state
     request = {"fingerprint": target.fingerprint, "request": record}
     _atomic_put(fs, f"{state}/request.json", json.dumps(request, default=str, indent=1).encode())
     return set()
+
+
+def _check_sources(fs: Any, state: str, plan: Plan, url: str) -> None:
+    """Refuse to resume when a file the plan reads changed since it was indexed or the store was created.
+
+    Each file is stat'ed once, remote ones in parallel, before any region runs; a state written by
+    an older mosaic (no ``sources.json``) is not checked.
+
+    Raises:
+        ChangedSourcesError: naming the changed scenes.
+    """
+    if fs.exists(f"{state}/{_SOURCES}"):
+        check_sources(plan, fs.cat_file(f"{state}/{_SOURCES}"), url)
 
 
 def _create_store(

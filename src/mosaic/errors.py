@@ -9,6 +9,8 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ChangedSourceWarning",
+    "ChangedSourcesError",
     "GDALVersionError",
     "IncompleteMetadataWarning",
     "IndexFormatError",
@@ -78,6 +80,13 @@ class AuthenticationError(ReadError):
     """A read was refused because credentials are missing or wrong."""
 
 
+class ChangedSourcesError(InvalidInputError):
+    """A regrid cannot resume: files it reads changed since it began (the message names the scenes).
+
+    The regions already written hold the old files' pixels; resuming would mix the two versions.
+    """
+
+
 class GDALVersionError(MosaicError, RuntimeError):
     """The GDAL at hand lacks a driver or feature mosaic needs."""
 
@@ -99,4 +108,12 @@ class IncompleteMetadataWarning(MosaicWarning):
 
     The Items leave them out and no file of the asset could be opened to read them; the warning names
     the asset, the files tried, and what is assumed instead.
+    """
+
+
+class ChangedSourceWarning(MosaicWarning):
+    """A scene's file is not the one indexed: its size or modification time differ from the index's.
+
+    The index's grid, nodata and footprint of it may no longer hold. Warned once per file and process,
+    naming the scene, the file (secrets hidden) and what changed.
     """

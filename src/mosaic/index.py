@@ -82,6 +82,7 @@ SCHEMA = pa.schema(
         pa.field("offset", pa.float64()),
         pa.field("collection", pa.string()),
         pa.field("properties", pa.string()),
+        pa.field("identity", pa.string()),
     ]
 )
 """Columns of the index besides ``geometry`` (WKB footprint in lon/lat) and ``bbox`` (its covering)."""
@@ -89,10 +90,11 @@ SCHEMA = pa.schema(
 ROW_GROUP_SIZE = 8192
 _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 _META_KEY = b"mosaic"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 """Version of the on-disk layout, in the ``mosaic`` key of the Parquet metadata. 1: the first; 2: adds
-``common_names``. A file of an older version reads with the added columns filled (see ``_ADDED_IN``)."""
-_ADDED_IN = {"common_names": 2}
+``common_names``; 3: adds ``identity``. A file of an older version reads with the added columns filled
+(see ``_ADDED_IN``): empty common names, unknown identities (nothing to check)."""
+_ADDED_IN = {"common_names": 2, "identity": 3}
 """Columns that files of older format versions lack, with the version that added them."""
 _HILBERT_LEVEL = 16
 
@@ -126,6 +128,7 @@ def _records_to_table(records: Sequence[SceneAsset]) -> pa.Table:
         columns["offset"].append(r.offset)
         columns["collection"].append(r.collection)
         columns["properties"].append(r.properties)
+        columns["identity"].append(r.identity)
     return pa.table(
         {name: pa.array(values, type=SCHEMA.field(name).type) for name, values in columns.items()},
         schema=SCHEMA,
@@ -221,6 +224,9 @@ class TileIndex:
                 data), and the footprints are traced where the pixels differ from it.
             gdal_options: GDAL settings over the cloud defaults the files are opened with.
             auth: credential profiles (:mod:`mosaic.auth`) for remote files, matched by href prefix.
+
+        Each row's ``identity`` is the file's size and modification time (a URL's as GDAL learnt them
+        opening it: no extra request), which reads and resumed regrids check.
         """
         profiles = as_profiles(auth)
         nodata = check_nodata_override(nodata)
@@ -266,7 +272,9 @@ class TileIndex:
         of a collection's asset is assumed to share them. If none opens, the data type stays unknown
         and an :class:`~mosaic.errors.IncompleteMetadataWarning` per asset says what is assumed.
         An Item without a ``datetime`` (nor ``start_datetime``) is indexed with an unknown time, as a
-        file without a time tag is.
+        file without a time tag is. Each row's ``identity`` is the asset's ``file:size`` and
+        ``file:checksum``, else the Item's ``updated`` (plus the file's size and time where it was
+        opened); no file is opened for it.
 
         Args:
             items: ``pystac.Item``s or dicts, an ItemCollection, a pystac-client search, or the path of
@@ -674,6 +682,7 @@ class TileIndex:
                     offset=row["offset"],
                     collection=row["collection"],
                     properties=row["properties"],
+                    identity=row["identity"],
                 )
             )
         return out

@@ -122,6 +122,9 @@ class Read:
     to_physical: tuple[float, float] | None = None
     """(scale, offset) turning this scene's stored values into physical ones, when the scenes of the
     band disagree on them (the band is then mosaicked in physical units); None: stored values as is."""
+    identity: str | None = None
+    """What the file was when indexed (:attr:`~mosaic.records.SceneAsset.identity`): the reader warns,
+    once per file and process, when its size or modification time now differ. None: unknown."""
 
     @property
     def pixels(self) -> int:
@@ -837,6 +840,7 @@ def _make_read(
         datetime=None if rec.datetime is None else rec.datetime.isoformat(),
         target=target,
         to_physical=physical,
+        identity=rec.identity,
     )
 
 

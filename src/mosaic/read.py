@@ -1,7 +1,8 @@
 """The reader: fetch one planned window and warp it into one output chunk with GDAL.
 
 A :class:`~mosaic.planner.Read` names the file, band, overview level and window; this module opens the
-file (reusing a per-thread handle), reads the window through the limiter (with retries), turns nodata
+file (reusing a per-thread handle; the first open of a file in a process checks it is still the one
+indexed, see :mod:`mosaic.identity`), reads the window through the limiter (with retries), turns nodata
 and masked pixels into NaN, and puts the window onto the chunk grid: pasted when the two grids differ
 by whole pixels only, else warped by GDAL (a ``WarpedVRT`` over a read-only in-memory dataset).
 Results are floating point with NaN where there is no data.
@@ -13,8 +14,10 @@ import base64
 import ctypes
 import math
 import os
+import threading
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from functools import lru_cache
@@ -32,9 +35,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from mosaic.auth import Profile, gdal_options_for
-from mosaic.errors import AuthenticationError, ReadError
+from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
 from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
 from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
+from mosaic.identity import change, observe, shown_href
 from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
 from mosaic.paths import gdal_path, is_network
 from mosaic.planner import Read
@@ -125,6 +129,7 @@ def read_window(
         with limiter.slot(), options_env(credentials) if credentials else nullcontext():
             try:
                 src = cache.get(key, lambda: _open(path, read.overview))
+                _check_identity(read, path)
                 row, col, h, w = read.window
                 window = Window(col, row, w, h)
                 if read.overview < 0 and read.factor > 1:
@@ -190,6 +195,60 @@ def read_window(
     if mask is not None:
         data[mask == 0] = native_nodata
     return data, transform
+
+
+class _Checked:
+    """The (href, identity) pairs this process has checked (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: set[tuple[str, str]] = set()
+
+    def first(self, key: tuple[str, str]) -> bool:
+        """Whether ``key`` is new (it is then recorded)."""
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            return True
+
+
+def _check_identity(read: Read, path: str) -> None:
+    """Warn when the file is not the one indexed (:class:`ChangedSourceWarning`), once per file and process.
+
+    Runs once the file is open, so a URL's size and time are those GDAL learnt at the open: no request
+    of its own. Identities a stat cannot check (a STAC checksum alone) pass silently, as does a file
+    that is gone (its read fails with its own error). On a dask.distributed worker the warning is also
+    logged as a cluster event, ``Client.get_events("mosaic-changed-sources")``.
+    """
+    if read.identity is None:
+        return
+    checked = cast(_Checked, process_registry("checked-identities", _Checked))
+    if not checked.first((read.href, read.identity)):
+        return
+    try:
+        what = change(read.identity, observe(path))
+    except OSError:
+        return
+    if what is None:
+        return
+    message = (
+        f"scene {read.scene} asset {read.asset} ({shown_href(read.href)}) changed since it was indexed: "
+        f"{what}; the index's grid, nodata and footprint of it may no longer hold: rebuild the index"
+    )
+    _log_event("mosaic-changed-sources", message)
+    warnings.warn(message, ChangedSourceWarning, stacklevel=2)
+
+
+def _log_event(topic: str, message: str) -> None:
+    """On a dask.distributed worker, log ``message`` as a cluster event (its warnings stay on the worker)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    worker.log_event(topic, message)
 
 
 def _causes(exc: BaseException) -> str:

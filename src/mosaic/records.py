@@ -61,6 +61,11 @@ class SceneAsset:
         offset: offset from stored to physical values, where given.
         collection: the STAC collection id, where known.
         properties: the Item's properties as JSON text (for grouping by a property), where known.
+        identity: what the file was when indexed (:mod:`mosaic.identity`), e.g.
+            ``"size=4564;mtime=2026-12-05T06:30:07.123456Z"``: its size and modification time (a local
+            file's stat, or what GDAL learnt opening a URL), or the STAC ``file:size``,
+            ``file:checksum`` or ``updated``; None where unknown (indexes of format 2 and older,
+            footprints without files). The reader warns when a file's size or time differ from it.
     """
 
     id: str
@@ -83,6 +88,7 @@ class SceneAsset:
     offset: float | None = None
     collection: str | None = None
     properties: str | None = field(default=None, repr=False)
+    identity: str | None = field(default=None, repr=False)
 
     @property
     def affine(self) -> Affine | None:

@@ -33,6 +33,7 @@ from mosaic.auth import Profile
 from mosaic.errors import AuthenticationError, InvalidInputError, SourceError
 from mosaic.gdalenv import gdal_env, href_env
 from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
+from mosaic.identity import merged, observe, stac_identity
 from mosaic.limits import is_auth_failure
 from mosaic.records import SceneAsset, crs_to_string
 from mosaic.runtime import WARNINGS_LOCK
@@ -262,9 +263,11 @@ def read_file(
         # (rasterio may warn NotGeoreferencedWarning first; _describe turns it into a SourceError. The
         # warning is not filtered here: warnings.catch_warnings is not thread-safe in worker threads.)
         with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
-            return _describe(
+            facts = _describe(
                 src, href, pattern=pattern, datetime=datetime, nodata=nodata, footprint=footprint
             )
+            # the file's size and time now (a URL's as GDAL learnt them at the open: no request)
+            return replace(facts, row=replace(facts.row, identity=_identity_of(href)))
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -276,6 +279,14 @@ def read_file(
         if "not recognized as being in a supported file format" in message or "not recognised" in message:
             raise SourceError(href, "not a raster GDAL can read") from exc
         raise SourceError(href, f"cannot be opened: {message}") from exc
+
+
+def _identity_of(href: str) -> str | None:
+    """The identity of a file just opened (:func:`mosaic.identity.observe`), None if it has none."""
+    try:
+        return observe(href)
+    except OSError:
+        return None
 
 
 def _describe(
@@ -782,8 +793,10 @@ def assets_from_item(
                     f"asset {name!r} has no {', '.join(missing)} and opening the file failed: {exc.reason}",
                     scene_id=item_id,
                 ) from exc
+        identity = stac_identity(asset, props)
         if file_row is not None:
             crs, transform, shape_ = file_row.crs, file_row.transform, file_row.shape
+            identity = merged(identity, file_row.identity)  # the file's stat over the catalogue's
         aff = tuple(float(v) for v in transform[:6])
         shp = (int(shape_[0]), int(shape_[1]))
         if footprint is not None:
@@ -828,6 +841,7 @@ def assets_from_item(
                 offset=first.get("offset") if bands or not header else header.offset,
                 collection=item.get("collection"),
                 properties=public_props,
+                identity=identity,
             )
         )
     return rows

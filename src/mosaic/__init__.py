@@ -9,6 +9,7 @@ from mosaic.batch import RegridReport, regrid, write_cog, write_zarr
 from mosaic.errors import (
     AuthenticationError,
     GDALVersionError,
+    HrefNotAllowedError,
     IncompleteMetadataWarning,
     IndexFormatError,
     InvalidInputError,
@@ -18,6 +19,7 @@ from mosaic.errors import (
     NoDataError,
     ReadError,
     ReadFailedWarning,
+    SecretHrefWarning,
     SkippedSourcesWarning,
     SourceError,
 )
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "GDALVersionError",
+    "HrefNotAllowedError",
     "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",
@@ -43,6 +46,7 @@ __all__ = [
     "ReadFailedWarning",
     "RegridReport",
     "SceneAsset",
+    "SecretHrefWarning",
     "Skipped",
     "SkippedSourcesWarning",
     "SourceError",

@@ -36,7 +36,7 @@ from mosaic.errors import AuthenticationError, ReadError
 from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
 from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
 from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
-from mosaic.paths import gdal_path, is_network
+from mosaic.paths import check_allowed, gdal_path, is_network, redact_exception
 from mosaic.planner import Read
 from mosaic.runtime import handle_cache, process_registry
 
@@ -111,8 +111,10 @@ def read_window(
 
     Raises:
         AuthenticationError: the server refused the credentials (or their absence).
+        HrefNotAllowedError: the href is outside ``$MOSAIC_ALLOWED_PREFIXES`` (nothing is opened).
         ReadError: naming the scene and href, when the read fails for good.
     """
+    check_allowed((read.href,))
     cache = handle_cache()
     credentials = gdal_options_for(read.href, auth) if auth else {}
     path = gdal_path(read.href)
@@ -166,6 +168,7 @@ def read_window(
             transient=lambda exc: is_transient(exc, remote=remote),
         )
     except (RasterioIOError, OSError, IndexError) as exc:
+        redact_exception(exc)  # GDAL's message may quote the href: tracebacks print it
         limiter.record_failure()
         if is_auth_failure(exc):
             raise AuthenticationError(

@@ -30,7 +30,7 @@ from click.testing import CliRunner
 
 import mosaic
 from mosaic import TileIndex
-from mosaic.auth import EarthdataProfile
+from mosaic.auth import EarthdataProfile, HTTPProfile, Secret
 from mosaic.cli import cli
 from mosaic.errors import (
     AuthenticationError,
@@ -234,6 +234,36 @@ def test_the_request_record_and_dataset_attrs_redact_the_index_source(seam_rows,
     assert b"me:***@example.com" in stored and SECRET.encode() not in stored
 
 
+def test_the_retry_after_probe_sends_no_credentials_to_where_a_server_redirects(http_server_pair, seam_rows):
+    origin, other = http_server_pair
+    rows, rel = seam_rows
+    origin.redirect("/", other.base_url.replace("127.0.0.1", "localhost"))  # another host name
+    origin.faults.add(503, path_glob="*.tif", times=1, methods=["HEAD"])  # a retry, so a probe
+    auth = HTTPProfile(origin.base_url, bearer=Secret(SECRET))
+    got = mosaic.load(SEAM12, "EPSG:4326", index=moved(rows[:1], [origin.url(rel[0])]), auth=auth, **GRID)
+    expected = mosaic.load(SEAM12, "EPSG:4326", index=TileIndex.from_records(rows[:1]), **GRID)
+    assert np.array_equal(got.B02.values, expected.B02.values)
+    assert sum(r.method == "HEAD" and r.status == 302 for r in origin.log) >= 2  # GDAL's, and the probe's
+    assert other.log and not any(r.authorization for r in other.log)
+
+
+def test_gdal_options_carrying_secrets_are_hidden_in_plans_and_graphs(seam_rows):
+    rows, _ = seam_rows
+    options = {
+        "GDAL_HTTP_COOKIE": f"session={SECRET}",
+        "AZURE_STORAGE_CONNECTION_STRING": f"DefaultEndpointsProtocol=https;AccountKey={SECRET}",
+        "GDAL_HTTP_PROXY": f"http://me:{SECRET}@proxy.example.com:3128",
+        "GDAL_HTTP_TIMEOUT": "30",
+    }
+    index = TileIndex.from_records(rows)
+    plan = mosaic.plan(SEAM12, "EPSG:4326", index=index, gdal_options=options, **GRID)
+    ds = mosaic.load(SEAM12, "EPSG:4326", index=index, gdal_options=options, **GRID)
+    graph = dict(ds.B02.data.__dask_graph__())
+    assert SECRET not in repr(plan.gdal_options) + repr(graph) + repr(plan)
+    assert ("GDAL_HTTP_TIMEOUT", "30") in plan.gdal_options  # the others stay visible
+    assert ds.B02.values.any()  # and the options still reach GDAL
+
+
 def test_writing_an_index_with_secret_hrefs_warns_without_the_secret(seam_rows, tmp_path):
     rows, rel = seam_rows
     index = moved(rows, [f"https://example.com/{p}?sv=1&sig={SECRET}" for p in rel])
@@ -306,7 +336,7 @@ CHILD = textwrap.dedent(
         del os.memfd_create  # as on systems without anonymous memory files
     import mosaic
     from mosaic import TileIndex
-    from mosaic.auth import EarthdataProfile
+    from mosaic.auth import EarthdataProfile, HTTPProfile, Secret
     profile = EarthdataProfile(sys.argv[2], login_host="localhost")
     if len(sys.argv) > 3:  # a real load through the login redirect
         index = TileIndex.read(sys.argv[3])

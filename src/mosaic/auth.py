@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mosaic.errors import AuthenticationError, InvalidInputError
-from mosaic.paths import gdal_path
+from mosaic.paths import gdal_path, secrets_in
 
 __all__ = [
     "EarthdataProfile",
@@ -460,16 +460,24 @@ def gdal_options_for(href: str, profiles: Sequence[Profile]) -> Mapping[str, str
         raise AuthenticationError(href, f"authentication: {exc} (profile for {profile.prefix})") from exc
 
 
-_SECRET_OPTION = re.compile(r"SECRET|TOKEN|PASSWORD|USERPWD|_KEY$|HEADERS|BEARER|_SAS$|CREDENTIAL", re.I)
+_SECRET_OPTION = re.compile(
+    r"SECRET|TOKEN|PASSWORD|USERPWD|_KEY$|HEADERS|BEARER|_SAS$|CREDENTIAL|COOKIE$|CONNECTION_STRING", re.I
+)
 """GDAL configuration options whose values are credentials (or may carry one, as HTTP headers)."""
 
 
 def hide_secrets(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """GDAL options as sorted (KEY, value) pairs, credential values wrapped in :class:`Secret`."""
+    """GDAL options as sorted (KEY, value) pairs, credential values wrapped in :class:`Secret`.
+
+    Credentials are the values of options named for them (``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``,
+    ``GDAL_HTTP_USERPWD``, ``GDAL_HTTP_HEADERS``, ``GDAL_HTTP_COOKIE``, ``*_CONNECTION_STRING``...)
+    and any value carrying a secret :func:`mosaic.paths.secrets_in` recognises (a proxy URL with a
+    password).
+    """
     hidden = []
     for key, value in options.items():
         name = str(key).upper()
-        if _SECRET_OPTION.search(name) and isinstance(value, str):
+        if isinstance(value, str) and (_SECRET_OPTION.search(name) or secrets_in(value)):
             value = Secret(value)
         hidden.append((name, value))
     return tuple(sorted(hidden, key=lambda kv: kv[0]))

@@ -300,6 +300,7 @@ def _retry_after_probe(
     def probe(exc: BaseException) -> float | None:
         if not path.startswith("/vsicurl/"):
             return None
+        # (urllib would follow a redirect with the Authorization header, to any host: not followed)
         request = urllib.request.Request(path[len("/vsicurl/") :], method="HEAD")
         header = credentials.get("GDAL_HTTP_HEADERS", "")
         if header.lower().startswith("authorization:"):
@@ -309,7 +310,7 @@ def _retry_after_probe(
             request.add_header("Authorization", f"Basic {token}")
         with limiter.slot():
             try:
-                urllib.request.urlopen(request, timeout=10).close()
+                urllib.request.build_opener(_NoRedirect).open(request, timeout=10).close()
             except urllib.error.HTTPError as answer:
                 if answer.code in (429, 503):
                     return parse_retry_after(answer.headers.get("Retry-After"))
@@ -318,6 +319,13 @@ def _retry_after_probe(
         return None
 
     return probe
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect answers the probe (it is no 429/503): nothing is sent on, credentials least of all."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _to_float(data: np.ndarray, mask: np.ndarray | None, nodata: float | None) -> np.ndarray:

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -297,7 +298,8 @@ class EarthdataProfile:
 # ---------------------------------------------------------------------------------- login sessions
 
 _SESSION_PREFIX = "mosaic-auth-"
-"""Session folders are ``<tmp>/mosaic-auth-<pid>-<random>``: the pid tells a leftover of a dead process."""
+"""Session folders are ``<tmp>/mosaic-auth-<pid>-<host>-<random>``: a leftover of a dead process of
+this host is told by its pid (a temp folder shared between hosts keeps the others' folders)."""
 
 _session_lock = threading.Lock()
 _session: tuple[int, Path] | None = None  # (pid, folder): a forked child makes its own
@@ -310,7 +312,7 @@ def _session_file(name: str) -> Path:
     with _session_lock:
         if _session is None or _session[0] != os.getpid():
             _remove_leftovers()
-            folder = Path(tempfile.mkdtemp(prefix=f"{_SESSION_PREFIX}{os.getpid()}-"))
+            folder = Path(tempfile.mkdtemp(prefix=f"{_SESSION_PREFIX}{os.getpid()}-{_host()}-"))
             _session = (os.getpid(), folder)
             atexit.register(_remove_session, folder)
         return _session[1] / name
@@ -325,14 +327,20 @@ def _remove_leftovers() -> None:
     """Remove the session folders (ours, by owner) of processes of this host that are gone (SIGKILL)."""
     root = Path(tempfile.gettempdir())
     for folder in root.glob(f"{_SESSION_PREFIX}*-*"):
-        pid_text = folder.name[len(_SESSION_PREFIX) :].split("-", 1)[0]
+        pid_text, _, rest = folder.name[len(_SESSION_PREFIX) :].partition("-")
         try:
             mine = not hasattr(os, "getuid") or folder.stat().st_uid == os.getuid()
-            if not pid_text.isdigit() or not mine or _alive(int(pid_text)):
+            here = rest.startswith(f"{_host()}-")
+            if not pid_text.isdigit() or not mine or not here or _alive(int(pid_text)):
                 continue
         except OSError:
             continue
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _host() -> str:
+    """This host's name as it can stand in a folder name."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 
 def _alive(pid: int) -> bool:

@@ -32,6 +32,7 @@ import mosaic
 from mosaic import TileIndex
 from mosaic.auth import EarthdataProfile, HTTPProfile, Secret
 from mosaic.cli import cli
+from mosaic.cli.plan import plan_facts
 from mosaic.errors import (
     AuthenticationError,
     HrefNotAllowedError,
@@ -229,6 +230,7 @@ def test_the_request_record_and_dataset_attrs_redact_the_index_source(seam_rows,
     plan = mosaic.plan(SEAM12, "EPSG:4326", index=index, **GRID)
     assert SECRET not in json.dumps(ds.attrs, default=str) + plan._repr_html_() + repr(index)
     assert "me:***@example.com" in ds.attrs["index"]
+    assert "me:***@example.com" in json.dumps(plan_facts(plan))  # what `mosaic plan --json` prints
     mosaic.regrid(tmp_path / "out.zarr", SEAM12, "EPSG:4326", index=index, progress=False, **GRID)
     stored = b"".join(p.read_bytes() for p in (tmp_path / "out.zarr").rglob("*") if p.is_file())
     assert b"me:***@example.com" in stored and SECRET.encode() not in stored

@@ -116,7 +116,7 @@ def is_network(href: str | os.PathLike[str]) -> bool:
 _REDACTED = "***"
 _DEPTH = 6  # nesting levels looked into (a URL in an encoded URL in ...)
 # user info before a host; the greedy class stops at the netloc's last "@" (a password may hold one)
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<info>[^\s/?#'\"<>]*)@")
+_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<info>[^\s/?#'\"<>]*)@")
 # Azure's abfs[s]://container@account and wasb[s]:// put the container, not a user, before the "@"
 _CONTAINER_AT = frozenset({"abfs", "abfss", "wasb", "wasbs"})
 # key=value after "?", "&" or "#": a query parameter, a /vsicurl? option, an OAuth fragment

@@ -9,7 +9,11 @@ the files under a root folder, with everything a test of a remote reader needs t
 - a fault schedule (:class:`FaultSchedule`): HTTP statuses (with ``Retry-After``), connection resets,
   held requests (timeouts) and truncated bodies, for the next N requests or every k-th one;
 - access rules: bearer or basic authentication and forbidden prefixes (:meth:`RangeServer.require`,
-  :meth:`RangeServer.forbid`), and redirects to another server (:meth:`RangeServer.redirect`).
+  :meth:`RangeServer.forbid`), and redirects to another server (:meth:`RangeServer.redirect`);
+- an Earthdata Login style single sign-on between two servers (:meth:`RangeServer.login_gate` on the
+  data server, :meth:`RangeServer.login_host` on the login server): a data request without the session
+  cookie is redirected to the login server, which asks for basic credentials and redirects back with a
+  code, which the data server turns into the cookie and a redirect to the file.
 
 :class:`RangeServer` runs in a child Python process (stdlib only) driven through a pipe: rasterio holds
 the GIL during some GDAL calls that make HTTP requests (sidecar probes at open), so a server thread in
@@ -452,6 +456,8 @@ class _Core:
         self.auth: list[_AuthRule] = []
         self.forbidden: list[str] = []
         self.redirects: list[tuple[str, str, int]] = []
+        self.gate: dict[str, str] | None = None  # login_gate: prefix, login, code, session
+        self.oauth: dict[str, str] | None = None  # login_host: user, password, code
         self.connections: set[socket.socket] = set()
         self.reset_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self.in_flight = 0
@@ -543,10 +549,17 @@ class _Core:
             if op == "redirect":
                 self.redirects.append((args["prefix"], args["target"], args["status"]))
                 return None
+            if op == "login_gate":
+                self.gate = dict(args)
+                return None
+            if op == "login_host":
+                self.oauth = dict(args)
+                return None
             if op == "clear_rules":
                 self.auth.clear()
                 self.forbidden.clear()
                 self.redirects.clear()
+                self.gate = self.oauth = None
                 self.faults.clear()
                 return None
         raise ValueError(f"unknown RangeServer operation {op!r}")
@@ -634,6 +647,13 @@ class _Core:
             matching = [r for r in self.auth if ex.path.startswith(r.prefix)]
             auth_rule = max(matching, key=lambda r: len(r.prefix)) if matching else None
             redirect = next(((t, s) for p, t, s in self.redirects if ex.path.startswith(p)), None)
+            gate, oauth = self.gate, self.oauth
+        if oauth is not None and ex.path == "/oauth/authorize":
+            self.authorize(h, ex, oauth)
+            return
+        if gate is not None and (ex.path == "/urs_login" or ex.path.startswith(gate["prefix"])):
+            if self.gated(h, ex, gate):
+                return
         if forbidden:
             self.simple(h, ex, 403, "forbidden\n")
             return
@@ -651,6 +671,36 @@ class _Core:
             self.simple(h, ex, 405, "method not allowed\n", {"Allow": "GET, HEAD"})
             return
         self.serve_file(h, ex, rule if rule is not None and rule.kind == "truncate" else None)
+
+    def authorize(self, h: _Handler, ex: _Exchange, oauth: dict[str, str]) -> None:
+        """The login server's ``/oauth/authorize``: basic credentials, then back with a code."""
+        rule = _AuthRule("/", None, (oauth["user"], oauth["password"]))
+        if not self.authorized(h.headers.get("Authorization"), rule):
+            self.simple(h, ex, 401, "login required\n", {"WWW-Authenticate": 'Basic realm="login"'})
+            return
+        query = dict(urllib.parse.parse_qsl(ex.query))
+        back = urllib.parse.urlencode({"code": oauth["code"], "state": query.get("state", "/")})
+        self.simple(h, ex, 302, "", {"Location": f"{query.get('redirect_uri', '')}?{back}"})
+
+    def gated(self, h: _Handler, ex: _Exchange, gate: dict[str, str]) -> bool:
+        """The data server's side of the login: True when it answered (a redirect or a refusal)."""
+        if ex.path == "/urs_login":  # back from the login server with a code: the cookie, then the file
+            query = dict(urllib.parse.parse_qsl(ex.query))
+            if not hmac.compare_digest(query.get("code", ""), gate["code"]):
+                self.simple(h, ex, 401, "bad login code\n")
+                return True
+            cookie = f"session={gate['session']}; Path=/; HttpOnly"
+            self.simple(h, ex, 302, "", {"Location": query.get("state", "/"), "Set-Cookie": cookie})
+            return True
+        cookies = dict(
+            part.strip().split("=", 1) for part in (h.headers.get("Cookie") or "").split(";") if "=" in part
+        )
+        if hmac.compare_digest(cookies.get("session", ""), gate["session"]):
+            return False  # logged in: serve the file
+        here = f"http://{h.headers.get('Host', '')}/urs_login"
+        query = urllib.parse.urlencode({"client_id": "data", "redirect_uri": here, "state": ex.path})
+        self.simple(h, ex, 302, "", {"Location": f"{gate['login']}/oauth/authorize?{query}"})
+        return True
 
     @staticmethod
     def authorized(header: str | None, rule: _AuthRule) -> bool:
@@ -1129,8 +1179,24 @@ class RangeServer:
         """Redirect paths starting with ``prefix`` to the same path (and query) on ``target_base_url``."""
         self._call("redirect", prefix=prefix, target=target_base_url.rstrip("/"), status=status)
 
+    def login_gate(self, prefix: str, login_base_url: str, *, code: str, session: str) -> None:
+        """Earthdata Login style data server: paths under ``prefix`` need the cookie ``session=<session>``.
+
+        Without it a request is redirected to ``<login_base_url>/oauth/authorize`` (see
+        :meth:`login_host`), whose redirect back to ``/urs_login?code=<code>`` sets the cookie and
+        redirects to the path first asked for.
+        """
+        self._call("login_gate", prefix=prefix, login=login_base_url.rstrip("/"), code=code, session=session)
+
+    def login_host(self, *, user: str, password: str, code: str) -> None:
+        """Earthdata Login style login server: ``/oauth/authorize`` wants basic ``user``/``password``.
+
+        With them it redirects to the ``redirect_uri`` it was given, with ``code`` and the ``state``.
+        """
+        self._call("login_host", user=user, password=password, code=code)
+
     def clear_rules(self) -> None:
-        """Drop the authentication, forbid and redirect rules and the fault schedule."""
+        """Drop the authentication, forbid, redirect and login rules and the fault schedule."""
         self._call("clear_rules")
 
     # ---- statistics

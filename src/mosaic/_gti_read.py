@@ -23,6 +23,7 @@ import pandas as pd
 from pyproj import CRS
 
 from mosaic.errors import IndexFormatError, SourceError
+from mosaic.paths import PrefixesLike, check_allowed
 from mosaic.records import crs_to_string
 from mosaic.sources import FileFacts, NodataOverride, is_remote, read_file
 from mosaic.times import to_utc
@@ -45,6 +46,11 @@ class GtiTile:
     datetime: pd.Timestamp | None = None
     crs: str | None = None
     nodata: float | None = None
+
+    def __repr__(self) -> str:  # the href redacted: dask and distributed print task arguments
+        from mosaic._repr import record_repr
+
+        return record_repr(self)
 
 
 def _xml_root(path: Path) -> ET.Element | None:
@@ -78,8 +84,13 @@ def _source_of(location: str, base: Path, where: Path) -> str:
     return str(candidate.resolve()) if candidate.exists() else os.path.abspath(text)
 
 
-def _open_layer(path: Path, layer: str | None) -> tuple[Path, str, dict[str, Any], str | None, str | None]:
-    """The vector file, layer and its info behind ``path``, with the XML's location field and filter."""
+def _open_layer(
+    path: Path, layer: str | None, allowed_prefixes: PrefixesLike = None
+) -> tuple[Path, str, dict[str, Any], str | None, str | None]:
+    """The vector file, layer and its info behind ``path``, with the XML's location field and filter.
+
+    A GTI XML's ``IndexDataset`` must lie under the allowed prefixes (checked before it is opened).
+    """
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
@@ -90,6 +101,7 @@ def _open_layer(path: Path, layer: str | None) -> tuple[Path, str, dict[str, Any
             raise IndexFormatError(f"{path}: GTI XML without a GDALTileIndexDataset/IndexDataset element")
         named = Path(str(root.findtext("IndexDataset")).strip())
         vector = path.parent / named if not named.is_absolute() and (path.parent / named).exists() else named
+        check_allowed((str(vector),), allowed_prefixes)
         layer = layer or root.findtext("IndexLayer")
         location_field, where = root.findtext("LocationField"), root.findtext("Filter")
     try:
@@ -107,7 +119,13 @@ def _open_layer(path: Path, layer: str | None) -> tuple[Path, str, dict[str, Any
     return vector, layer, info, location_field, where
 
 
-def gti_tiles(path: PathType, *, layer: str | None = None, crs_field: str | None = None) -> list[GtiTile]:
+def gti_tiles(
+    path: PathType,
+    *,
+    layer: str | None = None,
+    crs_field: str | None = None,
+    allowed_prefixes: PrefixesLike = None,
+) -> list[GtiTile]:
     """The tiles a GTI lists: a ``.gti.gpkg``, a ``.gti`` XML, or any vector file with a location field.
 
     Args:
@@ -115,6 +133,7 @@ def gti_tiles(path: PathType, *, layer: str | None = None, crs_field: str | None
         layer: the tile index layer, where the file has several.
         crs_field: field holding each tile's CRS (default: ``src_crs`` or ``src_srs`` when present, as
             written by :func:`export_gti` or ``gdaltindex -src_srs_name src_srs``).
+        allowed_prefixes: where a ``.gti`` XML's vector file may be (:func:`mosaic.paths.check_allowed`).
 
     Ids and assets come from ``id``/``asset`` fields when present; else a tile's id is its file stem or,
     when stems repeat (``<scene>/<band>.tif``), its folder name, with the stem as asset.
@@ -128,7 +147,7 @@ def gti_tiles(path: PathType, *, layer: str | None = None, crs_field: str | None
     path = Path(path)
     if not path.is_file():
         raise IndexFormatError(f"{path}: GTI file does not exist")
-    vector, layer, info, location_field, where = _open_layer(path, layer)
+    vector, layer, info, location_field, where = _open_layer(path, layer, allowed_prefixes)
     fields = {str(f).lower(): str(f) for f in info["fields"]}
     name = location_field or (info.get("layer_metadata") or {}).get("LOCATION_FIELD") or "location"
     if name.lower() not in fields:

@@ -4,10 +4,15 @@
 (CRSs, bands, assets) show their first few entries and how many more there are, and long names (a
 CRS given as WKT) are cut. The ``_repr_html_`` tables Jupyter shows hold the same facts with a few
 more entries, every value escaped. :func:`index_facts` is also what ``mosaic index info`` prints.
+
+No view shows a secret: hrefs and index paths go through :func:`mosaic.paths.redact`, and the
+records that hold hrefs (index rows, reads, GTI tiles) have reprs that redact them too
+(:func:`record_repr`), as dask and ``distributed`` print task arguments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections import Counter, defaultdict
@@ -16,6 +21,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from mosaic.paths import redact
 
 if TYPE_CHECKING:
     from mosaic.index import TileIndex
@@ -32,6 +39,7 @@ __all__ = [
     "plan_repr",
     "plural",
     "read_text",
+    "record_repr",
     "short_crs",
     "window_text",
 ]
@@ -86,6 +94,18 @@ def _number(value: float | None) -> str:
     if value is None:
         return "none"
     return "nan" if math.isnan(value) else f"{value:g}"
+
+
+def record_repr(record: Any) -> str:
+    """A dataclass's repr with its ``href`` redacted (as the generated repr, field for field)."""
+    shown = []
+    for f in dataclasses.fields(record):
+        if not f.repr:
+            continue
+        value = getattr(record, f.name)
+        text = repr(redact(value)) if f.name == "href" and isinstance(value, str) else repr(value)
+        shown.append(f"{f.name}={text}")
+    return f"{type(record).__qualname__}({', '.join(shown)})"
 
 
 def plural(n: int, noun: str) -> str:
@@ -253,7 +273,7 @@ def plan_html(plan: Plan) -> str:
     cy, cx = plan.chunks
     overviews = ", ".join(f"x{k}: {v}" for k, v in f["overview_factors"].items()) or "-"
     rows: list[tuple[str, str | Sequence[str]]] = [
-        ("index", plan.index_source or "in memory"),
+        ("index", redact(plan.index_source) if plan.index_source else "in memory"),
         ("scenes", str(f["scenes"])),
         ("CRSs (scenes)", [f"{name}: {n}" for name, n in f["crs_counts"].items()]),
         ("time steps", f"{t}: {f['time_span']}"),
@@ -304,7 +324,7 @@ def index_facts(idx: TileIndex) -> dict[str, Any]:
     table = idx.table
     extent = [float(v) for v in shapely.total_bounds(idx.footprints)] if len(idx) else None
     return {
-        "path": idx.source,
+        "path": None if idx.source is None else redact(idx.source),
         "rows": len(idx),
         "scenes": len(pc.unique(table.column("id"))),
         "crs": _value_counts(idx, "crs"),
@@ -313,7 +333,7 @@ def index_facts(idx: TileIndex) -> dict[str, Any]:
         "dtypes": _value_counts(idx, "dtype"),
         "assets": dict(sorted(_value_counts(idx, "asset").items())),
         "asset_info": asset_info(idx),
-        "skipped": [{"href": s.href, "reason": s.reason} for s in idx.skipped],
+        "skipped": [{"href": redact(s.href), "reason": redact(s.reason)} for s in idx.skipped],
     }
 
 
@@ -349,7 +369,7 @@ def asset_info(idx: TileIndex) -> dict[str, dict[str, list[Any]]]:
 
 def index_repr(idx: TileIndex) -> str:
     """One line: where from, assets of how many scenes, CRSs with their row counts, time range."""
-    where = f" from {_cut(idx.source, 80)}" if idx.source else ""
+    where = f" from {_cut(redact(idx.source), 80)}" if idx.source else ""
     if len(idx) == 0:
         return f"<TileIndex{where}: empty>"
     import pyarrow.compute as pc
@@ -377,11 +397,11 @@ def _by_count_of(counts: Mapping[str, int]) -> dict[str, int]:
 def index_html(idx: TileIndex) -> str:
     """The index as an HTML table for notebooks."""
     if len(idx) == 0:
-        return _table("mosaic.TileIndex", [("source", idx.source or "-"), ("rows", "0")])
+        return _table("mosaic.TileIndex", [("source", redact(idx.source or "-")), ("rows", "0")])
     f = index_facts(idx)
     extent = f["extent"]
     rows: list[tuple[str, str | Sequence[str]]] = [
-        ("source", idx.source or "in memory"),
+        ("source", redact(idx.source) if idx.source else "in memory"),
         ("rows", f"{f['rows']} assets of {f['scenes']} scenes"),
         ("CRSs (assets)", [f"{name}: {n}" for name, n in _by_count_of(f["crs"]).items()]),
         ("time range", _span(*f["time_range"])),

@@ -19,6 +19,7 @@ from mosaic.auth import Profile
 from mosaic.errors import InvalidInputError
 from mosaic.graph import band_array
 from mosaic.limits import LimiterStats, get_limiter
+from mosaic.paths import redact
 from mosaic.planner import BandSpec, Plan, make_plan
 from mosaic.runtime import failed_reads
 from mosaic.types import BBox, TimeLike
@@ -171,7 +172,7 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
         data_vars[band.name] = arr
     summary = the_plan.summary()
     attrs = {
-        "index": the_plan.index_source or "in-memory TileIndex",
+        "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
         "method": summary["method"],
         "resampling": the_plan.resampling,
         "groups": list(the_plan.groups),

@@ -17,9 +17,14 @@ when a server redirects there (curl >= 7.58, which GDAL uses).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import signal
+import socket
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mosaic.errors import AuthenticationError, InvalidInputError
-from mosaic.paths import gdal_path
+from mosaic.paths import gdal_path, secrets_in
 
 __all__ = [
     "EarthdataProfile",
@@ -245,9 +250,16 @@ class EarthdataProfile:
     """NASA Earthdata Login style access under ``prefix``: a token, else a login host's user/password.
 
     The token comes from ``token`` or ``$EARTHDATA_TOKEN``; else ``$EARTHDATA_USERNAME`` and
-    ``$EARTHDATA_PASSWORD`` (written to a private ``.netrc`` for the login host only), else the
-    ``.netrc`` file (``netrc``, default ``~/.netrc``), whose entry for ``login_host`` curl uses when
-    the data host redirects there.
+    ``$EARTHDATA_PASSWORD`` (handed to GDAL as a ``.netrc`` holding the login host only, in memory),
+    else the ``.netrc`` file (``netrc``, default ``~/.netrc``), whose entry for ``login_host`` curl uses
+    when the data host redirects there. The data host then sets a session cookie, kept in a cookie
+    jar so that the login happens once per process, not once per request.
+
+    The password never reaches a disk where the system has anonymous memory files (Linux's
+    ``memfd_create``): GDAL reads the ``.netrc`` from ``/proc/self/fd/N``, which dies with the process.
+    Elsewhere it is a 0600 file in this process's private (0700) session folder; that folder (and the
+    cookie jar in it) is removed at exit and, for a password file, on SIGTERM; after a SIGKILL the
+    next process that opens a session removes the folders of processes that are gone.
 
     Attributes:
         prefix: the data URLs it applies to.
@@ -265,49 +277,152 @@ class EarthdataProfile:
         if not _norm(self.prefix).startswith("/vsicurl/"):
             raise InvalidInputError(f"EarthdataProfile prefix {self.prefix!r} is not an http(s):// URL")
         object.__setattr__(self, "token", _secret(self.token))
+        if self.token is None and not _memory_files():
+            _clean_on_sigterm()  # here, as reads (and the password file) happen in other threads
 
     def gdal_options(self) -> dict[str, str]:
         """A bearer header, or netrc + cookie settings for the login redirect."""
         token = _reveal(self.token) or os.environ.get("EARTHDATA_TOKEN")
         if token:
             return {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}
-        opts = {
-            "GDAL_HTTP_NETRC": "YES",
-            "GDAL_HTTP_COOKIEFILE": str(_session_file("cookies.txt")),
-            "GDAL_HTTP_COOKIEJAR": str(_session_file("cookies.txt")),
-        }
+        jar = str(_session_file("cookies.txt"))
+        opts = {"GDAL_HTTP_NETRC": "YES", "GDAL_HTTP_COOKIEFILE": jar, "GDAL_HTTP_COOKIEJAR": jar}
         user, password = os.environ.get("EARTHDATA_USERNAME"), os.environ.get("EARTHDATA_PASSWORD")
         if user and password:
-            opts["GDAL_HTTP_NETRC_FILE"] = str(_private_netrc(self.login_host, user, password))
+            opts["GDAL_HTTP_NETRC_FILE"] = _private_netrc(self.login_host, user, password)
         elif self.netrc is not None:
             opts["GDAL_HTTP_NETRC_FILE"] = os.fspath(self.netrc)
         return opts
 
 
-_session_dir: Path | None = None
+# ---------------------------------------------------------------------------------- login sessions
+
+_SESSION_PREFIX = "mosaic-auth-"
+"""Session folders are ``<tmp>/mosaic-auth-<pid>-<host>-<random>``: a leftover of a dead process of
+this host is told by its pid (a temp folder shared between hosts keeps the others' folders)."""
+
+_session_lock = threading.Lock()
+_session: tuple[int, Path] | None = None  # (pid, folder): a forked child makes its own
+_netrcs: dict[tuple[int, str], str] = {}  # (pid, netrc text) -> the path GDAL reads it from
 
 
 def _session_file(name: str) -> Path:
     """A file in this process's private (0700) session folder, removed at exit."""
-    global _session_dir
-    if _session_dir is None:
-        import atexit
-        import shutil
+    global _session
+    with _session_lock:
+        if _session is None or _session[0] != os.getpid():
+            _remove_leftovers()
+            folder = Path(tempfile.mkdtemp(prefix=f"{_SESSION_PREFIX}{os.getpid()}-{_host()}-"))
+            _session = (os.getpid(), folder)
+            atexit.register(_remove_session, folder)
+        return _session[1] / name
 
-        _session_dir = Path(tempfile.mkdtemp(prefix="mosaic-auth-"))
-        atexit.register(shutil.rmtree, _session_dir, True)
-    return _session_dir / name
+
+def _remove_session(folder: Path) -> None:
+    if _session is not None and _session[1] == folder and _session[0] == os.getpid():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _private_netrc(host: str, user: str, password: str) -> Path:
-    """A 0600 ``.netrc`` with one entry, for curl to answer ``host``'s login (and no other host)."""
-    path = _session_file(f"netrc-{host}")
+def _remove_leftovers() -> None:
+    """Remove the session folders (ours, by owner) of processes of this host that are gone (SIGKILL)."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{_SESSION_PREFIX}*-*"):
+        pid_text, _, rest = folder.name[len(_SESSION_PREFIX) :].partition("-")
+        try:
+            mine = not hasattr(os, "getuid") or folder.stat().st_uid == os.getuid()
+            here = rest.startswith(f"{_host()}-")
+            if not pid_text.isdigit() or not mine or not here or _alive(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _host() -> str:
+    """This host's name as it can stand in a folder name."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _private_netrc(host: str, user: str, password: str) -> str:
+    """A ``.netrc`` with one entry, for curl to answer ``host``'s login (and no other host): its path.
+
+    In memory (a ``memfd``, read by GDAL through ``/proc/self/fd/N``) where the system has them; else
+    a 0600 file in the session folder, removed on SIGTERM too.
+    """
     text = f"machine {host} login {user} password {password}\n"
-    if not path.exists() or path.read_text() != text:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key = (os.getpid(), text)
+    with _session_lock:
+        known = _netrcs.get(key)
+    if known is not None:
+        return known
+    path = _memory_file(text)
+    if path is None:
+        file = _session_file(f"netrc-{host}")
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-    return path
+        _clean_on_sigterm()
+        path = str(file)
+    with _session_lock:
+        return _netrcs.setdefault(key, path)
+
+
+def _memory_files() -> bool:
+    """Whether this system has anonymous memory files that GDAL can open by name (Linux)."""
+    return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+def _memory_file(text: str) -> str | None:
+    """``text`` in an anonymous memory file, as a path this process can open; None where there are none."""
+    if not _memory_files():
+        return None
+    try:
+        fd = os.memfd_create("mosaic-netrc", os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    data = text.encode()
+    while data:
+        data = data[os.write(fd, data) :]
+    return f"/proc/self/fd/{fd}"  # open for the process's life: GDAL opens it on every login
+
+
+_sigterm_watched = False
+
+
+def _clean_on_sigterm() -> None:
+    """On SIGTERM, remove the session folder, then do what SIGTERM did before (main thread only).
+
+    Only for a password written to a file: a Python handler runs between bytecodes of the main
+    thread, so it can delay termination while that thread waits in C code.
+    """
+    global _sigterm_watched
+    if _sigterm_watched or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN or previous is None:
+        return
+    _sigterm_watched = True
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if _session is not None:
+            _remove_session(_session[1])
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def as_profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]:
@@ -353,16 +468,24 @@ def gdal_options_for(href: str, profiles: Sequence[Profile]) -> Mapping[str, str
         raise AuthenticationError(href, f"authentication: {exc} (profile for {profile.prefix})") from exc
 
 
-_SECRET_OPTION = re.compile(r"SECRET|TOKEN|PASSWORD|USERPWD|_KEY$|HEADERS|BEARER|_SAS$|CREDENTIAL", re.I)
+_SECRET_OPTION = re.compile(
+    r"SECRET|TOKEN|PASSWORD|USERPWD|_KEY$|HEADERS|BEARER|_SAS$|CREDENTIAL|COOKIE$|CONNECTION_STRING", re.I
+)
 """GDAL configuration options whose values are credentials (or may carry one, as HTTP headers)."""
 
 
 def hide_secrets(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """GDAL options as sorted (KEY, value) pairs, credential values wrapped in :class:`Secret`."""
+    """GDAL options as sorted (KEY, value) pairs, credential values wrapped in :class:`Secret`.
+
+    Credentials are the values of options named for them (``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``,
+    ``GDAL_HTTP_USERPWD``, ``GDAL_HTTP_HEADERS``, ``GDAL_HTTP_COOKIE``, ``*_CONNECTION_STRING``...)
+    and any value carrying a secret :func:`mosaic.paths.secrets_in` recognises (a proxy URL with a
+    password).
+    """
     hidden = []
     for key, value in options.items():
         name = str(key).upper()
-        if _SECRET_OPTION.search(name) and isinstance(value, str):
+        if isinstance(value, str) and (_SECRET_OPTION.search(name) or secrets_in(value)):
             value = Secret(value)
         hidden.append((name, value))
     return tuple(sorted(hidden, key=lambda kv: kv[0]))

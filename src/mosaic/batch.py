@@ -49,6 +49,7 @@ from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry
 from mosaic.identity import check_sources, source_record
+from mosaic.paths import redact
 from mosaic.planner import Plan, make_plan
 from mosaic.runtime import WARNINGS_LOCK
 
@@ -297,7 +298,7 @@ def regrid(
         auth=auth,
     )
     request = {
-        "index": the_plan.index_source or "in-memory TileIndex",
+        "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
         "bbox": None if bbox is None else [float(v) for v in bbox],
         "bbox_crs": str(bbox_crs),
         "geopolygon": None if geopolygon is None else as_geometry(geopolygon, bbox_crs)[0].wkt,

@@ -3,6 +3,9 @@
 One root (:class:`MosaicError`) and small named subclasses, each mixing in the builtin a caller would
 naturally catch (``ValueError`` for bad arguments, ``OSError`` for failed reads). Errors about one
 scene or file carry its ``href`` (and scene ``id`` where known) and are raised ``from`` the cause.
+
+Messages never show secrets: every error's and warning's text goes through :func:`mosaic.paths.redact`,
+which blanks passwords, tokens and signatures in the hrefs (and GDAL messages) it quotes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ __all__ = [
     "ChangedSourceWarning",
     "ChangedSourcesError",
     "GDALVersionError",
+    "HrefNotAllowedError",
     "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",
@@ -21,13 +25,23 @@ __all__ = [
     "NoDataError",
     "ReadError",
     "ReadFailedWarning",
+    "SecretHrefWarning",
     "SkippedSourcesWarning",
     "SourceError",
 ]
 
 
+def _redacted(args: tuple[object, ...]) -> tuple[object, ...]:
+    from mosaic.paths import redact
+
+    return tuple(redact(a) if isinstance(a, str) else a for a in args)
+
+
 class MosaicError(Exception):
-    """Root of every error mosaic raises on purpose."""
+    """Root of every error mosaic raises on purpose (its message with secrets redacted)."""
+
+    def __init__(self, *args: object):
+        super().__init__(*_redacted(args))
 
 
 class InvalidInputError(MosaicError, ValueError):
@@ -38,17 +52,20 @@ class SourceError(MosaicError, ValueError):
     """One input file or STAC Item cannot become a tile index row.
 
     Attributes:
-        href: the file, URL or Item the problem is about.
+        href: the file, URL or Item the problem is about (as given: it may carry a secret, which the
+            message and ``reason`` do not show).
         reason: what is wrong with it, in words a user can act on.
         scene_id: the scene (Item) id where known.
     """
 
     def __init__(self, href: str, reason: str, *, scene_id: str | None = None):
+        from mosaic.paths import redact
+
         self.href = href
-        self.reason = reason
+        self.reason = redact(reason)
         self.scene_id = scene_id
-        where = f"{href} (scene {scene_id})" if scene_id else href
-        super().__init__(f"{where}: {reason}")
+        where = f"{redact(href)} (scene {scene_id})" if scene_id else redact(href)
+        super().__init__(f"{where}: {self.reason}")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_source_error, (type(self), self.href, self.reason, self.scene_id))
@@ -91,8 +108,34 @@ class GDALVersionError(MosaicError, RuntimeError):
     """The GDAL at hand lacks a driver or feature mosaic needs."""
 
 
+class HrefNotAllowedError(MosaicError, PermissionError):
+    """An href lies outside the allowed prefixes (``allowed_prefixes=``, ``$MOSAIC_ALLOWED_PREFIXES``).
+
+    Raised before the file is opened; never skipped by ``on_error="skip"``.
+
+    Attributes:
+        href: the href refused (as given; the message shows it redacted).
+        policy: the prefixes it was checked against, and where they were set.
+        reason: why it is refused.
+    """
+
+    def __init__(self, href: str, policy: str, reason: str = "not under the allowed prefixes"):
+        from mosaic.paths import redact
+
+        self.href = href
+        self.policy = policy
+        self.reason = reason
+        super().__init__(f"{redact(href)}: refused before opening it, {reason} ({policy})")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.href, self.policy, self.reason))
+
+
 class MosaicWarning(UserWarning):
-    """Root of mosaic's warnings."""
+    """Root of mosaic's warnings (their messages with secrets redacted)."""
+
+    def __init__(self, *args: object):
+        super().__init__(*_redacted(args))
 
 
 class SkippedSourcesWarning(MosaicWarning):
@@ -116,4 +159,12 @@ class ChangedSourceWarning(MosaicWarning):
 
     The index's grid, nodata and footprint of it may no longer hold. Warned once per file and process,
     naming the scene, the file (secrets hidden) and what changed.
+    """
+
+
+class SecretHrefWarning(MosaicWarning):
+    """A tile index is written with hrefs that carry secrets (a signed URL, a password in a URL).
+
+    The file then holds the secret for anyone it is shared with; the warning says which kinds of
+    secret and how many hrefs, never their values.
     """

@@ -23,7 +23,7 @@ from mosaic.auth import Profile
 from mosaic.errors import ReadError, ReadFailedWarning
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
 from mosaic.limits import get_limiter
-from mosaic.paths import is_network
+from mosaic.paths import is_network, redact
 from mosaic.planner import BandSpec, ChunkTask, PixelBox, Plan, Read
 from mosaic.read import Layer, gdal_env, warp_read
 from mosaic.runtime import default_concurrency, failed_reads
@@ -124,7 +124,7 @@ def load_chunk(
             )
             fuser.feed(data, ranks, layer.region)
     if failed:
-        lines = [f"{e.scene_id} ({e.href}): {e.reason}" for e in failed]
+        lines = [f"{e.scene_id} ({redact(e.href)}): {e.reason}" for e in failed]  # kept in attrs: no secrets
         failed_reads(ctx.failures).extend(lines)
         _report_to_cluster(lines)
         listing = "; ".join(lines)

@@ -64,7 +64,7 @@ from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, Sour
 from mosaic.geom import areal, grid_outline, lonlat_to_crs, to_lonlat
 from mosaic.grid import target_crs
 from mosaic.index import TileIndex
-from mosaic.paths import credentials_in, gdal_path
+from mosaic.paths import check_allowed, credentials_in, gdal_path
 from mosaic.records import SceneAsset, crs_to_string
 from mosaic.types import BBox, PathType, TimeLike
 from mosaic.windows import footprint_in_target
@@ -267,14 +267,16 @@ def export_gti(
             f"no scene with a file intersects the grid {tuple(gbox.boundingbox)} ({srs}), time {time!r}"
         )
     assets = _assets(rows, bands)
+    rows = [r for r in rows if r.asset in assets]
     for r in rows:
-        secret = credentials_in(r.href) if r.asset in assets else None  # type: ignore[arg-type]
+        secret = credentials_in(r.href)  # type: ignore[arg-type]
         if secret:
             raise InvalidInputError(
                 f"scene {r.id!r} asset {r.asset!r}: its href carries {secret}; a GTI is a file people share, "
                 "so mosaic does not write it: index the file by a plain href and give credentials through "
                 "GDAL configuration options"
             )
+    check_allowed(r.href for r in rows)  # $MOSAIC_ALLOWED_PREFIXES, before a header is read
     outputs = _outputs(path, assets)
     written: list[Path] = []
     for asset, out in zip(assets, outputs, strict=True):

@@ -33,10 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from mosaic.errors import ChangedSourcesError, InvalidInputError
-from mosaic.paths import gdal_path, is_network
+from mosaic.paths import gdal_path, is_network, redact
 
 if TYPE_CHECKING:
     from mosaic.planner import Plan
@@ -51,7 +50,6 @@ __all__ = [
     "format_identity",
     "observe",
     "parse_identity",
-    "shown_href",
     "source_record",
     "stac_identity",
 ]
@@ -206,7 +204,7 @@ def _gdal_stat(path: str, *, fresh: bool) -> str | None:
         lib.VSICurlPartialClearCache(os.fsencode(path))
     raw = _vsi_stat(lib, path)
     if raw is None:
-        raise FileNotFoundError(f"GDAL cannot stat {shown_href(path)}")
+        raise FileNotFoundError(f"GDAL cannot stat {redact(path)}")
     size = int.from_bytes(raw[at_size : at_size + 8], sys.byteorder, signed=True)
     mtime = int.from_bytes(raw[at_mtime : at_mtime + 8], sys.byteorder, signed=True)
     # a server without Last-Modified gives no time
@@ -214,29 +212,6 @@ def _gdal_stat(path: str, *, fresh: bool) -> str | None:
 
 
 # --------------------------------------------------------------------------------------- messages
-
-
-def shown_href(href: str) -> str:
-    """``href`` fit to print: a URL's user name and password, and its query values, replaced by ``***``.
-
-    ``/vsicurl/https://user:pw@host/f.tif?token=abc`` -> ``/vsicurl/https://***@host/f.tif?token=***``.
-    """
-    prefix, rest = "", href
-    if href.startswith("/vsi") and "://" in href:
-        cut = href.index("://")
-        head = href[:cut].rsplit("/", 1)
-        prefix, rest = (head[0] + "/", head[1] + href[cut:]) if len(head) == 2 else ("", href)
-    elif href.startswith("/vsi") and "?" in href:  # /vsicurl?url=...&...: every option may carry a secret
-        base, _, query = href.partition("?")
-        return f"{base}?" + "&".join(f"{k}=***" for k, _ in parse_qsl(query, keep_blank_values=True))
-    if "://" not in rest:
-        return href
-    parts = urlsplit(rest)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(f"{quote(k)}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return prefix + urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 # ----------------------------------------------------------------------------------------- resume
@@ -298,7 +273,7 @@ def source_record(plan: Plan) -> bytes:
     for href, (scene, known) in scenes.items():
         found = known if complete(known) else now[href]
         identity = found if isinstance(found, str) else None
-        files[_key(href)] = {"scene": scene, "href": shown_href(href), "identity": identity}
+        files[_key(href)] = {"scene": scene, "href": redact(href), "identity": identity}
     return json.dumps({"version": _RECORD_VERSION, "files": files}, indent=1).encode()
 
 
@@ -327,7 +302,7 @@ def check_sources(plan: Plan, record: bytes, where: str) -> None:
         else:
             what = change(entry["identity"], current) or ""
         if what:
-            changed.append(f"scene {entry.get('scene', scenes[href][0])} ({shown_href(href)}: {what})")
+            changed.append(f"scene {entry.get('scene', scenes[href][0])} ({redact(href)}: {what})")
     if changed:
         more = f" +{len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""
         raise ChangedSourcesError(

@@ -33,10 +33,12 @@ from mosaic.errors import (
     IncompleteMetadataWarning,
     IndexFormatError,
     InvalidInputError,
+    SecretHrefWarning,
     SkippedSourcesWarning,
     SourceError,
 )
 from mosaic.geom import bbox_to_lonlat, normalize_lonlat
+from mosaic.paths import PrefixesLike, check_allowed, redact, secrets_in
 from mosaic.records import SceneAsset, Skipped
 from mosaic.sources import (
     AssetHeader,
@@ -51,6 +53,7 @@ from mosaic.sources import (
     prefetch_item,
     read_asset_header,
     read_file,
+    stac_hrefs,
     to_row,
 )
 from mosaic.times import parse_time, to_utc
@@ -205,8 +208,12 @@ class TileIndex:
         nodata: NodataOverride = None,
         gdal_options: Mapping[str, Any] | None = None,
         auth: Profile | Sequence[Profile] | None = None,
+        allowed_prefixes: PrefixesLike = None,
     ) -> TileIndex:
         """Index raster files: paths, directories, globs or URLs, their metadata read in parallel.
+
+        Each row's ``identity`` is the file's size and modification time (a URL's as GDAL learnt them
+        opening it: no extra request), which reads and resumed regrids check.
 
         Args:
             sources: one or more paths, directories (searched recursively), globs or URLs.
@@ -224,15 +231,19 @@ class TileIndex:
                 data), and the footprints are traced where the pixels differ from it.
             gdal_options: GDAL settings over the cloud defaults the files are opened with.
             auth: credential profiles (:mod:`mosaic.auth`) for remote files, matched by href prefix.
+            allowed_prefixes: folders and URLs the files must lie under (with
+                ``$MOSAIC_ALLOWED_PREFIXES``, under both): any other is refused before anything is
+                opened (:func:`mosaic.paths.check_allowed`).
 
-        Each row's ``identity`` is the file's size and modification time (a URL's as GDAL learnt them
-        opening it: no extra request), which reads and resumed regrids check.
+        Raises:
+            HrefNotAllowedError: a file outside the allowed prefixes (whatever ``on_error``).
         """
         profiles = as_profiles(auth)
         nodata = check_nodata_override(nodata)
         hrefs = expand_sources(sources)
         if not hrefs:
             raise InvalidInputError("no sources given")
+        check_allowed(hrefs, allowed_prefixes)
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
             lambda h: read_file(
@@ -261,6 +272,7 @@ class TileIndex:
         nodata: NodataOverride = None,
         gdal_options: Mapping[str, Any] | None = None,
         auth: Profile | Sequence[Profile] | None = None,
+        allowed_prefixes: PrefixesLike = None,
     ) -> TileIndex:
         """Index STAC Items: one row per raster asset.
 
@@ -287,12 +299,18 @@ class TileIndex:
                 asset name to value (as in :meth:`from_files`; the Item geometry stays the footprint).
             gdal_options: as in :meth:`from_files`, for the files that must be opened.
             auth: as in :meth:`from_files`.
+            allowed_prefixes: as in :meth:`from_files`: every asset indexed must lie under them, opened
+                or not (the index would point at it).
+
+        Raises:
+            HrefNotAllowedError: an asset outside the allowed prefixes (whatever ``on_error``).
         """
         profiles = as_profiles(auth)
         nodata = check_nodata_override(nodata)
         dicts, base = iter_items(items)
         if not dicts:
             raise InvalidInputError("no STAC Items given")
+        check_allowed(stac_hrefs(dicts, assets=assets, base=base), allowed_prefixes)
         headers = _read_headers(
             dicts,
             assets=assets,
@@ -390,6 +408,7 @@ class TileIndex:
         progress: bool = False,
         workers: int | None = None,
         on_error: OnError = "raise",
+        allowed_prefixes: PrefixesLike = None,
     ) -> TileIndex:
         """Index the tiles of a GDAL GTI: ours (``.gti.gpkg``), a ``.gti`` XML, or a ``gdaltindex`` output.
 
@@ -406,11 +425,17 @@ class TileIndex:
             progress: show a progress bar.
             workers: threads reading tile metadata.
             on_error: as in :meth:`from_files`.
+            allowed_prefixes: as in :meth:`from_files`: every tile (and the vector file a ``.gti`` XML
+                names) must lie under them.
+
+        Raises:
+            HrefNotAllowedError: a tile outside the allowed prefixes (whatever ``on_error``).
         """
         from mosaic._gti_read import gti_tiles, tile_facts
 
         nodata = check_nodata_override(nodata)
-        tiles = gti_tiles(path, layer=layer, crs_field=crs_field)
+        tiles = gti_tiles(path, layer=layer, crs_field=crs_field, allowed_prefixes=allowed_prefixes)
+        check_allowed([t.href for t in tiles], allowed_prefixes)
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
             lambda tile: tile_facts(tile, pattern=regex, nodata=nodata),
@@ -444,7 +469,13 @@ class TileIndex:
     # ------------------------------------------------------------------------------------- storage
 
     def write(self, path: PathType, *, row_group_size: int = ROW_GROUP_SIZE) -> Path:
-        """Save as GeoParquet 1.1 with a ``bbox`` covering column, readable by geopandas and GDAL."""
+        """Save as GeoParquet 1.1 with a ``bbox`` covering column, readable by geopandas and GDAL.
+
+        Hrefs are written as they are (they are what a load reads); those that carry a secret (a signed
+        URL, a password in a URL) make a :class:`~mosaic.errors.SecretHrefWarning`: the file then holds
+        the secret for anyone it is shared with.
+        """
+        _warn_secrets(self._table.column("href").to_pylist(), path)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         wkb = shapely.to_wkb(self._geometry, output_dimension=2) if len(self) else np.empty(0, dtype=object)
@@ -472,7 +503,7 @@ class TileIndex:
         meta = dict(table.schema.metadata or {})
         meta[b"geo"] = json.dumps(geo).encode()
         meta[_META_KEY] = json.dumps(
-            {"format_version": _FORMAT_VERSION, "skipped": [[s.href, s.reason] for s in self.skipped]}
+            {"format_version": _FORMAT_VERSION, "skipped": [[redact(s.href), s.reason] for s in self.skipped]}
         ).encode()
         table = table.replace_schema_metadata(meta)
         tmp = path.with_name(path.name + ".tmp")
@@ -488,18 +519,23 @@ class TileIndex:
         bbox: BBox | Sequence[float] | None = None,
         time: TimeLike = None,
         bbox_crs: Any = "EPSG:4326",
+        allowed_prefixes: PrefixesLike = None,
     ) -> TileIndex:
         """Open a saved index (GeoParquet written by :meth:`write`), or a GTI (:meth:`from_gti`).
 
         With ``bbox`` and/or ``time``, only the row groups whose statistics can match are read (bbox
         covering and datetime pushdown), so a small query on a large index stays fast. The result then
         holds those candidate rows; call :meth:`query` for the exact selection.
+
+        An index from someone else can point at any file or URL: with ``allowed_prefixes`` (folders
+        and URLs) and/or ``$MOSAIC_ALLOWED_PREFIXES``, an index with an href outside them is refused
+        (:class:`~mosaic.errors.HrefNotAllowedError`) before any file it names is opened.
         """
         path = Path(path)
         if not path.exists():
             raise IndexFormatError(f"{path}: index file does not exist")
         if not _is_parquet(path):  # a GDAL GTI or gdaltindex output
-            gti = cls.from_gti(path)
+            gti = cls.from_gti(path, allowed_prefixes=allowed_prefixes)
             return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
         try:
             schema = pq.read_schema(path)
@@ -526,6 +562,7 @@ class TileIndex:
         geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
         table = _with_columns(table.drop_columns(["geometry"]), absent)
         skipped = [Skipped(h, r) for h, r in meta.get("skipped", [])]
+        check_allowed((h for c in table.column("href").chunks for h in c.to_pylist()), allowed_prefixes)
         return cls(
             table.combine_chunks(), np.asarray(geometry, dtype=object), skipped=skipped, source=str(path)
         )
@@ -710,6 +747,26 @@ class TileIndex:
             elif not mine.equals(theirs):
                 return False
         return bool(np.all(shapely.equals_exact(self._geometry, other._geometry, tolerance=0.0)))
+
+
+def _warn_secrets(hrefs: Iterable[str | None], path: PathType) -> None:
+    """Warn when hrefs about to be written carry secrets: how many, and of what kinds (no values)."""
+    kinds: Counter[str] = Counter()
+    carrying: list[str] = []
+    for href in hrefs:
+        found = secrets_in(href) if href and ("@" in href or "=" in href) else ()
+        kinds.update(found)
+        carrying.extend([href] if found and href else [])
+    if not carrying:
+        return
+    warnings.warn(
+        f"{path}: {len(carrying)} href(s) carry secrets ({', '.join(kinds)}), e.g. {redact(carrying[0])}; "
+        "the index file holds "
+        "them for anyone who gets it: index the files by plain hrefs and give credentials with auth= "
+        "profiles (mosaic.auth), or keep the file private",
+        SecretHrefWarning,
+        stacklevel=3,
+    )
 
 
 def _with_columns(table: pa.Table, absent: Sequence[str]) -> pa.Table:

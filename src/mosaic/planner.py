@@ -61,6 +61,7 @@ from mosaic.geom import (
 )
 from mosaic.grid import DEFAULT_CHUNK, anchor_phase, chunk_shape, make_geobox
 from mosaic.index import TileIndex
+from mosaic.paths import check_allowed
 from mosaic.records import SceneAsset
 from mosaic.times import parse_time
 from mosaic.types import BBox, TimeLike
@@ -130,6 +131,11 @@ class Read:
     def pixels(self) -> int:
         """Number of source pixels the read fetches."""
         return self.window[2] * self.window[3]
+
+    def __repr__(self) -> str:  # the href redacted: dask and distributed print task arguments
+        from mosaic._repr import record_repr
+
+        return record_repr(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,6 +668,7 @@ def make_plan(
 
     considered = idx.query_geometry(area_ll, time).records()
     records = [r for r in considered if r.href is not None and r.transform is not None]
+    check_allowed(r.href for r in records)  # $MOSAIC_ALLOWED_PREFIXES: refused before any read
     no_href = len(considered) - len(records)
     if not records:
         detail = f" ({no_href} footprint-only rows have no file to read)" if no_href else ""

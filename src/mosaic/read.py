@@ -38,9 +38,9 @@ from mosaic.auth import Profile, gdal_options_for
 from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
 from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
 from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
-from mosaic.identity import change, observe, shown_href
+from mosaic.identity import change, observe
 from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
-from mosaic.paths import gdal_path, is_network
+from mosaic.paths import check_allowed, gdal_path, is_network, redact, redact_exception
 from mosaic.planner import Read
 from mosaic.runtime import handle_cache, process_registry
 
@@ -115,8 +115,10 @@ def read_window(
 
     Raises:
         AuthenticationError: the server refused the credentials (or their absence).
+        HrefNotAllowedError: the href is outside ``$MOSAIC_ALLOWED_PREFIXES`` (nothing is opened).
         ReadError: naming the scene and href, when the read fails for good.
     """
+    check_allowed((read.href,))
     cache = handle_cache()
     credentials = gdal_options_for(read.href, auth) if auth else {}
     path = gdal_path(read.href)
@@ -171,6 +173,7 @@ def read_window(
             transient=lambda exc: is_transient(exc, remote=remote),
         )
     except (RasterioIOError, OSError, IndexError) as exc:
+        redact_exception(exc)  # GDAL's message may quote the href: tracebacks print it
         limiter.record_failure()
         if is_auth_failure(exc):
             raise AuthenticationError(
@@ -233,7 +236,7 @@ def _check_identity(read: Read, path: str) -> None:
     if what is None:
         return
     message = (
-        f"scene {read.scene} asset {read.asset} ({shown_href(read.href)}) changed since it was indexed: "
+        f"scene {read.scene} asset {read.asset} ({redact(read.href)}) changed since it was indexed: "
         f"{what}; the index's grid, nodata and footprint of it may no longer hold: rebuild the index"
     )
     _log_event("mosaic-changed-sources", message)
@@ -356,6 +359,7 @@ def _retry_after_probe(
     def probe(exc: BaseException) -> float | None:
         if not path.startswith("/vsicurl/"):
             return None
+        # (urllib would follow a redirect with the Authorization header, to any host: not followed)
         request = urllib.request.Request(path[len("/vsicurl/") :], method="HEAD")
         header = credentials.get("GDAL_HTTP_HEADERS", "")
         if header.lower().startswith("authorization:"):
@@ -365,7 +369,7 @@ def _retry_after_probe(
             request.add_header("Authorization", f"Basic {token}")
         with limiter.slot():
             try:
-                urllib.request.urlopen(request, timeout=10).close()
+                urllib.request.build_opener(_NoRedirect).open(request, timeout=10).close()
             except urllib.error.HTTPError as answer:
                 if answer.code in (429, 503):
                     return parse_retry_after(answer.headers.get("Retry-After"))
@@ -374,6 +378,13 @@ def _retry_after_probe(
         return None
 
     return probe
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect answers the probe (it is no 429/503): nothing is sent on, credentials least of all."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _to_float(data: np.ndarray, mask: np.ndarray | None, nodata: float | None) -> np.ndarray:

@@ -90,6 +90,11 @@ class SceneAsset:
     properties: str | None = field(default=None, repr=False)
     identity: str | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:  # the href redacted: dask and distributed print task arguments
+        from mosaic._repr import record_repr
+
+        return record_repr(self)
+
     @property
     def affine(self) -> Affine | None:
         """The native transform as an :class:`affine.Affine`."""
@@ -119,4 +124,11 @@ class Skipped:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.href}: {self.reason}"
+        from mosaic.paths import redact
+
+        return redact(f"{self.href}: {self.reason}")
+
+    def __repr__(self) -> str:
+        from mosaic._repr import record_repr
+
+        return record_repr(self)

@@ -35,6 +35,7 @@ from mosaic.gdalenv import gdal_env, href_env
 from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
 from mosaic.identity import merged, observe, stac_identity
 from mosaic.limits import is_auth_failure
+from mosaic.paths import check_allowed, redact_exception
 from mosaic.records import SceneAsset, crs_to_string
 from mosaic.runtime import WARNINGS_LOCK
 from mosaic.times import to_utc
@@ -58,6 +59,7 @@ __all__ = [
     "prefetch_item",
     "read_asset_header",
     "read_file",
+    "stac_hrefs",
     "to_row",
 ]
 
@@ -257,6 +259,7 @@ def read_file(
         SourceError: naming ``href``: missing, not a raster, no CRS, no geotransform, no valid pixels,
             or a ``nodata`` its pixels cannot hold.
     """
+    check_allowed((href,))  # $MOSAIC_ALLOWED_PREFIXES, before even looking whether it exists
     if not is_remote(href) and not os.path.exists(href):
         raise SourceError(href, "file does not exist")
     try:
@@ -272,6 +275,7 @@ def read_file(
         raise
     except RasterioIOError as exc:
         message = str(exc)
+        redact_exception(exc)  # GDAL's message may quote the href: tracebacks print it
         if is_auth_failure(exc):
             raise AuthenticationError(
                 href, f"authentication failed (wrong or missing credentials; give them with auth=): {message}"
@@ -654,6 +658,20 @@ def header_requests(
         HeaderRequest(key, tuple(found), tuple(g for g in order if g in silent[key]))
         for key, found in hrefs.items()
     ]
+
+
+def stac_hrefs(
+    items: Sequence[Mapping[str, Any]], *, assets: Sequence[str] | None = None, base: str | None = None
+) -> list[str]:
+    """The files an index of ``items`` would point at: the chosen assets' hrefs, resolved (no I/O)."""
+    found: list[str] = []
+    for item in items:
+        try:
+            chosen = _chosen_assets(item, assets)
+        except SourceError:
+            continue  # indexing it reports why
+        found.extend(_resolve_href(str(a.get("href", "")), item.get("_base", base)) for a in chosen.values())
+    return found
 
 
 @dataclass(frozen=True, slots=True)

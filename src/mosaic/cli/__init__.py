@@ -23,6 +23,7 @@ from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.cli.regrid import regrid
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
+from mosaic.paths import redact
 
 __all__ = ["cli", "main", "one_line"]
 
@@ -33,8 +34,8 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def one_line(exc: BaseException) -> str:
-    """The exception's message on one line (line breaks become ``; ``) with a hint for some errors."""
-    text = re.sub(r"\s*\n\s*", "; ", str(exc).strip() or type(exc).__name__)
+    """The exception's message on one line (line breaks become ``; ``, secrets ``***``), with a hint."""
+    text = redact(re.sub(r"\s*\n\s*", "; ", str(exc).strip() or type(exc).__name__))
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
             return f"{text.rstrip('.')}; {hint}"
@@ -72,7 +73,7 @@ class MosaicGroup(click.Group):
                 raise  # click handles a closed stdout (e.g. piped into head)
             except (MosaicError, OSError) as exc:
                 if verbose:
-                    click.echo(traceback.format_exc().rstrip(), err=True)
+                    click.echo(redact(traceback.format_exc().rstrip()), err=True)
                 else:
                     click.echo(f"error: {one_line(exc)}", err=True)
                 ctx.exit(1)

@@ -10,6 +10,7 @@ import click
 
 from mosaic._repr import human_bytes, short_crs
 from mosaic.cli.options import chunks_opt, json_opt, plan_options
+from mosaic.paths import redact
 
 if TYPE_CHECKING:
     from mosaic.planner import Plan
@@ -34,7 +35,7 @@ def plan_facts(the_plan: Plan) -> dict[str, Any]:
         groups=list(the_plan.groups),
         bounds=[float(v) for v in the_plan.geobox.boundingbox],
         chunk_shape=list(the_plan.chunks),
-        index=the_plan.index_source,
+        index=None if the_plan.index_source is None else redact(the_plan.index_source),
         band_types={b.name: {"dtype": b.dtype, "nodata": _nodata(b.nodata)} for b in the_plan.bands},
     )
     return facts

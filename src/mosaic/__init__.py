@@ -8,7 +8,10 @@ from mosaic.api import load, plan, read_stats
 from mosaic.batch import RegridReport, regrid, write_cog, write_zarr
 from mosaic.errors import (
     AuthenticationError,
+    CRSAreaWarning,
+    DuplicateRowsWarning,
     GDALVersionError,
+    GridSizeError,
     IncompleteMetadataWarning,
     IndexFormatError,
     InvalidInputError,
@@ -30,7 +33,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "CRSAreaWarning",
+    "DuplicateRowsWarning",
     "GDALVersionError",
+    "GridSizeError",
     "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",

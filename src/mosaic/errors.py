@@ -9,7 +9,10 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "CRSAreaWarning",
+    "DuplicateRowsWarning",
     "GDALVersionError",
+    "GridSizeError",
     "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",
@@ -30,6 +33,16 @@ class MosaicError(Exception):
 
 class InvalidInputError(MosaicError, ValueError):
     """An argument is malformed: a bbox, a time range, a CRS, an option value."""
+
+
+class GridSizeError(InvalidInputError):
+    """The output grid is beyond what a request sensibly asks for.
+
+    It has more pixels than ``max_pixels``, or pixels over 100 times finer than the finest selected
+    scene's (most often a resolution in the wrong units, such as degrees given to a CRS in metres).
+    The message names the size and the likely slip; a larger ``max_pixels=`` raises the limit,
+    ``max_pixels=None`` lifts both checks.
+    """
 
 
 class SourceError(MosaicError, ValueError):
@@ -84,6 +97,21 @@ class GDALVersionError(MosaicError, RuntimeError):
 
 class MosaicWarning(UserWarning):
     """Root of mosaic's warnings."""
+
+
+class CRSAreaWarning(MosaicWarning):
+    """The request reaches well beyond the target CRS's area of use (EPSG:32632 for a box in Australia).
+
+    The grid is still made, but the projection is distorted there: a CRS meant for the area is
+    usually what was intended.
+    """
+
+
+class DuplicateRowsWarning(MosaicWarning):
+    """A saved index holds the same row (scene id, asset and every other field) more than once.
+
+    The copies are dropped, so that no scene counts twice (``method="count"``, ``"mean"``).
+    """
 
 
 class SkippedSourcesWarning(MosaicWarning):

@@ -68,6 +68,7 @@ from mosaic.windows import (
     WindowFinder,
     chunk_boxes,
     chunk_targets,
+    chunks_touching,
     footprint_in_target,
     grid_in_target,
     scene_windows,
@@ -450,15 +451,14 @@ def _in_grid(area: tuple[BaseGeometry, str], gbox: GeoBox) -> BaseGeometry:
     return geom
 
 
-def _clipped_chunks(
-    boxes: np.ndarray, clip: BaseGeometry | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Per chunk box: whether the clip polygon touches it, and whether it reaches beyond the polygon."""
-    if clip is None:
-        return None, None
-    shapely.prepare(clip)
-    inside = shapely.intersects(clip, boxes)
-    return inside, inside & ~shapely.contains(clip, boxes)
+def _partial_chunks(
+    gbox: GeoBox, chunks: tuple[int, int], clip: BaseGeometry | None, touched: Sequence[np.ndarray]
+) -> set[int]:
+    """The touched chunks (row-major indices) that reach beyond the clip polygon (none without one)."""
+    if clip is None or not touched:
+        return set()
+    flat = np.unique(np.concatenate(touched))
+    return set(flat[~shapely.contains(clip, chunk_boxes(gbox, chunks, flat))].tolist())
 
 
 def _margin(spec: BandSpec) -> int:
@@ -721,30 +721,35 @@ def make_plan(
     group_keys = sorted(grouped, key=lambda k: (first_time(grouped[k]) or epoch, str(k)))
     times = tuple(as_coord(first_time(grouped[k])) for k in group_keys)
 
-    # footprints in the target CRS against chunk boxes
+    # footprints in the target CRS against the boxes of the chunks near them (never every chunk)
     finder = WindowFinder(gbox, chunk_yx)
     nx = finder.grid[1]
-    boxes = chunk_boxes(gbox, chunk_yx, finder.grid)
-    tree = shapely.STRtree(boxes)
-    inside, partial = _clipped_chunks(boxes, clip_target)
+    if clip_target is not None:
+        shapely.prepare(clip_target)
     # source pixels around each window for the kernel: per asset, for the widest kernel of its bands
     margins = {a: max((_margin(b) for b in specs if b.asset == a), default=1) for a in wanted}
     if rank_band is not None:
         margins[rank_band] = max((_margin(b) for b in specs), default=1)  # warped with each band's kernel
 
-    touching: dict[tuple[str, str], list[tuple[int, int, int, int, PixelBox, PixelBox]]] = {}
+    hit: list[tuple[SceneAsset, np.ndarray, np.ndarray]] = []  # per scene: chunks touched, their boxes
     for rec in records:
         fp = footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:
             continue
-        hits = np.sort(tree.query(fp, predicate="intersects"))
-        if inside is not None:
-            hits = hits[inside[hits]]
-        ys, xs = np.divmod(hits, nx)
-        xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-        levels, factors, wins, ok = scene_windows(
-            rec, (xmin[ys, xs], xmax[ys, xs], ymin[ys, xs], ymax[ys, xs]), scale[ys, xs], margins[rec.asset]
-        )
+        flat, boxes = chunks_touching(fp, gbox, chunk_yx)
+        if clip_target is not None:  # only chunks the clip polygon touches
+            keep = shapely.intersects(clip_target, boxes)
+            flat, boxes = flat[keep], boxes[keep]
+        hit.append((rec, flat, boxes))
+    for crs in sorted({rec.crs for rec, _, _ in hit}):  # one lattice transform per source CRS
+        finder.prepare(crs, np.unique(np.concatenate([flat for rec, flat, _ in hit if rec.crs == crs])))
+    partial = _partial_chunks(gbox, chunk_yx, clip_target, [flat for _, flat, _ in hit])
+
+    touching: dict[tuple[str, str], list[tuple[int, int, int, int, PixelBox, PixelBox]]] = {}
+    for rec, flat, boxes in hit:
+        ys, xs = np.divmod(flat, nx)
+        xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs, flat)
+        levels, factors, wins, ok = scene_windows(rec, (xmin, xmax, ymin, ymax), scale, margins[rec.asset])
         # where in each chunk the scene's pixels can land (its grid, plus the kernel and 2 px for the
         # outline's densification): a warp computes only there
         targets = chunk_targets(
@@ -792,7 +797,7 @@ def make_plan(
                         aux_chunk[(iy, ix)].append(aux)
             for (iy, ix), reads in sorted(per_chunk.items()):
                 aux_reads = tuple(aux_chunk.get((iy, ix), ()))
-                clipped = partial is not None and bool(partial[iy * nx + ix])
+                clipped = iy * nx + ix in partial
                 tasks.append(ChunkTask(spec.name, t, iy, ix, tuple(reads), aux_reads, clipped))
 
     return Plan(
@@ -849,9 +854,8 @@ def _aux_read(
     physical: tuple[float, float] | None = None,
 ) -> Read:
     """The ranking band's read for one chunk (an empty window when it does not reach the chunk)."""
-    xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-    at = (np.array([iy]), np.array([ix]))
-    level, factor, win, ok = scene_windows(rec, (xmin[at], xmax[at], ymin[at], ymax[at]), scale[at], margin)
+    xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs, np.array([iy * finder.grid[1] + ix]))
+    level, factor, win, ok = scene_windows(rec, (xmin, xmax, ymin, ymax), scale, margin)
     if not ok[0]:
         return _make_read(rec, 1, -1, 1, (0, 0, 0, 0))
     box_ = cast(PixelBox, tuple(int(v) for v in win[0]))

@@ -46,6 +46,7 @@ from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry
+from mosaic.grid import DEFAULT_MAX_PIXELS
 from mosaic.planner import Plan, make_plan
 from mosaic.runtime import WARNINGS_LOCK
 
@@ -219,6 +220,7 @@ def regrid(
     max_concurrency: int | None = None,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    max_pixels: float | None = DEFAULT_MAX_PIXELS,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -255,6 +257,7 @@ def regrid(
         max_concurrency: bound on simultaneous reads per process.
         gdal_options: GDAL configuration options entered inside every read task.
         auth: credential profiles matched by href prefix.
+        max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
 
     Returns:
         A :class:`RegridReport`.
@@ -288,6 +291,7 @@ def regrid(
         max_concurrency=max_concurrency,
         gdal_options=gdal_options,
         auth=auth,
+        max_pixels=max_pixels,
     )
     request = {
         "index": the_plan.index_source or "in-memory TileIndex",

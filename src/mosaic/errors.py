@@ -7,6 +7,9 @@ scene or file carry its ``href`` (and scene ``id`` where known) and are raised `
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 __all__ = [
     "AuthenticationError",
     "CRSAreaWarning",
@@ -20,6 +23,7 @@ __all__ = [
     "MosaicError",
     "MosaicWarning",
     "NoDataError",
+    "OutputError",
     "ReadError",
     "ReadFailedWarning",
     "SkippedSourcesWarning",
@@ -81,6 +85,20 @@ class MissingIndexError(MosaicError, ValueError):
 
 class NoDataError(MosaicError, LookupError):
     """A request touches no scene, so there is nothing to mosaic."""
+
+
+class OutputError(MosaicError, OSError):
+    """An output cannot be written where asked: a read-only or special folder, a path under a file."""
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], what: str, cause: BaseException) -> OutputError:
+        """The error for writing ``what`` (e.g. "the index") at ``path`` failing with ``cause``."""
+        target = Path(path)
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a folder"
+        return cls(f"{target}: cannot write {what} here ({reason})")
 
 
 class ReadError(SourceError, OSError):

@@ -395,15 +395,14 @@ def check_grid(
         pixel_m = min(rx, ry) * per_unit
         if pixel_m * MIN_RESOLUTION_RATIO < finest_m:
             res = f"{rx:g}" if rx == ry else f"({rx:g}, {ry:g})"
-            hint = ""
-            if not geographic and min(rx, ry) < 1.0:
+            slip = f"resolution {res} is in {unit} for {name}"
+            if not geographic and min(rx, ry) < 1.0:  # a number that reads as degrees
                 degree = _unit_facts("EPSG:4326")[0]
-                hint = f": did you mean degrees? {res} degrees is about {_metres(min(rx, ry) * degree)}"
+                slip += f": did you mean degrees? {res} degrees is about {_metres(min(rx, ry) * degree)}"
             raise GridSizeError(
-                f"resolution {res} is in {unit} for {name}, {_metres(pixel_m)} a pixel: over "
-                f"{MIN_RESOLUTION_RATIO} times finer than the finest selected scene ({scene}, "
-                f"{_metres(finest_m)}){hint}; the grid would be {size}. Give the resolution in {unit}, "
-                f"or {lift}"
+                f"{slip}. In {unit}, its pixels ({_metres(pixel_m)}) are {_count(finest_m / pixel_m)} times "
+                f"finer than the finest selected scene's ({_metres(finest_m)}, {scene}) and the grid would "
+                f"be {size}; give the resolution in {unit}, or {lift}"
             )
     if ny * nx > limit:
         raise GridSizeError(

@@ -46,7 +46,7 @@ from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry
-from mosaic.grid import DEFAULT_MAX_PIXELS
+from mosaic.grid import DEFAULT_MAX_PIXELS, whole_number
 from mosaic.planner import Plan, make_plan
 from mosaic.runtime import WARNINGS_LOCK
 
@@ -774,18 +774,24 @@ def _fingerprint(plan: Plan, kind: str, time_chunk: int, zarr_format: int, versi
 def _chunk_layout(chunks: int | tuple[int, int] | Mapping[str, int] | None) -> dict[str, int]:
     """``{"time", "y", "x"}`` chunk sizes from an int, a (y, x) pair or a mapping."""
     layout = dict(DEFAULT_CHUNKS)
-    if chunks is None:
-        pass
-    elif isinstance(chunks, int):
-        layout.update(y=chunks, x=chunks)
-    elif isinstance(chunks, Mapping):
-        unknown = set(chunks) - set(layout)
-        if unknown:
-            raise InvalidInputError(f"chunks: unknown dimension(s) {sorted(unknown)}; use time, y and x")
-        layout.update({k: int(v) for k, v in chunks.items()})
-    else:
-        cy, cx = chunks
-        layout.update(y=int(cy), x=int(cx))
+    try:
+        if chunks is None:
+            pass
+        elif isinstance(chunks, Mapping):
+            unknown = set(chunks) - set(layout)
+            if unknown:
+                raise InvalidInputError(f"chunks: unknown dimension(s) {sorted(unknown)}; use time, y and x")
+            layout.update({k: whole_number(v) for k, v in chunks.items()})
+        elif isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence):
+            layout.update(y=whole_number(chunks), x=whole_number(chunks))
+        else:
+            cy, cx = chunks
+            layout.update(y=whole_number(cy), x=whole_number(cx))
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            "chunks must be a whole number of pixels, a (y, x) pair or a mapping of time, y and x; "
+            f"got {chunks!r}"
+        ) from None
     if any(v < 1 for v in layout.values()):
         raise InvalidInputError(f"chunks must be positive, got {layout}")
     return layout

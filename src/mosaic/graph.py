@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -262,10 +263,8 @@ class _Blocks(Mapping[Any, Any]):
         self._name, self._tasks, self._times = name, tasks, times
         self._ychunks, self._xchunks = ychunks, xchunks
         full, value, dtype = fill
-        counts: dict[tuple[int, int], int] = {}  # chunks of each shape, over time steps
-        for h in ychunks:
-            for w in xchunks:
-                counts[(h, w)] = counts.get((h, w), 0) + times
+        rows, cols = Counter(ychunks), Counter(xchunks)  # chunk sizes: at most two values each
+        counts = {(h, w): times * nh * nw for h, nh in rows.items() for w, nw in cols.items()}
         for _, _, iy, ix in tasks:
             counts[(ychunks[iy], xchunks[ix])] -= 1
         self._fills = {

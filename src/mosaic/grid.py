@@ -61,6 +61,7 @@ __all__ = [
     "target_bounds",
     "target_crs",
     "warn_area_of_use",
+    "whole_number",
 ]
 
 DEFAULT_CHUNK = 2048
@@ -239,7 +240,7 @@ def _resolution(value: Any) -> tuple[float, float]:
 def _shape(value: Any) -> tuple[int, int]:
     """(height, width) as positive whole numbers."""
     try:
-        ny, nx = (_whole(v) for v in value)
+        ny, nx = (whole_number(v) for v in value)
     except (TypeError, ValueError):
         raise InvalidInputError(f"shape must be (height, width) in whole pixels, got {value!r}") from None
     if ny <= 0 or nx <= 0:
@@ -247,7 +248,7 @@ def _shape(value: Any) -> tuple[int, int]:
     return ny, nx
 
 
-def _whole(value: Any) -> int:
+def whole_number(value: Any) -> int:
     """A whole number (an int, a NumPy integer, or a float with no fraction) as an int."""
     if isinstance(value, bool):
         raise TypeError("a bool is not a size")
@@ -278,13 +279,13 @@ def chunk_shape(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:
         chunks = DEFAULT_CHUNK
     try:
         if isinstance(chunks, Mapping):
-            cy, cx = (_whole(chunks.get(k, DEFAULT_CHUNK)) for k in ("y", "x"))
+            cy, cx = (whole_number(chunks.get(k, DEFAULT_CHUNK)) for k in ("y", "x"))
         elif isinstance(chunks, (str, bytes)):
             raise TypeError
         elif isinstance(chunks, Sequence):
-            cy, cx = (_whole(v) for v in chunks)
+            cy, cx = (whole_number(v) for v in chunks)
         else:
-            cy = cx = _whole(chunks)
+            cy = cx = whole_number(chunks)
     except (TypeError, ValueError):
         raise InvalidInputError(
             f'chunks must be a whole number of pixels, a (y, x) pair or {{"y": Y, "x": X}}, got {chunks!r}'
@@ -297,15 +298,19 @@ def chunk_shape(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------ guards
 
 
+_METRES_PER_DEGREE = 111_320.0
+
+
 @lru_cache(maxsize=256)
 def _unit_facts(crs: str) -> tuple[float, str, bool]:
     """Metres per unit of a CRS's first axis, the unit's name, and whether the CRS is geographic."""
     parsed = CRS.from_user_input(crs)
     axis = parsed.axis_info[0] if parsed.axis_info else None
-    if parsed.is_geographic:
-        radius = parsed.ellipsoid.semi_major_metre if parsed.ellipsoid is not None else 6_378_137.0
-        per_radian = axis.unit_conversion_factor if axis is not None else math.pi / 180.0
-        return radius * per_radian, "degrees" if axis is None else _plural(axis.unit_name), True
+    if parsed.is_geographic:  # a degree is 111,320 m (at the equator); other angle units in proportion
+        per_degree = (axis.unit_conversion_factor if axis is not None else math.pi / 180.0) / (
+            math.pi / 180.0
+        )
+        return _METRES_PER_DEGREE * per_degree, "degrees" if axis is None else _plural(axis.unit_name), True
     if axis is None:
         return 1.0, "metres", False
     return axis.unit_conversion_factor, _plural(axis.unit_name), False

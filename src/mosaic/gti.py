@@ -258,6 +258,9 @@ def export_gti(
         )
     if warp not in ("exact", "gdal"):
         raise InvalidInputError(f"warp must be 'exact' or 'gdal', got {warp!r}")
+    from mosaic.planner import check_bands
+
+    bands = check_bands(bands)
     check_max_pixels(max_pixels)
     parse_crs(bbox_crs, "bbox_crs")
     if bbox is not None:

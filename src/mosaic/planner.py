@@ -69,6 +69,7 @@ from mosaic.grid import (
     check_max_pixels,
     chunk_shape,
     make_geobox,
+    metres_per_unit,
     parse_crs,
     warn_area_of_use,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "Plan",
     "Read",
     "anchor_of",
+    "check_bands",
     "make_plan",
     "request_grid",
     "resolve_index",
@@ -589,8 +591,12 @@ def _check_concurrency(value: Any) -> int | None:
     return int(value)
 
 
-def _check_bands(bands: Any) -> Sequence[str] | str | None:
-    """``bands`` as None, one name or a sequence of names."""
+def check_bands(bands: Any) -> Sequence[str] | str | None:
+    """``bands`` as None, one name or a list of names.
+
+    Raises:
+        InvalidInputError: anything else (a number, a list of numbers...).
+    """
     if bands is None or isinstance(bands, str):
         return bands
     if isinstance(bands, Sequence | np.ndarray | set | frozenset) and all(isinstance(b, str) for b in bands):
@@ -598,6 +604,21 @@ def _check_bands(bands: Any) -> Sequence[str] | str | None:
     raise InvalidInputError(
         f"bands must be a band name ('B02', 'visual.1', 'red') or a list of them, got {bands!r}"
     )
+
+
+def _check_dtypes(dtype: Any) -> None:
+    """Refuse output dtypes no band can be written as (complex, strings, objects): ints and floats only."""
+    for value in dtype.values() if isinstance(dtype, Mapping) else [dtype]:
+        if value is None:
+            continue
+        try:
+            kind = np.dtype(value).kind
+        except TypeError:
+            continue  # not a dtype at all: band_specs says so, naming the band
+        if kind not in "uif":
+            raise InvalidInputError(
+                f"dtype {value!r}: give an integer or float dtype (e.g. 'uint16', 'int16', 'float32')"
+            )
 
 
 def _check_auth(auth: Any) -> tuple[Profile, ...]:
@@ -691,13 +712,13 @@ def request_grid(
         return _native_phase(selected(), bands, target, rx, ry)
 
     def native_resolution(target: CRS) -> float:
-        res = [min(r.resolution) for r in selected() if r.resolution]
+        # in ground metres, so scenes in degrees (or feet) and a grid in metres (or degrees) agree
+        res = [min(r.resolution) * metres_per_unit(r.crs) for r in selected() if r.resolution]
         if not res:
             raise NoDataError(
                 "resolution= not given and no scene in the request has a known resolution to default to"
             )
-        finest = min(res)
-        return finest / 111_320.0 if target.is_geographic else finest
+        return min(res) / metres_per_unit(target)
 
     return make_geobox(
         bbox,
@@ -756,7 +777,8 @@ def make_plan(
     max_concurrency = _check_concurrency(max_concurrency)
     check_max_pixels(max_pixels)
     parse_time(time)  # validate early
-    bands = _check_bands(bands)
+    bands = check_bands(bands)
+    _check_dtypes(dtype)
     if groupby is not None and not isinstance(groupby, str):
         raise InvalidInputError(
             f"groupby must be 'solar_day', 'time', an Item property name or None, got {groupby!r}"

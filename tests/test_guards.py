@@ -455,6 +455,20 @@ def test_the_api_refuses_bad_arguments_with_its_own_errors(index_file, tmp_path,
             mosaic.export_gti(gti.pop("index"), tmp_path / "x.gti.gpkg", crs=crs, bbox=bbox, time=when, **gti)
 
 
+def test_the_other_entry_points_refuse_bad_arguments_with_their_own_errors(index_file):
+    index = TileIndex.read(index_file)
+    plan = mosaic.plan(SEAM, "EPSG:4326", index=index, **SMALL)
+    for call in (
+        lambda: TileIndex.read(5),
+        lambda: TileIndex.read(index_file, bbox=SEAM, bbox_crs="EPSG:999999"),
+        lambda: index.query(SEAM, bbox_crs="not a crs"),
+        lambda: mosaic.read_stats("many"),
+        lambda: plan.explain("0", 0),
+    ):
+        with pytest.raises(MosaicError):
+            call()
+
+
 def test_an_unwritable_output_is_an_output_error(index_file, tmp_path):
     (tmp_path / "a_file").write_text("")
     for where in ("/proc/x.gti.gpkg", tmp_path / "a_file" / "x.gti.gpkg"):

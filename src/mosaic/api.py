@@ -204,4 +204,6 @@ def _nodata_value(band: BandSpec) -> float | int:
 
 def read_stats(max_concurrency: int | None = None) -> LimiterStats:
     """Counters of this process's read limiter: reads, peak in flight, retries, failures."""
-    return get_limiter(max_concurrency).stats()
+    from mosaic.planner import check_concurrency
+
+    return get_limiter(check_concurrency(max_concurrency)).stats()

@@ -497,6 +497,10 @@ class TileIndex:
             IndexFormatError: naming the file: missing, a folder, not Parquet (or a GTI), not a mosaic
                 tile index, written by a newer mosaic, or holding conflicting copies of a row.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidInputError(
+                f"TileIndex.read takes the path of an index file, got {type(path).__name__}"
+            )
         path = Path(path)
         if not path.exists():
             raise IndexFormatError(f"{path}: index file does not exist")

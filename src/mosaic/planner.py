@@ -99,6 +99,7 @@ __all__ = [
     "Read",
     "anchor_of",
     "check_bands",
+    "check_concurrency",
     "make_plan",
     "request_grid",
     "resolve_index",
@@ -280,6 +281,8 @@ class Plan:
     def explain(self, iy: int, ix: int, *, time: int | None = None, band: str | None = None) -> str:
         """Which scenes feed chunk (iy, ix) and why, and which nearby scenes do not and why."""
         ny, nx = self.chunk_grid
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (iy, ix)):
+            raise InvalidInputError(f"explain takes a chunk's row and column numbers, got ({iy!r}, {ix!r})")
         if not (0 <= iy < ny and 0 <= ix < nx):
             raise InvalidInputError(f"chunk ({iy}, {ix}) is outside the chunk grid {ny} x {nx}")
         from mosaic._repr import read_text, window_text
@@ -358,8 +361,8 @@ def resolve_index(
     """A TileIndex from an index, the path of a saved index or a GTI, STAC Items, or ``$MOSAIC_INDEX``.
 
     A path is read by its suffix: ``.parquet`` (a saved index, or stac-geoparquet), a GDAL tile index
-    (``.gti``, ``.gpkg``, ``.shp``, ``.fgb``), and any other file as STAC Items (JSON or NDJSON), or as a
-    GDAL tile index with ``other_files="gti"``.
+    (``.gti``, ``.gpkg``, ``.shp``, ``.fgb``), and any other file as STAC Items (JSON or NDJSON); with
+    ``other_files="gti"``, any file but ``.json`` and ``.ndjson`` as a GDAL tile index.
 
     Raises:
         MissingIndexError: no index given, and ``$MOSAIC_INDEX`` is not set.
@@ -408,7 +411,7 @@ def _index_file(
 
     build = "make one with 'mosaic index build' or TileIndex.write"
     if not path.exists():
-        raise IndexFormatError(f"{label}: no such index file; {build}")
+        raise IndexFormatError(f"{label}: index file does not exist; {build}")
     if path.is_dir():
         raise IndexFormatError(
             f"{label}: is a folder, not an index file: give the file itself (a .parquet tile index, STAC "
@@ -438,7 +441,7 @@ def _index_file(
             f"{label}: is a raster, not a tile index; index it first "
             f"(mosaic index build {path} -o index.parquet)"
         )
-    if name.endswith(_GTI_SUFFIXES) or (other_files == "gti" and not name.endswith(_STAC_SUFFIXES)):
+    if name.endswith(_GTI_SUFFIXES) or (other_files == "gti" and not name.endswith((".json", ".ndjson"))):
         return TileIndex.read(path)  # a GDAL GTI or gdaltindex output
     return _stac_file(path, label)
 
@@ -464,8 +467,6 @@ def _stac_file(path: Path, label: str) -> TileIndex:
 
 _GTI_SUFFIXES = (".gti", ".gti.gpkg", ".gpkg", ".shp", ".fgb")
 """Paths taken as GDAL tile indexes (GTI files, ``gdaltindex`` outputs), not STAC."""
-_STAC_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl")
-"""Paths taken as STAC Items whatever ``other_files`` says."""
 
 
 def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
@@ -582,8 +583,12 @@ def _kernels(specs: Sequence[BandSpec], requested: Any) -> str:
 # ------------------------------------------------------------------------------------------ checks
 
 
-def _check_concurrency(value: Any) -> int | None:
-    """``max_concurrency`` as a positive int, or None."""
+def check_concurrency(value: Any) -> int | None:
+    """``max_concurrency`` as a positive int, or None.
+
+    Raises:
+        InvalidInputError: anything else.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -774,7 +779,7 @@ def make_plan(
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_empty not in ("raise", "warn"):
         raise InvalidInputError(f"on_empty must be 'raise' or 'warn', got {on_empty!r}")
-    max_concurrency = _check_concurrency(max_concurrency)
+    max_concurrency = check_concurrency(max_concurrency)
     check_max_pixels(max_pixels)
     parse_time(time)  # validate early
     bands = check_bands(bands)

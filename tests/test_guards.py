@@ -639,47 +639,52 @@ def test_auth_failures_are_classified_by_gdal_class_and_wording():
 
 
 @pytest.fixture
-def no_aws_environment(tmp_path, monkeypatch):
-    """No AWS keys from the environment; an empty credentials file at a path without that word."""
+def aws_home(tmp_path, monkeypatch):
+    """No AWS settings from the environment, and a home folder without ``.aws``."""
     for name in list(os.environ):
-        if name.startswith("AWS_"):
+        if name.startswith("AWS_") or name == "CPL_AWS_CREDENTIALS_FILE":
             monkeypatch.delenv(name)
-    keys = tmp_path / "keys.ini"
-    keys.write_text("")
-    monkeypatch.setenv("CPL_AWS_CREDENTIALS_FILE", str(keys))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config.ini"))
-    return keys
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
 
 
 def test_s3_refusals_are_authentication_errors_at_indexing_and_loading(
-    seaweedfs, demo_index, demo_collection, no_aws_environment
+    seaweedfs, demo_index, demo_collection, aws_home, monkeypatch
 ):
+    import dataclasses
+
     from mosaic.auth import S3Profile, Secret
 
     root = Path(demo_collection[0])
     row = next(r for r in demo_index if r.id == "S32-seam12-20240601" and r.asset == "B02")
     href = seaweedfs.url("bucket-a", Path(row.href).relative_to(root).as_posix())
+    index = TileIndex.from_records([dataclasses.replace(row, href=href)])
     alice = seaweedfs.users["alice"]
     where = dict(endpoint=seaweedfs.endpoint_url, region=seaweedfs.region)
-    profiles = {
-        "wrong key id": S3Profile(
-            "s3://bucket-a",
-            access_key_id="NOSUCHKEY0000000",
-            secret_access_key=Secret(alice.secret_key),
-            **where,
-        ),
-        "wrong secret": S3Profile(
-            "s3://bucket-a",
-            access_key_id=alice.access_key,
-            secret_access_key=Secret("not-the-secret"),
-            **where,
-        ),
-        "no key (credentials file keys.ini)": S3Profile("s3://bucket-a", **where),
-    }
-    import dataclasses
+    keyed = lambda key, secret: S3Profile(  # noqa: E731
+        "s3://bucket-a", access_key_id=key, secret_access_key=Secret(secret), **where
+    )
+    keys = aws_home / "keys.ini"  # a credentials file whose path does not say "credentials"
 
-    index = TileIndex.from_records([dataclasses.replace(row, href=href)])
-    for case, profile in profiles.items():
+    def file_with(text: str | None) -> None:
+        if text is None:
+            monkeypatch.delenv("CPL_AWS_CREDENTIALS_FILE", raising=False)
+            return
+        keys.write_text(text)
+        monkeypatch.setenv("CPL_AWS_CREDENTIALS_FILE", str(keys))
+
+    def ini(key: str, secret: str) -> str:
+        return f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+
+    cases = {
+        "wrong key id": (keyed("NOSUCHKEY0000000", alice.secret_key), None),
+        "wrong secret": (keyed(alice.access_key, "not-the-secret"), None),
+        "no key at all": (S3Profile("s3://bucket-a", **where), None),
+        "empty keys.ini": (S3Profile("s3://bucket-a", **where), ""),
+        "wrong key id in keys.ini": (S3Profile("s3://bucket-a", **where), ini("NOSUCHKEY0000000", "x")),
+    }
+    for case, (profile, credentials) in cases.items():
+        file_with(credentials)
         clear_gdal_http_cache()
         with pytest.raises(AuthenticationError, match="authentication failed") as info:
             TileIndex.from_files([href], auth=profile, progress=False)
@@ -691,10 +696,11 @@ def test_s3_refusals_are_authentication_errors_at_indexing_and_loading(
         after = mosaic.read_stats()
         assert info.value.scene_id == row.id, case
         assert after.retries == before.retries and after.failures > before.failures, case  # not retried
+    # the same file with alice's keys reads: the refusals above were about the keys, nothing else
+    file_with(ini(alice.access_key, alice.secret_key))
     clear_gdal_http_cache()
-    good = S3Profile(
-        "s3://bucket-a", access_key_id=alice.access_key, secret_access_key=Secret(alice.secret_key), **where
+    assert TileIndex.from_files([href], auth=S3Profile("s3://bucket-a", **where), progress=False)
+    load = mosaic.load(
+        SEAM, "EPSG:4326", index=index, auth=S3Profile("s3://bucket-a", **where), resolution=0.002
     )
-    assert mosaic.load(
-        SEAM, "EPSG:4326", index=index, auth=good, resolution=0.002, bands="B02"
-    ).B02.values.any()
+    assert load.B02.values.any()

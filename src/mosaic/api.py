@@ -18,6 +18,7 @@ from mosaic._progress import DaskTaskBar
 from mosaic.auth import Profile
 from mosaic.errors import InvalidInputError
 from mosaic.graph import band_array
+from mosaic.grid import DEFAULT_MAX_PIXELS
 from mosaic.limits import LimiterStats, get_limiter
 from mosaic.paths import redact
 from mosaic.planner import BandSpec, Plan, make_plan
@@ -60,6 +61,7 @@ def load(
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
     progress: bool = False,
+    max_pixels: float | None = DEFAULT_MAX_PIXELS,
 ) -> xr.Dataset:
     """Load a seamless mosaic of the scenes in ``index`` on one grid: lazy, or eager with ``chunks=None``.
 
@@ -107,6 +109,16 @@ def load(
         auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix; several at once.
         progress: show a progress bar of the eager load (``chunks=None``); a lazy result shows its
             progress when computed (``dask.diagnostics.ProgressBar``, or the distributed dashboard).
+        max_pixels: the largest output grid, in pixels of one band and time step (height x width);
+            default 10^11. A larger grid, or one whose pixels are over 100 times finer than the
+            finest selected scene's (a resolution in the wrong units), raises
+            :class:`~mosaic.errors.GridSizeError`; ``None`` lifts both checks.
+
+    Raises:
+        GridSizeError: the grid is larger than ``max_pixels``, or much finer than the scenes.
+        IndexFormatError: the index file is missing, empty, truncated, or not a tile index.
+        InvalidInputError: a malformed argument (every argument is checked before the index is read).
+        NoDataError: no scene matches the request (with ``on_empty="raise"``).
 
     Returns:
         A Dataset with one (time, y, x) variable per band, pixel-centre coordinates, a ``spatial_ref``
@@ -144,6 +156,7 @@ def load(
             on_empty=on_empty,
             gdal_options=gdal_options,
             auth=auth,
+            max_pixels=max_pixels,
         )
     )
     if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)
@@ -192,4 +205,6 @@ def _nodata_value(band: BandSpec) -> float | int:
 
 def read_stats(max_concurrency: int | None = None) -> LimiterStats:
     """Counters of this process's read limiter: reads, peak in flight, retries, failures."""
-    return get_limiter(max_concurrency).stats()
+    from mosaic.planner import check_concurrency
+
+    return get_limiter(check_concurrency(max_concurrency)).stats()

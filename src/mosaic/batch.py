@@ -48,6 +48,7 @@ from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError
 from mosaic.geom import as_geometry
+from mosaic.grid import DEFAULT_MAX_PIXELS, whole_number
 from mosaic.identity import check_sources, source_record
 from mosaic.paths import redact
 from mosaic.planner import Plan, make_plan
@@ -225,6 +226,7 @@ def regrid(
     max_concurrency: int | None = None,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    max_pixels: float | None = DEFAULT_MAX_PIXELS,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -261,6 +263,7 @@ def regrid(
         max_concurrency: bound on simultaneous reads per process.
         gdal_options: GDAL configuration options entered inside every read task.
         auth: credential profiles matched by href prefix.
+        max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
 
     Returns:
         A :class:`RegridReport`.
@@ -296,6 +299,7 @@ def regrid(
         max_concurrency=max_concurrency,
         gdal_options=gdal_options,
         auth=auth,
+        max_pixels=max_pixels,
     )
     request = {
         "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
@@ -795,18 +799,24 @@ def _fingerprint(plan: Plan, kind: str, time_chunk: int, zarr_format: int, versi
 def _chunk_layout(chunks: int | tuple[int, int] | Mapping[str, int] | None) -> dict[str, int]:
     """``{"time", "y", "x"}`` chunk sizes from an int, a (y, x) pair or a mapping."""
     layout = dict(DEFAULT_CHUNKS)
-    if chunks is None:
-        pass
-    elif isinstance(chunks, int):
-        layout.update(y=chunks, x=chunks)
-    elif isinstance(chunks, Mapping):
-        unknown = set(chunks) - set(layout)
-        if unknown:
-            raise InvalidInputError(f"chunks: unknown dimension(s) {sorted(unknown)}; use time, y and x")
-        layout.update({k: int(v) for k, v in chunks.items()})
-    else:
-        cy, cx = chunks
-        layout.update(y=int(cy), x=int(cx))
+    try:
+        if chunks is None:
+            pass
+        elif isinstance(chunks, Mapping):
+            unknown = set(chunks) - set(layout)
+            if unknown:
+                raise InvalidInputError(f"chunks: unknown dimension(s) {sorted(unknown)}; use time, y and x")
+            layout.update({k: whole_number(v) for k, v in chunks.items()})
+        elif isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence):
+            layout.update(y=whole_number(chunks), x=whole_number(chunks))
+        else:
+            cy, cx = chunks
+            layout.update(y=whole_number(cy), x=whole_number(cx))
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            "chunks must be a whole number of pixels, a (y, x) pair or a mapping of time, y and x; "
+            f"got {chunks!r}"
+        ) from None
     if any(v < 1 for v in layout.values()):
         raise InvalidInputError(f"chunks must be positive, got {layout}")
     return layout

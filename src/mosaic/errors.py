@@ -10,11 +10,17 @@ which blanks passwords, tokens and signatures in the hrefs (and GDAL messages) i
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 __all__ = [
     "AuthenticationError",
+    "CRSAreaWarning",
     "ChangedSourceWarning",
     "ChangedSourcesError",
+    "DuplicateRowsWarning",
     "GDALVersionError",
+    "GridSizeError",
     "HrefNotAllowedError",
     "IncompleteMetadataWarning",
     "IndexFormatError",
@@ -23,6 +29,7 @@ __all__ = [
     "MosaicError",
     "MosaicWarning",
     "NoDataError",
+    "OutputError",
     "ReadError",
     "ReadFailedWarning",
     "SecretHrefWarning",
@@ -46,6 +53,16 @@ class MosaicError(Exception):
 
 class InvalidInputError(MosaicError, ValueError):
     """An argument is malformed: a bbox, a time range, a CRS, an option value."""
+
+
+class GridSizeError(InvalidInputError):
+    """The output grid is beyond what a request sensibly asks for.
+
+    It has more pixels than ``max_pixels``, or pixels over 100 times finer than the finest selected
+    scene's (most often a resolution in the wrong units, such as degrees given to a CRS in metres).
+    The message names the size and the likely slip; a larger ``max_pixels=`` raises the limit,
+    ``max_pixels=None`` lifts both checks.
+    """
 
 
 class SourceError(MosaicError, ValueError):
@@ -87,6 +104,20 @@ class MissingIndexError(MosaicError, ValueError):
 
 class NoDataError(MosaicError, LookupError):
     """A request touches no scene, so there is nothing to mosaic."""
+
+
+class OutputError(MosaicError, OSError):
+    """An output cannot be written where asked: a read-only or special folder, a path under a file."""
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], what: str, cause: BaseException) -> OutputError:
+        """The error for writing ``what`` (e.g. "the index") at ``path`` failing with ``cause``."""
+        target = Path(path)
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a folder"
+        return cls(f"{target}: cannot write {what} here ({reason})")
 
 
 class ReadError(SourceError, OSError):
@@ -136,6 +167,21 @@ class MosaicWarning(UserWarning):
 
     def __init__(self, *args: object):
         super().__init__(*_redacted(args))
+
+
+class CRSAreaWarning(MosaicWarning):
+    """The request reaches well beyond the target CRS's area of use (EPSG:32632 for a box in Australia).
+
+    The grid is still made, but the projection is distorted there: a CRS meant for the area is
+    usually what was intended.
+    """
+
+
+class DuplicateRowsWarning(MosaicWarning):
+    """A saved index holds the same row (scene id, asset and every other field) more than once.
+
+    The copies are dropped, so that no scene counts twice (``method="count"``, ``"mean"``).
+    """
 
 
 class SkippedSourcesWarning(MosaicWarning):

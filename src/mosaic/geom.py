@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 from pyproj.enums import TransformDirection
+from pyproj.exceptions import CRSError
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
@@ -218,7 +219,10 @@ def bbox_to_lonlat(bbox: Sequence[float], crs: CRS | str = "EPSG:4326") -> Polyg
         raise InvalidInputError(f"bbox has a non-finite value: {tuple(bbox)!r}")
     if miny > maxy:
         raise InvalidInputError(f"bbox miny {miny} is greater than maxy {maxy}")
-    target = _crs(_wkt(crs))
+    try:
+        target = _crs(_wkt(crs))
+    except (CRSError, TypeError) as exc:
+        raise InvalidInputError(f"bbox_crs {crs!r} is not a CRS pyproj understands ({exc})") from exc
     if target.equals(LONLAT, ignore_axis_order=True):
         if miny < -90 or maxy > 90:
             raise InvalidInputError(f"bbox latitudes must lie within [-90, 90], got {tuple(bbox)!r}")

@@ -1,14 +1,16 @@
 """The graph: a dask array per output band, one task per non-empty (time, chunk).
 
 Chunks no scene touches get no task of their own: their keys alias one shared constant block per
-chunk shape, so the graph grows with the chunks the data touch, not with the size of the index or
-of the output. Keys are deterministic (``dask.base.tokenize`` of the plan).
+chunk shape, made when dask asks for them, so the graph holds what the chunks the data touch need,
+not something per chunk of the output. Keys are deterministic (``dask.base.tokenize`` of the plan).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -240,6 +242,81 @@ def _report_to_cluster(lines: list[str]) -> None:
         worker.log_event("mosaic-failed-reads", line)
 
 
+class _Blocks(Mapping[Any, Any]):
+    """The graph of one band: a task per chunk with reads, an alias of a shared constant for the rest.
+
+    The aliases are made when asked for, not stored: the graph holds what the plan's tasks hold, so
+    a vast lazy grid that few scenes touch costs memory for those tasks only. (A computation that needs
+    every key still lists them all.) One constant task per chunk shape, ``(<name>-fill, h, w)``, exists
+    where some chunk of that shape has no task; its value is ``np.full((1, h, w), fill, dtype)``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        tasks: dict[Any, Any],
+        times: int,
+        ychunks: tuple[int, ...],
+        xchunks: tuple[int, ...],
+        fill: tuple[Any, Any, Any],
+    ):
+        self._name, self._tasks, self._times = name, tasks, times
+        self._ychunks, self._xchunks = ychunks, xchunks
+        full, value, dtype = fill
+        rows, cols = Counter(ychunks), Counter(xchunks)  # chunk sizes: at most two values each
+        counts = {(h, w): times * nh * nw for h, nh in rows.items() for w, nw in cols.items()}
+        for _, _, iy, ix in tasks:
+            counts[(ychunks[iy], xchunks[ix])] -= 1
+        self._fills = {
+            (f"{name}-fill", h, w): (full, (1, h, w), value, dtype) for (h, w), n in counts.items() if n > 0
+        }
+
+    def _alias(self, key: Any) -> Any:
+        """The constant block an empty chunk's key stands for (KeyError for a key not of this band)."""
+        if isinstance(key, tuple) and len(key) == 4 and key[0] == self._name:
+            _, t, iy, ix = key
+            if (
+                isinstance(t, int)
+                and isinstance(iy, int)
+                and isinstance(ix, int)
+                and 0 <= t < self._times
+                and 0 <= iy < len(self._ychunks)
+                and 0 <= ix < len(self._xchunks)
+            ):
+                return (f"{self._name}-fill", self._ychunks[iy], self._xchunks[ix])
+        raise KeyError(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        task = self._tasks.get(key)
+        if task is not None:
+            return task
+        fill = self._fills.get(key)
+        if fill is not None:
+            return fill
+        return self._alias(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._tasks
+        yield from self._fills
+        for t in range(self._times):
+            for iy in range(len(self._ychunks)):
+                for ix in range(len(self._xchunks)):
+                    key = (self._name, t, iy, ix)
+                    if key not in self._tasks:
+                        yield key
+
+    def __len__(self) -> int:
+        chunks = self._times * len(self._ychunks) * len(self._xchunks)
+        return chunks + len(self._fills)
+
+
 def band_array(plan: Plan, band: BandSpec, failures: str = "") -> da.Array:
     """The lazy (time, y, x) dask array of one output band (failed reads logged under ``failures``)."""
     name = f"mosaic-{band.name}-{tokenize(plan, band.name)}"
@@ -261,26 +338,15 @@ def band_array(plan: Plan, band: BandSpec, failures: str = "") -> da.Array:
     gy, gx = plan.chunk_grid
     ychunks = tuple(min(cy, ny - i * cy) for i in range(gy))
     xchunks = tuple(min(cx, nx - i * cx) for i in range(gx))
-    dsk: dict[Any, Any] = {}
+    tasks: dict[Any, Any] = {}
     for task in plan.tasks:
         if task.band != band.name:
             continue
         gbox = plan.chunk_geobox(task.iy, task.ix)
         shape = (ychunks[task.iy], xchunks[task.ix])
-        dsk[(name, task.time, task.iy, task.ix)] = (load_chunk, task, ctx, tuple(gbox.affine)[:6], shape)
-    fills: dict[tuple[int, int], Any] = {}
+        tasks[(name, task.time, task.iy, task.ix)] = (load_chunk, task, ctx, tuple(gbox.affine)[:6], shape)
     fill_value = band.nodata if band.nodata is not None else 0
-    for t in range(len(plan.times)):
-        for iy, h in enumerate(ychunks):
-            for ix, w in enumerate(xchunks):
-                key = (name, t, iy, ix)
-                if key in dsk:
-                    continue
-                fill = fills.get((h, w))
-                if fill is None:
-                    fill = fills[(h, w)] = (f"{name}-fill", h, w)
-                    dsk[fill] = (np.full, (1, h, w), fill_value, band.dtype)
-                dsk[key] = fill  # an alias: no task, no read
+    dsk = _Blocks(name, tasks, len(plan.times), ychunks, xchunks, (np.full, fill_value, band.dtype))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     return da.Array(  # type: ignore[no-untyped-call]  # dask's Array.__new__ is unannotated
         graph, name, chunks=((1,) * len(plan.times), ychunks, xchunks), dtype=band.dtype

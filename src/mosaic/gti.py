@@ -32,6 +32,7 @@ such as ``gdaltindex`` writes) for :meth:`mosaic.TileIndex.from_gti`, which read
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -60,9 +61,17 @@ from mosaic._gti_xml import (
     source_nodata,
     warped_vrt,
 )
-from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, SourceError
-from mosaic.geom import areal, grid_outline, lonlat_to_crs, to_lonlat
-from mosaic.grid import target_crs
+from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, OutputError, SourceError
+from mosaic.geom import areal, bbox_to_lonlat, grid_outline, lonlat_to_crs, to_lonlat
+from mosaic.grid import (
+    DEFAULT_MAX_PIXELS,
+    check_bbox,
+    check_grid,
+    check_max_pixels,
+    parse_crs,
+    target_crs,
+    warn_area_of_use,
+)
 from mosaic.index import TileIndex
 from mosaic.paths import check_allowed, credentials_in, gdal_path
 from mosaic.records import SceneAsset, crs_to_string
@@ -105,14 +114,10 @@ def require_gti_driver() -> None:
 
 
 def _as_index(index: TileIndex | PathType | Any) -> TileIndex:
-    if isinstance(index, TileIndex):
-        return index
+    """The index to export: a TileIndex, a saved index or STAC Items, or any GDAL tile index file."""
     from mosaic.planner import resolve_index
 
-    text = os.fspath(index) if isinstance(index, (str, os.PathLike)) else None
-    if text is not None and not text.lower().endswith((".parquet", ".geoparquet", ".json", ".ndjson")):
-        return TileIndex.read(text)
-    return resolve_index(index)
+    return resolve_index(index, other_files="gti")
 
 
 def _grid(
@@ -208,6 +213,7 @@ def export_gti(
     method: Literal["first", "last"] = "first",
     warp: Literal["exact", "gdal"] = "exact",
     xml: bool = False,
+    max_pixels: float | None = DEFAULT_MAX_PIXELS,
 ) -> list[Path]:
     """Write GDAL GTI files that show what ``mosaic.load(..., groupby=None, method=method)`` shows.
 
@@ -229,14 +235,20 @@ def export_gti(
             Either way a file whose own nodata tags are not those load applies (the index row's) is
             wrapped in a VRT that declares them.
         xml: also write a ``.gti`` XML wrapper beside each GeoPackage.
+        max_pixels: the largest grid (height x width) to export, as :func:`mosaic.load`; None: no
+            check of the grid's size or resolution.
 
     Returns:
         The files written, in asset order (each GeoPackage followed by its ``.gti`` when ``xml``).
 
     Raises:
         GDALVersionError: rasterio's GDAL has no GTI driver.
+        GridSizeError: the grid has more than ``max_pixels`` pixels, or pixels over 100 times finer
+            than the scenes'.
+        IndexFormatError: the index file is missing, or not an index.
         InvalidInputError: a method other than first/last, an unknown band, or an href with credentials.
         NoDataError: no scene intersects the grid.
+        OutputError: the files cannot be written at ``path``.
         SourceError: a tile to warp whose index row has no nodata cannot be opened to read the file's.
     """
     if method not in ("first", "last"):
@@ -246,9 +258,18 @@ def export_gti(
         )
     if warp not in ("exact", "gdal"):
         raise InvalidInputError(f"warp must be 'exact' or 'gdal', got {warp!r}")
+    from mosaic.planner import check_bands
+
+    bands = check_bands(bands)
+    check_max_pixels(max_pixels)
+    parse_crs(bbox_crs, "bbox_crs")
+    if bbox is not None:
+        bbox = check_bbox(bbox)
     require_gti_driver()
     idx = _as_index(index)
     gbox = _grid(idx, bbox, bbox_crs, crs, resolution, time, anchor, bands)
+    area = bbox_to_lonlat(bbox, bbox_crs) if bbox is not None else None
+    warn_area_of_use(gbox.crs, area or to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt()))  # type: ignore[union-attr]
     target = CRS.from_user_input(gbox.crs.to_wkt())  # type: ignore[union-attr]
     srs, wkt = crs_to_string(target), target.to_wkt()
     if (
@@ -268,6 +289,7 @@ def export_gti(
         )
     assets = _assets(rows, bands)
     rows = [r for r in rows if r.asset in assets]
+    check_grid(gbox, rows, max_pixels=max_pixels)
     for r in rows:
         secret = credentials_in(r.href)  # type: ignore[arg-type]
         if secret:
@@ -288,7 +310,10 @@ def export_gti(
         written.append(_write_layer(frame.set_crs(wkt), out, asset, meta))
         if xml:
             wrapper = out.with_name(out.name[: -len(".gpkg")])
-            wrapper.write_text(gti_xml(out, asset, meta, band))
+            try:
+                wrapper.write_text(gti_xml(out, asset, meta, band))
+            except OSError as exc:
+                raise OutputError.at(wrapper, "the GTI XML", exc) from exc
             written.append(wrapper)
     return written
 
@@ -399,13 +424,23 @@ def _layer(
 
 
 def _write_layer(frame: Any, out: Path, layer: str, meta: dict[str, str]) -> Path:
+    """Write the GeoPackage under a temporary name, then rename it over ``out``.
+
+    Raises:
+        OutputError: the folder cannot be made or written (read-only, a file in the way...).
+    """
     import pyogrio
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name[: -len('.gpkg')]}.tmp.gpkg")  # GDAL wants a .gpkg suffix
-    tmp.unlink(missing_ok=True)
-    pyogrio.write_dataframe(
-        frame, tmp, layer=layer, driver="GPKG", promote_to_multi=True, layer_metadata=meta
-    )
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        pyogrio.write_dataframe(
+            frame, tmp, layer=layer, driver="GPKG", promote_to_multi=True, layer_metadata=meta
+        )
+        os.replace(tmp, out)
+    except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OutputError.at(out, "the GTI", exc) from exc
     return out

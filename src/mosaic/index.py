@@ -10,6 +10,7 @@ column, so a reader that asks for one area reads only the row groups near it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -30,6 +31,7 @@ from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, as_profiles
 from mosaic.errors import (
+    DuplicateRowsWarning,
     IncompleteMetadataWarning,
     IndexFormatError,
     InvalidInputError,
@@ -530,10 +532,24 @@ class TileIndex:
         An index from someone else can point at any file or URL: with ``allowed_prefixes`` (folders
         and URLs) and/or ``$MOSAIC_ALLOWED_PREFIXES``, an index with an href outside them is refused
         (:class:`~mosaic.errors.HrefNotAllowedError`) before any file it names is opened.
+
+        A row found more than once (same scene id and asset: an index concatenated from overlapping
+        ones) is kept once, with a :class:`~mosaic.errors.DuplicateRowsWarning`, when its copies agree
+        in every field; copies that disagree are an error, as no one can say which is right.
+
+        Raises:
+            IndexFormatError: naming the file: missing, a folder, not Parquet (or a GTI), not a mosaic
+                tile index, written by a newer mosaic, or holding conflicting copies of a row.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidInputError(
+                f"TileIndex.read takes the path of an index file, got {type(path).__name__}"
+            )
         path = Path(path)
         if not path.exists():
             raise IndexFormatError(f"{path}: index file does not exist")
+        if path.is_dir():
+            raise IndexFormatError(f"{path}: is a folder, not an index file")
         if not _is_parquet(path):  # a GDAL GTI or gdaltindex output
             gti = cls.from_gti(path, allowed_prefixes=allowed_prefixes)
             return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
@@ -558,7 +574,11 @@ class TileIndex:
         dataset = pads.dataset(path, format="parquet")
         filt = _pushdown(bbox, time, bbox_crs)
         present = [n for n in SCHEMA.names if n not in absent]
-        table = dataset.to_table(columns=[*present, "geometry"], filter=filt)
+        try:
+            table = dataset.to_table(columns=[*present, "geometry"], filter=filt)
+        except (pa.ArrowException, OSError) as exc:
+            raise IndexFormatError(f"{path}: cannot be read (truncated or damaged: {exc})") from exc
+        table = _without_duplicates(table, path)
         geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
         table = _with_columns(table.drop_columns(["geometry"]), absent)
         skipped = [Skipped(h, r) for h, r in meta.get("skipped", [])]
@@ -823,6 +843,55 @@ def _check_nodata_assets(nodata: NodataOverride, rows: Sequence[SceneAsset]) -> 
         raise InvalidInputError(
             f"nodata= names asset(s) {unknown} that no indexed row has; the assets are {sorted(have)}"
         )
+
+
+def _without_duplicates(table: pa.Table, path: Path) -> pa.Table:
+    """``table`` with each row kept once; rows of one (id, asset) that differ are an error.
+
+    Raises:
+        IndexFormatError: naming the file and one scene whose rows disagree.
+    """
+    ids = table.column("id").to_pylist()
+    assets = table.column("asset").to_pylist()
+    counts = Counter(zip(ids, assets, strict=True))
+    repeated = {key for key, n in counts.items() if n > 1}
+    if not repeated:
+        return table
+    first: dict[tuple[Any, Any], int] = {}
+    drop: list[int] = []
+    for i, key in enumerate(zip(ids, assets, strict=True)):
+        if key not in repeated:
+            continue
+        if key not in first:
+            first[key] = i
+            continue
+        a, b = table.slice(first[key], 1).to_pylist()[0], table.slice(i, 1).to_pylist()[0]
+        fields = sorted(k for k in a if not _same(a[k], b[k]))
+        if fields:
+            raise IndexFormatError(
+                f"{path}: scene {key[0]!r} asset {key[1]!r} appears {counts[key]} times with different "
+                f"{', '.join(fields)}; a tile index holds each scene asset once: rebuild the index, or "
+                "keep one row of each (it may have been concatenated from overlapping indexes)"
+            )
+        drop.append(i)
+    example = next(iter(sorted(repeated, key=str)))
+    warnings.warn(
+        f"{path}: {len(drop)} duplicate row(s) of {len(repeated)} scene asset(s) (e.g. scene "
+        f"{example[0]!r} asset {example[1]!r}) dropped: each was an exact copy of another row",
+        DuplicateRowsWarning,
+        stacklevel=4,
+    )
+    keep = np.setdiff1d(np.arange(len(table)), np.asarray(drop, dtype=np.int64))
+    return table.take(pa.array(keep))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of one field, NaN equal to NaN (a nodata of NaN is the same nodata)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _is_parquet(path: Path) -> bool:

@@ -143,16 +143,47 @@ def _distributed_worker() -> str | None:
 
 
 _AUTH = re.compile(
-    r"HTTP response code: 40[13]|Access ?Denied|InvalidAccessKeyId|SignatureDoesNotMatch|"
-    r"request signature we calculated does not match|InvalidToken|ExpiredToken|Unauthori[sz]ed|"
-    r"Forbidden|Permission denied|credentials",
+    # HTTP status codes (GDAL's /vsicurl/ says them), S3/GCS/Azure error codes and their messages (S3
+    # servers word them differently: AWS "The AWS Access Key Id you provided does not exist in our
+    # records", SeaweedFS and MinIO "The access key ID you provided does not exist..."), and GDAL's own
+    # "...configuration options not defined, and <credentials file> not filled" for missing keys
+    r"HTTP response code: 40[13]|Access ?Denied|InvalidAccessKeyId|access key id you provided does not exist|"
+    r"SignatureDoesNotMatch|request signature we calculated does not match|InvalidToken|ExpiredToken|"
+    r"security token included in the request is (invalid|expired)|InvalidSecurity|"
+    r"Unauthori[sz]ed|Forbidden|Permission denied|AuthenticationFailed|AuthorizationFailure|"
+    r"failed to authenticate|configuration options? not (defined|set)|not filled|credentials",
     re.IGNORECASE,
+)
+_AUTH_ERRORS = frozenset(
+    # rasterio's classes of GDAL's error numbers 14-16 (CPLE_AWSAccessDenied, ...InvalidCredentials,
+    # ...SignatureDoesNotMatch): GDAL's own classification, whatever the server's wording
+    {"CPLE_AWSAccessDeniedError", "CPLE_AWSInvalidCredentialsError", "CPLE_AWSSignatureDoesNotMatchError"}
 )
 
 
 def is_auth_failure(exc: BaseException) -> bool:
-    """Whether a failure is the server refusing the credentials (HTTP 401/403, S3 key errors)."""
-    return bool(_AUTH.search(str(exc)))
+    """Whether a failure is the server refusing the credentials, or their absence.
+
+    By GDAL's error class where it has one (access denied, invalid or missing credentials, signature
+    mismatch), else by the message (HTTP 401/403, the S3, GCS and Azure error codes and wordings);
+    causes chained to the exception count too (rasterio chains GDAL's error to its summary).
+    """
+    for seen in _chain(exc):
+        if any(kind.__name__ in _AUTH_ERRORS for kind in type(seen).__mro__):
+            return True
+        if _AUTH.search(str(seen)):
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions chained to it (causes, then contexts), each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def is_transient(exc: BaseException, *, remote: bool = False) -> bool:
@@ -163,12 +194,10 @@ def is_transient(exc: BaseException, *, remote: bool = False) -> bool:
     """
     if is_auth_failure(exc):
         return False
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in _chain(exc):
         text = str(seen)
         if _TRANSIENT.search(text) or (remote and _REMOTE_TRANSIENT.search(text)):
             return True
-        seen = seen.__cause__ or seen.__context__
     return False
 
 

@@ -24,10 +24,11 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ from mosaic.bands import (
     to_physical,
     with_source_nodata,
 )
-from mosaic.errors import InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
+from mosaic.errors import IndexFormatError, InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
 from mosaic.geom import (
     areal,
     as_geometry,
@@ -59,7 +60,19 @@ from mosaic.geom import (
     lonlat_to_crs,
     to_lonlat,
 )
-from mosaic.grid import DEFAULT_CHUNK, anchor_phase, chunk_shape, make_geobox
+from mosaic.grid import (
+    DEFAULT_CHUNK,
+    DEFAULT_MAX_PIXELS,
+    anchor_phase,
+    check_bbox,
+    check_grid,
+    check_max_pixels,
+    chunk_shape,
+    make_geobox,
+    metres_per_unit,
+    parse_crs,
+    warn_area_of_use,
+)
 from mosaic.index import TileIndex
 from mosaic.paths import check_allowed
 from mosaic.records import SceneAsset
@@ -69,6 +82,7 @@ from mosaic.windows import (
     WindowFinder,
     chunk_boxes,
     chunk_targets,
+    chunks_touching,
     footprint_in_target,
     grid_in_target,
     scene_windows,
@@ -85,6 +99,8 @@ __all__ = [
     "Plan",
     "Read",
     "anchor_of",
+    "check_bands",
+    "check_concurrency",
     "make_plan",
     "request_grid",
     "resolve_index",
@@ -274,6 +290,8 @@ class Plan:
     def explain(self, iy: int, ix: int, *, time: int | None = None, band: str | None = None) -> str:
         """Which scenes feed chunk (iy, ix) and why, and which nearby scenes do not and why."""
         ny, nx = self.chunk_grid
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (iy, ix)):
+            raise InvalidInputError(f"explain takes a chunk's row and column numbers, got ({iy!r}, {ix!r})")
         if not (0 <= iy < ny and 0 <= ix < nx):
             raise InvalidInputError(f"chunk ({iy}, {ix}) is outside the chunk grid {ny} x {nx}")
         from mosaic._repr import read_text, window_text
@@ -342,8 +360,27 @@ class Plan:
 # ============================================================================================ planning
 
 
-def resolve_index(index: Any, *, bbox_ll: Any = None, time: TimeLike = None) -> TileIndex:
-    """A TileIndex from an index, the path of a saved index or a GTI, STAC Items, or ``$MOSAIC_INDEX``."""
+def resolve_index(
+    index: Any,
+    *,
+    bbox_ll: Any = None,
+    time: TimeLike = None,
+    other_files: Literal["stac", "gti"] = "stac",
+) -> TileIndex:
+    """A TileIndex from an index, the path of a saved index or a GTI, STAC Items, or ``$MOSAIC_INDEX``.
+
+    A path is read by its suffix: ``.parquet`` (a saved index, or stac-geoparquet), a GDAL tile index
+    (``.gti``, ``.gpkg``, ``.shp``, ``.fgb``), and any other file as STAC Items (JSON or NDJSON); with
+    ``other_files="gti"``, any file but ``.json`` and ``.ndjson`` as a GDAL tile index.
+
+    Raises:
+        MissingIndexError: no index given, and ``$MOSAIC_INDEX`` is not set.
+        IndexFormatError: naming the file (and ``$MOSAIC_INDEX`` when it came from there): it does not
+            exist, is a folder, is empty, truncated or of another format, or holds no tile index nor
+            STAC Items.
+        InvalidInputError: ``index`` is none of the kinds above.
+    """
+    label = None
     if index is None:
         env = os.environ.get("MOSAIC_INDEX")
         if not env:
@@ -351,22 +388,90 @@ def resolve_index(index: Any, *, bbox_ll: Any = None, time: TimeLike = None) -> 
                 "no tile index given: pass index= (a TileIndex, the path of a saved index, or STAC Items), "
                 "or set the MOSAIC_INDEX environment variable to the path of a saved index"
             )
-        index = env
+        index, label = env, f"{env} ($MOSAIC_INDEX)"
     if isinstance(index, TileIndex):
         return index
-    if isinstance(index, (str, os.PathLike)) and str(index).endswith((".parquet", ".geoparquet")):
-        from pathlib import Path
-
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(Path(index)).names if Path(index).exists() else []
-        if "stac_version" in names or ("assets" in names and "href" not in names):
-            return TileIndex.from_stac(index)
-        bounds = None if bbox_ll is None else _pushdown_box(bbox_ll)
-        return TileIndex.read(index, bbox=bounds, time=time)
-    if isinstance(index, (str, os.PathLike)) and str(index).lower().endswith(_GTI_SUFFIXES):
-        return TileIndex.read(index)  # a GDAL GTI or gdaltindex output
+    if isinstance(index, (str, os.PathLike)):
+        path = Path(index)
+        try:
+            return _index_file(path, label or str(path), bbox_ll, time, other_files)
+        except IndexFormatError as exc:
+            if label is None or label in str(exc):
+                raise
+            raise IndexFormatError(f"$MOSAIC_INDEX: {exc}") from exc
+    if isinstance(index, (bytes, bool, int, float)) or not (
+        isinstance(index, Mapping | Iterable) or hasattr(index, "to_dict") or hasattr(index, "items")
+    ):
+        raise InvalidInputError(
+            "index must be a TileIndex, the path of a saved index (or of STAC Items, or a GDAL GTI), or "
+            f"STAC Items; got {type(index).__name__}"
+        )
     return TileIndex.from_stac(index)
+
+
+def _index_file(
+    path: Path, label: str, bbox_ll: Any, time: TimeLike, other_files: Literal["stac", "gti"]
+) -> TileIndex:
+    """The index in file ``path`` (``label`` names it in errors)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mosaic.sources import RASTER_SUFFIXES
+
+    build = "make one with 'mosaic index build' or TileIndex.write"
+    if not path.exists():
+        raise IndexFormatError(f"{label}: index file does not exist; {build}")
+    if path.is_dir():
+        raise IndexFormatError(
+            f"{label}: is a folder, not an index file: give the file itself (a .parquet tile index, STAC "
+            "Items JSON or a GDAL GTI)"
+        )
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        raise IndexFormatError(f"{label}: cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise IndexFormatError(f"{label}: the file is empty (0 bytes); {build}")
+    name = path.name.lower()
+    if name.endswith((".parquet", ".geoparquet")) or head.startswith(b"PAR1"):
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowException, OSError) as exc:
+            raise IndexFormatError(
+                f"{label}: not a readable Parquet file (truncated, or another format: {exc})"
+            ) from exc
+        if "stac_version" in names or ("assets" in names and "href" not in names):
+            return _stac_file(path, label)
+        bounds = None if bbox_ll is None else _pushdown_box(bbox_ll)
+        return TileIndex.read(path, bbox=bounds, time=time)
+    if name.endswith(RASTER_SUFFIXES):
+        raise IndexFormatError(
+            f"{label}: is a raster, not a tile index; index it first "
+            f"(mosaic index build {path} -o index.parquet)"
+        )
+    if name.endswith(_GTI_SUFFIXES) or (other_files == "gti" and not name.endswith((".json", ".ndjson"))):
+        return TileIndex.read(path)  # a GDAL GTI or gdaltindex output
+    return _stac_file(path, label)
+
+
+def _stac_file(path: Path, label: str) -> TileIndex:
+    """The index of the STAC Items in a JSON, NDJSON or stac-geoparquet file."""
+    from mosaic.errors import SourceError
+    from mosaic.sources import iter_items
+
+    try:
+        items, base = iter_items(path)
+    except SourceError as exc:
+        raise IndexFormatError(
+            f"{label}: not a tile index: neither a saved index (GeoParquet), STAC Items (JSON, NDJSON, "
+            f"stac-geoparquet) nor a GDAL tile index ({exc.reason if exc.href == str(path) else exc})"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{label}: not a tile index nor STAC Items JSON ({exc})") from exc
+    if not items:
+        raise IndexFormatError(f"{label}: holds no STAC Items")
+    return TileIndex.from_stac([{**item, "_base": item.get("_base", base)} for item in items])
 
 
 _GTI_SUFFIXES = (".gti", ".gti.gpkg", ".gpkg", ".shp", ".fgb")
@@ -459,15 +564,14 @@ def _in_grid(area: tuple[BaseGeometry, str], gbox: GeoBox) -> BaseGeometry:
     return geom
 
 
-def _clipped_chunks(
-    boxes: np.ndarray, clip: BaseGeometry | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Per chunk box: whether the clip polygon touches it, and whether it reaches beyond the polygon."""
-    if clip is None:
-        return None, None
-    shapely.prepare(clip)
-    inside = shapely.intersects(clip, boxes)
-    return inside, inside & ~shapely.contains(clip, boxes)
+def _partial_chunks(
+    gbox: GeoBox, chunks: tuple[int, int], clip: BaseGeometry | None, touched: Sequence[np.ndarray]
+) -> set[int]:
+    """The touched chunks (row-major indices) that reach beyond the clip polygon (none without one)."""
+    if clip is None or not touched:
+        return set()
+    flat = np.unique(np.concatenate(touched))
+    return set(flat[~shapely.contains(clip, chunk_boxes(gbox, chunks, flat))].tolist())
 
 
 def _margin(spec: BandSpec) -> int:
@@ -483,6 +587,63 @@ def _kernels(specs: Sequence[BandSpec], requested: Any) -> str:
     if len(kinds) == 1:
         return kinds.pop()
     return ", ".join(f"{b.name}={b.resampling}" for b in specs)
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def check_concurrency(value: Any) -> int | None:
+    """``max_concurrency`` as a positive int, or None.
+
+    Raises:
+        InvalidInputError: anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InvalidInputError(f"max_concurrency must be a whole number of reads, at least 1, got {value!r}")
+    return int(value)
+
+
+def check_bands(bands: Any) -> Sequence[str] | str | None:
+    """``bands`` as None, one name or a list of names.
+
+    Raises:
+        InvalidInputError: anything else (a number, a list of numbers...).
+    """
+    if bands is None or isinstance(bands, str):
+        return bands
+    if isinstance(bands, Sequence | np.ndarray | set | frozenset) and all(isinstance(b, str) for b in bands):
+        return list(bands)
+    raise InvalidInputError(
+        f"bands must be a band name ('B02', 'visual.1', 'red') or a list of them, got {bands!r}"
+    )
+
+
+def _check_dtypes(dtype: Any) -> None:
+    """Refuse output dtypes no band can be written as (complex, strings, objects): ints and floats only."""
+    for value in dtype.values() if isinstance(dtype, Mapping) else [dtype]:
+        if value is None:
+            continue
+        try:
+            kind = np.dtype(value).kind
+        except TypeError:
+            continue  # not a dtype at all: band_specs says so, naming the band
+        if kind not in "uif":
+            raise InvalidInputError(
+                f"dtype {value!r}: give an integer or float dtype (e.g. 'uint16', 'int16', 'float32')"
+            )
+
+
+def _check_auth(auth: Any) -> tuple[Profile, ...]:
+    """``auth`` as a tuple of credential profiles."""
+    try:
+        return as_profiles(auth)
+    except TypeError:
+        raise InvalidInputError(
+            "auth takes a credential profile (mosaic.auth.S3Profile, HTTPProfile, EarthdataProfile) or a "
+            f"list of them, got {auth!r}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------ method
@@ -565,13 +726,13 @@ def request_grid(
         return _native_phase(selected(), bands, target, rx, ry)
 
     def native_resolution(target: CRS) -> float:
-        res = [min(r.resolution) for r in selected() if r.resolution]
+        # in ground metres, so scenes in degrees (or feet) and a grid in metres (or degrees) agree
+        res = [min(r.resolution) * metres_per_unit(r.crs) for r in selected() if r.resolution]
         if not res:
             raise NoDataError(
                 "resolution= not given and no scene in the request has a known resolution to default to"
             )
-        finest = min(res)
-        return finest / 111_320.0 if target.is_geographic else finest
+        return min(res) / metres_per_unit(target)
 
     return make_geobox(
         bbox,
@@ -613,6 +774,7 @@ def make_plan(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    max_pixels: float | None = DEFAULT_MAX_PIXELS,
 ) -> Plan:
     """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
 
@@ -626,9 +788,23 @@ def make_plan(
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_empty not in ("raise", "warn"):
         raise InvalidInputError(f"on_empty must be 'raise' or 'warn', got {on_empty!r}")
-    if max_concurrency is not None and int(max_concurrency) < 1:
-        raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    max_concurrency = check_concurrency(max_concurrency)
+    check_max_pixels(max_pixels)
     parse_time(time)  # validate early
+    bands = check_bands(bands)
+    _check_dtypes(dtype)
+    if groupby is not None and not isinstance(groupby, str):
+        raise InvalidInputError(
+            f"groupby must be 'solar_day', 'time', an Item property name or None, got {groupby!r}"
+        )
+    if gdal_options is not None and not isinstance(gdal_options, Mapping):
+        raise InvalidInputError(
+            f"gdal_options must be a mapping of GDAL option names to values, got {gdal_options!r}"
+        )
+    profiles = _check_auth(auth)
+    parse_crs(bbox_crs, "bbox_crs")
+    if bbox is not None:
+        bbox = check_bbox(bbox)
     phase = anchor_of(anchor, geobox=geobox, like=like, shape=shape)
     area: tuple[BaseGeometry, str] | None = None  # the geopolygon, in its own CRS
     if geopolygon is not None:
@@ -661,6 +837,7 @@ def make_plan(
     )
     chunk_yx = chunk_shape(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
+    warn_area_of_use(gbox.crs, area_ll if pre_area is None else pre_area, stacklevel=3)
     clip_target = None
     if clip and area is not None:  # only scenes under the polygon, and only chunks it touches
         area_ll = areal(area_ll.intersection(pre_area))
@@ -710,6 +887,8 @@ def make_plan(
     # only the assets the bands (and the ranking band) come from are planned
     wanted = {spec.asset for spec in specs} | ({rank_band} if rank_band else set())
     records = [r for r in records if r.asset in wanted]
+    # the size guard: before anything sized by the grid or its chunks exists
+    check_grid(gbox, records, max_pixels=max_pixels, dtypes=[b.dtype for b in specs])
 
     # time groups, and fusion order inside each
     if groupby in ("solar_day", "time") and not any(r.datetime or r.start_datetime for r in records):
@@ -731,30 +910,35 @@ def make_plan(
     group_keys = sorted(grouped, key=lambda k: (first_time(grouped[k]) or epoch, str(k)))
     times = tuple(as_coord(first_time(grouped[k])) for k in group_keys)
 
-    # footprints in the target CRS against chunk boxes
+    # footprints in the target CRS against the boxes of the chunks near them (never every chunk)
     finder = WindowFinder(gbox, chunk_yx)
     nx = finder.grid[1]
-    boxes = chunk_boxes(gbox, chunk_yx, finder.grid)
-    tree = shapely.STRtree(boxes)
-    inside, partial = _clipped_chunks(boxes, clip_target)
+    if clip_target is not None:
+        shapely.prepare(clip_target)
     # source pixels around each window for the kernel: per asset, for the widest kernel of its bands
     margins = {a: max((_margin(b) for b in specs if b.asset == a), default=1) for a in wanted}
     if rank_band is not None:
         margins[rank_band] = max((_margin(b) for b in specs), default=1)  # warped with each band's kernel
 
-    touching: dict[tuple[str, str], list[tuple[int, int, int, int, PixelBox, PixelBox]]] = {}
+    hit: list[tuple[SceneAsset, np.ndarray, np.ndarray]] = []  # per scene: chunks touched, their boxes
     for rec in records:
         fp = footprint_in_target(rec, area_ll, gbox)
         if fp.is_empty:
             continue
-        hits = np.sort(tree.query(fp, predicate="intersects"))
-        if inside is not None:
-            hits = hits[inside[hits]]
-        ys, xs = np.divmod(hits, nx)
-        xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-        levels, factors, wins, ok = scene_windows(
-            rec, (xmin[ys, xs], xmax[ys, xs], ymin[ys, xs], ymax[ys, xs]), scale[ys, xs], margins[rec.asset]
-        )
+        flat, boxes = chunks_touching(fp, gbox, chunk_yx)
+        if clip_target is not None:  # only chunks the clip polygon touches
+            keep = shapely.intersects(clip_target, boxes)
+            flat, boxes = flat[keep], boxes[keep]
+        hit.append((rec, flat, boxes))
+    for crs in sorted({rec.crs for rec, _, _ in hit}):  # one lattice transform per source CRS
+        finder.prepare(crs, np.unique(np.concatenate([flat for rec, flat, _ in hit if rec.crs == crs])))
+    partial = _partial_chunks(gbox, chunk_yx, clip_target, [flat for _, flat, _ in hit])
+
+    touching: dict[tuple[str, str], list[tuple[int, int, int, int, PixelBox, PixelBox]]] = {}
+    for rec, flat, boxes in hit:
+        ys, xs = np.divmod(flat, nx)
+        xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs, flat)
+        levels, factors, wins, ok = scene_windows(rec, (xmin, xmax, ymin, ymax), scale, margins[rec.asset])
         # where in each chunk the scene's pixels can land (its grid, plus the kernel and 2 px for the
         # outline's densification): a warp computes only there
         targets = chunk_targets(
@@ -802,7 +986,7 @@ def make_plan(
                         aux_chunk[(iy, ix)].append(aux)
             for (iy, ix), reads in sorted(per_chunk.items()):
                 aux_reads = tuple(aux_chunk.get((iy, ix), ()))
-                clipped = partial is not None and bool(partial[iy * nx + ix])
+                clipped = iy * nx + ix in partial
                 tasks.append(ChunkTask(spec.name, t, iy, ix, tuple(reads), aux_reads, clipped))
 
     return Plan(
@@ -819,7 +1003,7 @@ def make_plan(
         on_error=on_error,
         gdal_options=hide_secrets(gdal_options or {}),
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
-        auth=as_profiles(auth),
+        auth=profiles,
         considered=tuple(considered),
         clip=None if clip_target is None else shapely.to_wkb(clip_target),
     )
@@ -860,9 +1044,8 @@ def _aux_read(
     physical: tuple[float, float] | None = None,
 ) -> Read:
     """The ranking band's read for one chunk (an empty window when it does not reach the chunk)."""
-    xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs)
-    at = (np.array([iy]), np.array([ix]))
-    level, factor, win, ok = scene_windows(rec, (xmin[at], xmax[at], ymin[at], ymax[at]), scale[at], margin)
+    xmin, xmax, ymin, ymax, scale = finder.bounds(rec.crs, np.array([iy * finder.grid[1] + ix]))
+    level, factor, win, ok = scene_windows(rec, (xmin, xmax, ymin, ymax), scale, margin)
     if not ok[0]:
         return _make_read(rec, 1, -1, 1, (0, 0, 0, 0))
     box_ = cast(PixelBox, tuple(int(v) for v in win[0]))

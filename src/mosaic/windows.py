@@ -1,16 +1,16 @@
 """Window maths of the planner: which chunks a scene touches, and which source pixels each needs.
 
-A lattice of points along every chunk edge of the target grid is transformed into each source CRS
-once (one vectorised pyproj call per CRS, not per scene and chunk); per chunk, the extreme source
-coordinates give the source window and the edge lengths the local scale, which picks the overview.
-All windows of one scene are then computed in one NumPy pass.
+A scene's footprint is tested against the boxes of the chunks near it only (:func:`chunks_touching`).
+A lattice of points along each touched chunk is transformed into each source CRS once (one vectorised
+pyproj call per CRS, not per scene and chunk); per chunk, the extreme source coordinates give the
+source window and the edge lengths the local scale, which picks the overview. All windows of one scene
+are then computed in one NumPy pass. Nothing here is sized by the whole grid: planning a vast grid
+that few scenes touch costs what those scenes' chunks cost.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -31,6 +31,7 @@ __all__ = [
     "WindowFinder",
     "chunk_boxes",
     "chunk_targets",
+    "chunks_touching",
     "footprint_in_target",
     "grid_in_target",
     "scene_windows",
@@ -38,28 +39,17 @@ __all__ = [
 
 _INVERSE = TransformDirection.INVERSE
 _LATTICE = 8  # at most this many points per chunk edge are transformed into each source CRS
-
-
-def _lattice_pixels(n: int, chunk: int, count: int, samples: int) -> np.ndarray:
-    """Pixel positions along one axis: ``samples`` + 1 per chunk (chunk edges shared)."""
-    pos = []
-    for i in range(count):
-        start, stop = i * chunk, min((i + 1) * chunk, n)
-        pts = np.linspace(start, stop, samples + 1)
-        pos.append(pts if i == 0 else pts[1:])
-    return np.concatenate(pos)
-
-
-def _block_reduce(a: np.ndarray, ny: int, nx: int, s: int, func: Callable[..., np.ndarray]) -> np.ndarray:
-    """Reduce the lattice to one value per chunk, over each chunk's (s+1)^2 points (NaN ignored)."""
-    pair = np.fmin if func is np.nanmin else np.fmax
-    rows = a.shape[0]
-    cols = pair(func(a[:, :-1].reshape(rows, nx, s), axis=2), a[:, s::s])
-    return cast(np.ndarray, pair(func(cols[:-1].reshape(ny, s, nx), axis=1), cols[s::s]))
+_BATCH = 16384  # chunks per vectorised transform: bounds the lattice's temporaries (~50 MB)
 
 
 class WindowFinder:
-    """Source windows and local scales of every chunk, per source CRS (transforms cached per CRS)."""
+    """Source windows and local scales of chunks, per source CRS, for the chunks asked about only.
+
+    Each chunk's lattice ((s + 1) x (s + 1) points along and across it) is transformed into a source
+    CRS once, in one vectorised pyproj call per CRS for all the chunks :meth:`prepare` names (in
+    batches of :data:`_BATCH`): the cost follows the chunks the footprints touch, never the size of
+    the grid. ``lattice_chunks`` counts the chunk lattices transformed so far.
+    """
 
     def __init__(self, gbox: GeoBox, chunks: tuple[int, int]):
         self.gbox = gbox
@@ -67,42 +57,65 @@ class WindowFinder:
         ny, nx = gbox.shape
         self.grid = (math.ceil(ny / chunks[0]), math.ceil(nx / chunks[1]))
         # sample points along each chunk edge: dense enough to follow curved edges, fewer for tiny chunks
-        self.s = s = int(np.clip(min(chunks) // 16, 2, _LATTICE))
-        rows = _lattice_pixels(ny, chunks[0], self.grid[0], s)
-        cols = _lattice_pixels(nx, chunks[1], self.grid[1], s)
-        cc, rr = np.meshgrid(cols, rows)
-        aff = gbox.affine
-        self.tx = aff.a * cc + aff.b * rr + aff.c
-        self.ty = aff.d * cc + aff.e * rr + aff.f
-        self.chunk_px = (np.diff(rows[::s]), np.diff(cols[::s]))
-        self._cache: dict[str, tuple[np.ndarray, ...]] = {}
+        self.s = int(np.clip(min(chunks) // 16, 2, _LATTICE))
+        self.lattice_chunks = 0
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # CRS: (sorted chunks, 5 x n values)
 
-    def bounds(self, crs: str) -> tuple[np.ndarray, ...]:
-        """Per chunk: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
-        if crs not in self._cache:
-            tr = transformer(cast("GeoCRS", self.gbox.crs).to_wkt(), crs)
-            with np.errstate(all="ignore"):
-                sx, sy = tr.transform(self.tx, self.ty, errcheck=False)
-            bad = ~(np.isfinite(sx) & np.isfinite(sy))
-            sx, sy = np.where(bad, np.nan, sx), np.where(bad, np.nan, sy)
-            ny, nx = self.grid
-            s = self.s
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chunks: outside the source CRS
-                xmin, xmax = _block_reduce(sx, ny, nx, s, np.nanmin), _block_reduce(sx, ny, nx, s, np.nanmax)
-                ymin, ymax = _block_reduce(sy, ny, nx, s, np.nanmin), _block_reduce(sy, ny, nx, s, np.nanmax)
-                # local scale: length of the chunk's top and left edges in source units per target pixel
-                top = (
-                    np.hypot(sx[:-1:s, s::s] - sx[:-1:s, :-1:s], sy[:-1:s, s::s] - sy[:-1:s, :-1:s])
-                    / self.chunk_px[1][None, :]
-                )
-                left = (
-                    np.hypot(sx[s::s, :-1:s] - sx[:-1:s, :-1:s], sy[s::s, :-1:s] - sy[:-1:s, :-1:s])
-                    / self.chunk_px[0][:, None]
-                )
-                scale = np.sqrt(top * left)
-            self._cache[crs] = (xmin, xmax, ymin, ymax, scale)
-        return self._cache[crs]
+    def prepare(self, crs: str, flat: np.ndarray) -> None:
+        """Transform the lattices of chunks ``flat`` (row-major indices) into ``crs``, if not done yet."""
+        keys, values = self._cache.get(crs, (np.empty(0, np.int64), np.empty((5, 0))))
+        missing = np.setdiff1d(np.asarray(flat, dtype=np.int64), keys)
+        if not missing.size:
+            return
+        tr = transformer(cast("GeoCRS", self.gbox.crs).to_wkt(), crs)
+        new = np.concatenate(
+            [self._compute(tr, missing[i : i + _BATCH]) for i in range(0, missing.size, _BATCH)], axis=1
+        )
+        keys, values = np.concatenate([keys, missing]), np.concatenate([values, new], axis=1)
+        order = np.argsort(keys, kind="stable")
+        self._cache[crs] = (keys[order], values[:, order])
+
+    def bounds(self, crs: str, flat: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per chunk of ``flat``: source-CRS xmin, xmax, ymin, ymax, and source units per target pixel."""
+        flat = np.asarray(flat, dtype=np.int64)
+        self.prepare(crs, flat)
+        keys, values = self._cache[crs]
+        picked = values[:, np.searchsorted(keys, flat)]
+        return tuple(picked)
+
+    def _compute(self, tr: Any, flat: np.ndarray) -> np.ndarray:
+        """xmin, xmax, ymin, ymax and scale (rows of a 5 x n array) of chunks ``flat`` in ``tr``'s CRS."""
+        ny, nx = self.gbox.shape
+        cy, cx = self.chunks
+        s, n = self.s, flat.size
+        iy, ix = np.divmod(flat, self.grid[1])
+        rows = np.linspace(iy * cy, np.minimum((iy + 1) * cy, ny), s + 1, axis=1)  # n x (s + 1)
+        cols = np.linspace(ix * cx, np.minimum((ix + 1) * cx, nx), s + 1, axis=1)
+        rr, cc = rows[:, :, None], cols[:, None, :]
+        aff = self.gbox.affine
+        tx = aff.a * cc + aff.b * rr + aff.c  # n x (s + 1) x (s + 1), as the broadcast goes
+        ty = aff.d * cc + aff.e * rr + aff.f
+        with np.errstate(all="ignore"):
+            sx, sy = tr.transform(np.ravel(tx), np.ravel(ty), errcheck=False)
+        bad = ~(np.isfinite(sx) & np.isfinite(sy))
+        sx = np.where(bad, np.nan, sx).reshape(n, (s + 1) ** 2)
+        sy = np.where(bad, np.nan, sy).reshape(n, (s + 1) ** 2)
+        self.lattice_chunks += n
+        out = np.empty((5, n))
+        # extremes over each chunk's points, NaN (outside the source CRS) ignored; all NaN stays NaN
+        out[0], out[1] = np.fmin.reduce(sx, axis=1), np.fmax.reduce(sx, axis=1)
+        out[2], out[3] = np.fmin.reduce(sy, axis=1), np.fmax.reduce(sy, axis=1)
+        # local scale: length of the chunk's top and left edges in source units per target pixel
+        top_left, top_right, bottom_left = 0, s, s * (s + 1)
+        with np.errstate(all="ignore"):
+            top = np.hypot(sx[:, top_right] - sx[:, top_left], sy[:, top_right] - sy[:, top_left]) / (
+                cols[:, s] - cols[:, 0]
+            )
+            left = np.hypot(sx[:, bottom_left] - sx[:, top_left], sy[:, bottom_left] - sy[:, top_left]) / (
+                rows[:, s] - rows[:, 0]
+            )
+            out[4] = np.sqrt(top * left)
+        return out
 
 
 def scene_windows(
@@ -154,19 +167,52 @@ def scene_windows(
     return level, factor, np.stack([r0, c0, r1 - r0, c1 - c0], axis=1), ok
 
 
-def chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
-    """Every chunk's bounding box in target CRS coordinates, row-major (vectorised)."""
+def chunk_boxes(gbox: GeoBox, chunks: tuple[int, int], flat: np.ndarray) -> np.ndarray:
+    """The bounding boxes, in target CRS coordinates, of chunks ``flat`` (row-major indices; vectorised)."""
     ny, nx = gbox.shape
-    r_edges = np.minimum(np.arange(grid[0] + 1) * chunks[0], ny)
-    c_edges = np.minimum(np.arange(grid[1] + 1) * chunks[1], nx)
+    iy, ix = np.divmod(np.asarray(flat, dtype=np.int64), math.ceil(nx / chunks[1]))
+    r0, c0 = iy * chunks[0], ix * chunks[1]
+    r1, c1 = np.minimum(r0 + chunks[0], ny), np.minimum(c0 + chunks[1], nx)
     aff = gbox.affine
-    r0, c0 = np.meshgrid(r_edges[:-1], c_edges[:-1], indexing="ij")
-    r1, c1 = np.meshgrid(r_edges[1:], c_edges[1:], indexing="ij")
     xs = np.stack([aff.a * cc + aff.b * rr + aff.c for cc in (c0, c1) for rr in (r0, r1)])
     ys = np.stack([aff.d * cc + aff.e * rr + aff.f for cc in (c0, c1) for rr in (r0, r1)])
-    return cast(
-        np.ndarray, shapely.box(xs.min(0).ravel(), ys.min(0).ravel(), xs.max(0).ravel(), ys.max(0).ravel())
-    )
+    return cast(np.ndarray, shapely.box(xs.min(0), ys.min(0), xs.max(0), ys.max(0)))
+
+
+def chunks_touching(geom: Any, gbox: GeoBox, chunks: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The chunks whose box intersects ``geom`` (target CRS): sorted row-major indices, and their boxes.
+
+    Only the chunks within one chunk of each part's bounding box are built and tested, so the work
+    follows the chunks the geometry covers, not the size of the grid.
+    """
+    candidates = _candidate_chunks(geom, gbox, chunks)
+    if not candidates.size:
+        return candidates, np.empty(0, dtype=object)
+    boxes = chunk_boxes(gbox, chunks, candidates)
+    shapely.prepare(geom)
+    keep = shapely.intersects(geom, boxes)
+    return candidates[keep], boxes[keep]
+
+
+def _candidate_chunks(geom: Any, gbox: GeoBox, chunks: tuple[int, int]) -> np.ndarray:
+    """Row-major indices of the chunks within one chunk of the bounding box of any part of ``geom``."""
+    ny, nx = gbox.shape
+    gy, gx = math.ceil(ny / chunks[0]), math.ceil(nx / chunks[1])
+    inv = ~gbox.affine
+    found = []
+    for minx, miny, maxx, maxy in shapely.bounds(shapely.get_parts(geom)):
+        corners = [(x, y) for x in (minx, maxx) for y in (miny, maxy)]
+        cols = [inv.a * x + inv.b * y + inv.c for x, y in corners]
+        rows = [inv.d * x + inv.e * y + inv.f for x, y in corners]
+        if not all(math.isfinite(v) for v in (*cols, *rows)):
+            continue
+        iy0, iy1 = math.floor(min(rows) / chunks[0]) - 1, math.floor(max(rows) / chunks[0]) + 1
+        ix0, ix1 = math.floor(min(cols) / chunks[1]) - 1, math.floor(max(cols) / chunks[1]) + 1
+        iy = np.arange(max(iy0, 0), min(iy1, gy - 1) + 1, dtype=np.int64)
+        ix = np.arange(max(ix0, 0), min(ix1, gx - 1) + 1, dtype=np.int64)
+        if iy.size and ix.size:
+            found.append((iy[:, None] * gx + ix[None, :]).ravel())
+    return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
 
 
 def footprint_in_target(rec: SceneAsset, area_ll: Any, gbox: GeoBox) -> Any:
@@ -232,7 +278,7 @@ def chunk_targets(
     xs: np.ndarray,
     pad: int,
 ) -> np.ndarray:
-    """Per chunk (ys, xs), the box of its pixels that a scene's ``grid`` (target CRS) covers.
+    """Per chunk (ys, xs), with ``boxes`` its chunk boxes, the box of its pixels a scene's ``grid`` covers.
 
     Rows of (row_off, col_off, height, width) in the chunk's own pixels, widened by ``pad`` pixels for
     the resampling kernel and the outline's densification; the whole chunk where the grid is unknown.
@@ -243,8 +289,7 @@ def chunk_targets(
     whole = np.stack([np.zeros_like(ys), np.zeros_like(xs), h, w], axis=1)
     if grid is None or not len(ys):
         return whole
-    nxc = math.ceil(nx / chunks[1])
-    cut = shapely.intersection(grid, boxes[ys * nxc + xs])
+    cut = shapely.intersection(grid, boxes)
     minx, miny, maxx, maxy = shapely.bounds(cut).T
     inv = ~gbox.affine
     cols = np.stack([inv.a * x + inv.b * y + inv.c for x in (minx, maxx) for y in (miny, maxy)])

@@ -2,8 +2,10 @@
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
-the traceback instead. Usage errors (a malformed option) exit with code 2, as click does. Mosaic's
-warnings (e.g. inputs skipped under ``--on-error skip``) are printed as ``warning: <message>``.
+the traceback instead. Any other exception is a bug in mosaic: it is reported the same way, as
+``error: unexpected <type>: ...`` with a request to report it, never as a bare traceback. Usage errors
+(a malformed option) exit with code 2, as click does. Mosaic's warnings (e.g. inputs skipped under
+``--on-error skip``) are printed as ``warning: <message>``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,15 @@ def one_line(exc: BaseException) -> str:
     """The exception's message on one line (line breaks become ``; ``, secrets ``***``), with a hint."""
     text = redact(re.sub(r"\s*\n\s*", "; ", str(exc).strip() or type(exc).__name__))
     for kind, hint in _HINTS:
-        if isinstance(exc, kind):
+        if isinstance(exc, kind) and _command(hint) not in text:  # (not when the message says it)
             return f"{text.rstrip('.')}; {hint}"
     return text
+
+
+def _command(hint: str) -> str:
+    """The ``mosaic`` subcommand a hint names (``index build``), to spot messages that name it already."""
+    match = re.search(r"mosaic (\w+ \w+)", hint)
+    return match.group(1) if match else hint
 
 
 @contextmanager
@@ -71,11 +79,33 @@ class MosaicGroup(click.Group):
                 return super().invoke(ctx)
             except BrokenPipeError:
                 raise  # click handles a closed stdout (e.g. piped into head)
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+                raise  # usage errors and exits are click's to report
             except (MosaicError, OSError) as exc:
                 if verbose:
                     click.echo(redact(traceback.format_exc().rstrip()), err=True)
                 else:
                     click.echo(f"error: {one_line(exc)}", err=True)
+                ctx.exit(1)
+            except MemoryError:
+                if verbose:
+                    click.echo(traceback.format_exc().rstrip(), err=True)
+                else:
+                    click.echo(
+                        "error: out of memory; ask for a smaller area, a coarser resolution or smaller "
+                        "--chunks",
+                        err=True,
+                    )
+                ctx.exit(1)
+            except Exception as exc:  # a bug: still one line, and how to report it
+                if verbose:
+                    click.echo(traceback.format_exc().rstrip(), err=True)
+                else:
+                    click.echo(
+                        f"error: unexpected {type(exc).__name__}: {one_line(exc)} (a bug in mosaic: "
+                        "rerun with --verbose for the traceback, and report it)",
+                        err=True,
+                    )
                 ctx.exit(1)
 
 

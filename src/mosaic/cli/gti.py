@@ -13,6 +13,7 @@ from mosaic.cli.options import (
     check_bbox,
     crs_opt,
     index_opt,
+    max_pixels_opt,
     parse_bbox,
     quiet_opt,
     require_index,
@@ -71,6 +72,7 @@ def gti() -> None:
     "GDAL warps on the fly (its 0.125 px approximation; not across the antimeridian).",
 )
 @click.option("--xml", is_flag=True, help="Also write a .gti XML wrapper beside each GeoPackage.")
+@max_pixels_opt
 @quiet_opt
 def export(
     index: str | None,
@@ -85,6 +87,7 @@ def export(
     method: str,
     warp: str,
     xml: bool,
+    max_pixels: float | None,
     quiet: bool,
 ) -> None:
     """Write GTI files that GDAL opens as the mosaic 'mosaic regrid --groupby none' writes (same --method).
@@ -117,6 +120,7 @@ def export(
         method=method,  # type: ignore[arg-type]
         warp=warp,  # type: ignore[arg-type]
         xml=xml,
+        max_pixels=max_pixels,
     )
     if not quiet:
         for path in written:

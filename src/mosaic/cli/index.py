@@ -72,12 +72,37 @@ def _stac_files(sources: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _items(source: Any) -> Any:
+    """The Items of a STAC file (relative hrefs kept against its folder); other sources as they are.
+
+    Raises:
+        SourceError: naming the file, when it holds something other than STAC Items.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    from mosaic.errors import SourceError
+    from mosaic.sources import iter_items
+
+    try:
+        items, base = iter_items(source)
+    except SourceError as exc:
+        if exc.href == str(source):
+            raise
+        raise SourceError(str(source), f"{exc.href}: {exc.reason}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(str(source), f"is not STAC Items JSON ({exc})") from exc
+    if not items:
+        raise SourceError(str(source), "holds no STAC Items")
+    return [{**item, "_base": item.get("_base", base)} for item in items]
+
+
 def _from_stac(files: list[Any], assets: tuple[str, ...] | None, workers: int | None, **kw: Any) -> TileIndex:
     """One index of the Items of every file (each file's relative hrefs resolved against its folder)."""
     from mosaic.index import TileIndex
 
     parts = [
-        TileIndex.from_stac(f, assets=list(assets) if assets else None, workers=workers, **kw) for f in files
+        TileIndex.from_stac(_items(f), assets=list(assets) if assets else None, workers=workers, **kw)
+        for f in files
     ]
     if len(parts) == 1:
         return parts[0]
@@ -269,7 +294,12 @@ def _search(
 
 
 def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
-    path = idx.write(output)
+    from mosaic.errors import OutputError
+
+    try:
+        path = idx.write(output)
+    except OSError as exc:
+        raise OutputError.at(output, "the index", exc) from exc
     if not quiet:
         facts = describe(idx)
         crs = ", ".join(f"{short_crs(k)} ({v})" for k, v in facts["crs"].items())

@@ -197,6 +197,22 @@ def parse_layout(text: str) -> dict[str, int]:
     return layout
 
 
+def parse_max_pixels(text: str) -> float | None:
+    """``--max-pixels``: a positive number of pixels (``1e12``, ``200000000000``), or ``none`` (no limit)."""
+    value = text.strip().lower().replace("_", "")
+    if value in ("none", "unlimited", "inf"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise click.BadParameter(
+            f"{text!r}: give a positive number of pixels (e.g. 1e12), or none for no limit"
+        )
+    return number
+
+
 def parse_groupby(text: str) -> str | None:
     """``solar_day``, ``time``, an Item property name, or ``none`` (one layer for the whole period)."""
     value = text.strip()
@@ -383,6 +399,16 @@ anchor_opt = click.option(
     "there (center), at FX,FY pixel fractions past them, or on the scenes' own grid (native: their raw "
     "pixels, in their CRS at their resolution). [default: edge]",
 )
+max_pixels_opt = click.option(
+    "--max-pixels",
+    default="1e11",
+    show_default=True,
+    metavar="N|none",
+    callback=_callback(parse_max_pixels),
+    help="Refuse an output grid of more pixels than this (height x width, one band and time step), or "
+    "with pixels over 100 times finer than the scenes' (a resolution in the wrong units); 'none' lifts "
+    "both checks.",
+)
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
 workers_opt = click.option(
@@ -417,6 +443,7 @@ _PLAN_OPTIONS = (
     dtype_opt,
     nodata_opt,
     src_nodata_opt,
+    max_pixels_opt,
 )
 """Every option that changes a plan, in help order. Each one's parameter name is a keyword argument of
 :func:`mosaic.plan` and :func:`mosaic.regrid`, which receive it as it is parsed."""
@@ -442,9 +469,10 @@ def plan_options(command: F) -> F:
 
     ``request`` holds the keyword arguments of :func:`mosaic.plan` (and :func:`mosaic.regrid`):
     ``index``, ``bbox``, ``bbox_crs``, ``crs``, ``resolution``, ``time``, ``bands``, ``method``,
-    ``resampling``, ``groupby``, ``anchor``, ``dtype``, ``nodata``, ``src_nodata``; the bbox is checked
-    in its CRS and an index is required. A command calls ``mosaic.plan(**request, chunks=...)``, so an
-    option added to ``_PLAN_OPTIONS`` reaches every such command and the API without touching them.
+    ``resampling``, ``groupby``, ``anchor``, ``dtype``, ``nodata``, ``src_nodata``, ``max_pixels``; the
+    bbox is checked in its CRS and an index is required. A command calls
+    ``mosaic.plan(**request, chunks=...)``, so an option added to ``_PLAN_OPTIONS`` reaches every such
+    command and the API without touching them.
     """
 
     @functools.wraps(command)

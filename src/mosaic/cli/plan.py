@@ -117,8 +117,13 @@ def plan(
     if png:
         import matplotlib
 
+        from mosaic.errors import OutputError
+
         matplotlib.use("Agg")
-        the_plan.plot(png)
+        try:
+            the_plan.plot(png)
+        except OSError as exc:
+            raise OutputError.at(png, "the picture", exc) from exc
         facts["png"] = png
     if explain is not None:
         facts["explain"] = the_plan.explain(*explain)

@@ -10,7 +10,6 @@ column, so a reader that asks for one area reads only the row groups near it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import warnings
@@ -436,7 +435,14 @@ class TileIndex:
     # ------------------------------------------------------------------------------------- storage
 
     def write(self, path: PathType, *, row_group_size: int = ROW_GROUP_SIZE) -> Path:
-        """Save as GeoParquet 1.1 with a ``bbox`` covering column, readable by geopandas and GDAL."""
+        """Save as GeoParquet 1.1 with a ``bbox`` covering column, readable by geopandas and GDAL.
+
+        The file is written under a temporary name no other writer uses, flushed to the disk, then
+        renamed over ``path``: readers see the old index or the new one, never part of one, also after
+        a crash or a power cut, and a failed write leaves the old index and no temporary file.
+        """
+        from mosaic import _durable
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         wkb = shapely.to_wkb(self._geometry, output_dimension=2) if len(self) else np.empty(0, dtype=object)
@@ -467,9 +473,15 @@ class TileIndex:
             {"format_version": _FORMAT_VERSION, "skipped": [[s.href, s.reason] for s in self.skipped]}
         ).encode()
         table = table.replace_schema_metadata(meta)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd", write_statistics=True)
-        os.replace(tmp, path)
+        tmp = _durable.temporary_name(path)
+        try:
+            pq.write_table(
+                table, tmp, row_group_size=row_group_size, compression="zstd", write_statistics=True
+            )
+            _durable.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

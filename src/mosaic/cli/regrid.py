@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -46,6 +49,28 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         yield client
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler stopping the job) ends the run as an error does.
+
+    Python's default for SIGTERM is to die on the spot; raising ``SystemExit`` instead unwinds the
+    run: its threads finish the regions they write, the output's lease is released (so a rerun need
+    not take it over) and a local cluster is shut down. The exit code is 143 (128 + SIGTERM).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command()
@@ -130,7 +155,7 @@ def regrid(
 
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
-    with _client(workers, scheduler) as client:
+    with _terminate_as_exit(), _client(workers, scheduler) as client:
         report = run_regrid(
             output,
             **request,

@@ -1,0 +1,321 @@
+"""Crash safety and one writer per store, the hard way: real ``mosaic regrid`` processes, killed.
+
+The tests start the installed ``mosaic`` console script (the process that writes, not a wrapper shell)
+and kill *that* pid with SIGKILL. To kill it at a chosen moment whatever the machine's load, the
+processes load ``tests/crash_hook/sitecustomize.py``: it counts the process's writes to the store
+(Python audit events, raised before each operation) and stops the process (SIGSTOP) before the n-th
+one; the test, waiting for that stop, sends SIGKILL. The moments are drawn from a seeded generator
+(``MOSAIC_CRASH_SEED``, default 14), so a run is repeatable; nothing waits on the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+import mosaic
+from mosaic.batch import STATE_DIR
+
+MOSAIC = Path(sys.executable).parent / "mosaic"
+HOOK = Path(__file__).parent / "crash_hook"
+SEED = int(os.environ.get("MOSAIC_CRASH_SEED", "14"))
+SEAM = (11.88, 45.40, 12.12, 45.58)
+JOB = [
+    *("--bbox", ",".join(map(str, SEAM)), "--crs", "EPSG:4326", "--resolution", "0.0008"),
+    *("--time", "2024-06", "--bands", "B02", "--chunks", "y=48,x=48", "--json"),
+]
+"""3 x 225 x 300 pixels in regions of 48 x 48: 105 regions, small and many."""
+LOCK = ".mosaic-lock"
+HANG = 300.0
+"""Seconds after which a process that neither stops nor exits is a hang (never reached normally)."""
+
+
+# ============================================================================================ helpers
+
+
+def start(index: Path, out: Path, *extra: str, hook: dict | None = None) -> subprocess.Popen[str]:
+    """``mosaic regrid`` of JOB into ``out``, the real console script, with the crash hook loaded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MOSAIC_INDEX", "MOSAIC_CRASH_HOOK")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOOK), os.environ.get("PYTHONPATH")]))
+    if hook is not None:
+        env["MOSAIC_CRASH_HOOK"] = json.dumps({"store": str(out), **hook})
+    command = [str(MOSAIC), "regrid", "--index", str(index), *JOB, *extra, "-o", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _STARTED.append(proc)
+    return proc
+
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> object:
+    """A failed test leaves no stopped ``mosaic`` behind: each process it started is killed and reaped."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
+
+
+def stops(proc: subprocess.Popen[str]) -> bool:
+    """Wait until ``proc`` stops itself (True) or exits (False, its return code set)."""
+    deadline = time.monotonic() + HANG
+    while True:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid:
+            if os.WIFSTOPPED(status):
+                return True
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return False
+        assert time.monotonic() < deadline, f"mosaic (pid {proc.pid}) neither stopped nor ended"
+        time.sleep(0.005)
+
+
+def kill(proc: subprocess.Popen[str]) -> tuple[list[psutil.Process], str]:
+    """SIGKILL ``proc``; its descendants at that moment and its stderr."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == -signal.SIGKILL
+    return family, err
+
+
+def no_survivors(family: list[psutil.Process]) -> None:
+    """Every process the killed one had started ends (dask workers notice their parent died)."""
+    deadline = time.monotonic() + 60
+    while alive := [p for p in family if _alive(p)]:
+        assert time.monotonic() < deadline, f"left running after the kill: {alive}"
+        time.sleep(0.05)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[dict, str]:
+    out, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 0, f"mosaic failed ({proc.returncode}):\n{err}"
+    return json.loads(out), err
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file of a store, by relative path, with the SHA-256 of its bytes."""
+    return {
+        str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
+
+
+def markers(out: Path) -> list[str]:
+    done = out / STATE_DIR / "done"
+    return [n for n in os.listdir(done) if ".tmp-" not in n] if done.is_dir() else []
+
+
+def check_marked_regions(out: Path, ref: Path) -> int:
+    """Every region with a marker holds the reference's bytes (a marker never stands over missing data)."""
+    keys = markers(out)
+    for key in keys:
+        chunk = Path("B02", "c", *key.split("."))
+        assert (out / chunk).exists() == (ref / chunk).exists(), f"region {key}: chunk file missing"
+        if (ref / chunk).exists():
+            assert (out / chunk).read_bytes() == (ref / chunk).read_bytes(), f"region {key}: wrong bytes"
+    return len(keys)
+
+
+def phase(out: Path) -> str:
+    """Where a killed run was, judged from what it left: creation, regions or finish."""
+    meta = out / "zarr.json"
+    status = json.loads(meta.read_text())["attributes"].get("regrid_status") if meta.exists() else None
+    if status == "complete":
+        return "finish"
+    return "regions" if (out / STATE_DIR / "request.json").exists() else "creation"
+
+
+@pytest.fixture(scope="module")
+def index_path(demo_index: mosaic.TileIndex, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("crash") / "index.parquet"
+    demo_index.write(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(index_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The job uninterrupted (threads), with the trace of its writes to the store."""
+    folder = tmp_path_factory.mktemp("reference")
+    out, trace = folder / "ref.zarr", folder / "trace.txt"
+    report, _ = finish(start(index_path, out, hook={"trace": str(trace)}))
+    events = [line.split(" ", 2) for line in trace.read_text().splitlines()]
+    created = 1 + max(i for i, (_, _, path) in enumerate(events) if path.endswith("/request.json"))
+    last_marker = max(i for i, (_, event, path) in enumerate(events) if f"{STATE_DIR}/done/" in path)
+    assert report["written"] == len(markers(out)) or not (out / STATE_DIR).exists()
+    return {
+        "path": out,
+        "report": report,
+        "regions": report["written"],
+        "creation": created,  # store operations of the creation step
+        "finish": len(events) - last_marker - 1,  # after the last marker
+        "events": len(events),
+    }
+
+
+# ============================================================================================ kills
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_then_resume_equals_uninterrupted_run(index_path, reference, tmp_path):
+    """21 SIGKILLs of the real process across creation, regions and finish, threads and --workers 2.
+
+    Each chain starts a store, kills the run at a drawn moment of each phase in turn, resumes each
+    time, and ends with an uninterrupted resume whose store must equal the reference byte for byte.
+    After every kill: each marked region holds the reference's bytes, the lease names the dead
+    process, the kill left no process behind, and the next run takes the lease over.
+    """
+    rng = random.Random(SEED)
+    ref = reference["path"]
+    regions = reference["regions"]
+    chains = [
+        ("threads", ["creation", *["regions"] * 6, "finish"]),
+        ("threads", ["creation", *["regions"] * 6, "finish"]),
+        ("workers", ["creation", "regions", "regions", "regions", "finish"]),
+    ]
+    landed: Counter[tuple[str, str]] = Counter()
+    started = time.monotonic()
+    for number, (mode, plan) in enumerate(chains):
+        out = tmp_path / f"chain{number}.zarr"
+        extra = ("--workers", "2") if mode == "workers" else ()
+        taken_over = False
+        for target in plan:
+            done = len(markers(out))
+            remaining = regions - done
+            polled = mode == "workers" and target == "regions"  # region writes happen in the workers
+            if target == "creation":
+                hook = {"stop_at": rng.randint(1, reference["creation"])}
+            elif target == "finish":  # the client sees the workers' markers as no writes of its own
+                hook = {"after_markers": 0 if mode == "workers" else remaining}
+                hook["stop_at"] = rng.randint(1, reference["finish"])
+            elif remaining < 2:
+                continue  # no region left to be killed in
+            elif not polled:  # after a few more regions (up to a quarter of those left), mid-write
+                after = rng.randint(1, max(1, remaining // 4))
+                hook = {"after_markers": after, "stop_at": rng.randint(1, 5)}
+            else:
+                hook = {}
+            proc = start(index_path, out, *extra, hook=hook)
+            if polled:  # kill it from outside once the workers have written a drawn number of regions
+                goal = done + rng.randint(1, max(1, remaining // 3))
+                while len(markers(out)) < goal and proc.poll() is None:
+                    time.sleep(0.002)
+                alive = proc.poll() is None
+            else:
+                alive = stops(proc)
+            if not alive:  # it ended before the moment drawn (the rest of the chain is moot)
+                finish(proc)
+                break
+            family, err = kill(proc)
+            assert not taken_over or "taking over the lease" in err, err
+            no_survivors(family)
+            where = phase(out)
+            landed[(mode, where)] += 1
+            check_marked_regions(out, ref)
+            lease = json.loads((tmp_path / f"chain{number}.zarr{LOCK}").read_text())
+            assert lease["pid"] == proc.pid and lease["host"] == socket.gethostname()
+            taken_over = True
+        report, err = finish(start(index_path, out, *extra))
+        assert "taking over the lease" in err and f"pid {proc.pid}" in err, err
+        assert report["written"] + report["skipped"] == regions
+        assert tree(out) == tree(ref), f"chain {number} ({mode}) differs from the uninterrupted run"
+        assert not (tmp_path / f"chain{number}.zarr{LOCK}").exists()
+
+    kills = sum(landed.values())
+    summary = ", ".join(f"{mode} {where}: {n}" for (mode, where), n in sorted(landed.items()))
+    print(f"\n{kills} kills in {time.monotonic() - started:.0f} s (seed {SEED}): {summary}")
+    assert kills >= 20, summary
+    for where in ("creation", "regions", "finish"):
+        assert landed[("threads", where)] >= 1 and landed[("workers", where)] >= 1, summary
+
+
+# ============================================================================================ writers
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["resume", "overwrite"])
+def test_two_writers_at_once_one_writes_the_other_fails(index_path, reference, tmp_path, overwrite):
+    """Two real processes started together on one store: one holds the lease, the other gets one line.
+
+    The holder stops itself half-way (so the two overlap whatever the load) until the other has
+    failed; then it goes on and the store equals the uninterrupted run. With ``--overwrite`` the
+    store exists (a finished copy) and the loser deletes nothing.
+    """
+    out = tmp_path / "two.zarr"
+    extra = ("--overwrite",) if overwrite else ()
+    if overwrite:
+        shutil.copytree(reference["path"], out)
+    hook = {"after_markers": reference["regions"] // 2, "stop_at": 1}
+    first, second = start(index_path, out, *extra, hook=hook), start(index_path, out, *extra, hook=hook)
+    state = {proc: stops(proc) for proc in (first, second)}
+    assert sorted(state.values()) == [False, True], "exactly one of the two must be writing"
+    holder, loser = (first, second) if state[first] else (second, first)
+    _, err = loser.communicate(timeout=HANG)
+    lines = err.strip().splitlines()
+    assert loser.returncode == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {out} is being written by another mosaic process: ")
+    assert f"pid {holder.pid} on host {socket.gethostname()}" in lines[0]
+    assert "lease taken" in lines[0] and "last heartbeat" in lines[0] and f"{out}{LOCK}" in lines[0]
+
+    holder.send_signal(signal.SIGCONT)
+    report, err = finish(holder)
+    assert "warning" not in err
+    assert report["written"] == reference["regions"] and report["skipped"] == 0
+    assert tree(out) == tree(reference["path"])
+    assert not Path(f"{out}{LOCK}").exists()
+
+
+def test_sigterm_releases_the_lease(index_path, reference, tmp_path):
+    """SIGTERM (a scheduler stopping a job) unwinds: exit code 143, the lease released, resumable."""
+    out = tmp_path / "term.zarr"
+    proc = start(index_path, out, hook={"after_markers": reference["regions"] // 3, "stop_at": 1})
+    assert stops(proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert not Path(f"{out}{LOCK}").exists()
+    marked = check_marked_regions(out, reference["path"])
+    assert 0 < marked < reference["regions"]
+    report, err = finish(start(index_path, out))
+    assert "warning" not in err  # nothing to take over
+    assert report["skipped"] == marked and tree(out) == tree(reference["path"])
+
+
+def test_lost_region_markers_rewrite_every_region(index_path, reference, tmp_path):
+    """A store that lost ``.mosaic-regrid/done`` is finished by rewriting every region, with a warning."""
+    out = tmp_path / "lost.zarr"
+    proc = start(index_path, out, hook={"after_markers": reference["regions"] // 2, "stop_at": 1})
+    assert stops(proc)
+    kill(proc)
+    shutil.rmtree(out / STATE_DIR / "done")
+    report, err = finish(start(index_path, out))
+    assert "region markers" in err and "every region is written again" in err, err
+    assert report["written"] == reference["regions"] and report["skipped"] == 0
+    assert tree(out) == tree(reference["path"])

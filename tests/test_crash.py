@@ -319,3 +319,280 @@ def test_lost_region_markers_rewrite_every_region(index_path, reference, tmp_pat
     assert "region markers" in err and "every region is written again" in err, err
     assert report["written"] == reference["regions"] and report["skipped"] == 0
     assert tree(out) == tree(reference["path"])
+
+
+# ============================================================================================ lease
+
+SMALL = dict(resolution=0.002, bands="B02", chunks=64)
+"""A small in-process regrid (one date, 90 x 120 pixels) for the lease rules."""
+
+
+def write_lease(path: Path, **fields: object) -> None:
+    """A lease file as another process would have left it (this host's identity by default).
+
+    On a local disk the heartbeat is the file's modification time (the holder touches it).
+    """
+    path.write_text(lease_record(**fields))
+    heartbeat = float(json.loads(path.read_text())["heartbeat"])
+    os.utime(path, (heartbeat, heartbeat))
+
+
+def lease_record(**fields: object) -> str:
+    """A lease record (this host's identity and this process by default)."""
+    now = time.time()
+    record = {
+        "host": socket.gethostname(),
+        "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        "pid_namespace": os.readlink("/proc/self/ns/pid"),
+        "pid": os.getpid(),
+        "started": psutil.Process().create_time(),
+        "since": now - 30,
+        "heartbeat": now - 5,
+        "token": "0123456789abcdef",
+        **fields,
+    }
+    return json.dumps(record)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(proc.stdout)
+
+
+def test_stale_lease_of_a_dead_process_is_taken_over(index_path, tmp_path):
+    """A lease left by a process that died on this host (the file written here by hand) is taken over."""
+    out = tmp_path / "stale.zarr"
+    pid = dead_pid()
+    write_lease(Path(f"{out}{LOCK}"), pid=pid, started=time.time() - 60, heartbeat=time.time())
+    args = ["--index", index_path, *JOB[:6], "--time", "2024-06-01", "--bands", "B02", "--chunks", "64"]
+    proc = subprocess.run(
+        [str(MOSAIC), "regrid", *map(str, args), "-o", str(out)], capture_output=True, text=True, timeout=HANG
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("warning:"))
+    assert f"taking over the lease of pid {pid} on host {socket.gethostname()}" in line
+    assert f"its process (pid {pid}) no longer runs on this host" in line
+    assert not Path(f"{out}{LOCK}").exists()
+    assert json.loads((out / "zarr.json").read_text())["attributes"]["regrid_status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("fields", "outcome"),
+    [
+        ({}, "held"),  # this very process: alive, same start time
+        ({"started": 1_000_000.0}, "taken over"),  # its pid, but another process's start: pid reused
+        ({"host": "elsewhere", "boot_id": "x"}, "held"),  # another host, fresh heartbeat
+        ({"host": "elsewhere", "boot_id": "x", "heartbeat": time.time() - 3600}, "taken over"),
+        ({"pid_namespace": "pid:[1]", "heartbeat": time.time() - 3600}, "taken over"),  # a container
+        (None, "held"),  # a lease file that cannot be read, just written
+        (None, "taken over"),  # ... written an hour ago
+    ],
+    ids=[
+        "alive",
+        "pid-reused",
+        "other-host",
+        "other-host-stale",
+        "other-pid-namespace",
+        "garbage",
+        "old-garbage",
+    ],
+)
+def test_lease_rules(index_path, tmp_path, fields, outcome):
+    """Who holds an output, who is provably gone: pid and start time here, heartbeat elsewhere."""
+    out = tmp_path / "x.zarr"
+    lock = Path(f"{out}{LOCK}")
+    if fields is None:
+        lock.write_text("{not json")
+    else:
+        write_lease(lock, **fields)
+    if fields is None and outcome == "taken over":
+        os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    before = lock.read_bytes()
+    run = lambda: mosaic.regrid(out, SEAM, "EPSG:4326", "2024-06-01", index=index_path, **SMALL)  # noqa: E731
+    if outcome == "held":
+        with pytest.raises(mosaic.OutputLockedError) as caught:
+            run()
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(f"{out} is being written by another mosaic")
+        if fields is not None:
+            host = fields.get("host", socket.gethostname())
+            assert f"pid {os.getpid()} on host {host} (process started " in message
+            assert "lease taken" in message and "last heartbeat 5 s ago" in message
+        else:
+            assert "an unreadable lease record" in message
+        assert lock.read_bytes() == before and not out.exists()  # nothing touched
+    else:
+        with pytest.warns(mosaic.RegridRecoveryWarning, match="taking over the lease of"):
+            report = run()
+        assert report.written > 0 and not lock.exists()
+
+
+def test_heartbeat_and_a_lost_lease(tmp_path):
+    """The holder's thread beats (touches its lease file); a lease taken over is noticed and not deleted."""
+    from mosaic._lease import Lease, confirm
+
+    out = str(tmp_path / "out.zarr")
+    lease = Lease(out, heartbeat_seconds=0.01).acquire()
+    lock = Path(f"{out}{LOCK}")
+    first = json.loads(lock.read_text())
+    assert first["pid"] == os.getpid() and first["token"] == lease.token and first["output"] == out
+    os.utime(lock, (first["heartbeat"] - 60, first["heartbeat"] - 60))
+    deadline = time.monotonic() + 60
+    while lock.stat().st_mtime < first["heartbeat"]:
+        assert time.monotonic() < deadline, "no heartbeat"
+        time.sleep(0.01)
+    confirm(lease.url, lease.token, out)  # a write task of the holder may write
+    with pytest.raises(mosaic.OutputLockedError):
+        Lease(out).acquire()  # held by a live process (this one)
+
+    taker = tmp_path / "taker"  # another host's writer takes the lease over (an atomic rename)
+    taker.write_text(lease_record(host="elsewhere", token="f" * 32, heartbeat=time.time()))
+    os.replace(taker, lock)
+    while True:
+        try:
+            lease.check()
+        except mosaic.OutputLockedError as exc:
+            assert "its lease was taken over by pid" in str(exc) and "on host elsewhere" in str(exc)
+            break
+        assert time.monotonic() < deadline, "the lost lease went unnoticed"
+        time.sleep(0.01)
+    with pytest.raises(mosaic.OutputLockedError, match="no longer holds the output's lease"):
+        confirm(lease.url, lease.token, out)  # its write tasks stop
+    lease.release()
+    assert json.loads(lock.read_text())["host"] == "elsewhere"  # the new holder's lease stays
+
+
+def test_lease_on_an_fsspec_file_system():
+    """Object stores take the lease with a conditional create (here fsspec's memory file system)."""
+    import fsspec
+
+    from mosaic._lease import Lease
+
+    fs = fsspec.filesystem("memory")
+    with Lease("memory://bucket/out.zarr") as lease:
+        assert fs.exists("/bucket/out.zarr.mosaic-lock") and lease.url.startswith("memory://")
+        with pytest.raises(mosaic.OutputLockedError, match=f"pid {os.getpid()}"):
+            Lease("memory://bucket/out.zarr").acquire()
+        lease.verify()
+    assert not fs.exists("/bucket/out.zarr.mosaic-lock")
+    with pytest.raises(mosaic.InvalidInputError, match="bucket's root"):
+        Lease("memory://bucket")
+
+
+# ============================================================================================ durability
+
+
+@pytest.fixture
+def syscalls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The fsyncs (by path), renames and tree deletions of the test, in order (the real calls run)."""
+    calls: list[tuple[str, str]] = []
+    fsync, replace, rmtree = os.fsync, os.replace, shutil.rmtree
+
+    def spy_fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def spy_replace(src: object, dst: object, **kwargs: object) -> None:
+        replace(src, dst, **kwargs)
+        calls.append(("replace", os.fspath(dst)))
+
+    def spy_rmtree(path: object, *args: object, **kwargs: object) -> None:
+        calls.append(("rmtree", os.fspath(path)))
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    monkeypatch.setattr(shutil, "rmtree", spy_rmtree)
+    return calls
+
+
+def test_chunks_are_on_disk_before_their_marker_and_the_store_before_complete(index_path, tmp_path, syscalls):
+    """Every region's chunk file and folder are flushed after its rename and before the region's marker;
+    the "complete" status is flushed before the resume state is deleted."""
+    out = tmp_path / "durable.zarr"
+    report = mosaic.regrid(out, SEAM, "EPSG:4326", "2024-06", index=index_path, **SMALL)
+    calls = list(syscalls)
+
+    def between(call: tuple[str, str], start: int, stop: int) -> bool:
+        return call in calls[start + 1 : stop]
+
+    marked = [(i, path) for i, (op, path) in enumerate(calls) if op == "replace" and "/done/" in path]
+    assert len(marked) == report.written > 0
+    for index, marker in marked:
+        chunk = str(out / "B02" / "c" / Path(*marker.rsplit("/", 1)[1].split(".")))
+        if not os.path.exists(chunk):
+            continue  # zarr writes no chunk of fill value only
+        renamed = max(i for i, call in enumerate(calls[:index]) if call == ("replace", chunk))
+        assert between(("fsync", chunk), renamed, index), marker
+        assert between(("fsync", os.path.dirname(chunk)), renamed, index), marker
+    last = marked[-1][0]
+    status = next(i for i, (op, path) in enumerate(calls) if i > last and path == f"{out}/zarr.json")
+    state = calls.index(("rmtree", f"{out}/{STATE_DIR}"))
+    assert between(("fsync", f"{out}/zarr.json"), status, state) and between(
+        ("fsync", str(out)), status, state
+    )
+
+
+def test_cog_is_flushed_before_it_replaces_the_output(index_path, tmp_path, syscalls):
+    out = tmp_path / "one.tif"
+    mosaic.regrid(out, SEAM, "EPSG:4326", "2024-06-01", index=index_path, **SMALL)
+    staged = str(tmp_path / "one.tif.cog-tmp.tif")
+    assert syscalls.index(("fsync", staged)) < syscalls.index(("replace", str(out)))
+    assert ("fsync", str(tmp_path)) in syscalls[syscalls.index(("replace", str(out))) :]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif"]
+
+
+def test_index_write_is_atomic_durable_and_never_shares_a_temporary_name(demo_index, tmp_path, syscalls):
+    """TileIndex.write: a unique temporary name, flushed before the rename, removed when the write fails."""
+    path = tmp_path / "index.parquet"
+    other = tmp_path / "index.parquet.tmp"  # what another writer's temporary file was called
+    other.write_bytes(b"another writer's half-written index")
+    demo_index.write(path)
+    assert other.read_bytes() == b"another writer's half-written index"
+    replaced = syscalls.index(("replace", str(path)))
+    temporary = syscalls[replaced - 1][1]
+    assert syscalls[replaced - 1][0] == "fsync" and temporary != str(other) and temporary.endswith(".tmp")
+    assert ("fsync", str(tmp_path)) in syscalls[replaced:]
+    assert mosaic.TileIndex.read(path).equals(demo_index)
+
+    # writers of one path at once (threads): each write whole, the last one wins, no temporary left
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [demo_index.take(range(n)) for n in (1, 5, 20, len(demo_index))]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: parts[i % 4].write(path), range(16)))
+    assert any(mosaic.TileIndex.read(path).equals(part) for part in parts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.parquet", "index.parquet.tmp"]
+
+
+def test_index_write_that_fails_leaves_the_old_index_and_no_temporary_file(demo_index, tmp_path):
+    """A real failure mid-write (the file size limit: EFBIG) keeps the old index whole and leaves nothing."""
+    path = tmp_path / "index.parquet"
+    small = demo_index.take([0])
+    small.write(path)
+    before = path.read_bytes()
+    script = (
+        "import resource, signal, sys\n"
+        "from mosaic import TileIndex\n"
+        "index = TileIndex.read(sys.argv[1])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))\n"
+        "index.write(sys.argv[2])\n"
+    )
+    big = tmp_path / "big" / "index.parquet"
+    demo_index.write(big)
+    assert big.stat().st_size > 16384
+    proc = subprocess.run([sys.executable, "-c", script, str(big), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "File too large" in proc.stderr, proc.stderr
+    assert path.read_bytes() == before and mosaic.TileIndex.read(path).equals(small)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "index.parquet"]
+
+    # a failure after the file is written: the rename over a folder of that name
+    folder = tmp_path / "taken.parquet"
+    (folder / "x").mkdir(parents=True)
+    with pytest.raises(OSError):
+        small.write(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "index.parquet", "taken.parquet"]

@@ -24,8 +24,10 @@ A holder alive on this host is never taken over, however old its heartbeat (a st
 process still owns its output). A takeover is atomic on local paths (rename aside, check it is the
 record that was judged, else put it back); on object stores it is a delete then a conditional create.
 
-While the lease is held, a thread rewrites the record every :data:`HEARTBEAT_SECONDS` after checking
-that it still names this writer; if another writer took it over, :meth:`Lease.check` raises
+While the lease is held, a thread beats every :data:`HEARTBEAT_SECONDS` (on local paths it touches the
+file, whose modification time is the heartbeat, so the record is never rewritten under a taker; on
+object stores it rewrites the record) and checks that the lease still names this writer; if
+another writer took it over, :meth:`Lease.check` raises
 :class:`~mosaic.errors.OutputLockedError` at the next region. Write tasks (also on dask.distributed
 workers, which never take the lease) call :func:`confirm` before they write, so tasks of a writer
 whose lease was taken over (or released after an error) stop instead of writing into a store
@@ -312,13 +314,17 @@ class Lease:
                 return
 
     def _refresh(self) -> None:
+        if self.local:  # touch, then check: a record replaced meanwhile is never overwritten
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path)
         found = self._read()
         if found is None or found[1].token != self.token or self._holder is None:
             self._lost = self._lost_message(found)
             return
-        holder = _replace(self._holder, heartbeat=time.time())
-        self._write(holder.to_json(self.output))
-        self._holder = holder
+        if not self.local:  # an object's time cannot be touched: rewrite the record (after the check)
+            holder = _replace(self._holder, heartbeat=time.time())
+            self.fs.pipe_file(self.path, holder.to_json(self.output))
+            self._holder = holder
 
     def _lost_message(self, found: tuple[bytes, Holder] | None) -> str:
         if found is None:
@@ -333,26 +339,28 @@ class Lease:
     # ------------------------------------------------------------------------------ storage
 
     def _read(self) -> tuple[bytes, Holder] | None:
-        """The lease file's bytes and holder; None if there is no lease file."""
+        """The lease file's bytes and holder (heartbeat: the later of the record's and the file's time)."""
         try:
             if self.local:
                 with open(self.path, "rb") as f:
                     data = f.read()
+                    modified: float | None = os.fstat(f.fileno()).st_mtime
             else:
                 data = bytes(self.fs.cat_file(self.path))
+                modified = None
         except FileNotFoundError:
             return None
         holder = Holder.parse(data)
         if holder is None:  # not written by this module (a lease is never visible half-written)
-            holder = Holder("", 0, None, self._modified(), self._modified(), "")
-        return data, holder
+            modified = self._modified() if modified is None else modified
+            return data, Holder("", 0, None, modified, modified, "")
+        return data, _replace(holder, heartbeat=max(holder.heartbeat, modified or 0.0))
 
     def _modified(self) -> float:
+        """An object's modification time (now if unknown: an unreadable record is then never stale)."""
         try:
-            if self.local:
-                return os.stat(self.path).st_mtime
             return float(self.fs.modified(self.path).timestamp())
-        except (OSError, NotImplementedError, AttributeError):
+        except (OSError, NotImplementedError, AttributeError, ValueError):
             return time.time()
 
     def _create(self, data: bytes) -> bool:
@@ -395,16 +403,6 @@ class Lease:
                 os.unlink(tmp)
         _durable.fsync_dir(os.path.dirname(self.path))
         return True
-
-    def _write(self, data: bytes) -> None:
-        """Replace the lease file's content (the heartbeat), atomically."""
-        if not self.local:
-            self.fs.pipe_file(self.path, data)
-            return
-        tmp = f"{self.path}.{self.token}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        _durable.replace(tmp, self.path)
 
     def _take_over(self, judged: bytes) -> bool:
         """Remove the lease file if it still holds ``judged`` (a dead holder's record)."""

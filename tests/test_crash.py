@@ -144,11 +144,11 @@ def check_marked_regions(out: Path, ref: Path) -> int:
     return len(keys)
 
 
-def phase(out: Path) -> str:
-    """Where a killed run was, judged from what it left: creation, regions or finish."""
+def phase(out: Path, regions: int) -> str:
+    """Where a killed run was, judged from what it left: creation, regions or finish (all regions marked)."""
     meta = out / "zarr.json"
     status = json.loads(meta.read_text())["attributes"].get("regrid_status") if meta.exists() else None
-    if status == "complete":
+    if status == "complete" or len(markers(out)) == regions:
         return "finish"
     return "regions" if (out / STATE_DIR / "request.json").exists() else "creation"
 
@@ -236,7 +236,7 @@ def test_kill_at_random_moments_then_resume_equals_uninterrupted_run(index_path,
             family, err = kill(proc)
             assert not taken_over or "taking over the lease" in err, err
             no_survivors(family)
-            where = phase(out)
+            where = phase(out, regions)
             landed[(mode, where)] += 1
             check_marked_regions(out, ref)
             lease = json.loads((tmp_path / f"chain{number}.zarr{LOCK}").read_text())
@@ -596,3 +596,23 @@ def test_index_write_that_fails_leaves_the_old_index_and_no_temporary_file(demo_
     with pytest.raises(OSError):
         small.write(folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "index.parquet", "taken.parquet"]
+
+
+def test_kill_in_the_middle_of_overwrite_is_finished_by_a_rerun(index_path, reference, tmp_path):
+    """``--overwrite`` killed half-way through deleting: the store stays a regrid's, and a rerun finishes it.
+
+    The deletion writes ``started.json`` (this request's fingerprint) first and deletes the rest after,
+    so a rerun recognises the folder; it used to be left without its root metadata ("not a Zarr store").
+    """
+    out = tmp_path / "over.zarr"
+    shutil.copytree(reference["path"], out)
+    children = len(list(out.iterdir()))
+    # the state folder, started.json (a temporary file, renamed), then 2 operations per folder deleted
+    proc = start(index_path, out, "--overwrite", hook={"stop_at": 3 + children})
+    assert stops(proc)
+    kill(proc)
+    left = [p.name for p in out.iterdir() if p.name != STATE_DIR]
+    assert (out / STATE_DIR / "started.json").exists() and 0 < len(left) < children, left
+    report, err = finish(start(index_path, out))  # the same request, without --overwrite
+    assert "taking over the lease" in err and report["written"] == reference["regions"]
+    assert tree(out) == tree(reference["path"])

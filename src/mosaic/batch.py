@@ -238,7 +238,10 @@ def regrid(
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
     Running the same call again after an interruption finishes the job without recomputing the
-    regions already written; the result is the same as an uninterrupted run.
+    regions already written; the result is the same as an uninterrupted run. One process writes an
+    output at a time: the run holds a lease (``<path>.mosaic-lock``, beside the output), and another
+    run on the same output raises :class:`~mosaic.errors.OutputLockedError` naming it; the lease of
+    a process that died is taken over, with a :class:`~mosaic.errors.RegridRecoveryWarning`.
 
     Args:
         path: the output: a Zarr store (a local path or an fsspec URL), or a ``.tif``/``.tiff`` file
@@ -412,11 +415,9 @@ def write_zarr(
 
         def todo() -> Iterator[Region]:
             for region in regions(plan, time_chunk) if done is not None else ():
-                if (
-                    skip_empty and (region.it, region.iy, region.ix) not in occupied
-                ) or region.key in finished:
-                    continue
-                yield region
+                nothing = skip_empty and (region.it, region.iy, region.ix) not in occupied
+                if not nothing and region.key not in finished:
+                    yield region
 
         blocks = Blocks(ds, target.names)
         prefix = f"mosaic-regrid-{fingerprint[:16]}"
@@ -655,7 +656,8 @@ class _Recorded:
             ``regrid_status``...); None if the folder holds no Zarr group (yet, or any more).
         state: whether the folder has a ``.mosaic-regrid/`` folder (made before anything else of a
             store is created or deleted, removed once it is complete).
-        started: the fingerprint in ``.mosaic-regrid/started.json``, written next; None if missing.
+        started: the fingerprint in ``.mosaic-regrid/started.json``: present while a run creates or
+            replaces the store (written first, deleted once ``request.json`` is written); None if not.
         request: ``.mosaic-regrid/request.json`` (``fingerprint``, ``request``), written once the
             store is created; None if missing or unreadable.
         done: the regions with a marker in ``.mosaic-regrid/done/``; None if that folder is missing.
@@ -714,9 +716,16 @@ def _check_same_request(target: _ZarrTarget, recorded: _Recorded, record: Mappin
             different request: plan, layout or mosaic version.
     """
     attrs = recorded.attrs or {}
-    fingerprints = {attrs.get("regrid_fingerprint"), recorded.started} - {None}
-    if fingerprints - {target.fingerprint}:
+    fingerprint = attrs.get("regrid_fingerprint")
+    creating = fingerprint is None and recorded.state  # the root group made, its attributes not yet
+    if recorded.attrs is not None and fingerprint != target.fingerprint and not creating:
         raise InvalidInputError(_mismatch(target.url, _json_object(attrs.get("regrid_request")), record))
+    if recorded.started is not None and recorded.started != target.fingerprint:
+        raise InvalidInputError(
+            f"{target.url}: a run of another request began creating or replacing this store and did not "
+            "finish; rerun that command to finish it, or pass --overwrite (overwrite=True) to write this "
+            "request instead"
+        )
 
 
 def _open_store(
@@ -731,12 +740,13 @@ def _open_store(
 
     Called under the store's lease. Whatever a killed run left, this run can go on from it:
 
+    - a store whose creation (or replacement) this request began but did not finish
+      (``started.json`` is there) is cleared and created again, whatever else it holds;
+    - a store marked complete is finished (the finish step is idempotent);
     - a store this request created (attributes and ``request.json`` with its fingerprint) is
       resumed: the regions with a marker are skipped; if the markers were lost
       (``.mosaic-regrid/done`` deleted), every region is written again, with a warning;
-    - a store whose creation (or replacement) this request began but did not finish (no
-      ``request.json``) is cleared and created again;
-    - a store marked complete is finished (the finish step is idempotent).
+    - anything else of this request (its state deleted, say) is cleared and created again.
     """
     fs, root = _filesystem(target.url)
     if fs.exists(root):
@@ -751,6 +761,7 @@ def _open_store(
                 )
             if not overwrite:
                 _check_same_request(target, recorded, record)
+            if not overwrite and recorded.started is None:  # no creation or replacement under way
                 if (recorded.attrs or {}).get("regrid_status") == "complete":
                     return None
                 if recorded.created_by(target.fingerprint) and recorded.done is not None:
@@ -762,7 +773,7 @@ def _open_store(
                     )
                     fs.makedirs(f"{root}/{STATE_DIR}/done", exist_ok=True)
                     return set()
-                # else: this request's store, whose creation was interrupted: create it again
+            # else: this request's store, whose creation or replacement was interrupted: again
             _clear_store(fs, root, target.fingerprint)
     _create_store(ds, plan, target, time_chunk, record)
     return set()
@@ -795,9 +806,9 @@ def _create_store(
 ) -> None:
     """Metadata, coordinates and attributes; the bands' chunks are written later, region by region.
 
-    ``.mosaic-regrid/started.json`` comes first (the folder is a regrid's from then on) and
-    ``.mosaic-regrid/request.json`` last, once everything else is on the disk: its presence means the
-    store was created completely.
+    ``.mosaic-regrid/started.json`` comes first (the folder is a regrid's, being created, from then
+    on) and ``.mosaic-regrid/request.json`` last, once everything else is on the disk; then
+    ``started.json`` goes: the store is created.
     """
     import dask.array as da
 
@@ -839,6 +850,7 @@ def _create_store(
         _durable.fsync_tree(root)
     request = json.dumps({"fingerprint": target.fingerprint, "request": record}, default=str, indent=1)
     _atomic_put(fs, f"{state}/request.json", request.encode(), durable=True)
+    fs.rm_file(f"{state}/started.json")
 
 
 def _finish_store(target: _ZarrTarget) -> None:
@@ -917,8 +929,6 @@ def _mismatch(url: str, stored: Mapping[str, Any], new: Mapping[str, Any]) -> st
     differ = sorted(k for k in set(stored) | set(new) if stored.get(k) != _jsonable(new.get(k)))
     verb = "differs" if len(differ) == 1 else "differ"
     what = f"{', '.join(differ)} {verb}" if differ else "the index's scenes or the plan differ"
-    if not stored:  # no request recorded yet: another request began creating (or replacing) the store
-        what = "its creation for another request was interrupted"
     return (
         f"{url} holds a regrid of a different request ({what}); rerun the command that made it to "
         "resume it, pass --overwrite (overwrite=True) to replace it, or choose another output path"

@@ -102,8 +102,8 @@ def _terminate_as_exit() -> Iterator[None]:
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace an existing output. Without it, rerunning the same command resumes an interrupted "
-    "Zarr regrid, and an output of another request is an error.",
+    help="Replace an existing output (deleted only once this run holds its lease). Without it, rerunning "
+    "the same command resumes an interrupted Zarr regrid, and an output of another request is an error.",
 )
 @click.option(
     "--workers",
@@ -140,7 +140,9 @@ def regrid(
     """Write a mosaic to a Zarr store, region by region, or to a COG (-o OUT.tif, one time step).
 
     Rerunning an interrupted command resumes it: regions already written are not computed again, and
-    the result is the same as an uninterrupted run. A progress bar shows on a terminal.
+    the result is the same as an uninterrupted run. One run writes an output at a time: it holds a
+    lease, OUT.mosaic-lock beside the output, and a second run on the output fails naming the first;
+    the lease of a run that died is taken over. A progress bar shows on a terminal.
 
     \b
     Examples:

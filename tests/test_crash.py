@@ -150,7 +150,9 @@ def phase(out: Path, regions: int) -> str:
     status = json.loads(meta.read_text())["attributes"].get("regrid_status") if meta.exists() else None
     if status == "complete" or len(markers(out)) == regions:
         return "finish"
-    return "regions" if (out / STATE_DIR / "request.json").exists() else "creation"
+    state = out / STATE_DIR
+    created = (state / "request.json").exists() and not (state / "started.json").exists()
+    return "regions" if created else "creation"
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +169,7 @@ def reference(index_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     out, trace = folder / "ref.zarr", folder / "trace.txt"
     report, _ = finish(start(index_path, out, hook={"trace": str(trace)}))
     events = [line.split(" ", 2) for line in trace.read_text().splitlines()]
-    created = 1 + max(i for i, (_, _, path) in enumerate(events) if path.endswith("/request.json"))
+    created = 1 + max(i for i, (_, _, path) in enumerate(events) if path.endswith("/started.json"))
     last_marker = max(i for i, (_, event, path) in enumerate(events) if f"{STATE_DIR}/done/" in path)
     assert report["written"] == len(markers(out)) or not (out / STATE_DIR).exists()
     return {

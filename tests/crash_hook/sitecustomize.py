@@ -14,7 +14,8 @@ tests/test_crash.py puts this folder on ``PYTHONPATH`` of the ``mosaic regrid`` 
   the uninterrupted reference run.
 
 Only the process running the ``mosaic`` console script is hooked, not the dask workers it spawns.
-Nothing here changes what the process does: it only chooses the instant the test kills it at.
+Nothing here changes what the process does: it only chooses the instant the test kills it at. A
+``sitecustomize`` this one shadows (a distribution's) still runs.
 """
 
 from __future__ import annotations
@@ -76,4 +77,19 @@ def _install() -> None:
     sys.addaudithook(hook)
 
 
+def _run_shadowed() -> None:
+    """Run the next ``sitecustomize.py`` on ``sys.path``, which Python would have imported instead."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        candidate = os.path.join(entry or ".", "sitecustomize.py")
+        if os.path.abspath(entry or ".") != here and os.path.isfile(candidate):
+            spec = importlib.util.spec_from_file_location("_shadowed_sitecustomize", candidate)
+            if spec is not None and spec.loader is not None:
+                spec.loader.exec_module(importlib.util.module_from_spec(spec))
+            return
+
+
+_run_shadowed()
 _install()

@@ -203,6 +203,7 @@ def test_kill_at_random_moments_then_resume_equals_uninterrupted_run(index_path,
         ("workers", ["creation", "regions", "regions", "regions", "finish"]),
     ]
     landed: Counter[tuple[str, str]] = Counter()
+    moments: list[str] = []
     started = time.monotonic()
     for number, (mode, plan) in enumerate(chains):
         out = tmp_path / f"chain{number}.zarr"
@@ -240,6 +241,8 @@ def test_kill_at_random_moments_then_resume_equals_uninterrupted_run(index_path,
             no_survivors(family)
             where = phase(out, regions)
             landed[(mode, where)] += 1
+            state = f"{len(markers(out))}/{regions} marked" if (out / STATE_DIR).exists() else "state deleted"
+            moments.append(f"{mode} {where} ({state})")
             check_marked_regions(out, ref)
             lease = json.loads((tmp_path / f"chain{number}.zarr{LOCK}").read_text())
             assert lease["pid"] == proc.pid and lease["host"] == socket.gethostname()
@@ -253,6 +256,7 @@ def test_kill_at_random_moments_then_resume_equals_uninterrupted_run(index_path,
     kills = sum(landed.values())
     summary = ", ".join(f"{mode} {where}: {n}" for (mode, where), n in sorted(landed.items()))
     print(f"\n{kills} kills in {time.monotonic() - started:.0f} s (seed {SEED}): {summary}")
+    print("\n".join(moments))
     assert kills >= 20, summary
     for where in ("creation", "regions", "finish"):
         assert landed[("threads", where)] >= 1 and landed[("workers", where)] >= 1, summary

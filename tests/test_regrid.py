@@ -150,6 +150,13 @@ def test_existing_outputs_are_not_clobbered(index_path, tmp_path):
     with xr.open_zarr(store) as ds:
         assert json.loads(ds.attrs["regrid_request"])["time"] == "2024-06-11"
 
+    foreign = tmp_path / "foreign.zarr"  # a Zarr store mosaic did not write: never deleted without overwrite
+    zarr.open_group(foreign, mode="w", attributes={"title": "mine"}).create_array("v", shape=(2,), dtype="u1")
+    before = tree(foreign)
+    with pytest.raises(mosaic.InvalidInputError, match="different request"):
+        regrid(foreign, SEAM, "EPSG:4326", "2024-06-01", **args)
+    assert tree(foreign) == before and not Path(f"{foreign}.mosaic-lock").exists()
+
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")

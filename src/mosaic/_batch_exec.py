@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -117,22 +118,36 @@ def _execute_threads(
     batch_size: int,
     on_done: Callable[[R, Any], None],
 ) -> int:
-    """Dask's threaded scheduler, one bounded batch of regions at a time."""
+    """Dask's threaded scheduler, one bounded batch of regions at a time.
+
+    The threads are this call's own, and it returns (or raises) only once none of them runs a task:
+    when a region fails, tasks already running finish before the error reaches the caller, so
+    nothing of this run writes after the caller released the output (dask's shared pool would let
+    them run on).
+    """
+    import dask
     import dask.threaded
+    from dask.system import CPU_COUNT
 
+    configured = dask.config.get("pool", None)
+    threads = getattr(configured, "_max_workers", None) or dask.config.get("num_workers", None) or CPU_COUNT
+    pool = ThreadPoolExecutor(int(threads), thread_name_prefix="mosaic-regrid")
     count = 0
-    while batch := list(islice(todo, batch_size)):
-        dsk: dict[Any, Any] = {}
-        finals: dict[Any, R] = {}
-        for region in batch:
-            sub, key = graph(region)
-            dsk.update(sub)
-            finals[key] = region
+    try:
+        while batch := list(islice(todo, batch_size)):
+            dsk: dict[Any, Any] = {}
+            finals: dict[Any, R] = {}
+            for region in batch:
+                sub, key = graph(region)
+                dsk.update(sub)
+                finals[key] = region
 
-        # dask's callback tuple: (start, start_state, pretask, posttask, finish); posttask runs here
-        callback = (None, None, None, _posttask(finals, on_done), None)
-        dask.threaded.get(dsk, list(finals), callbacks=[callback])
-        count += len(batch)
+            # dask's callback tuple: (start, start_state, pretask, posttask, finish); posttask runs here
+            callback = (None, None, None, _posttask(finals, on_done), None)
+            dask.threaded.get(dsk, list(finals), callbacks=[callback], pool=pool)
+            count += len(batch)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return count
 
 

@@ -8,20 +8,25 @@ still planned and read per region (one read task per band, time step and chunk, 
 A Zarr regrid (:func:`write_zarr`):
 
 1. fingerprints the plan and the store layout (time chunk, Zarr format, mosaic version);
-2. creates the store (xarray ``to_zarr(compute=False)``: metadata, coordinates, the ``spatial_ref``
-   grid mapping and a record of the request in the attributes, ``regrid_status`` "incomplete"), then
-   writes ``.mosaic-regrid/sources.json`` (the identity of each file the plan reads) and
-   ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint, and its files
-   the identities recorded (:mod:`mosaic.identity`);
-3. skips regions already marked done (``.mosaic-regrid/done/<t>.<y>.<x>``) and regions no scene
+2. takes the output's lease (``<store>.mosaic-lock`` beside the store, :mod:`mosaic._lease`): one
+   writer per store; a live holder makes this run fail, a dead one's lease is taken over;
+3. creates the store (xarray ``to_zarr(compute=False)``: metadata, coordinates, the ``spatial_ref``
+   grid mapping and a record of the request in the attributes, ``regrid_status`` "incomplete"),
+   flushes it to the disk, then writes ``.mosaic-regrid/sources.json`` (the identity of each file the
+   plan reads) and ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint
+   (:func:`_check_same_request`), and its files the identities recorded (:mod:`mosaic.identity`);
+4. skips regions already marked done (``.mosaic-regrid/done/<t>.<y>.<x>``) and regions no scene
    touches (Zarr reads a chunk never written as its fill value, which is the band's nodata);
-4. runs the rest in bounded batches, each region a small graph: its read tasks and one write task
-   that writes the region's chunk of every band and *then* the region's marker, so a region killed
-   half-way has no marker and is written again on resume (chunk files are replaced atomically);
-5. sets ``regrid_status`` to "complete", removes ``.mosaic-regrid/`` and consolidates the metadata.
+5. runs the rest in bounded batches, each region a small graph: its read tasks and one write task
+   that writes the region's chunk of every band, flushes them to the disk and *then* writes the
+   region's marker, so a region killed (or cut by a power loss) half-way has no marker and is
+   written again on resume (chunk files are replaced atomically);
+6. sets ``regrid_status`` to "complete" (flushed), removes ``.mosaic-regrid/`` and consolidates the
+   metadata; then releases the lease.
 
 A COG (:func:`write_cog`) is one time step: regions are written into a tiled GeoTIFF beside the
-output, which GDAL's COG driver then copies (with overviews) to the output path.
+output, which GDAL's COG driver then copies (with overviews) to a temporary name, flushed to the
+disk and renamed over the output; under the output's lease too.
 
 Cutting the graph per region and running the regions is :mod:`mosaic._batch_exec`.
 """
@@ -35,6 +40,7 @@ import os
 import re
 import sys
 import time as _time
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,9 +50,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from dask.base import tokenize
 
+from mosaic import _durable
 from mosaic._batch_exec import Blocks, execute, progress_bar
+from mosaic._lease import Lease, confirm
 from mosaic.api import to_dataset
-from mosaic.errors import InvalidInputError
+from mosaic.errors import InvalidInputError, RegridRecoveryWarning
 from mosaic.geom import as_geometry
 from mosaic.grid import DEFAULT_MAX_PIXELS, whole_number
 from mosaic.identity import check_sources, source_record
@@ -182,12 +190,18 @@ class RegridReport:
 
 @dataclass(frozen=True, slots=True)
 class _ZarrTarget:
-    """What a write task needs to find the store: picklable, so it reaches dask.distributed workers."""
+    """What a write task needs to find the store: picklable, so it reaches dask.distributed workers.
+
+    ``lease_url`` and ``lease_token`` name the lease of the run that made the task: the task writes
+    only while that run still holds it (:func:`mosaic._lease.confirm`).
+    """
 
     url: str
     zarr_format: Literal[2, 3]
     names: tuple[str, ...]
     fingerprint: str
+    lease_url: str | None = None
+    lease_token: str | None = None
 
 
 # ============================================================================================ public API
@@ -231,7 +245,10 @@ def regrid(
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
     Running the same call again after an interruption finishes the job without recomputing the
-    regions already written; the result is the same as an uninterrupted run.
+    regions already written; the result is the same as an uninterrupted run. One process writes an
+    output at a time: the run holds a lease (``<path>.mosaic-lock``, beside the output), and another
+    run on the same output raises :class:`~mosaic.errors.OutputLockedError` naming it; the lease of
+    a process that died is taken over, with a :class:`~mosaic.errors.RegridRecoveryWarning`.
 
     Args:
         path: the output: a Zarr store (a local path or an fsspec URL), or a ``.tif``/``.tiff`` file
@@ -273,6 +290,7 @@ def regrid(
             ``overwrite=True``); several time steps for a COG.
         ChangedSourcesError: resuming a store whose source files changed since they were indexed or
             the store was created (pass ``overwrite=True``, after rebuilding the index).
+        OutputLockedError: another live process writes the same output.
     """
     layout = _chunk_layout(chunks)
     if zarr_format not in (2, 3):
@@ -374,6 +392,8 @@ def write_zarr(
             ``overwrite=True``), or exists and is not a Zarr store this function wrote.
         ChangedSourcesError: the store is being resumed and a file the plan reads changed since it
             was indexed or the store was created.
+        OutputLockedError: another live process writes this store (it holds the store's lease), or
+            took the lease over while this one ran.
     """
     started = _time.perf_counter()
     if zarr_format not in (2, 3):
@@ -391,38 +411,44 @@ def write_zarr(
     record = {**(request or {}), "mosaic_version": __version__}
     ds = to_dataset(plan)
     fmt: Literal[2, 3] = 3 if zarr_format == 3 else 2
-    target = _ZarrTarget(url, fmt, tuple(b.name for b in plan.bands), fingerprint)
-    done = _open_store(ds, plan, target, time_chunk, record, overwrite)
+    with Lease(url) as lease:  # before anything is read or deleted; released at the end and on errors
+        target = _ZarrTarget(url, fmt, tuple(b.name for b in plan.bands), fingerprint, lease.url, lease.token)
+        done = _open_store(ds, plan, target, time_chunk, record, overwrite)
 
-    # a region no scene touches reads as the fill value (= nodata) without being written, unless a
-    # Zarr v2 band has no nodata (its fill value would be null)
-    skip_empty = zarr_format == 3 or all(b.nodata is not None for b in plan.bands)
-    occupied = {(task.time // time_chunk, task.iy, task.ix) for task in plan.tasks}
-    gy, gx = plan.chunk_grid
-    total = math.ceil(nt / time_chunk) * gy * gx
-    empty = total - len(occupied) if skip_empty else 0
-    skipped = total - empty if done is None else len(done)
+        # a region no scene touches reads as the fill value (= nodata) without being written, unless
+        # a Zarr v2 band has no nodata (its fill value would be null)
+        skip_empty = zarr_format == 3 or all(b.nodata is not None for b in plan.bands)
+        occupied = {(task.time // time_chunk, task.iy, task.ix) for task in plan.tasks}
+        gy, gx = plan.chunk_grid
+        total = math.ceil(nt / time_chunk) * gy * gx
+        empty = total - len(occupied) if skip_empty else 0
+        skipped = total - empty if done is None else len(done)
 
-    finished = done or set()
+        finished = done or set()
 
-    def todo() -> Iterator[Region]:
-        for region in regions(plan, time_chunk) if done is not None else ():
-            if (skip_empty and (region.it, region.iy, region.ix) not in occupied) or region.key in finished:
-                continue
-            yield region
+        def todo() -> Iterator[Region]:
+            for region in regions(plan, time_chunk) if done is not None else ():
+                nothing = skip_empty and (region.it, region.iy, region.ix) not in occupied
+                if not nothing and region.key not in finished:
+                    yield region
 
-    blocks = Blocks(ds, target.names)
-    prefix = f"mosaic-regrid-{fingerprint[:16]}"
+        blocks = Blocks(ds, target.names)
+        prefix = f"mosaic-regrid-{fingerprint[:16]}"
 
-    def graph(region: Region) -> tuple[dict[Any, Any], Any]:
-        key = (prefix, region.it, region.iy, region.ix)
-        dsk = blocks.subgraph(region)
-        dsk[key] = (_write_region, target, region, blocks.keys(region))
-        return dsk, key
+        def graph(region: Region) -> tuple[dict[Any, Any], Any]:
+            key = (prefix, region.it, region.iy, region.ix)
+            dsk = blocks.subgraph(region)
+            dsk[key] = (_write_region, target, region, blocks.keys(region))
+            return dsk, key
 
-    with progress_bar(total - empty, skipped, Path(url).name, progress) as bar:
-        written = execute(todo(), graph, client, batch_size, lambda region, result: bar.update(1))
-    _finish_store(target)
+        def on_done(region: Region, result: Any) -> None:
+            lease.check()  # stop at once if another writer took the store over
+            bar.update(1)
+
+        with progress_bar(total - empty, skipped, Path(url).name, progress) as bar:
+            written = execute(todo(), graph, client, batch_size, on_done)
+        lease.verify()  # the finish step deletes the resume state: only the store's writer may
+        _finish_store(target)
     return RegridReport(
         path=str(path),
         kind="zarr",
@@ -472,6 +498,7 @@ def write_cog(
     Raises:
         InvalidInputError: several time steps; bands whose nodata differ (a GeoTIFF has one); an
             existing file without ``overwrite``.
+        OutputLockedError: another live process writes the same file (it holds its lease).
     """
     import rasterio
     import rasterio.shutil
@@ -530,7 +557,11 @@ def write_cog(
         dsk[key] = (_stack_region, blocks.keys(region))
         return dsk, key
 
+    # one writer per file (so the staging names can be fixed: a rerun replaces what a killed run left)
+    lease = Lease(str(out.resolve())).acquire()
     try:
+        if out.exists() and not overwrite:  # written by a run that ended since the check above
+            raise InvalidInputError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
         with (
             rasterio.open(staging, "w", **profile) as dst,
             progress_bar(len(occupied), 0, out.name, progress) as bar,
@@ -565,10 +596,12 @@ def write_cog(
             OVERVIEW_RESAMPLING=resampling.upper(),
             BIGTIFF="IF_SAFER",
         )
-        os.replace(final, out)
+        lease.verify()
+        _durable.replace(final, out)  # flushed, renamed: the output is the old file or the whole new one
     finally:
         for leftover in (staging, final):
             leftover.unlink(missing_ok=True)
+        lease.release(quiet=sys.exc_info()[1] is not None)
     return RegridReport(
         path=str(path),
         kind="cog",
@@ -588,19 +621,35 @@ def write_cog(
 
 
 def _write_region(target: _ZarrTarget, region: Region, blocks: list[list[np.ndarray]]) -> str:
-    """Write one region's chunk of every band, then its marker (the order resuming relies on)."""
+    """Write one region's chunk of every band, flush them, then its marker (the order resuming relies on).
+
+    Only while the run that made the task holds the store's lease: a task of a run that lost it (or
+    whose client died, on a cluster) stops before writing chunks or the marker.
+    """
     import zarr
 
+    _confirm_lease(target)
     group = zarr.open_group(target.url, mode="r+", zarr_format=target.zarr_format, use_consolidated=False)
+    fs, root = _filesystem(target.url)
+    chunks = []
     for name, parts in zip(target.names, blocks, strict=True):
         array = group[name]
         if not isinstance(array, zarr.Array):
             raise InvalidInputError(f"{target.url}: {name!r} is not an array")
         array[region.selection] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    fs, root = _filesystem(target.url)
+        key = array.metadata.encode_chunk_key((region.it, region.iy, region.ix))
+        chunks.append(f"{root}/{name}/{key}")
+    if _is_local(fs):  # the chunks on the disk before the marker says they are (a PUT is durable)
+        _durable.fsync_paths(chunks, root)
+    _confirm_lease(target)
     marker = json.dumps({"region": region.key, "fingerprint": target.fingerprint}).encode()
     _atomic_put(fs, f"{root}/{STATE_DIR}/done/{region.key}", marker)
     return region.key
+
+
+def _confirm_lease(target: _ZarrTarget) -> None:
+    if target.lease_url is not None and target.lease_token is not None:
+        confirm(target.lease_url, target.lease_token, target.url)
 
 
 def _stack_region(blocks: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -611,6 +660,87 @@ def _stack_region(blocks: list[list[np.ndarray]]) -> list[np.ndarray]:
 # ============================================================================================ store
 
 
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """What an existing store records about the runs that wrote it.
+
+    Attributes:
+        attrs: the root group's attributes (``regrid_fingerprint``, ``regrid_request``,
+            ``regrid_status``...); None if the folder holds no Zarr group (yet, or any more).
+        state: whether the folder has a ``.mosaic-regrid/`` folder (made before anything else of a
+            store is created or deleted, removed once it is complete).
+        started: the fingerprint in ``.mosaic-regrid/started.json``: present while a run creates or
+            replaces the store (written first, deleted once ``request.json`` is written); None if not.
+        request: ``.mosaic-regrid/request.json`` (``fingerprint``, ``request``), written once the
+            store is created; None if missing or unreadable.
+        done: the regions with a marker in ``.mosaic-regrid/done/``; None if that folder is missing.
+    """
+
+    attrs: dict[str, Any] | None
+    state: bool
+    started: str | None
+    request: dict[str, Any] | None
+    done: frozenset[str] | None
+
+    @property
+    def ours(self) -> bool:
+        """Whether a regrid wrote this folder (its attributes say so, or it has a resume state)."""
+        return bool(self.attrs and "regrid_fingerprint" in self.attrs) or self.state
+
+    def created_by(self, fingerprint: str) -> bool:
+        """Whether the run of ``fingerprint`` created this store completely (and it can be resumed)."""
+        return (
+            self.attrs is not None
+            and self.attrs.get("regrid_fingerprint") == fingerprint
+            and self.request is not None
+            and self.request.get("fingerprint") == fingerprint
+        )
+
+
+def _read_recorded(fs: Any, root: str, url: str) -> _Recorded:
+    """The attributes and resume state of the store at ``root``."""
+    state = f"{root}/{STATE_DIR}"
+
+    def read(name: str) -> dict[str, Any] | None:
+        try:
+            return _json_object(fs.cat_file(f"{state}/{name}").decode()) or None
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    started = read("started.json")
+    done: frozenset[str] | None = None
+    if fs.isdir(f"{state}/done"):
+        names = (str(name).rsplit("/", 1)[-1] for name in fs.ls(f"{state}/done", detail=False))
+        done = frozenset(name for name in names if not _is_temporary(name))
+    fingerprint = None if started is None else str(started.get("fingerprint"))
+    return _Recorded(_stored_attrs(url), fs.isdir(state), fingerprint, read("request.json"), done)
+
+
+def _check_same_request(target: _ZarrTarget, recorded: _Recorded, record: Mapping[str, Any]) -> None:
+    """The one place a store's record is compared with this request; raise if it is another request's.
+
+    Args:
+        target: this run's store, fingerprint included.
+        recorded: what the store holds (:func:`_read_recorded`).
+        record: this run's request, as it would be recorded.
+
+    Raises:
+        InvalidInputError: the store holds (or was being created or replaced for) a regrid of a
+            different request: plan, layout or mosaic version.
+    """
+    attrs = recorded.attrs or {}
+    fingerprint = attrs.get("regrid_fingerprint")
+    creating = fingerprint is None and recorded.state  # the root group made, its attributes not yet
+    if recorded.attrs is not None and fingerprint != target.fingerprint and not creating:
+        raise InvalidInputError(_mismatch(target.url, _json_object(attrs.get("regrid_request")), record))
+    if recorded.started is not None and recorded.started != target.fingerprint:
+        raise InvalidInputError(
+            f"{target.url}: a run of another request began creating or replacing this store and did not "
+            "finish; rerun that command to finish it, or pass --overwrite (overwrite=True) to write this "
+            "request instead"
+        )
+
+
 def _open_store(
     ds: xr.Dataset,
     plan: Plan,
@@ -619,37 +749,76 @@ def _open_store(
     record: Mapping[str, Any],
     overwrite: bool,
 ) -> set[str] | None:
-    """Create the store, or check it holds this request; the regions already done (None: all of them)."""
+    """Create the store, or check it holds this request; the regions already done (None: all of them).
+
+    Called under the store's lease. Whatever a killed run left, this run can go on from it:
+
+    - a store whose creation (or replacement) this request began but did not finish
+      (``started.json`` is there) is cleared and created again, whatever else it holds;
+    - a store marked complete is finished (the finish step is idempotent);
+    - a store this request created (attributes and ``request.json`` with its fingerprint) is
+      resumed: the regions with a marker are skipped; if the markers were lost
+      (``.mosaic-regrid/done`` deleted), every region is written again, with a warning;
+    - anything else of this request (its state deleted, say) is cleared and created again.
+    """
     fs, root = _filesystem(target.url)
-    state = f"{root}/{STATE_DIR}"
     if fs.exists(root):
         if not fs.isdir(root):
             raise InvalidInputError(f"{target.url} exists and is a file, not a Zarr store")
         if fs.ls(root):
-            attrs = _stored_attrs(target.url)
-            if attrs is None and not (overwrite and _looks_like_zarr(fs, root)):
+            recorded = _read_recorded(fs, root, target.url)
+            unknown = recorded.attrs is None and not recorded.ours  # no Zarr group, no regrid state
+            if unknown and not (overwrite and _looks_like_zarr(fs, root)):
                 raise InvalidInputError(
                     f"{target.url} exists and is not a Zarr store; remove it or choose another output path"
                 )
-            if overwrite:
-                fs.rm(root, recursive=True)
-            elif attrs is not None and attrs.get("regrid_fingerprint") != target.fingerprint:
-                raise InvalidInputError(
-                    _mismatch(target.url, _json_object(attrs.get("regrid_request")), record)
-                )
-            elif attrs is not None and attrs.get("regrid_status") == "complete":
-                return None
-            elif fs.exists(f"{state}/request.json"):
-                _check_sources(fs, state, plan, target.url)
-                names = fs.ls(f"{state}/done", detail=False) if fs.exists(f"{state}/done") else []
-                return {str(name).rsplit("/", 1)[-1] for name in names if not _is_temporary(str(name))}
-            # else: this request's store, whose creation was interrupted: create it again
+            if not overwrite:
+                _check_same_request(target, recorded, record)
+            if not overwrite and recorded.started is None:  # no creation or replacement under way
+                if (recorded.attrs or {}).get("regrid_status") == "complete":
+                    return None
+                if recorded.created_by(target.fingerprint) and recorded.done is not None:
+                    _check_sources(fs, f"{root}/{STATE_DIR}", plan, target.url)
+                    return set(recorded.done)
+                if recorded.created_by(target.fingerprint):  # the markers were lost: none can be trusted
+                    _warn(
+                        f"{target.url}: its resume state has no region markers ({STATE_DIR}/done is "
+                        "missing): every region is written again"
+                    )
+                    fs.makedirs(f"{root}/{STATE_DIR}/done", exist_ok=True)
+                    _record_sources(fs, f"{root}/{STATE_DIR}", plan)  # what every region is written from
+                    return set()
+            # else: this request's store, whose creation or replacement was interrupted: again
+            _clear_store(fs, root, target.fingerprint)
     _create_store(ds, plan, target, time_chunk, record)
-    fs.makedirs(f"{state}/done", exist_ok=True)
-    _atomic_put(fs, f"{state}/{_SOURCES}", source_record(plan))  # before request.json marks the state
-    request = {"fingerprint": target.fingerprint, "request": record}
-    _atomic_put(fs, f"{state}/request.json", json.dumps(request, default=str, indent=1).encode())
     return set()
+
+
+def _clear_store(fs: Any, root: str, fingerprint: str) -> None:
+    """Delete a store's content in an order that leaves it recognisable if the deletion is killed.
+
+    ``started.json`` (this run's fingerprint) goes first, so the folder stays a regrid's whatever is
+    deleted next; then ``request.json`` and the markers (so no rerun resumes the old content); then
+    everything else. A run killed here leaves a store a rerun of the same request clears again.
+    """
+    state = f"{root}/{STATE_DIR}"
+    fs.makedirs(state, exist_ok=True)
+    _atomic_put(fs, f"{state}/started.json", json.dumps({"fingerprint": fingerprint}).encode(), durable=True)
+    for path in (f"{state}/request.json", f"{state}/done"):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    for child in fs.ls(root, detail=False):
+        if str(child).rstrip("/") != state:
+            fs.rm(child, recursive=True)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RegridRecoveryWarning, stacklevel=4)
+
+
+def _record_sources(fs: Any, state: str, plan: Plan) -> None:
+    """Record the identity of every file the plan reads (``sources.json``), for resumes to check."""
+    _atomic_put(fs, f"{state}/{_SOURCES}", source_record(plan), durable=True)
 
 
 def _check_sources(fs: Any, state: str, plan: Plan, url: str) -> None:
@@ -668,9 +837,19 @@ def _check_sources(fs: Any, state: str, plan: Plan, url: str) -> None:
 def _create_store(
     ds: xr.Dataset, plan: Plan, target: _ZarrTarget, time_chunk: int, record: Mapping[str, Any]
 ) -> None:
-    """Metadata, coordinates and attributes; the bands' chunks are written later, region by region."""
+    """Metadata, coordinates and attributes; the bands' chunks are written later, region by region.
+
+    ``.mosaic-regrid/started.json`` comes first (the folder is a regrid's, being created, from then
+    on) and ``.mosaic-regrid/request.json`` last, once everything else is on the disk; then
+    ``started.json`` goes: the store is created.
+    """
     import dask.array as da
 
+    fs, root = _filesystem(target.url)
+    state = f"{root}/{STATE_DIR}"
+    fs.makedirs(state, exist_ok=True)
+    started = json.dumps({"fingerprint": target.fingerprint}).encode()
+    _atomic_put(fs, f"{state}/started.json", started, durable=True)
     template = ds.copy()
     shape = (len(plan.times), *plan.geobox.shape)
     chunks = (time_chunk, *plan.chunks)
@@ -693,28 +872,49 @@ def _create_store(
     )
     with WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata", category=UserWarning)
+        # (zarr lists the folder's members and finds the state folder no Zarr node)
+        warnings.filterwarnings("ignore", message=f"Object at {STATE_DIR} is not", category=UserWarning)
+        # mode "a": into the folder as it is (cleared, with the state), where "w" would delete the state
         template.to_zarr(
-            target.url, mode="w", compute=False, zarr_format=target.zarr_format, consolidated=True
+            target.url, mode="a", compute=False, zarr_format=target.zarr_format, consolidated=True
         )
+    fs.makedirs(f"{state}/done", exist_ok=True)
+    _record_sources(fs, state, plan)  # before request.json marks the state complete
+    if _is_local(fs):  # metadata and coordinates on the disk before the state says the store exists
+        _durable.fsync_tree(root)
+    request = json.dumps({"fingerprint": target.fingerprint, "request": record}, default=str, indent=1)
+    _atomic_put(fs, f"{state}/request.json", request.encode(), durable=True)
+    fs.rm_file(f"{state}/started.json")
 
 
 def _finish_store(target: _ZarrTarget) -> None:
     """Mark the store complete, drop the resume state, consolidate the metadata (each step idempotent).
 
+    Every region's chunks were flushed before its marker, and the metadata at creation, so the store
+    is on the disk when "complete" is written; that attribute is flushed before the resume state goes.
     A run killed between these steps leaves a store marked complete, which a rerun finishes here.
     """
     import zarr
 
     fs, root = _filesystem(target.url)
+    local = _is_local(fs)
     with WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata", category=UserWarning)
         group = zarr.open_group(target.url, mode="r+", zarr_format=target.zarr_format, use_consolidated=False)
         if group.attrs.get("regrid_status") != "complete":
             group.attrs["regrid_status"] = "complete"
+        if local:
+            _durable.fsync_paths([f"{root}/{name}" for name in _ROOT_METADATA], root)
         if fs.exists(f"{root}/{STATE_DIR}"):
             fs.rm(f"{root}/{STATE_DIR}", recursive=True)
         _remove_partial_writes(fs, root)
         zarr.consolidate_metadata(target.url, zarr_format=target.zarr_format)
+        if local:
+            _durable.fsync_paths([f"{root}/{name}" for name in _ROOT_METADATA], root)
+
+
+_ROOT_METADATA = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata")
+"""The files of a Zarr store's root group (v3; v2) where its attributes and consolidated metadata live."""
 
 
 _ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
@@ -727,9 +927,7 @@ def _remove_partial_writes(fs: Any, root: str) -> int:
     zarr's ``LocalStore`` writes ``<chunk>.<uuid>.partial`` and renames it over the chunk, so a killed
     write leaves the old chunk (or none) plus this file, which no reader opens.
     """
-    from fsspec.implementations.local import LocalFileSystem
-
-    if not isinstance(fs, LocalFileSystem):
+    if not _is_local(fs):
         return 0  # object stores write each object whole
     removed = 0
     for folder, _, files in os.walk(root):
@@ -843,19 +1041,30 @@ def _filesystem(url: str) -> tuple[Any, str]:
     return fs, str(root).rstrip("/")
 
 
-def _atomic_put(fs: Any, path: str, data: bytes) -> None:
-    """Write a small object so readers see all of it or nothing (rename on local disks)."""
-    from fsspec.implementations.local import LocalFileSystem
+def _atomic_put(fs: Any, path: str, data: bytes, *, durable: bool = False) -> None:
+    """Write a small object so readers see all of it or nothing (a temporary file renamed, on local disks).
 
-    if isinstance(fs, LocalFileSystem):
-        tmp = f"{path}.tmp-{os.getpid()}-{id(data)}"
+    ``durable``: flush the file before the rename and its folder after it, so the object and its
+    name survive a power cut (``request.json``). A region's marker is not flushed: only its name is
+    read, and the chunks it vouches for were flushed before it was written, so after a power cut a
+    marker is lost (its region is written again) or present over chunks on the disk.
+    """
+    if _is_local(fs):
+        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if durable:
+            _durable.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
     else:
-        fs.pipe_file(path, data)  # object stores: a PUT is atomic
+        fs.pipe_file(path, data)  # object stores: a PUT is atomic, and durable when it returns
+
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
 
 
 def _is_temporary(name: str) -> bool:

@@ -30,8 +30,10 @@ __all__ = [
     "MosaicWarning",
     "NoDataError",
     "OutputError",
+    "OutputLockedError",
     "ReadError",
     "ReadFailedWarning",
+    "RegridRecoveryWarning",
     "SecretHrefWarning",
     "SkippedSourcesWarning",
     "SourceError",
@@ -135,6 +137,13 @@ class ChangedSourcesError(InvalidInputError):
     """
 
 
+class OutputLockedError(MosaicError, RuntimeError):
+    """Another process writes this output: it holds the output's lease (or took this writer's over).
+
+    The message names the holder (host, pid, since when, heartbeat age) and the lease file.
+    """
+
+
 class GDALVersionError(MosaicError, RuntimeError):
     """The GDAL at hand lacks a driver or feature mosaic needs."""
 
@@ -190,6 +199,13 @@ class SkippedSourcesWarning(MosaicWarning):
 
 class ReadFailedWarning(MosaicWarning):
     """A scene could not be read under ``on_error="skip"``; its pixels came from other scenes or nodata."""
+
+
+class RegridRecoveryWarning(MosaicWarning):
+    """A regrid found what a dead writer left and recovered: a stale lease taken over, lost resume state.
+
+    The message says what was found and what the regrid does about it.
+    """
 
 
 class IncompleteMetadataWarning(MosaicWarning):

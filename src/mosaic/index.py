@@ -476,7 +476,13 @@ class TileIndex:
         Hrefs are written as they are (they are what a load reads); those that carry a secret (a signed
         URL, a password in a URL) make a :class:`~mosaic.errors.SecretHrefWarning`: the file then holds
         the secret for anyone it is shared with.
+
+        The file is written under a temporary name no other writer uses, flushed to the disk, then
+        renamed over ``path``: readers see the old index or the new one, never part of one, also after
+        a crash or a power cut, and a failed write leaves the old index and no temporary file.
         """
+        from mosaic import _durable
+
         _warn_secrets(self._table.column("href").to_pylist(), path)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -508,9 +514,15 @@ class TileIndex:
             {"format_version": _FORMAT_VERSION, "skipped": [[redact(s.href), s.reason] for s in self.skipped]}
         ).encode()
         table = table.replace_schema_metadata(meta)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd", write_statistics=True)
-        os.replace(tmp, path)
+        tmp = _durable.temporary_name(path)
+        try:
+            pq.write_table(
+                table, tmp, row_group_size=row_group_size, compression="zstd", write_statistics=True
+            )
+            _durable.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

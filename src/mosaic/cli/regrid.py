@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -48,6 +51,28 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         yield client
 
 
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler stopping the job) ends the run as an error does.
+
+    Python's default for SIGTERM is to die on the spot; raising ``SystemExit`` instead unwinds the
+    run: its threads finish the regions they write, the output's lease is released (so a rerun need
+    not take it over) and a local cluster is shut down. The exit code is 143 (128 + SIGTERM).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command()
 @plan_options
 @click.option(
@@ -77,8 +102,8 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace an existing output. Without it, rerunning the same command resumes an interrupted "
-    "Zarr regrid, and an output of another request is an error.",
+    help="Replace an existing output (deleted only once this run holds its lease). Without it, rerunning "
+    "the same command resumes an interrupted Zarr regrid, and an output of another request is an error.",
 )
 @click.option(
     "--workers",
@@ -115,7 +140,9 @@ def regrid(
     """Write a mosaic to a Zarr store, region by region, or to a COG (-o OUT.tif, one time step).
 
     Rerunning an interrupted command resumes it: regions already written are not computed again, and
-    the result is the same as an uninterrupted run. A progress bar shows on a terminal.
+    the result is the same as an uninterrupted run. One run writes an output at a time: it holds a
+    lease, OUT.mosaic-lock beside the output, and a second run on the output fails naming the first;
+    the lease of a run that died is taken over. A progress bar shows on a terminal.
 
     \b
     Examples:
@@ -130,7 +157,7 @@ def regrid(
 
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
-    with _client(workers, scheduler) as client:
+    with _terminate_as_exit(), _client(workers, scheduler) as client:
         report = run_regrid(
             output,
             **request,

@@ -332,8 +332,10 @@ def test_a_regrid_resumed_after_a_source_changed_refuses_naming_it(demo_collecti
     refused = subprocess.run(job, capture_output=True, text=True, timeout=180, env=env)
     assert refused.returncode != 0
     lines = refused.stderr.strip().splitlines()
-    assert len(lines) == 1, refused.stderr
-    assert "1 source file(s) changed since they were indexed or this regrid began" in lines[0]
+    # (the killed run's lease is taken over first, with a warning; then one error line)
+    assert len(lines) == 2 and "taking over the lease of pid" in lines[0], refused.stderr
+    lines = lines[1:]
+    assert lines[0].startswith("error: ") and "1 source file(s) changed since they were indexed or this regrid began" in lines[0]
     assert f"scene S32-seam12-20240601 ({changed}: modified " in lines[0] and "--overwrite" in lines[0]
     with xr.open_zarr(out) as partial:
         assert partial.attrs["regrid_status"] == "incomplete"  # untouched: not resumed, not finished

@@ -334,9 +334,10 @@ def test_a_regrid_resumed_after_a_source_changed_refuses_naming_it(demo_collecti
     lines = refused.stderr.strip().splitlines()
     # (the killed run's lease is taken over first, with a warning; then one error line)
     assert len(lines) == 2 and "taking over the lease of pid" in lines[0], refused.stderr
-    lines = lines[1:]
-    assert lines[0].startswith("error: ") and "1 source file(s) changed since they were indexed or this regrid began" in lines[0]
-    assert f"scene S32-seam12-20240601 ({changed}: modified " in lines[0] and "--overwrite" in lines[0]
+    error = lines[1]
+    assert error.startswith("error: ")
+    assert "1 source file(s) changed since they were indexed or this regrid began" in error
+    assert f"scene S32-seam12-20240601 ({changed}: modified " in error and "--overwrite" in error
     with xr.open_zarr(out) as partial:
         assert partial.attrs["regrid_status"] == "incomplete"  # untouched: not resumed, not finished
 

@@ -464,6 +464,9 @@ def test_the_other_entry_points_refuse_bad_arguments_with_their_own_errors(index
         lambda: index.query(SEAM, bbox_crs="not a crs"),
         lambda: mosaic.read_stats("many"),
         lambda: plan.explain("0", 0),
+        lambda: TileIndex.from_files(5),
+        lambda: TileIndex.from_files([index_file, 5]),
+        lambda: mosaic.regrid("x.zarr", SEAM, "EPSG:4326", index=index, batch_size=0, **SMALL),
     ):
         with pytest.raises(MosaicError):
             call()
@@ -477,6 +480,9 @@ def test_an_unwritable_output_is_an_output_error(index_file, tmp_path):
         assert isinstance(info.value, OSError)
     assert "a_file is a file, not a folder" in str(info.value)
     assert not list(tmp_path.glob(".x*"))  # no temporary file left
+    for name in ("x.zarr", "x.tif"):
+        with pytest.raises(OutputError, match="a_file is a file, not a folder"):
+            mosaic.regrid(tmp_path / "a_file" / name, SEAM, "EPSG:4326", index=index_file, **SMALL)
 
 
 def _cli_table(index: Path, tmp: Path, scene: Path) -> dict[str, tuple[object, ...]]:

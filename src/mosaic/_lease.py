@@ -52,7 +52,7 @@ from types import TracebackType
 from typing import Any
 
 from mosaic import _durable
-from mosaic.errors import InvalidInputError, OutputLockedError, RegridRecoveryWarning
+from mosaic.errors import InvalidInputError, OutputError, OutputLockedError, RegridRecoveryWarning
 
 __all__ = ["HEARTBEAT_SECONDS", "LOCK_SUFFIX", "STALE_SECONDS", "Holder", "Lease", "confirm", "lock_location"]
 
@@ -227,7 +227,10 @@ class Lease:
             OutputLockedError: a live process holds it (the message names it).
         """
         if self.local:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            except OSError as exc:
+                raise OutputError.at(self.output, "the output", exc) from exc
         for _ in range(10):  # each turn loses a race to another writer at most once
             me = Holder.me(self.token)
             if self._create(me.to_json(self.output)):

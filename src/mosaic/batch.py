@@ -54,7 +54,7 @@ from mosaic import _durable
 from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic._lease import Lease, confirm
 from mosaic.api import to_dataset
-from mosaic.errors import InvalidInputError, RegridRecoveryWarning
+from mosaic.errors import InvalidInputError, OutputError, RegridRecoveryWarning
 from mosaic.geom import as_geometry
 from mosaic.grid import DEFAULT_MAX_PIXELS, whole_number
 from mosaic.identity import check_sources, source_record
@@ -295,6 +295,12 @@ def regrid(
     layout = _chunk_layout(chunks)
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InvalidInputError(
+            f"batch_size must be a whole number of regions, 1 or more, got {batch_size!r}"
+        )
     index = _absolute_index(index)
     the_plan = make_plan(
         bbox,
@@ -533,7 +539,10 @@ def write_cog(
     occupied = {(task.iy, task.ix) for task in plan.tasks}
     gy, gx = plan.chunk_grid
     ny, nx = plan.geobox.shape
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError.at(out, "the COG", exc) from exc
     staging = out.with_name(f"{out.name}.partial.tif")
     final = out.with_name(f"{out.name}.cog-tmp.tif")
     profile: dict[str, Any] = dict(

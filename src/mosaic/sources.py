@@ -107,8 +107,16 @@ def expand_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    elif not isinstance(sources, Iterable):
+        raise InvalidInputError(
+            f"sources must be a path, URL, glob or a list of them, not {type(sources).__name__} {sources!r}"
+        )
     out: list[str] = []
     for src in sources:
+        if not isinstance(src, (str, os.PathLike)):
+            raise InvalidInputError(
+                f"each source must be a path, URL or glob, not {type(src).__name__} {src!r}"
+            )
         text = os.fspath(src)
         if is_remote(text):
             out.append(text)

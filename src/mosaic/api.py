@@ -160,8 +160,12 @@ def load(
         )
     )
     if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)
+        import dask.threaded
+
+        # dask's threaded scheduler itself: the name "threads" would make dask import distributed
+        # (~0.2 s) only to look for a client that an eager load does not use
         with DaskTaskBar(desc="mosaic.load", unit="task") if progress else contextlib.nullcontext():
-            ds = ds.compute(scheduler="threads")
+            ds = ds.compute(scheduler=dask.threaded.get)
     return ds
 
 

@@ -23,6 +23,7 @@ average is recorded before and after. Run from the project root::
 
     .venv/bin/python benchmarks/fixed_costs.py             # ~2-3 min
     .venv/bin/python benchmarks/fixed_costs.py --runs 3    # quicker
+    .venv/bin/python benchmarks/fixed_costs.py --src ../main/src   # another checkout's mosaic (before)
 
 Results: ``benchmarks/output/fixed_costs.md`` and ``.json`` (git-ignored).
 """
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+SRC = [ROOT / "src"]  # --src replaces it: the same figures for another checkout (e.g. main, before)
 OUT = ROOT / "benchmarks" / "output"
 LOCK = "/tmp/mosaic-bench.lock"
 PYTHON = sys.executable
@@ -56,9 +58,7 @@ SCENES_RES = 0.0003
 
 
 def env() -> dict[str, str]:
-    path = os.pathsep.join(
-        filter(None, [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])
-    )
+    path = os.pathsep.join(filter(None, [str(SRC[0]), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
     return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
 
 
@@ -407,7 +407,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="fresh-process runs per figure")
     parser.add_argument("--repeat", type=int, default=20, help="warm repeats per in-process figure")
     parser.add_argument("--no-lock", action="store_true", help="do not take the lock (a smoke run)")
+    parser.add_argument("--src", type=Path, help="measure the mosaic package in this folder instead")
     args = parser.parse_args()
+    if args.src is not None:
+        SRC[0] = args.src.resolve()
     OUT.mkdir(parents=True, exist_ok=True)
     work = OUT / "fixed_costs"
     if work.exists():
@@ -424,15 +427,18 @@ def main() -> None:
         result["eager"] = eager_small(data, args.runs, args.repeat)
         result["two_scenes"] = two_scenes(data, grid, work, args.runs)
         result["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=SRC[0]
+    )
     cpu = platform.processor() or platform.machine()
     result["machine"] = f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     result["commit"] = commit.stdout.strip()
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = report(result)
     print(text)
-    (OUT / "fixed_costs.md").write_text(text + "\n")
-    (OUT / "fixed_costs.json").write_text(json.dumps(result, indent=1))
+    stem = "fixed_costs" if args.src is None else f"fixed_costs_{result['commit']}"
+    (OUT / f"{stem}.md").write_text(text + "\n")
+    (OUT / f"{stem}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

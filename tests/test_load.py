@@ -375,6 +375,37 @@ def test_chunks_without_data_have_no_reads_and_no_tasks(demo_index):
     assert (block == 0).all() and mosaic.read_stats().reads == before
 
 
+def test_plan_token_ignores_href_secrets_only_and_names_each_band_apart(demo_index):
+    """The plan's dask token (graph keys, regrid fingerprints) hashes every read field, hrefs redacted."""
+    import dataclasses
+
+    from dask.base import tokenize
+
+    from mosaic.api import to_dataset
+
+    plan = mosaic.plan(
+        SEAM12, "EPSG:32633", "2024-06-01", index=demo_index, resolution=20, bands=["B02", "B8A"], chunks=512
+    )
+
+    def with_reads(change) -> mosaic.Plan:
+        tasks = tuple(dataclasses.replace(t, reads=tuple(change(r) for r in t.reads)) for t in plan.tasks)
+        return dataclasses.replace(plan, tasks=tasks)
+
+    signed = {
+        s: with_reads(lambda r, s=s: dataclasses.replace(r, href=f"{r.href}?sv=1&sig={s}")) for s in "ab"
+    }
+    assert tokenize(signed["a"]) == tokenize(signed["b"])  # only the signature differs: redacted
+    assert tokenize(signed["a"]) != tokenize(plan)
+    moved = with_reads(lambda r: dataclasses.replace(r, window=(r.window[0] + 1, *r.window[1:])))
+    assert tokenize(moved) != tokenize(plan)
+    assert tokenize(with_reads(lambda r: r)) == tokenize(plan)
+    first, again = to_dataset(plan), to_dataset(with_reads(lambda r: r))
+    names = {band: first[band].data.name for band in ("B02", "B8A")}
+    assert names["B02"] != names["B8A"]
+    assert names == {band: again[band].data.name for band in ("B02", "B8A")}
+    assert to_dataset(moved).B02.data.name != names["B02"]
+
+
 def test_footprint_not_bbox_decides_which_scenes_feed_a_chunk(demo_index):
     plan = mosaic.plan(
         SEAM12, "EPSG:32633", "2024-06-21", index=demo_index, resolution=20, bands="B02", chunks=32

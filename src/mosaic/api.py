@@ -160,8 +160,12 @@ def load(
         )
     )
     if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)
+        import dask.threaded
+
+        # dask's threaded scheduler itself: the name "threads" would make dask import distributed
+        # (~0.2 s) only to look for a client that an eager load does not use
         with DaskTaskBar(desc="mosaic.load", unit="task") if progress else contextlib.nullcontext():
-            ds = ds.compute(scheduler="threads")
+            ds = ds.compute(scheduler=dask.threaded.get)
     return ds
 
 
@@ -170,7 +174,8 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
     coords = xr_coords(the_plan.geobox, crs_coord_name="spatial_ref", dims=("y", "x"))
     coords["time"] = xr.DataArray(np.array(the_plan.times, dtype="datetime64[ns]"), dims=("time",))
     data_vars = {}
-    failures_key = f"mosaic-{tokenize(the_plan)}"
+    plan_token = tokenize(the_plan)
+    failures_key = f"mosaic-{plan_token}"
     for band in the_plan.bands:
         attrs: dict[str, Any] = {"asset": band.asset, "asset_band": band.band, "grid_mapping": "spatial_ref"}
         if band.nodata is not None:  # unmasked data: nodata in attrs (see docs/concepts.md, "Nodata")
@@ -181,7 +186,8 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
             attrs["add_offset"] = band.offset
         if band.physical:
             attrs["units_note"] = "physical values: each scene's own scale/offset applied (they differ)"
-        arr = xr.DataArray(band_array(the_plan, band, failures_key), dims=("time", "y", "x"), attrs=attrs)
+        data = band_array(the_plan, band, failures_key, plan_token=plan_token)
+        arr = xr.DataArray(data, dims=("time", "y", "x"), attrs=attrs)
         data_vars[band.name] = arr
     summary = the_plan.summary()
     attrs = {

@@ -21,6 +21,7 @@ import numpy as np
 
 from mosaic.errors import InvalidInputError, MosaicWarning
 from mosaic.records import SceneAsset
+from mosaic.types import RESAMPLING
 
 __all__ = [
     "RESAMPLING",
@@ -35,23 +36,6 @@ __all__ = [
     "with_source_nodata",
 ]
 
-RESAMPLING = (
-    "nearest",
-    "bilinear",
-    "cubic",
-    "cubic_spline",
-    "lanczos",
-    "average",
-    "mode",
-    "min",
-    "max",
-    "med",
-    "q1",
-    "q3",
-    "sum",
-    "rms",
-)
-"""GDAL's warp kernels, by rasterio's names (``rasterio.enums.Resampling``)."""
 _RESAMPLING_ALIASES = {"cubicspline": "cubic_spline", "near": "nearest", "median": "med"}
 """GDAL's own spellings (``gdalwarp -r cubicspline``, ``near``) and a common synonym."""
 

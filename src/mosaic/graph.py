@@ -317,9 +317,13 @@ class _Blocks(Mapping[Any, Any]):
         return chunks + len(self._fills)
 
 
-def band_array(plan: Plan, band: BandSpec, failures: str = "") -> da.Array:
-    """The lazy (time, y, x) dask array of one output band (failed reads logged under ``failures``)."""
-    name = f"mosaic-{band.name}-{tokenize(plan, band.name)}"
+def band_array(plan: Plan, band: BandSpec, failures: str = "", *, plan_token: str | None = None) -> da.Array:
+    """The lazy (time, y, x) dask array of one output band (failed reads logged under ``failures``).
+
+    ``plan_token`` is ``dask.base.tokenize(plan)`` when the caller has it: a plan of many bands is then
+    hashed once, not once per band.
+    """
+    name = f"mosaic-{band.name}-{tokenize(plan_token or plan, band.name)}"
     ctx = ChunkContext(
         crs=cast("CRS", plan.geobox.crs).to_wkt(),
         method=plan.method,

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
-from urllib.request import url2pathname
 
 from mosaic.errors import InvalidInputError
 
@@ -81,6 +80,8 @@ def gdal_path(href: str | os.PathLike[str]) -> str:
             raise InvalidInputError(
                 f"{text}: file:// URLs on another host ({parts.netloc}) are not supported"
             )
+        from urllib.request import url2pathname  # here: urllib.request imports http and email
+
         return os.path.abspath(url2pathname(unquote(parts.path)))
     prefix = _PREFIXES.get(scheme)
     if prefix is None:

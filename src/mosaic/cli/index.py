@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mosaic._repr import short_crs
 from mosaic.cli.options import (
     index_opt,
     json_opt,
@@ -301,6 +300,8 @@ def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
     except OSError as exc:
         raise OutputError.at(output, "the index", exc) from exc
     if not quiet:
+        from mosaic._repr import short_crs
+
         facts = describe(idx)
         crs = ", ".join(f"{short_crs(k)} ({v})" for k, v in facts["crs"].items())
         click.echo(
@@ -350,6 +351,8 @@ def _asset_line(name: str, width: int, info: dict[str, list[Any]]) -> str:
 
 def format_info(facts: dict[str, Any]) -> str:
     """The human-readable ``mosaic index info`` text."""
+    from mosaic._repr import short_crs
+
     names = {crs: short_crs(crs) for crs in facts["crs"]}
     width = max((len(k) for k in names.values()), default=0)
     width_assets = max((len(k) for k in facts["asset_info"]), default=0)

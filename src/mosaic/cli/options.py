@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from mosaic.planner import RESAMPLING
+from mosaic.types import RESAMPLING
 
 __all__ = [
     "anchor_opt",

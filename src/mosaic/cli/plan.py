@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mosaic._repr import human_bytes, short_crs
 from mosaic.cli.options import chunks_opt, json_opt, plan_options
 from mosaic.paths import redact
 
@@ -43,6 +42,8 @@ def plan_facts(the_plan: Plan) -> dict[str, Any]:
 
 def format_plan(facts: dict[str, Any]) -> str:
     """The human-readable ``mosaic plan`` text."""
+    from mosaic._repr import human_bytes, short_crs
+
     t, ny, nx = facts["shape"]
     rx, ry = facts["resolution"]
     overviews = ", ".join(f"x{k}: {v}" for k, v in facts["overview_factors"].items()) or "-"

@@ -440,7 +440,7 @@ def run_case(name: str, items: list[dict[str, Any]], args: argparse.Namespace) -
             res = run_worker(engine, case_file, "compute", args, save)
             rec[engine]["compute"].append(res["seconds"])
             rec[engine]["cpu"].append(res["cpu"])
-            if args.fresh:
+            if args.fresh and engine not in args.no_fresh_for:
                 rec[engine]["fresh"].append(run_worker(engine, case_file, "fresh", args, None)["fresh"])
             if save:
                 outputs[engine] = save
@@ -485,15 +485,15 @@ def run_case(name: str, items: list[dict[str, Any]], args: argparse.Namespace) -
                 f"  {engine:15s} identical valid px vs mosaic: "
                 f"{100 * rec[engine]['agreement']['identical_of_both_valid']:.3f}%"
             )
-    if args.reference and ref is not None:
-        refpath = OUTPUT / f"scale_reference_{name}.npy"
-        if refpath.exists():
-            same = bool(np.array_equal(np.load(refpath), ref))
-            rec["mosaic"]["identical_to_reference"] = same
-            print(f"  mosaic identical to {refpath.name}: {same}")
-        else:
-            np.save(refpath, ref)
-            print(f"  saved mosaic's output as {refpath.name}")
+    refpath = OUTPUT / f"scale_reference_{name}.npy"
+    if args.reference and ref is not None and not refpath.exists():
+        np.save(refpath, ref)
+        print(f"  saved mosaic's output as {refpath.name}")
+    for engine in ("mosaic", "mosaic-proto"):
+        if args.reference and engine in loaded and refpath.exists():
+            same = bool(np.array_equal(np.load(refpath), loaded[engine]))
+            rec[engine]["identical_to_reference"] = same
+            print(f"  {engine} identical to {refpath.name}: {same}")
     if not args.keep:
         for path in outputs.values():
             path.unlink(missing_ok=True)
@@ -635,6 +635,7 @@ def main() -> None:
     parser.add_argument("--slow", type=float, default=15.0, help="a first run slower than this: --min-runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-fresh", dest="fresh", action="store_false", help="skip the fresh-process runs")
+    parser.add_argument("--no-fresh-for", nargs="*", default=[], help="engines without fresh-process runs")
     parser.add_argument(
         "--reference",
         action="store_true",

@@ -190,9 +190,18 @@ ENGINES: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def gdalwarp_command(
-    items: Sequence[dict[str, Any]], gbox: GeoBox, asset: str, out: Path, *, multi: bool
+    items: Sequence[dict[str, Any]],
+    gbox: GeoBox,
+    asset: str,
+    out: Path,
+    *,
+    multi: bool,
+    threads: str = "2",
 ) -> list[str]:
-    """The gdalwarp command for the same grid; inputs in reverse fusion order (gdalwarp: last wins)."""
+    """The gdalwarp command for the same grid; inputs in reverse fusion order (gdalwarp: last wins).
+
+    With ``multi``, ``-multi -wo NUM_THREADS=<threads>`` (``ALL_CPUS`` is GDAL's all cores).
+    """
     left, bottom, right, top = gbox.boundingbox
     res_x, res_y = abs(float(gbox.resolution.x)), abs(float(gbox.resolution.y))
     hrefs = [d["assets"][asset]["href"] for d in items]
@@ -201,7 +210,7 @@ def gdalwarp_command(
     cmd += ["-te", *(repr(float(v)) for v in (left, bottom, right, top)), "-tr", repr(res_x), repr(res_y)]
     cmd += ["-r", "near", "-srcnodata", "0", "-dstnodata", "0"]
     if multi:
-        cmd += ["-multi", "-wo", "NUM_THREADS=2"]
+        cmd += ["-multi", "-wo", f"NUM_THREADS={threads}"]
     cmd += [*reversed(hrefs), str(out)]
     return cmd
 

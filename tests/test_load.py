@@ -271,6 +271,39 @@ def test_highest_quality_picks_the_best_scene_per_pixel(demo_collection, demo_in
     assert len(set(quality.values())) > 1
 
 
+def test_a_chunk_of_local_scenes_reads_ahead_while_a_core_is_idle(demo_index):
+    # one chunk fed by both seam scenes on one dask thread: a core is idle, so the second scene is read
+    # in a read-ahead thread while the first is read, and the pixels are those of reading in turn
+    # (first on top: scene A where it has data, else scene B, each loaded on its own)
+    import os
+    import threading
+
+    import dask
+
+    from mosaic import graph
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    kw = dict(resolution=0.0004, bands="B02", groupby=None, chunks=4096)
+    ds = mosaic.load(SEAM12, "EPSG:4326", "2024-06-01", index=demo_index, **kw)
+    plan = mosaic.plan(SEAM12, "EPSG:4326", "2024-06-01", index=demo_index, **kw)
+    assert len(plan.tasks) == 1 and len(plan.tasks[0].reads) == 2
+    graph._read_pool.cache_clear()  # a new pool: its threads exist only if a read was started ahead
+    before = {t.ident for t in threading.enumerate()}
+    with dask.config.set(scheduler="threads", num_workers=1):
+        got = ds.B02.isel(time=0).values
+    helpers = [t for t in threading.enumerate() if t.ident not in before and "read-ahead" in t.name]
+    assert helpers
+    layers = []
+    for read in plan.tasks[0].reads:
+        single = TileIndex.from_records([r for r in demo_index if r.id == read.scene])
+        one = mosaic.load(index=single, geobox=ds.odc.geobox, **kw)
+        layers.append(one.B02.isel(time=0).values)
+    want = np.where(layers[0] != 0, layers[0], layers[1])
+    assert (want != 0).mean() > 0.5 and (layers[0] != 0).any() and (layers[1][layers[0] == 0] != 0).any()
+    assert np.array_equal(got, want)
+
+
 def test_callable_method(demo_index):
     ds = mosaic.load(
         SEAM12,

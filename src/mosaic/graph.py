@@ -8,10 +8,13 @@ not something per chunk of the output. Keys are deterministic (``dask.base.token
 from __future__ import annotations
 
 import math
+import os
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
@@ -96,8 +99,9 @@ def load_chunk(
     else:
         fuser = make_fuser(ctx.method, shape)
     failed: list[ReadError] = []
-    ahead = _ReadAhead(task, ctx, kwargs) if _reads_ahead(task, fuser) else None
-    with gdal_env(ctx.gdal_options):
+    mode = _reads_ahead(task, fuser)
+    ahead = _ReadAhead(task, ctx, kwargs, idle_only=mode == "idle") if mode else None
+    with _BUSY.running(), gdal_env(ctx.gdal_options):
         for i, read in enumerate(task.reads):
             area = fuser.pending()
             if area is None:
@@ -159,13 +163,60 @@ def _geometry(wkb: bytes) -> Any:
     return shapely.from_wkb(wkb)
 
 
-def _reads_ahead(task: ChunkTask, fuser: Fuser) -> bool:
-    """Whether the chunk's next read starts while the current one is read: for remote scenes only.
+def _reads_ahead(task: ChunkTask, fuser: Fuser) -> str | None:
+    """Whether the chunk's next read starts while the current one is read, and when.
 
-    Local reads are bound by the CPU, which the other dask threads already keep busy; remote ones
-    wait on round trips, which overlap. Not for ranking methods (each read has a ranking read too).
+    ``"always"`` for remote scenes (they wait on round trips, which overlap); ``"idle"`` for local ones,
+    which are bound by the CPU: a read is started ahead only while a core is idle (fewer chunks
+    running than cores, as at the end of a load or with few, unequal chunks), else the other dask
+    threads already keep the cores busy. None for a single read and for ranking methods (each read
+    has a ranking read too).
     """
-    return len(task.reads) > 1 and not fuser.needs_aux and any(is_network(r.href) for r in task.reads)
+    if len(task.reads) < 2 or fuser.needs_aux:
+        return None
+    return "always" if any(is_network(r.href) for r in task.reads) else "idle"
+
+
+class _Busy:
+    """How many chunk tasks and reads started ahead this process is running, to spot an idle core."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def claim_idle(self) -> bool:
+        """Count one more running read if a core is idle (True), else nothing (False)."""
+        with self._lock:
+            if self._running >= _cores():
+                return False
+            self._running += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+
+_BUSY = _Busy()
+
+
+@lru_cache(maxsize=1)
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _ReadAhead:
@@ -178,9 +229,12 @@ class _ReadAhead:
     Reads still pass the limiter: the server sees no more requests than without reading ahead.
     """
 
-    def __init__(self, task: ChunkTask, ctx: ChunkContext, kwargs: dict[str, Any]):
+    def __init__(
+        self, task: ChunkTask, ctx: ChunkContext, kwargs: dict[str, Any], *, idle_only: bool = False
+    ):
         self.task, self.ctx, self.kwargs = task, ctx, kwargs
         self.stop_early = ctx.native or ctx.method in ("first", "last")
+        self.idle_only = idle_only
         self.futures: dict[int, Future[Layer]] = {}
 
     def start(self, i: int, area: tuple[slice, slice]) -> None:
@@ -189,11 +243,26 @@ class _ReadAhead:
             return
         if self.stop_early and _within(reads[i].target, reads[i - 1].target):
             return
+        if self.idle_only:
+            if not _BUSY.claim_idle():
+                return
+            try:
+                self.futures[i] = _read_pool().submit(self._read_claimed, reads[i], area)
+            except BaseException:
+                _BUSY.release()
+                raise
+            return
         self.futures[i] = _read_pool().submit(self._read, reads[i], area)
 
     def _read(self, read: Read, area: tuple[slice, slice]) -> Layer:
         with gdal_env(self.ctx.gdal_options):  # GDAL's settings are per thread
             return warp_read(read, area=area, into=None, **self.kwargs)
+
+    def _read_claimed(self, read: Read, area: tuple[slice, slice]) -> Layer:
+        try:
+            return self._read(read, area)
+        finally:
+            _BUSY.release()
 
     def has(self, i: int) -> bool:
         return i in self.futures

@@ -115,7 +115,8 @@ def build(folder: Path) -> dict:
         t2 = time.perf_counter()
         rows += len(index)
         seconds.append({"year": year, "rows": len(index), "build_s": t1 - t0, "write_s": t2 - t1})
-        print(f"{year}: {len(index):,} rows, built in {t1 - t0:.1f} s, written in {t2 - t1:.1f} s", flush=True)
+        line = f"{year}: {len(index):,} rows, built in {t1 - t0:.1f} s, written in {t2 - t1:.1f} s"
+        print(line, flush=True)
         del index
     files = sorted(folder.rglob("*.parquet"))
     facts = {
@@ -232,9 +233,10 @@ def run_child(path: Path, bbox, when: str, repeat: int) -> dict:
 
 def whole_process(path: Path, bbox, when: str) -> float:
     """Seconds of ``python -c 'import mosaic...; TileIndex.read(...).query(...)'``, interpreter included."""
+    box = tuple(bbox)
     code = (
         "from mosaic.index import TileIndex; "
-        f"TileIndex.read({str(path)!r}, bbox={tuple(bbox)!r}, time={when!r}).query({tuple(bbox)!r}, time={when!r})"
+        f"TileIndex.read({str(path)!r}, bbox={box!r}, time={when!r}).query({box!r}, time={when!r})"
     )
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -282,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
 
     lines = [
         f"Index: {facts['rows']:,} rows, {facts['files']} files, {facts['row_groups']:,} row groups, "
-        f"{facts['bytes'] / 1e6:.0f} MB. Load average (1 min) before/after: {load_before:.2f} / {load_after:.2f}.",
+        f"{facts['bytes'] / 1e6:.0f} MB. Load average (1 min) before/after: {load_before:.2f} / "
+        f"{load_after:.2f}.",
         "",
         "| query | cold open+query ms | (CPU ms) | files opened | row groups read | rows read | MB read "
         "| candidates | result rows | warm ms | peak RSS MB (after import) |",

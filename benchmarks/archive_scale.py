@@ -81,6 +81,8 @@ def year_index(base, k: np.ndarray, year: int):
     day = within % n_days
     minutes = (orbit * (5 * 24 * 60) // k[tile]) + 10 * 60 + 30
     stamps = days.astype("datetime64[us]")[day] + (minutes * 60_000_000).astype("timedelta64[us]")
+    inside = stamps < np.datetime64(f"{year + 1}-01-01")  # the last cycle's later orbits: next year's
+    tile, orbit, stamps = tile[inside], orbit[inside], stamps[inside]
     table = base.table.take(pa.array(tile))
     tile_ids = table.column("id").to_numpy(zero_copy_only=False)
     label = np.datetime_as_string(stamps, unit="m")
@@ -105,7 +107,7 @@ def build(folder: Path) -> dict:
         return json.loads(done.read_text())
     base = TileIndex.read(GRID_PARQUET)
     k = orbits(base)
-    rows, seconds = 0, []
+    seconds = []
     t_all = time.perf_counter()
     for year in YEARS:
         t0 = time.perf_counter()
@@ -113,14 +115,16 @@ def build(folder: Path) -> dict:
         t1 = time.perf_counter()
         index.write(folder, partition_by=("year", "utm_zone"), keep_other_partitions=True)
         t2 = time.perf_counter()
-        rows += len(index)
         seconds.append({"year": year, "rows": len(index), "build_s": t1 - t0, "write_s": t2 - t1})
         line = f"{year}: {len(index):,} rows, built in {t1 - t0:.1f} s, written in {t2 - t1:.1f} s"
         print(line, flush=True)
         del index
+    import pyarrow.parquet as pq
+
     files = sorted(folder.rglob("*.parquet"))
+    footers = [pq.ParquetFile(f).metadata for f in files]
     facts = {
-        "rows": rows,
+        "rows": sum(m.num_rows for m in footers),
         "tiles": len(base),
         "years": list(YEARS),
         "files": len(files),
@@ -129,9 +133,7 @@ def build(folder: Path) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "per_year": seconds,
     }
-    import pyarrow.parquet as pq
-
-    facts["row_groups"] = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
+    facts["row_groups"] = sum(m.num_row_groups for m in footers)
     done.write_text(json.dumps(facts, indent=1))
     return facts
 

@@ -34,6 +34,8 @@ import json
 import logging
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +179,8 @@ class IndexFiles:
     """The folder relative paths (and so partition keys) are taken from (the file's own for one file)."""
     files: tuple[str, ...]
     """Paths in ``filesystem``, sorted."""
+    stamps: tuple[tuple[int | None, int | None], ...]
+    """Each file's size and modification time (ns) as listed: the key of its cached footer."""
     label: str
     """The path or URL as given (credentials redacted)."""
     collection: bool
@@ -199,9 +203,13 @@ def _is_url(path: str) -> bool:
 
 def _filesystem(path: str, profiles: Sequence[Profile]) -> tuple[pafs.FileSystem, str]:
     """The pyarrow file system of ``path``, and the path within it."""
+    parts = urlsplit(path)
+    if parts.scheme == "file":
+        from mosaic.paths import gdal_path
+
+        return pafs.LocalFileSystem(), gdal_path(path)  # decoded, absolute
     if not _is_url(path):
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
-    parts = urlsplit(path)
     if parts.scheme == "s3":
         from mosaic.auth import S3Profile, find_profile
 
@@ -256,8 +264,8 @@ def find_index_files(path: str, profiles: Sequence[Profile] = ()) -> IndexFiles:
             root = where[: glob.start()].rpartition("/")[0]
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
             pattern = where.rstrip("/")
-            files = [
-                i.path
+            found = [
+                i
                 for i in infos
                 if i.type == pafs.FileType.File
                 and fnmatch.fnmatchcase(i.path, pattern)
@@ -270,11 +278,12 @@ def find_index_files(path: str, profiles: Sequence[Profile] = ()) -> IndexFiles:
                 raise IndexFormatError(f"{label}: index file does not exist")
             if info.type == pafs.FileType.File:
                 root = where.rpartition("/")[0]
-                return IndexFiles(fs, root, (info.path,), label, collection=False)
+                stamp = (info.size, info.mtime_ns)
+                return IndexFiles(fs, root, (info.path,), (stamp,), label, collection=False)
             root = info.path
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-            files = [
-                i.path
+            found = [
+                i
                 for i in infos
                 if i.type == pafs.FileType.File
                 and i.path.lower().endswith(_SUFFIXES)
@@ -283,12 +292,14 @@ def find_index_files(path: str, profiles: Sequence[Profile] = ()) -> IndexFiles:
             kind = "folder"
     except OSError as exc:
         raise IndexFormatError(f"{label}: cannot be listed ({exc})") from exc
-    if not files:
+    if not found:
         raise IndexFormatError(
             f"{label}: the {kind} holds no index file (*.parquet); make one with 'mosaic index build' or "
             "TileIndex.write"
         )
-    return IndexFiles(fs, root, tuple(sorted(files)), label, collection=True)
+    found.sort(key=lambda i: i.path)
+    files = tuple(i.path for i in found)
+    return IndexFiles(fs, root, files, tuple((i.size, i.mtime_ns) for i in found), label, collection=True)
 
 
 # ========================================================================================= reading
@@ -309,6 +320,53 @@ class ReadReport:
     """Rows in the row groups read (before the row-by-row test)."""
     opened: tuple[str, ...]
     """The files opened."""
+
+
+class _Footer:
+    """A file's parsed footer and the statistics arrays taken from it (cached per file version)."""
+
+    __slots__ = ("metadata", "stats")
+
+    def __init__(self, metadata: pq.FileMetaData):
+        self.metadata = metadata
+        self.stats: dict[tuple[str, str], np.ndarray | None] = {}
+
+    def get(self, name: str, what: str) -> np.ndarray | None:
+        key = (name, what)
+        if key not in self.stats:
+            self.stats[key] = _stats(self.metadata, name, what)
+        return self.stats[key]
+
+
+_FOOTERS: OrderedDict[tuple[str, str, int, int], _Footer] = OrderedDict()
+_FOOTERS_MAX = 1024
+"""Footers of the files read lately, by file system, path, size and modification time: a warm query
+parses no footer again (a rewritten file has another time, so another key)."""
+_FOOTERS_LOCK = threading.Lock()
+
+
+def _cached_footer(fs: pafs.FileSystem, path: str, stamp: tuple[int | None, int | None]) -> _Footer | None:
+    size, mtime = stamp
+    if size is None or mtime is None:
+        return None
+    with _FOOTERS_LOCK:
+        footer = _FOOTERS.get((fs.type_name, path, size, mtime))
+        if footer is not None:
+            _FOOTERS.move_to_end((fs.type_name, path, size, mtime))
+        return footer
+
+
+_Stamp = tuple[int | None, int | None]
+
+
+def _keep_footer(fs: pafs.FileSystem, path: str, stamp: _Stamp, footer: _Footer) -> None:
+    size, mtime = stamp
+    if size is None or mtime is None:
+        return
+    with _FOOTERS_LOCK:
+        _FOOTERS[(fs.type_name, path, size, mtime)] = footer
+        while len(_FOOTERS) > _FOOTERS_MAX:
+            _FOOTERS.popitem(last=False)
 
 
 def _stats(md: pq.FileMetaData, name: str, what: str) -> np.ndarray | None:
@@ -345,16 +403,16 @@ def _micros(value: Any) -> int:
 
 
 def _groups(
-    md: pq.FileMetaData,
+    footer: _Footer,
     parts: Sequence[tuple[float, float, float, float]] | None,
     start_us: int | None,
     end_us: int | None,
 ) -> list[int]:
     """The row groups whose statistics can match the query (all where statistics are missing)."""
-    n = md.num_row_groups
+    n = footer.metadata.num_row_groups
     keep = np.ones(n, dtype=bool)
     if parts:
-        box = [_stats(md, f"bbox.{k}", "min" if k in ("xmin", "ymin") else "max") for k in _BOX]
+        box = [footer.get(f"bbox.{k}", "min" if k in ("xmin", "ymin") else "max") for k in _BOX]
         if all(b is not None for b in box):
             fills = (-1e9, -1e9, 1e9, 1e9)  # no statistics: may match
             x0, y0, x1, y1 = (np.nan_to_num(b, nan=v) for b, v in zip(box, fills, strict=True))  # type: ignore[arg-type]
@@ -363,12 +421,12 @@ def _groups(
                 spatial |= (x0 <= px1) & (x1 >= px0) & (y0 <= py1) & (y1 >= py0)
             keep &= spatial
     if start_us is not None or end_us is not None:
-        tmin, tmax = _stats(md, "datetime", "min"), _stats(md, "datetime", "max")
-        nulls = _stats(md, "datetime", "null_count")
+        tmin, tmax = footer.get("datetime", "min"), footer.get("datetime", "max")
+        nulls = footer.get("datetime", "null_count")
         if tmin is not None and tmax is not None and nulls is not None:
             unknown = (tmin == _US.min) | (nulls != 0)  # no statistics, or rows without a time
             for other in ("start_datetime", "end_datetime"):
-                values = _stats(md, other, "num_values")
+                values = footer.get(other, "num_values")
                 if values is not None:  # rows with an interval: their datetime says too little
                     unknown |= values != 0
             ok = np.ones(n, dtype=bool)
@@ -381,6 +439,8 @@ def _groups(
 
 
 _BOX = ("xmin", "ymin", "xmax", "ymax")
+_THREADED_GROUPS = 8
+"""Row groups of one file above which pyarrow decodes columns in threads."""
 
 
 def _row_mask(
@@ -438,17 +498,24 @@ def _decode(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _open_file(
-    fs: pafs.FileSystem, path: str, name: str, schema_names: Sequence[str], version_max: int
-) -> tuple[pq.ParquetFile, dict[str, Any], tuple[str, ...]]:
+    fs: pafs.FileSystem,
+    path: str,
+    stamp: tuple[int | None, int | None],
+    name: str,
+    schema_names: Sequence[str],
+    version_max: int,
+) -> tuple[pq.ParquetFile, _Footer, dict[str, Any], tuple[str, ...]]:
     """A file's reader after the checks that it is a tile index mosaic reads (errors name the file)."""
     from mosaic.index import _ADDED_IN, _META_KEY
 
+    footer = _cached_footer(fs, path, stamp)
     try:
         source = fs.open_input_file(path)
+        known = None if footer is None else footer.metadata
         try:
-            pf = pq.ParquetFile(source, read_dictionary=["geometry"])
+            pf = pq.ParquetFile(source, metadata=known, read_dictionary=["geometry"])
         except KeyError:  # no geometry column: not an index, said below
-            pf = pq.ParquetFile(source)
+            pf = pq.ParquetFile(source, metadata=known)
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise IndexFormatError(f"{name}: not a Parquet file ({exc})") from exc
@@ -468,7 +535,10 @@ def _open_file(
     if missing or b"geo" not in (schema.metadata or {}):
         what = missing or "GeoParquet metadata"
         raise IndexFormatError(f"{name}: not a mosaic tile index (missing {what})")
-    return pf, meta, absent
+    if footer is None:
+        footer = _Footer(pf.metadata)
+        _keep_footer(fs, path, stamp, footer)
+    return pf, footer, meta, absent
 
 
 def read_tables(
@@ -496,7 +566,7 @@ def read_tables(
     out: list[FilePart] = []
     opened: list[str] = []
     groups_total = groups_read = rows_read = 0
-    for path in where.files:
+    for path, stamp in zip(where.files, where.stamps, strict=True):
         relative = path[len(where.root) :].lstrip("/")
         keys = partition_keys(relative) if where.collection else {}
         if not _needed(keys, wanted):
@@ -504,11 +574,10 @@ def read_tables(
         name = path if where.collection else where.label
         if isinstance(where.filesystem, pafs.S3FileSystem):
             name = f"s3://{path}"
-        pf, meta, absent = _open_file(where.filesystem, path, name, schema_names, version_max)
+        pf, footer, meta, absent = _open_file(where.filesystem, path, stamp, name, schema_names, version_max)
         opened.append(name)
-        md = pf.metadata
-        groups = _groups(md, parts, start_us, end_us)
-        groups_total += md.num_row_groups
+        groups = _groups(footer, parts, start_us, end_us)
+        groups_total += footer.metadata.num_row_groups
         if not groups:
             continue
         present = [n for n in schema_names if n not in absent]
@@ -516,7 +585,8 @@ def read_tables(
         if (parts or start is not None or end is not None) and "bbox" in pf.schema_arrow.names:
             columns.append("bbox")
         try:
-            table = pf.read_row_groups(groups, columns=columns)
+            # threads help whole reads; for a few row groups they cost more than they give
+            table = pf.read_row_groups(groups, columns=columns, use_threads=len(groups) > _THREADED_GROUPS)
         except (pa.ArrowException, OSError) as exc:
             raise IndexFormatError(f"{name}: cannot be read (truncated or damaged: {exc})") from exc
         groups_read += len(groups)

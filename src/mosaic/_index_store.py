@@ -315,9 +315,12 @@ class ReadReport:
     """Files whose footer was read (the others were pruned by their partition keys)."""
     row_groups: int
     """Row groups in the opened files."""
+    row_groups_probed: int
+    """Row groups whose statistics matched, of which the bbox and time columns were read."""
     row_groups_read: int
+    """Row groups read whole: those with a candidate row."""
     rows_read: int
-    """Rows in the row groups read (before the row-by-row test)."""
+    """Rows in the row groups read whole (before the row-by-row test)."""
     opened: tuple[str, ...]
     """The files opened."""
 
@@ -439,6 +442,8 @@ def _groups(
 
 
 _BOX = ("xmin", "ymin", "xmax", "ymax")
+_PROBE = ("bbox", "datetime", "start_datetime", "end_datetime")
+"""The columns of the row-by-row test."""
 _THREADED_GROUPS = 8
 """Row groups of one file above which pyarrow decodes columns in threads."""
 
@@ -565,7 +570,7 @@ def read_tables(
     end_us = None if end is None else int(end.value // 1000)
     out: list[FilePart] = []
     opened: list[str] = []
-    groups_total = groups_read = rows_read = 0
+    groups_total = groups_read = rows_read = probed = 0
     for path, stamp in zip(where.files, where.stamps, strict=True):
         relative = path[len(where.root) :].lstrip("/")
         keys = partition_keys(relative) if where.collection else {}
@@ -582,16 +587,28 @@ def read_tables(
             continue
         present = [n for n in schema_names if n not in absent]
         columns = [*present, "geometry"]
-        if (parts or start is not None or end is not None) and "bbox" in pf.schema_arrow.names:
-            columns.append("bbox")
+        mask = None
         try:
+            if parts or start is not None or end is not None:
+                # the few columns the row test needs first: row groups without a candidate are not
+                # read further (their statistics matched, e.g. a group's bbox spans the query, but no row)
+                probe = [c for c in _PROBE if c in pf.schema_arrow.names]
+                table = pf.read_row_groups(groups, columns=probe, use_threads=len(groups) > _THREADED_GROUPS)
+                probed += len(groups)
+                mask = _row_mask(table, parts, start_us, end_us)
+                if mask is not None:
+                    sizes = [footer.metadata.row_group(g).num_rows for g in groups]
+                    pieces = np.split(mask, np.cumsum(sizes)[:-1])
+                    groups = [g for g, piece in zip(groups, pieces, strict=True) if piece.any()]
+                    mask = np.concatenate([p for p in pieces if p.any()] or [np.zeros(0, dtype=bool)])
+                if not groups:
+                    continue
             # threads help whole reads; for a few row groups they cost more than they give
             table = pf.read_row_groups(groups, columns=columns, use_threads=len(groups) > _THREADED_GROUPS)
         except (pa.ArrowException, OSError) as exc:
             raise IndexFormatError(f"{name}: cannot be read (truncated or damaged: {exc})") from exc
         groups_read += len(groups)
         rows_read += len(table)
-        mask = _row_mask(table, parts, start_us, end_us)
         if mask is not None:
             table = table.filter(pa.array(mask))
         geometry = _decode(table.column("geometry"))
@@ -601,17 +618,19 @@ def read_tables(
         files=len(where.files),
         files_opened=len(opened),
         row_groups=groups_total,
+        row_groups_probed=probed,
         row_groups_read=groups_read,
         rows_read=rows_read,
         opened=tuple(opened),
     )
     log.debug(
-        "%s: opened %d of %d file(s), read %d of their %d row group(s), %d rows",
+        "%s: opened %d of %d file(s); of their %d row group(s), %d matched by statistics, %d read (%d rows)",
         where.label,
         report.files_opened,
         report.files,
-        report.row_groups_read,
         report.row_groups,
+        report.row_groups_probed,
+        report.row_groups_read,
         report.rows_read,
         extra={"index_read": report},
     )

@@ -292,16 +292,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{facts['bytes'] / 1e6:.0f} MB. Load average (1 min) before/after: {load_before:.2f} / "
         f"{load_after:.2f}.",
         "",
-        "| query | cold open+query ms | (CPU ms) | files opened | row groups: matched by statistics / "
-        "read | rows read | MB read | candidates | result rows | warm ms | (CPU ms) | peak RSS MB "
-        "(after import) |",
+        "| query | cold open+query ms | (CPU ms) | files opened (listed) | row groups: matched by "
+        "statistics / read | rows read | MB read | candidates | result rows | warm ms | (CPU ms) "
+        "| peak RSS MB (after import) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         runs, first = r["runs"], r["runs"][0]
         lines.append(
             f"| {r['name']} `{r['bbox']}` {r['time']} | {med(runs, 'total_s') * 1e3:.1f} "
-            f"| {med(runs, 'cpu_s') * 1e3:.1f} | {first['files_opened']} of {first['files']} "
+            f"| {med(runs, 'cpu_s') * 1e3:.1f} "
+            f"| {first['files_opened']} ({first['files']}) of {facts['files']} "
             f"| {first['row_groups_probed']} / {first['row_groups_read']} of {first['row_groups']} "
             f"| {first['rows_read']:,} | {med(runs, 'bytes_read') / 1e6:.2f} | {first['candidates']:,} "
             f"| {first['rows']} | {med(runs, 'warm_median_s') * 1e3:.1f} "

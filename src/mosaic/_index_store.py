@@ -247,11 +247,19 @@ def _s3(profile: Any) -> pafs.S3FileSystem:
 
 def _hidden(relative: str) -> bool:
     """Files a dataset reader skips: any part of the path starting with ``.`` or ``_`` (temporaries)."""
+    path = "/" + relative
+    if "/." not in path and "/_" not in path:
+        return False
     return any(p.startswith((".", "_")) and "=" not in p for p in relative.split("/"))
 
 
-def find_index_files(path: str, profiles: Sequence[Profile] = ()) -> IndexFiles:
+def find_index_files(
+    path: str, profiles: Sequence[Profile] = (), wanted: dict[str, Any] | None = None
+) -> IndexFiles:
     """The index files ``path`` names: a file, a folder (its ``*.parquet`` at any depth) or a glob.
+
+    With ``wanted`` (:func:`wanted_keys`), a local folder's partition folders that a query cannot need
+    are not listed (on an object store, one recursive listing costs fewer requests than a walk).
 
     Raises:
         IndexFormatError: naming ``path``: it does not exist, or a folder or glob holds no index file.
@@ -281,15 +289,20 @@ def find_index_files(path: str, profiles: Sequence[Profile] = ()) -> IndexFiles:
                 stamp = (info.size, info.mtime_ns)
                 return IndexFiles(fs, root, (info.path,), (stamp,), label, collection=False)
             root = info.path
-            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-            found = [
-                i
-                for i in infos
-                if i.type == pafs.FileType.File
-                and i.path.lower().endswith(_SUFFIXES)
-                and not _hidden(i.path[len(root) :].lstrip("/"))
-            ]
             kind = "folder"
+            if wanted and isinstance(fs, pafs.LocalFileSystem):
+                found, pruned = _walk(fs, root, wanted)
+                if not found and pruned:  # partitions, none of them needed
+                    return IndexFiles(fs, root, (), (), label, collection=True)
+            else:
+                infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                found = [
+                    i
+                    for i in infos
+                    if i.type == pafs.FileType.File
+                    and i.path.lower().endswith(_SUFFIXES)
+                    and not _hidden(i.path[len(root) :].lstrip("/"))
+                ]
     except OSError as exc:
         raise IndexFormatError(f"{label}: cannot be listed ({exc})") from exc
     if not found:
@@ -302,6 +315,29 @@ def find_index_files(path: str, profiles: Sequence[Profile] = ()) -> IndexFiles:
     return IndexFiles(fs, root, files, tuple((i.size, i.mtime_ns) for i in found), label, collection=True)
 
 
+def _walk(fs: pafs.FileSystem, root: str, wanted: dict[str, Any]) -> tuple[list[pafs.FileInfo], int]:
+    """The index files under ``root`` in partition folders a query needs; and how many were skipped."""
+    found: list[pafs.FileInfo] = []
+    pruned = 0
+    stack: list[tuple[str, dict[str, str]]] = [(root, {})]
+    while stack:
+        folder, keys = stack.pop()
+        for info in fs.get_file_info(pafs.FileSelector(folder)):
+            name = info.base_name
+            key, eq, value = name.partition("=")
+            if name.startswith((".", "_")) and not eq:
+                continue
+            if info.type == pafs.FileType.Directory:
+                inner = {**keys, key: value} if eq and key else keys
+                if _needed(inner, wanted):
+                    stack.append((info.path, inner))
+                else:
+                    pruned += 1
+            elif info.type == pafs.FileType.File and name.lower().endswith(_SUFFIXES):
+                found.append(info)
+    return found, pruned
+
+
 # ========================================================================================= reading
 
 
@@ -310,7 +346,8 @@ class ReadReport:
     """What a read opened and read: for logs, benchmarks and tests (``mosaic.index`` DEBUG records)."""
 
     files: int
-    """Index files the location holds."""
+    """Index files listed: all the location holds, but in a local folder only those in partition folders
+    the query can need (the others are not listed)."""
     files_opened: int
     """Files whose footer was read (the others were pruned by their partition keys)."""
     row_groups: int
@@ -328,11 +365,13 @@ class ReadReport:
 class _Footer:
     """A file's parsed footer and the statistics arrays taken from it (cached per file version)."""
 
-    __slots__ = ("metadata", "stats")
+    __slots__ = ("checked", "metadata", "stats")
 
     def __init__(self, metadata: pq.FileMetaData):
         self.metadata = metadata
         self.stats: dict[tuple[str, str], np.ndarray | None] = {}
+        self.checked: tuple[dict[str, Any], tuple[str, ...]] | None = None
+        """The file's mosaic metadata and absent columns, once its schema passed the checks."""
 
     def get(self, name: str, what: str) -> np.ndarray | None:
         key = (name, what)
@@ -521,6 +560,8 @@ def _open_file(
             pf = pq.ParquetFile(source, metadata=known, read_dictionary=["geometry"])
         except KeyError:  # no geometry column: not an index, said below
             pf = pq.ParquetFile(source, metadata=known)
+        if footer is not None and footer.checked is not None:
+            return pf, footer, *footer.checked
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise IndexFormatError(f"{name}: not a Parquet file ({exc})") from exc
@@ -543,6 +584,7 @@ def _open_file(
     if footer is None:
         footer = _Footer(pf.metadata)
         _keep_footer(fs, path, stamp, footer)
+    footer.checked = (meta, absent)
     return pf, footer, meta, absent
 
 

@@ -595,7 +595,7 @@ class TileIndex:
             IndexFormatError: naming the file: missing, an empty folder, not Parquet (or a GTI), not a
                 mosaic tile index, written by a newer mosaic, or holding conflicting copies of a row.
         """
-        from mosaic._index_store import find_index_files, is_index_collection, read_tables
+        from mosaic._index_store import find_index_files, is_index_collection, read_tables, wanted_keys
 
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidInputError(
@@ -609,12 +609,13 @@ class TileIndex:
             if not _is_parquet(local):  # a GDAL GTI or gdaltindex output
                 gti = cls.from_gti(local, allowed_prefixes=allowed_prefixes)
                 return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
-        where = find_index_files(text, as_profiles(auth))
         parts = None
         if bbox is not None:
             area = bbox_to_lonlat(bbox, bbox_crs)
             parts = [tuple(p.bounds) for p in getattr(area, "geoms", [area])]
         start, end = parse_time(time)
+        wanted = wanted_keys(parts, start, end)
+        where = find_index_files(text, as_profiles(auth), wanted)
         files, _ = read_tables(
             where, parts=parts, start=start, end=end, schema_names=SCHEMA.names, version_max=_FORMAT_VERSION
         )
@@ -836,7 +837,10 @@ def _with_columns(table: pa.Table, absent: Sequence[str]) -> pa.Table:
         kind = SCHEMA.field(name).type
         fill: list[Any] | None = [] if pa.types.is_list(kind) else None
         table = table.append_column(name, pa.array([fill] * len(table), type=kind))
-    return table.select(SCHEMA.names).cast(SCHEMA)
+    table = table.select(SCHEMA.names)
+    if table.schema.equals(SCHEMA):  # a cast would copy list columns for nothing
+        return table
+    return table.cast(SCHEMA)
 
 
 def _read_headers(
@@ -894,8 +898,8 @@ def _without_duplicates(table: pa.Table, geometry: np.ndarray, path: PathType) -
     """
     if len(table) < 2:
         return table, geometry
-    counts_table = table.select(["id", "asset"]).group_by(["id", "asset"]).aggregate([([], "count_all")])
-    if pc.max(counts_table.column("count_all")).as_py() < 2:
+    keys = pc.binary_join_element_wise(table.column("id"), table.column("asset"), "\x00")
+    if pc.count_distinct(keys).as_py() == len(table):
         return table, geometry
     ids = table.column("id").to_pylist()
     assets = table.column("asset").to_pylist()

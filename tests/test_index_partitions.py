@@ -178,6 +178,10 @@ def test_a_glob_and_a_folder_both_read(archive, written, caplog):
     assert ids(year) == ids(archive.query(time="2024"))
     everything = TileIndex.read(f"{folder}/**/part-*.parquet")
     assert ids(everything) == ids(archive)
+    odd = folder.parent / "index [v1].parquet"  # a file whose name has glob characters is that file
+    odd.write_bytes((folder / "year=2024" / "utm_zone=1" / "part-0.parquet").read_bytes())
+    assert len(TileIndex.read(odd)) == len(TileIndex.read(folder / "year=2024" / "utm_zone=1"))
+    odd.unlink()
     bbox, when = QUERIES["antimeridian, January"]
     got, report = read_report(caplog, f"{folder}/year=2024/*/*.parquet", bbox=bbox, time=when)
     assert ids(got.query(bbox, when)) == ids(archive.query(bbox, when))

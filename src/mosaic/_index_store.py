@@ -189,11 +189,11 @@ class IndexFiles:
 
 def is_index_collection(path: str) -> bool:
     """Whether ``path`` names a folder or a glob of index files rather than one file (no I/O for URLs)."""
-    if _GLOB.search(path):
-        return True
     if _is_url(path):
-        return path.endswith("/") or not path.lower().endswith(_SUFFIXES)
-    return os.path.isdir(path)
+        return bool(_GLOB.search(path)) or path.endswith("/") or not path.lower().endswith(_SUFFIXES)
+    if os.path.exists(path):  # a file named with [ or * is that file
+        return os.path.isdir(path)
+    return bool(_GLOB.search(path))
 
 
 def _is_url(path: str) -> bool:
@@ -267,6 +267,8 @@ def find_index_files(
     label = redact(path)
     fs, where = _filesystem(path, profiles)
     glob = _GLOB.search(where)
+    if glob and isinstance(fs, pafs.LocalFileSystem) and os.path.exists(where):
+        glob = None  # a file or folder whose name has [ or *
     try:
         if glob:
             root = where[: glob.start()].rpartition("/")[0]

@@ -311,13 +311,29 @@ def test_the_cli_builds_a_partitioned_index(demo_collection, demo_index, tmp_pat
 # ============================================================================================ S3
 
 
+@pytest.fixture
+def uploads(seaweedfs):
+    """Upload ``folder`` under ``prefix`` of bucket-a; every object is deleted after the test (the server
+    and its buckets are shared by the session, and other tests list them)."""
+    admin = seaweedfs.client("admin")
+    keys: list[str] = []
+
+    def upload(folder: Path, prefix: str) -> None:
+        for f in folder.rglob("*.parquet"):
+            key = f"{prefix}/{f.relative_to(folder).as_posix()}"
+            admin.upload_file(str(f), "bucket-a", key)
+            keys.append(key)
+
+    yield upload
+    for key in keys:
+        admin.delete_object(Bucket="bucket-a", Key=key)
+
+
 def test_a_partitioned_index_on_s3_reads_as_the_local_one(
-    seaweedfs, archive, written, demo_index, tmp_path, caplog
+    seaweedfs, uploads, archive, written, demo_index, tmp_path, caplog
 ):
     _, folder = written
-    admin = seaweedfs.client("admin")
-    for f in folder.rglob("*.parquet"):
-        admin.upload_file(str(f), "bucket-a", f"archive/{f.relative_to(folder).as_posix()}")
+    uploads(folder, "archive")
     alice = seaweedfs.users["alice"]
     auth = S3Profile(
         "s3://bucket-a",
@@ -351,9 +367,7 @@ def test_a_partitioned_index_on_s3_reads_as_the_local_one(
     assert str(info.value).startswith("s3://bucket-a/archive/: ") and "\n" not in str(info.value)
     assert bob.secret_key not in str(info.value)
     # a load reads its index from S3 with the same auth= as its pixels
-    demo = demo_index.write(tmp_path / "demo", partition_by="utm_zone")
-    for f in demo.rglob("*.parquet"):
-        admin.upload_file(str(f), "bucket-a", f"demo-index/{f.relative_to(demo).as_posix()}")
+    uploads(demo_index.write(tmp_path / "demo", partition_by="utm_zone"), "demo-index")
     seam = (11.88, 45.40, 12.12, 45.58)
     small = dict(resolution=0.001, bands="B02", time="2024-06-01")
     expected = mosaic.load(seam, "EPSG:4326", index=demo_index, **small).B02.values

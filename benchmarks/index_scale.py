@@ -39,8 +39,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import shapely
 
+from mosaic._index_store import find_index_files, read_tables
 from mosaic.geom import bbox_to_lonlat
-from mosaic.index import ROW_GROUP_SIZE, SCHEMA, TileIndex, _pushdown
+from mosaic.index import _FORMAT_VERSION, ROW_GROUP_SIZE, SCHEMA, TileIndex
 from mosaic.times import parse_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,20 +325,23 @@ def row_group_stats(path: Path) -> dict:
 
 
 def pruning(path: Path, bbox, time_: str | None) -> dict:
-    """Row groups (and their rows and compressed bytes) that survive statistics pruning, as read() sees."""
-    filt = _pushdown(bbox, time_, "EPSG:4326")
+    """Row groups (and their rows and compressed bytes) that ``TileIndex.read`` reads for this query."""
+    area = bbox_to_lonlat(bbox)
+    parts = [p.bounds for p in getattr(area, "geoms", [area])]
+    start, end = parse_time(time_)
+    _, report = read_tables(
+        find_index_files(str(path)),
+        parts=parts,
+        start=start,
+        end=end,
+        schema_names=SCHEMA.names,
+        version_max=_FORMAT_VERSION,
+    )
     meta = pq.ParquetFile(path).metadata
-    fragment = next(pads.dataset(path, format="parquet").get_fragments())
-    kept = fragment.split_by_row_group(filter=filt)
-    ids = [rg.id for frag in kept for rg in frag.row_groups]
-    rows = sum(meta.row_group(i).num_rows for i in ids)
-    size = sum(meta.row_group(i).total_byte_size for i in ids)
-    total = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     return {
-        "groups": len(ids),
+        "groups": report.row_groups_read,
         "of": meta.num_row_groups,
-        "rows": rows,
-        "bytes_frac": size / total if total else 0.0,
+        "rows": report.rows_read,
     }
 
 

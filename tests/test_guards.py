@@ -255,6 +255,11 @@ def _bad_index_files(folder: Path, good: Path) -> dict[str, Path]:
     out["folder named .parquet"] = folder / "folder.parquet"
     out["folder"] = folder
     out["missing"] = folder / "missing.parquet"
+    parts = folder / "partitioned"  # a partitioned index whose files were cut short by a copy
+    TileIndex.read(good).write(parts, partition_by="utm_zone")
+    for part in parts.rglob("*.parquet"):
+        part.write_bytes(part.read_bytes()[:200])
+    out["partitioned, files truncated"] = parts
     foreign = folder / "foreign.parquet"  # a GeoParquet of something else
     gpd.GeoDataFrame({"name": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_parquet(foreign)
     out["foreign geoparquet"] = foreign
@@ -276,6 +281,7 @@ BAD = [
     "empty json list",
     "folder named .parquet",
     "folder",
+    "partitioned, files truncated",
     "missing",
     "foreign geoparquet",
 ]

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -470,7 +469,14 @@ class TileIndex:
 
     # ------------------------------------------------------------------------------------- storage
 
-    def write(self, path: PathType, *, row_group_size: int = ROW_GROUP_SIZE) -> Path:
+    def write(
+        self,
+        path: PathType,
+        *,
+        row_group_size: int = ROW_GROUP_SIZE,
+        partition_by: str | Sequence[str] | None = None,
+        keep_other_partitions: bool = False,
+    ) -> Path:
         """Save as GeoParquet 1.1 with a ``bbox`` covering column, readable by geopandas and GDAL.
 
         Hrefs are written as they are (they are what a load reads); those that carry a secret (a signed
@@ -480,11 +486,38 @@ class TileIndex:
         The file is written under a temporary name no other writer uses, flushed to the disk, then
         renamed over ``path``: readers see the old index or the new one, never part of one, also after
         a crash or a power cut, and a failed write leaves the old index and no temporary file.
+
+        With ``partition_by``, ``path`` is a folder of hive partitions, one file per partition
+        (``year=2024/utm_zone=32/part-0.parquet``), each in the same row order and row groups as a
+        single file and written as one is; :meth:`read` then opens only the partitions a query needs.
+        Keys: ``"year"`` (of each row's time) and ``"utm_zone"`` (of its footprint's centre; footprints
+        reaching more than 1 degree beyond their zone, and rows without a time or spanning two years, go
+        to the ``__HIVE_DEFAULT_PARTITION__`` partition, which every query reads). Each file is replaced
+        atomically; a reader during the write may see some partitions old and others new.
+
+        Args:
+            path: the file, or the folder with ``partition_by``.
+            row_group_size: rows per row group (the unit a query reads).
+            partition_by: ``"year"``, ``"utm_zone"`` or both (in folder order), for an index too large
+                for one file (an archive of millions of scenes).
+            keep_other_partitions: keep the files of partitions this index has no rows in (to add a
+                year to an archive one year at a time); by default the folder ends up holding exactly
+                this index.
         """
+        hrefs = self._table.column("href")
+        _warn_secrets(hrefs.filter(pc.match_substring_regex(hrefs, "[@=]")).to_pylist(), path)
+        if partition_by is not None:
+            from mosaic._index_store import write_partitioned
+
+            return write_partitioned(
+                self, path, partition_by, row_group_size=row_group_size, keep_other=keep_other_partitions
+            )
+        return self._write_file(Path(path), row_group_size)
+
+    def _write_file(self, path: Path, row_group_size: int) -> Path:
+        """Write one GeoParquet file durably (temporary name, flush, rename)."""
         from mosaic import _durable
 
-        _warn_secrets(self._table.column("href").to_pylist(), path)
-        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         wkb = shapely.to_wkb(self._geometry, output_dimension=2) if len(self) else np.empty(0, dtype=object)
         bounds = shapely.bounds(self._geometry) if len(self) else np.empty((0, 4))
@@ -492,7 +525,8 @@ class TileIndex:
             [pa.array(bounds[:, i], pa.float64()) for i in range(4)], fields=list(_BBOX)
         )
         table = self._table.append_column("geometry", pa.array(wkb, pa.binary())).append_column("bbox", bbox)
-        types = sorted({g.geom_type for g in self._geometry})
+        one_of_each = np.unique(shapely.get_type_id(self._geometry), return_index=True)[1]
+        types = sorted({self._geometry[i].geom_type for i in one_of_each})
         total = [float(v) for v in shapely.total_bounds(self._geometry)] if len(self) else []
         geo = {
             "version": "1.1.0",
@@ -534,12 +568,20 @@ class TileIndex:
         time: TimeLike = None,
         bbox_crs: Any = "EPSG:4326",
         allowed_prefixes: PrefixesLike = None,
+        auth: Profile | Sequence[Profile] | None = None,
     ) -> TileIndex:
         """Open a saved index (GeoParquet written by :meth:`write`), or a GTI (:meth:`from_gti`).
 
-        With ``bbox`` and/or ``time``, only the row groups whose statistics can match are read (bbox
-        covering and datetime pushdown), so a small query on a large index stays fast. The result then
-        holds those candidate rows; call :meth:`query` for the exact selection.
+        ``path`` is one file, a folder of them (a partitioned index: every ``*.parquet`` at any depth,
+        hidden and ``_`` files aside) or a glob (``"index/year=2024/**/*.parquet"``), local or on an
+        object store (``s3://bucket/index/``, with the credentials of a matching profile in ``auth``,
+        else pyarrow's defaults: the ``AWS_*`` environment variables).
+
+        With ``bbox`` and/or ``time``, only what can match is read: the partitions whose ``year`` and
+        ``utm_zone`` keys fit the query, then, in each file, the row groups whose footer statistics
+        (bbox covering, datetime) can match. The result then holds those candidate rows; call
+        :meth:`query` for the exact selection. Memory stays that of the candidates, not of the index.
+        What was opened and read is logged (``mosaic.index`` logger, DEBUG).
 
         An index from someone else can point at any file or URL: with ``allowed_prefixes`` (folders
         and URLs) and/or ``$MOSAIC_ALLOWED_PREFIXES``, an index with an href outside them is refused
@@ -550,53 +592,41 @@ class TileIndex:
         in every field; copies that disagree are an error, as no one can say which is right.
 
         Raises:
-            IndexFormatError: naming the file: missing, a folder, not Parquet (or a GTI), not a mosaic
-                tile index, written by a newer mosaic, or holding conflicting copies of a row.
+            IndexFormatError: naming the file: missing, an empty folder, not Parquet (or a GTI), not a
+                mosaic tile index, written by a newer mosaic, or holding conflicting copies of a row.
         """
+        from mosaic._index_store import find_index_files, is_index_collection, read_tables, wanted_keys
+
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidInputError(
-                f"TileIndex.read takes the path of an index file, got {type(path).__name__}"
+                f"TileIndex.read takes the path of an index file or folder, got {type(path).__name__}"
             )
-        path = Path(path)
-        if not path.exists():
-            raise IndexFormatError(f"{path}: index file does not exist")
-        if path.is_dir():
-            raise IndexFormatError(f"{path}: is a folder, not an index file")
-        if not _is_parquet(path):  # a GDAL GTI or gdaltindex output
-            gti = cls.from_gti(path, allowed_prefixes=allowed_prefixes)
-            return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
-        try:
-            schema = pq.read_schema(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise IndexFormatError(f"{path}: not a Parquet file ({exc})") from exc
-        meta = json.loads((schema.metadata or {}).get(_META_KEY, b"{}"))
-        version = meta.get("format_version", 1)
-        if not isinstance(version, int) or version > _FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{path}: written by a newer mosaic (index format {version}; this one reads formats up to "
-                f"{_FORMAT_VERSION}): upgrade mosaic to read it"
-            )
-        absent = [n for n in SCHEMA.names if n not in schema.names]
-        required = [n for n in [*absent, "geometry"] if _ADDED_IN.get(n, 1) <= version]
-        missing = [n for n in required if n not in schema.names]
-        if missing or b"geo" not in (schema.metadata or {}):
-            raise IndexFormatError(
-                f"{path}: not a mosaic tile index (missing {missing or 'GeoParquet metadata'})"
-            )
-        dataset = pads.dataset(path, format="parquet")
-        filt = _pushdown(bbox, time, bbox_crs)
-        present = [n for n in SCHEMA.names if n not in absent]
-        try:
-            table = dataset.to_table(columns=[*present, "geometry"], filter=filt)
-        except (pa.ArrowException, OSError) as exc:
-            raise IndexFormatError(f"{path}: cannot be read (truncated or damaged: {exc})") from exc
-        table = _without_duplicates(table, path)
-        geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
-        table = _with_columns(table.drop_columns(["geometry"]), absent)
-        skipped = [Skipped(h, r) for h, r in meta.get("skipped", [])]
+        text = os.fspath(path)
+        if "://" not in text and not is_index_collection(text):
+            local = Path(text)
+            if not local.exists():
+                raise IndexFormatError(f"{local}: index file does not exist")
+            if not _is_parquet(local):  # a GDAL GTI or gdaltindex output
+                gti = cls.from_gti(local, allowed_prefixes=allowed_prefixes)
+                return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
+        parts = None
+        if bbox is not None:
+            area = bbox_to_lonlat(bbox, bbox_crs)
+            parts = [tuple(p.bounds) for p in getattr(area, "geoms", [area])]
+        start, end = parse_time(time)
+        wanted = wanted_keys(parts, start, end)
+        where = find_index_files(text, as_profiles(auth), wanted)
+        files, _ = read_tables(
+            where, parts=parts, start=start, end=end, schema_names=SCHEMA.names, version_max=_FORMAT_VERSION
+        )
+        tables = [_with_columns(f.table, f.absent) for f in files]
+        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        geometry = np.concatenate([f.geometry for f in files]) if files else np.empty(0, dtype=object)
+        table, geometry = _without_duplicates(table, geometry, where.label)
+        skipped = list(dict.fromkeys(Skipped(h, r) for f in files for h, r in f.meta.get("skipped", [])))
         check_allowed((h for c in table.column("href").chunks for h in c.to_pylist()), allowed_prefixes)
         return cls(
-            table.combine_chunks(), np.asarray(geometry, dtype=object), skipped=skipped, source=str(path)
+            table.combine_chunks(), np.asarray(geometry, dtype=object), skipped=skipped, source=where.label
         )
 
     # --------------------------------------------------------------------------------------- query
@@ -807,7 +837,10 @@ def _with_columns(table: pa.Table, absent: Sequence[str]) -> pa.Table:
         kind = SCHEMA.field(name).type
         fill: list[Any] | None = [] if pa.types.is_list(kind) else None
         table = table.append_column(name, pa.array([fill] * len(table), type=kind))
-    return table.select(SCHEMA.names).cast(SCHEMA)
+    table = table.select(SCHEMA.names)
+    if table.schema.equals(SCHEMA):  # a cast would copy list columns for nothing
+        return table
+    return table.cast(SCHEMA)
 
 
 def _read_headers(
@@ -857,18 +890,21 @@ def _check_nodata_assets(nodata: NodataOverride, rows: Sequence[SceneAsset]) -> 
         )
 
 
-def _without_duplicates(table: pa.Table, path: Path) -> pa.Table:
-    """``table`` with each row kept once; rows of one (id, asset) that differ are an error.
+def _without_duplicates(table: pa.Table, geometry: np.ndarray, path: PathType) -> tuple[pa.Table, np.ndarray]:
+    """``table`` and its footprints with each row kept once; rows of one (id, asset) that differ are an error.
 
     Raises:
         IndexFormatError: naming the file and one scene whose rows disagree.
     """
+    if len(table) < 2:
+        return table, geometry
+    keys = pc.binary_join_element_wise(table.column("id"), table.column("asset"), "\x00")
+    if pc.count_distinct(keys).as_py() == len(table):
+        return table, geometry
     ids = table.column("id").to_pylist()
     assets = table.column("asset").to_pylist()
     counts = Counter(zip(ids, assets, strict=True))
     repeated = {key for key, n in counts.items() if n > 1}
-    if not repeated:
-        return table
     first: dict[tuple[Any, Any], int] = {}
     drop: list[int] = []
     for i, key in enumerate(zip(ids, assets, strict=True)):
@@ -879,6 +915,8 @@ def _without_duplicates(table: pa.Table, path: Path) -> pa.Table:
             continue
         a, b = table.slice(first[key], 1).to_pylist()[0], table.slice(i, 1).to_pylist()[0]
         fields = sorted(k for k in a if not _same(a[k], b[k]))
+        if not shapely.equals_exact(geometry[first[key]], geometry[i], tolerance=0.0):
+            fields.append("geometry")
         if fields:
             raise IndexFormatError(
                 f"{path}: scene {key[0]!r} asset {key[1]!r} appears {counts[key]} times with different "
@@ -894,7 +932,7 @@ def _without_duplicates(table: pa.Table, path: Path) -> pa.Table:
         stacklevel=4,
     )
     keep = np.setdiff1d(np.arange(len(table)), np.asarray(drop, dtype=np.int64))
-    return table.take(pa.array(keep))
+    return table.take(pa.array(keep)), geometry[keep]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -942,39 +980,3 @@ def _hilbert(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         xi, yi = np.where(flip, swap_y, swap_x), np.where(flip, swap_x, swap_y)
         s //= 2
     return d
-
-
-def _pushdown(bbox: Any, time: TimeLike, bbox_crs: Any) -> pc.Expression | None:
-    """A Parquet filter on the bbox covering and datetime columns (row-group pruning)."""
-    filt: pc.Expression | None = None
-    if bbox is not None:
-        area = bbox_to_lonlat(bbox, bbox_crs)
-        parts = getattr(area, "geoms", [area])
-        spatial = None
-        for part in parts:
-            xmin, ymin, xmax, ymax = part.bounds
-            cond = (
-                (pc.field("bbox", "xmin") <= xmax)
-                & (pc.field("bbox", "xmax") >= xmin)
-                & (pc.field("bbox", "ymin") <= ymax)
-                & (pc.field("bbox", "ymax") >= ymin)
-            )
-            spatial = cond if spatial is None else spatial | cond
-        filt = spatial
-    start, end = parse_time(time)
-    if start is not None or end is not None:
-        # A superset of the exact test in TileIndex.query: rows with an interval, or no time, are kept.
-        when = pc.field("datetime")
-        in_range = pc.scalar(True)
-        if start is not None:
-            in_range = in_range & (when >= pa.scalar(start.to_pydatetime(), _TS))
-        if end is not None:
-            in_range = in_range & (when < pa.scalar(end.to_pydatetime(), _TS))
-        cond = (
-            in_range
-            | when.is_null()
-            | pc.field("start_datetime").is_valid()
-            | pc.field("end_datetime").is_valid()
-        )
-        filt = cond if filt is None else filt & cond
-    return filt

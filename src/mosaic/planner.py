@@ -384,12 +384,15 @@ def resolve_index(
     bbox_ll: Any = None,
     time: TimeLike = None,
     other_files: Literal["stac", "gti"] = "stac",
+    auth: Sequence[Any] = (),
 ) -> TileIndex:
     """A TileIndex from an index, the path of a saved index or a GTI, STAC Items, or ``$MOSAIC_INDEX``.
 
     A path is read by its suffix: ``.parquet`` (a saved index, or stac-geoparquet), a GDAL tile index
     (``.gti``, ``.gpkg``, ``.shp``, ``.fgb``), and any other file as STAC Items (JSON or NDJSON); with
-    ``other_files="gti"``, any file but ``.json`` and ``.ndjson`` as a GDAL tile index.
+    ``other_files="gti"``, any file but ``.json`` and ``.ndjson`` as a GDAL tile index. A folder, a glob
+    or a URL is a (partitioned) saved index, read with ``auth``'s credentials
+    (:meth:`TileIndex.read`), of which only the partitions and row groups ``bbox_ll`` and ``time`` need.
 
     Raises:
         MissingIndexError: no index given, and ``$MOSAIC_INDEX`` is not set.
@@ -410,8 +413,13 @@ def resolve_index(
     if isinstance(index, TileIndex):
         return index
     if isinstance(index, (str, os.PathLike)):
-        path = Path(index)
+        from mosaic._index_store import is_index_collection
+
+        text = os.fspath(index)
         try:
+            if "://" in text or is_index_collection(text):  # a folder, a glob, a URL
+                return TileIndex.read(text, bbox=_pushdown_box(bbox_ll), time=time, auth=auth)
+            path = Path(text)
             return _index_file(path, label or str(path), bbox_ll, time, other_files)
         except IndexFormatError as exc:
             if label is None or label in str(exc):
@@ -439,11 +447,6 @@ def _index_file(
     build = "make one with 'mosaic index build' or TileIndex.write"
     if not path.exists():
         raise IndexFormatError(f"{label}: index file does not exist; {build}")
-    if path.is_dir():
-        raise IndexFormatError(
-            f"{label}: is a folder, not an index file: give the file itself (a .parquet tile index, STAC "
-            "Items JSON or a GDAL GTI)"
-        )
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)
@@ -461,8 +464,7 @@ def _index_file(
             ) from exc
         if "stac_version" in names or ("assets" in names and "href" not in names):
             return _stac_file(path, label)
-        bounds = None if bbox_ll is None else _pushdown_box(bbox_ll)
-        return TileIndex.read(path, bbox=bounds, time=time)
+        return TileIndex.read(path, bbox=_pushdown_box(bbox_ll), time=time)
     if name.endswith(RASTER_SUFFIXES):
         raise IndexFormatError(
             f"{label}: is a raster, not a tile index; index it first "
@@ -497,10 +499,15 @@ _GTI_SUFFIXES = (".gti", ".gti.gpkg", ".gpkg", ".shp", ".fgb")
 
 
 def _pushdown_box(area: Any) -> tuple[float, float, float, float] | None:
-    parts = getattr(area, "geoms", [area])
-    if len(parts) > 1:
-        return None  # split at the antimeridian: read all, then query exactly
-    return tuple(area.bounds)
+    """The lon/lat box to read an index's candidates for ``area`` by (minx > maxx across 180)."""
+    if area is None:
+        return None
+    parts = list(getattr(area, "geoms", [area]))
+    if len(parts) == 2:  # split at the antimeridian: a box across it
+        east, west = sorted((p.bounds for p in parts), key=lambda b: -b[0])
+        if east[2] >= 180.0 and west[0] <= -180.0:
+            return (east[0], min(east[1], west[1]), west[2], max(east[3], west[3]))
+    return tuple(shapely.total_bounds(parts))
 
 
 def anchor_of(
@@ -837,7 +844,7 @@ def make_plan(
     pre_area = None if bbox is None else bbox_to_lonlat(bbox, bbox_crs)
     if area is not None:
         pre_area = to_lonlat(*area)
-    idx = resolve_index(index, bbox_ll=pre_area, time=time)
+    idx = resolve_index(index, bbox_ll=pre_area, time=time, auth=profiles)
 
     gbox = request_grid(
         idx,

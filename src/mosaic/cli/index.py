@@ -129,8 +129,14 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, writable=True),
-    help="Where to write the index (GeoParquet).",
+    type=click.Path(writable=True),
+    help="Where to write the index (GeoParquet): a file, or a folder with --partition-by.",
+)
+@click.option(
+    "--partition-by",
+    metavar="KEY[,KEY]",
+    help="Write a folder of hive partitions, one file each: year, utm_zone or year,utm_zone "
+    "(for archives of millions of scenes; queries then read only the partitions they need).",
 )
 @click.option(
     "--stac",
@@ -170,6 +176,7 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
 def build(
     sources: tuple[str, ...],
     output: str,
+    partition_by: str | None,
     stac: bool,
     assets: str | None,
     pattern: str | None,
@@ -195,6 +202,7 @@ def build(
       mosaic index build scenes/ --pattern '(?P<id>[^/]+)/(?P<asset>\\w+)\\.tif$' -o index.parquet
       mosaic index build items.json --assets B02,B8A -o index.parquet
       mosaic index build 'LT05_L1TP_*_B*.TIF' --src-nodata 0 -o index.parquet
+      mosaic index build items.ndjson --partition-by year,utm_zone -o archive/
       mosaic index build --stac-url https://earth-search.aws.element84.com/v1 \\
           --collection sentinel-2-l2a --bbox 11,45,12,46 --datetime 2024-06 -o index.parquet
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
@@ -206,13 +214,19 @@ def build(
 
     progress = not quiet and sys.stderr.isatty()
     wanted = parse_list(assets) if assets else None
+    keys = parse_list(partition_by) if partition_by else None
+    if keys is None and os.path.isdir(output):
+        raise click.BadParameter(
+            f"{output} is a folder: give a file path, or --partition-by to write a partitioned index there",
+            param_hint="'-o'",
+        )
     nodata = src_nodata
     if stac_url is not None:
         if sources or pattern or stac:
             raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")
         search = _search(stac_url, collections, bbox, when, max_items)
         idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error, nodata=nodata)
-        _write_and_report(idx, output, quiet)
+        _write_and_report(idx, output, quiet, keys)
         return
     if not sources:
         raise click.UsageError("give SOURCES (files, globs, folders, URLs, STAC Item files) or --stac-url")
@@ -262,7 +276,7 @@ def build(
             raise
         if wanted:
             idx = _keep_assets(idx, wanted)
-    _write_and_report(idx, output, quiet)
+    _write_and_report(idx, output, quiet, keys)
 
 
 def _search(
@@ -292,11 +306,11 @@ def _search(
     return search
 
 
-def _write_and_report(idx: TileIndex, output: str, quiet: bool) -> None:
+def _write_and_report(idx: TileIndex, output: str, quiet: bool, partition_by: tuple[str, ...] | None) -> None:
     from mosaic.errors import OutputError
 
     try:
-        path = idx.write(output)
+        path = idx.write(output, partition_by=partition_by)
     except OSError as exc:
         raise OutputError.at(output, "the index", exc) from exc
     if not quiet:

@@ -165,6 +165,12 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "--datetime", "when", metavar="TIME", help="With --stac-url: a date, 'start/end' or an open '../end'."
 )
 @click.option("--max-items", type=int, metavar="N", help="With --stac-url: stop after N Items.")
+@click.option(
+    "--tile-ranges",
+    is_flag=True,
+    help="Record each tiled GeoTIFF's tile layout (every tile's byte range, how to decode it): loads "
+    "then fetch tiles with no HEAD and no header request. Opens every file once (STAC Items too).",
+)
 @on_error_opt
 @workers_opt
 @quiet_opt
@@ -180,6 +186,7 @@ def build(
     bbox: str | None,
     when: str | None,
     max_items: int | None,
+    tile_ranges: bool,
     on_error: str,
     workers: int | None,
     quiet: bool,
@@ -212,7 +219,15 @@ def build(
         if sources or pattern or stac:
             raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")
         search = _search(stac_url, collections, bbox, when, max_items)
-        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error, nodata=nodata)
+        idx = _from_stac(
+            [search],
+            wanted,
+            workers,
+            progress=progress,
+            on_error=on_error,
+            nodata=nodata,
+            tile_ranges=tile_ranges,
+        )
         _write_and_report(idx, output, quiet)
         return
     if not sources:
@@ -237,6 +252,7 @@ def build(
             progress=progress,
             on_error=on_error,
             nodata=nodata,
+            tile_ranges=tile_ranges,
         )
     else:
         try:
@@ -253,6 +269,7 @@ def build(
                 progress=progress,
                 on_error=on_error,  # type: ignore[arg-type]
                 nodata=nodata,
+                tile_ranges=tile_ranges,
             )
         except InvalidInputError as exc:
             if regex is None and "duplicate index row" in str(exc):

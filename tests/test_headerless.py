@@ -7,12 +7,14 @@ pixels must be identical. The server's request log shows what a load asked for.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import dask
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -129,6 +131,12 @@ def test_the_layout_column_is_small_and_survives_a_round_trip(demo_collection, t
     assert [r.tiles for r in written] == [r.tiles for r in index]
     plain = TileIndex.read(TileIndex.from_stac(demo_collection[1]).write(tmp_path / "p.parquet"))
     assert all(r.tiles is None for r in plain)
+    # an index written before tile layouts (format 3) reads with none: GDAL opens the files
+    table = pq.read_table(tmp_path / "i.parquet")
+    meta = dict(table.schema.metadata)
+    meta[b"mosaic"] = json.dumps({"format_version": 3, "skipped": []}).encode()
+    pq.write_table(table.drop_columns(["tiles"]).replace_schema_metadata(meta), tmp_path / "v3.parquet")
+    assert [r.tiles for r in TileIndex.read(tmp_path / "v3.parquet")] == [None] * len(index)
 
 
 # ------------------------------------------------------------------------------------- local files

@@ -372,3 +372,37 @@ def test_index_build_tile_ranges_and_stac(demo_collection, tmp_path):
     stac = TileIndex.from_stac(demo_collection[1], tile_ranges=True)
     seam = sorted((r for r in stac if r.id in SCENES and r.asset == "B02"), key=lambda r: r.id)
     assert [r.tiles for r in seam] == [r.tiles for r in sorted(rows, key=lambda r: r.id)]
+
+
+# ------------------------------------------------------------------- what only GDAL does, GDAL does
+
+
+def test_transport_takes_what_it_can_do_as_gdal_and_leaves_the_rest():
+    from mosaic.ranged import transport
+
+    def config(**values):
+        return lambda key: values.get(key)
+
+    url = "/vsicurl/https://h.example/x.tif"
+    how = transport(url, config(GDAL_HTTP_HEADERS="Authorization: Bearer abc", CURL_CA_BUNDLE="/ca.pem"))
+    assert how is not None and how.kind == "http" and how.ca_bundle == "/ca.pem"
+    assert dict(how.headers) == {"Authorization": "Bearer abc"}
+    how = transport(url, config(GDAL_HTTP_USERPWD="ada:pw"))
+    assert dict(how.headers) == {"Authorization": "Basic YWRhOnB3"}
+    for left in (
+        dict(GDAL_HTTP_PROXY="http://proxy:3128"),
+        dict(GDAL_HTTP_NETRC_FILE="/tmp/netrc"),
+        dict(GDAL_HTTP_COOKIE="a=b"),
+        dict(GDAL_HTTP_USERPWD="ada:pw", GDAL_HTTP_AUTH="NTLM"),
+    ):
+        assert transport(url, config(**left)) is None, left
+    assert transport("/vsigs/bucket/x.tif", config()) is None
+    assert transport("/vsicurl/https://user:pw@h.example/x.tif", config()) is None
+    assert transport("relative/x.tif", config()) is None
+    s3 = dict(AWS_ACCESS_KEY_ID="AKIA", AWS_SECRET_ACCESS_KEY="s", AWS_REGION="eu-west-1")
+    how = transport("/vsis3/bucket/a b.tif", config(**s3))
+    assert how.kind == "s3" and how.target == "https://bucket.s3.eu-west-1.amazonaws.com/a%20b.tif"
+    how = transport("/vsis3/bucket/k.tif", config(**s3, AWS_S3_ENDPOINT="127.0.0.1:9000", AWS_HTTPS="NO"))
+    assert how.target == "http://127.0.0.1:9000/bucket/k.tif"
+    unsigned = transport("/vsis3/bucket/k.tif", config(AWS_NO_SIGN_REQUEST="YES"))
+    assert unsigned is not None and unsigned.s3 is None

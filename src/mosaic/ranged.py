@@ -19,6 +19,7 @@ size in ``Content-Range`` and ``Last-Modified`` (a local file's ``stat``). A fil
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
 import hmac
@@ -149,7 +150,9 @@ def _http_auth(config: Config) -> tuple[tuple[str, str], ...] | None:
     headers: list[tuple[str, str]] = []
     text = config("GDAL_HTTP_HEADERS")
     if text:
-        for line in text.replace("\r\n", "\n").replace(",", "\n").split("\n"):
+        # GDAL's format: lines separated by CRLF, else comma-separated with double-quote escaping
+        lines = text.split("\r\n") if "\r\n" in text else next(csv.reader([text], skipinitialspace=True))
+        for line in lines:
             name, sep, value = line.partition(":")
             if not sep:
                 return None

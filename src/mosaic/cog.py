@@ -17,12 +17,15 @@ or the floating-point predictor (3). Other compressions (LZW, JPEG, WebP, LERC..
 
 from __future__ import annotations
 
+import ctypes
 import math
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -407,7 +410,87 @@ def decodable(layout: TileLayout) -> bool:
         return False
     if layout.predictor == 3 and np.dtype(layout.dtype).kind != "f":
         return False
-    return layout.compression != ZSTD or _zstd() is not None
+    return layout.compression != ZSTD or _libzstd() is not None or _zstd() is not None
+
+
+class _Codecs(threading.local):
+    """GDAL's own decoders (the libdeflate and libzstd of rasterio's wheel), one state per thread."""
+
+    def __init__(self) -> None:
+        self.inflater: int | None = None
+
+
+_CODECS = _Codecs()
+
+
+@cache
+def _library(stem: str) -> ctypes.CDLL | None:
+    """A library rasterio's wheel ships (``libdeflate``, ``libzstd``), or None (then Python's own)."""
+    import rasterio
+
+    here = Path(rasterio.__file__).parent
+    for folder in (here.parent / "rasterio.libs", here / ".dylibs"):
+        for candidate in sorted(folder.glob(f"{stem}*")) if folder.is_dir() else []:
+            try:
+                return ctypes.CDLL(str(candidate))
+            except OSError:
+                continue
+    return None
+
+
+@lru_cache(maxsize=1)
+def _libdeflate() -> ctypes.CDLL | None:
+    lib = _library("libdeflate")
+    if lib is None:
+        return None
+    lib.libdeflate_alloc_decompressor.restype = ctypes.c_void_p
+    lib.libdeflate_zlib_decompress.restype = ctypes.c_int
+    lib.libdeflate_zlib_decompress.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    return lib
+
+
+def _inflate(raw: bytes, nbytes: int) -> bytes | np.ndarray:
+    """A zlib stream's ``nbytes`` decoded bytes (libdeflate, as GDAL decodes, else Python's zlib)."""
+    lib = _libdeflate()
+    if lib is not None:
+        if _CODECS.inflater is None:
+            _CODECS.inflater = lib.libdeflate_alloc_decompressor()
+        out = np.empty(nbytes, dtype=np.uint8)
+        got = ctypes.c_size_t(0)
+        code = lib.libdeflate_zlib_decompress(_CODECS.inflater, raw, len(raw), out.ctypes.data, nbytes, got)
+        if code == 0 and got.value == nbytes:
+            return out
+    return zlib.decompress(raw)
+
+
+@lru_cache(maxsize=1)
+def _libzstd() -> ctypes.CDLL | None:
+    lib = _library("libzstd")
+    if lib is None:
+        return None
+    lib.ZSTD_decompress.restype = ctypes.c_size_t
+    lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    lib.ZSTD_isError.restype = ctypes.c_uint
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    return lib
+
+
+def _unzstd(raw: bytes, nbytes: int) -> bytes | np.ndarray:
+    """A zstd frame's ``nbytes`` decoded bytes (libzstd, as GDAL decodes, else numcodecs)."""
+    lib = _libzstd()
+    if lib is not None:
+        out = np.empty(nbytes, dtype=np.uint8)
+        got = lib.ZSTD_decompress(out.ctypes.data, nbytes, raw, len(raw))
+        if not lib.ZSTD_isError(got) and got == nbytes:
+            return out
+    return bytes(_zstd().decode(raw))
 
 
 @lru_cache(maxsize=1)
@@ -454,13 +537,14 @@ def _decode_tile(layout: TileLayout, raw: bytes) -> np.ndarray:
     th, tw = layout.tile
     spp = layout.samples if layout.planar == 1 else 1
     dtype = np.dtype(layout.dtype).newbyteorder(">" if layout.byteorder == ">" else "<")
+    count = th * tw * spp
+    data: bytes | np.ndarray
     if layout.compression in (DEFLATE, ADOBE_DEFLATE):
-        data = zlib.decompress(raw)
+        data = _inflate(raw, count * dtype.itemsize)
     elif layout.compression == ZSTD:
-        data = bytes(_zstd().decode(raw))
+        data = _unzstd(raw, count * dtype.itemsize)
     else:
         data = raw
-    count = th * tw * spp
     if layout.predictor == 3:
         size = dtype.itemsize
         coded = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(th, size * tw, spp)
@@ -470,7 +554,9 @@ def _decode_tile(layout: TileLayout, raw: bytes) -> np.ndarray:
         ordered = planes.reshape(th, size, tw * spp).transpose(0, 2, 1)
         big = np.dtype(layout.dtype).newbyteorder(">")
         return np.ascontiguousarray(ordered).view(big).reshape(th, tw, spp).astype(layout.dtype)
-    pixels = np.frombuffer(data, dtype=dtype, count=count).reshape(th, tw, spp).astype(layout.dtype)
+    pixels = (
+        np.frombuffer(data, dtype=dtype, count=count).reshape(th, tw, spp).astype(layout.dtype, copy=False)
+    )
     if layout.predictor == 2:
         pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
     return pixels

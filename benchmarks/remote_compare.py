@@ -73,7 +73,7 @@ def worker(args: argparse.Namespace) -> None:
             if asset["href"].startswith(root):
                 asset["href"] = args.base_url + asset["href"][len(root) :]
     if args.engine == RANGES:
-        engine = ranges_engine(args.index, gbox, args.threads)
+        engine = ranges_engine(args.index, gbox, args.threads, args.range_gap)
     else:
         engine = RUNNERS[args.engine](items, gbox, lc.ASSET, args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -84,7 +84,7 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def ranges_engine(index_path: Path, gbox: Any, threads: int) -> dict[str, Any]:
+def ranges_engine(index_path: Path, gbox: Any, threads: int, gap: int | None = None) -> dict[str, Any]:
     """mosaic.load on an index with tile ranges (read from ``index_path``), as ``_engines.mosaic_engine``."""
     import dask
 
@@ -100,6 +100,7 @@ def ranges_engine(index_path: Path, gbox: Any, threads: int) -> dict[str, Any]:
         method="first",
         resampling="nearest",
         chunks=2048,
+        gdal_options={} if gap is None else {"MOSAIC_RANGE_GAP": str(gap)},
     )
 
     def timed() -> tuple[np.ndarray, dict[str, Any]]:
@@ -135,6 +136,7 @@ def run_once(
         cmd = [sys.executable, __file__, "--engine", runner, "--case", case]
         cmd += ["--threads", str(threads), "--base-url", server.base_url]
         cmd += ["--save", str(save)] if save else []
+        cmd += ["--range-gap", str(args.range_gap)] if args.range_gap is not None else []
         if engine == RANGES:  # the index (a one-off) is built first, in its own process; not counted
             index = lc.OUTPUT / f"remote_compare_{case}_ranges.parquet"
             setup = [sys.executable, __file__, "--build-index", str(index), "--case", case]
@@ -192,6 +194,9 @@ def main() -> None:
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--index", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--range-gap", type=int, help="mosaic-ranges: MOSAIC_RANGE_GAP, bytes (default: mosaic's, 64 KB)"
+    )
     parser.add_argument("--build-index", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "--engines", nargs="*", default=[*ENGINES, MATCHED], help="engines to run (mosaic always)"

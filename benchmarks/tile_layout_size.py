@@ -36,9 +36,9 @@ TILE = 1024
 def s2_cog(path: Path) -> Path:
     """A Sentinel-2-sized band: smooth fields plus noise, as real reflectances compress."""
     rng = np.random.default_rng(0)
-    coarse = rng.normal(1500, 600, (S2 // 366 + 1, S2 // 366 + 1))
-    field = np.kron(coarse, np.ones((366, 366)))[:S2, :S2]
-    data = (field + rng.normal(0, 40, (S2, S2))).clip(1, 20000).astype("uint16")
+    coarse = rng.integers(600, 2400, (S2 // 366 + 1, S2 // 366 + 1), dtype=np.uint16)
+    data = np.repeat(np.repeat(coarse, 366, axis=0), 366, axis=1)[:S2, :S2]
+    data += rng.integers(0, 80, (S2, S2), dtype=np.uint16)
     profile = dict(
         driver="COG", width=S2, height=S2, count=1, dtype="uint16", crs="EPSG:32632", nodata=0,
         transform=from_origin(600000, 5000040, 10, 10), BLOCKSIZE=TILE, COMPRESS="DEFLATE", PREDICTOR=2,

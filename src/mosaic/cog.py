@@ -558,7 +558,10 @@ def _decode_tile(layout: TileLayout, raw: bytes) -> np.ndarray:
         np.frombuffer(data, dtype=dtype, count=count).reshape(th, tw, spp).astype(layout.dtype, copy=False)
     )
     if layout.predictor == 2:
-        pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
+        if pixels.flags.writeable:  # the decoder's own buffer: undone in place
+            np.add.accumulate(pixels, axis=1, dtype=pixels.dtype, out=pixels)
+        else:
+            pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
     return pixels
 
 

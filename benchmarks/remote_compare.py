@@ -73,7 +73,7 @@ def worker(args: argparse.Namespace) -> None:
             if asset["href"].startswith(root):
                 asset["href"] = args.base_url + asset["href"][len(root) :]
     if args.engine == RANGES:
-        engine = ranges_engine(args.index, gbox, args.threads, args.range_gap)
+        engine = ranges_engine(items, args.index, gbox, args.threads, args.range_gap)
     else:
         engine = RUNNERS[args.engine](items, gbox, lc.ASSET, args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -84,14 +84,28 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def ranges_engine(index_path: Path, gbox: Any, threads: int, gap: int | None = None) -> dict[str, Any]:
-    """mosaic.load on an index with tile ranges (read from ``index_path``), as ``_engines.mosaic_engine``."""
+def ranges_engine(
+    items: list[dict[str, Any]], index_path: Path, gbox: Any, threads: int, gap: int | None = None
+) -> dict[str, Any]:
+    """``_engines.mosaic_engine`` (same set-up, same load) on rows carrying the tile layouts recorded
+    in ``index_path`` (built beforehand from the same URLs with ``tile_ranges=True``)."""
+    import dataclasses
+
     import dask
 
     import mosaic
     from mosaic.index import TileIndex
 
-    index = TileIndex.read(index_path)
+    index = TileIndex.from_stac(list(items), assets=[lc.ASSET])  # as mosaic_engine builds it
+    recorded = {(r.id, r.asset): r for r in TileIndex.read(index_path)}
+    index = TileIndex.from_records(
+        [
+            dataclasses.replace(
+                r, tiles=recorded[r.id, r.asset].tiles, identity=recorded[r.id, r.asset].identity
+            )
+            for r in index
+        ]
+    )
     kwargs = dict(
         index=index,
         geobox=gbox,

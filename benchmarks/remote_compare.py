@@ -12,10 +12,18 @@ requests (HEAD and GET), body bytes sent, and the peak number of requests in fli
 compared with mosaic's (identical valid pixels). Goal (issue 5): fewer requests and bytes than odc-stac,
 and faster at the same concurrency.
 
+``mosaic-ranges`` is mosaic with an index built with ``tile_ranges=True`` (each file's tile layout
+recorded at index time, issue 15): it reads tiles straight from their byte ranges, with no ``HEAD``
+and no header request. Its index is built before the run, from the same server's URLs (a one-off, as
+any index), and the server's counters are zeroed before the timed process starts. Goal (issue 15):
+zero header requests, at least 2x fewer requests than odc-stac, faster at the same concurrency,
+identical pixels.
+
 Run from the project root (``make benchmark`` does not run it)::
 
     .venv/bin/python benchmarks/remote_compare.py                 # ~3 min on 2 cores
     .venv/bin/python benchmarks/remote_compare.py --runs 1 --cases seam12
+    .venv/bin/python benchmarks/remote_compare.py --runs 5 --cases seam12 --engines mosaic-ranges odc-stac
 
 Results: ``benchmarks/output/remote_compare.md`` and ``.json`` (git-ignored).
 """
@@ -40,7 +48,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import load_compare as lc  # noqa: E402  (after the path set-up)
 
-ENGINES = ("mosaic", "odc-stac", "odc-stac-serial")
+ENGINES = ("mosaic", "mosaic-ranges", "odc-stac", "odc-stac-serial")
+RANGES = "mosaic-ranges"
+"""mosaic reading from the tile ranges its index recorded (``TileIndex.from_stac(..., tile_ranges=True)``)."""
 SERIAL = "odc-stac-serial"
 """odc-stac again, with ``GDAL_HTTP_MULTIRANGE=SERIAL`` (as mosaic sets it): each of its reads has at most
 one request in flight, so with the same threads it never has more requests in flight than mosaic's
@@ -62,13 +72,70 @@ def worker(args: argparse.Namespace) -> None:
         for asset in item["assets"].values():
             if asset["href"].startswith(root):
                 asset["href"] = args.base_url + asset["href"][len(root) :]
-    engine = RUNNERS[args.engine](items, gbox, lc.ASSET, args.threads)
+    if args.engine == RANGES:
+        engine = ranges_engine(items, args.index, gbox, args.threads, args.range_gap)
+    else:
+        engine = RUNNERS[args.engine](items, gbox, lc.ASSET, args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     array, _grid = engine["timed"]()
     result = {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}
     if args.save:
         np.save(args.save, array)
     print("RESULT " + json.dumps(result))
+
+
+def ranges_engine(
+    items: list[dict[str, Any]], index_path: Path, gbox: Any, threads: int, gap: int | None = None
+) -> dict[str, Any]:
+    """``_engines.mosaic_engine`` (same set-up, same load) on rows carrying the tile layouts recorded
+    in ``index_path`` (built beforehand from the same URLs with ``tile_ranges=True``)."""
+    import dataclasses
+
+    import dask
+
+    import mosaic
+    from mosaic.index import TileIndex
+
+    index = TileIndex.from_stac(list(items), assets=[lc.ASSET])  # as mosaic_engine builds it
+    recorded = {(r.id, r.asset): r for r in TileIndex.read(index_path)}
+    index = TileIndex.from_records(
+        [
+            dataclasses.replace(
+                r, tiles=recorded[r.id, r.asset].tiles, identity=recorded[r.id, r.asset].identity
+            )
+            for r in index
+        ]
+    )
+    kwargs = dict(
+        index=index,
+        geobox=gbox,
+        bands=[lc.ASSET],
+        groupby="solar_day",
+        method="first",
+        resampling="nearest",
+        chunks=2048,
+        gdal_options={} if gap is None else {"MOSAIC_RANGE_GAP": str(gap)},
+    )
+
+    def timed() -> tuple[np.ndarray, dict[str, Any]]:
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            ds = mosaic.load(**kwargs).compute()
+        return np.asarray(ds[lc.ASSET].values[0]), {}
+
+    return {"timed": timed}
+
+
+def ranges_index(case: str, base_url: str, path: Path) -> None:
+    """The case's index with tile ranges, built from the server's URLs (as ``worker`` rewrites them)."""
+    from mosaic.index import TileIndex
+
+    items, _, _ = lc.case_setup(case)
+    root = str(lc.DATA)
+    for item in items:
+        for asset in item["assets"].values():
+            if asset["href"].startswith(root):
+                asset["href"] = base_url + asset["href"][len(root) :]
+    TileIndex.from_stac(items, assets=[lc.ASSET], tile_ranges=True).write(path)
 
 
 def run_once(
@@ -83,6 +150,13 @@ def run_once(
         cmd = [sys.executable, __file__, "--engine", runner, "--case", case]
         cmd += ["--threads", str(threads), "--base-url", server.base_url]
         cmd += ["--save", str(save)] if save else []
+        cmd += ["--range-gap", str(args.range_gap)] if args.range_gap is not None else []
+        if engine == RANGES:  # the index (a one-off) is built first, in its own process; not counted
+            index = lc.OUTPUT / f"remote_compare_{case}_ranges.parquet"
+            setup = [sys.executable, __file__, "--build-index", str(index), "--case", case]
+            subprocess.run([*setup, "--base-url", server.base_url], check=True, capture_output=True)
+            server.reset_stats()
+            cmd += ["--index", str(index)]
         env = dict(os.environ, OMP_NUM_THREADS="1", MOSAIC_MAX_CONCURRENCY=str(threads))
         if engine == SERIAL:
             env["GDAL_HTTP_MULTIRANGE"] = "SERIAL"  # GDAL reads its settings from the environment too
@@ -133,7 +207,18 @@ def main() -> None:
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--range-gap", type=int, help="mosaic-ranges: MOSAIC_RANGE_GAP, bytes (default: mosaic's, 64 KB)"
+    )
+    parser.add_argument("--build-index", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--engines", nargs="*", default=[*ENGINES, MATCHED], help="engines to run (mosaic always)"
+    )
     args = parser.parse_args()
+    if args.build_index:
+        ranges_index(args.case, args.base_url, args.build_index)
+        return
     if args.engine:
         worker(args)
         return
@@ -141,21 +226,26 @@ def main() -> None:
     arrays = lc.OUTPUT / "remote_compare_arrays"
     arrays.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    engines = tuple(e for e in ENGINES if e == "mosaic" or e in args.engines)
+    matched = MATCHED in args.engines and "odc-stac" in engines
     for case in args.cases:
-        runs: dict[str, list[dict[str, Any]]] = {e: [] for e in (*ENGINES, MATCHED)}
+        runs: dict[str, list[dict[str, Any]]] = {e: [] for e in (*engines, MATCHED)}
         for k in range(args.runs):  # round-robin (order rotating), so background load hits all alike
-            for engine in ENGINES[k % len(ENGINES) :] + ENGINES[: k % len(ENGINES)]:
+            for engine in engines[k % len(engines) :] + engines[: k % len(engines)]:
                 save = arrays / f"{case}-{engine}.npy" if k == 0 else None
                 runs[engine].append(run_once(engine, case, args, save))
-            peak = int(statistics.median(r["peak"] for r in runs["odc-stac"]))
-            save = arrays / f"{case}-{MATCHED}.npy" if k == 0 else None
-            runs[MATCHED].append(run_once(MATCHED, case, args, save, threads=max(peak, args.threads)))
+            if matched:
+                peak = int(statistics.median(r["peak"] for r in runs["odc-stac"]))
+                save = arrays / f"{case}-{MATCHED}.npy" if k == 0 else None
+                runs[MATCHED].append(run_once(MATCHED, case, args, save, threads=max(peak, args.threads)))
         ref = np.load(arrays / f"{case}-mosaic.npy")
         base = statistics.median(r["seconds"] for r in runs["mosaic"])
-        for engine in (*ENGINES, MATCHED):
+        for engine in (*engines, MATCHED) if matched else engines:
             got = np.load(arrays / f"{case}-{engine}.npy")
             both = (ref != 0) & (got != 0)
             same = f"{100 * float((ref[both] == got[both]).mean()):.2f}%" if both.any() else "n/a"
+            if engine == RANGES:
+                same += " (arrays equal)" if np.array_equal(ref, got) else " (ARRAYS DIFFER)"
             rs = runs[engine]
             median = statistics.median(r["seconds"] for r in rs)
             rows.append(

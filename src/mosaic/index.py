@@ -56,6 +56,7 @@ from mosaic.sources import (
     read_file,
     stac_hrefs,
     to_row,
+    with_tile_layout,
 )
 from mosaic.times import parse_time, to_utc
 from mosaic.types import BBox, OnError, PathType, TimeLike
@@ -87,6 +88,7 @@ SCHEMA = pa.schema(
         pa.field("collection", pa.string()),
         pa.field("properties", pa.string()),
         pa.field("identity", pa.string()),
+        pa.field("tiles", pa.binary()),
     ]
 )
 """Columns of the index besides ``geometry`` (WKB footprint in lon/lat) and ``bbox`` (its covering)."""
@@ -94,11 +96,12 @@ SCHEMA = pa.schema(
 ROW_GROUP_SIZE = 8192
 _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 _META_KEY = b"mosaic"
-_FORMAT_VERSION = 3
+_FORMAT_VERSION = 4
 """Version of the on-disk layout, in the ``mosaic`` key of the Parquet metadata. 1: the first; 2: adds
-``common_names``; 3: adds ``identity``. A file of an older version reads with the added columns filled
+``common_names``; 3: adds ``identity``; 4: adds ``tiles`` (:mod:`mosaic.cog` layouts). A file of an
+older version reads with the added columns filled
 (see ``_ADDED_IN``): empty common names, unknown identities (nothing to check)."""
-_ADDED_IN = {"common_names": 2, "identity": 3}
+_ADDED_IN = {"common_names": 2, "identity": 3, "tiles": 4}
 """Columns that files of older format versions lack, with the version that added them."""
 _HILBERT_LEVEL = 16
 
@@ -133,6 +136,7 @@ def _records_to_table(records: Sequence[SceneAsset]) -> pa.Table:
         columns["collection"].append(r.collection)
         columns["properties"].append(r.properties)
         columns["identity"].append(r.identity)
+        columns["tiles"].append(r.tiles)
     return pa.table(
         {name: pa.array(values, type=SCHEMA.field(name).type) for name, values in columns.items()},
         schema=SCHEMA,
@@ -210,6 +214,7 @@ class TileIndex:
         gdal_options: Mapping[str, Any] | None = None,
         auth: Profile | Sequence[Profile] | None = None,
         allowed_prefixes: PrefixesLike = None,
+        tile_ranges: bool = False,
     ) -> TileIndex:
         """Index raster files: paths, directories, globs or URLs, their metadata read in parallel.
 
@@ -235,6 +240,10 @@ class TileIndex:
             allowed_prefixes: folders and URLs the files must lie under (with
                 ``$MOSAIC_ALLOWED_PREFIXES``, under both): any other is refused before anything is
                 opened (:func:`mosaic.paths.check_allowed`).
+            tile_ranges: record each tiled GeoTIFF's tile layout (the byte range of every tile of
+                every level and how to decode it, :mod:`mosaic.cog`; a few hundred bytes a row) in
+                the ``tiles`` column: loads then fetch tiles straight from those ranges, with no
+                ``HEAD`` and no header request (see the cloud reads page).
 
         Raises:
             HrefNotAllowedError: a file outside the allowed prefixes (whatever ``on_error``).
@@ -248,7 +257,13 @@ class TileIndex:
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         rows, skipped = map_sources(
             lambda h: read_file(
-                h, pattern=regex, datetime=datetime, nodata=nodata, gdal_options=gdal_options, auth=profiles
+                h,
+                pattern=regex,
+                datetime=datetime,
+                nodata=nodata,
+                gdal_options=gdal_options,
+                auth=profiles,
+                tile_ranges=tile_ranges,
             ),
             hrefs,
             labels=hrefs,
@@ -274,6 +289,7 @@ class TileIndex:
         gdal_options: Mapping[str, Any] | None = None,
         auth: Profile | Sequence[Profile] | None = None,
         allowed_prefixes: PrefixesLike = None,
+        tile_ranges: bool = False,
     ) -> TileIndex:
         """Index STAC Items: one row per raster asset.
 
@@ -302,6 +318,8 @@ class TileIndex:
             auth: as in :meth:`from_files`.
             allowed_prefixes: as in :meth:`from_files`: every asset indexed must lie under them, opened
                 or not (the index would point at it).
+            tile_ranges: as in :meth:`from_files`: every asset's file is then opened once (its
+                header read, at index time) to record its tile layout and its size and time.
 
         Raises:
             HrefNotAllowedError: an asset outside the allowed prefixes (whatever ``on_error``).
@@ -345,6 +363,18 @@ class TileIndex:
             ),
         )
         _check_nodata_assets(nodata, rows)
+        if tile_ranges:
+            rows, failed = map_sources(
+                lambda row: with_tile_layout(row, gdal_options=gdal_options, auth=profiles),
+                rows,
+                labels=[str(r.href) for r in rows],
+                workers=workers,
+                progress=progress,
+                on_error=on_error,
+                desc="recording tile layouts",
+                finish=lambda row: [row],
+            )
+            skipped += failed
         return cls._finish(rows, skipped, what="STAC Items")
 
     @classmethod
@@ -782,6 +812,7 @@ class TileIndex:
                     collection=row["collection"],
                     properties=row["properties"],
                     identity=row["identity"],
+                    tiles=row["tiles"],
                 )
             )
         return out

@@ -56,6 +56,9 @@ class LimiterStats:
     peak_in_flight: int
     retries: int
     failures: int
+    tile_range_reads: int = 0
+    """Reads that fetched their tiles straight from the byte ranges the index recorded (no header
+    request; :mod:`mosaic.cog`); the others opened the file with GDAL."""
 
 
 class ReadLimiter:
@@ -73,6 +76,7 @@ class ReadLimiter:
         self._sem = threading.BoundedSemaphore(max_concurrency)
         self._lock = threading.Lock()
         self._reads = self._in_flight = self._peak = self._retries = self._failures = 0
+        self._tile_range_reads = 0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -98,17 +102,28 @@ class ReadLimiter:
         with self._lock:
             self._failures += 1
 
+    def record_tile_range_read(self) -> None:
+        """Count one read served from recorded tile ranges (no header request)."""
+        with self._lock:
+            self._tile_range_reads += 1
+
     def stats(self) -> LimiterStats:
         """Counters so far."""
         with self._lock:
             return LimiterStats(
-                self.max_concurrency, self._reads, self._in_flight, self._peak, self._retries, self._failures
+                self.max_concurrency,
+                self._reads,
+                self._in_flight,
+                self._peak,
+                self._retries,
+                self._failures,
+                self._tile_range_reads,
             )
 
     def reset_counters(self) -> None:
         """Zero the counters (the bound stays)."""
         with self._lock:
-            self._reads = self._peak = self._retries = self._failures = 0
+            self._reads = self._peak = self._retries = self._failures = self._tile_range_reads = 0
 
 
 def get_limiter(max_concurrency: int | None = None) -> ReadLimiter:

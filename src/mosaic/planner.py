@@ -143,6 +143,9 @@ class Read:
     identity: str | None = None
     """What the file was when indexed (:attr:`~mosaic.records.SceneAsset.identity`): the reader warns,
     once per file and process, when its size or modification time now differ. None: unknown."""
+    tiles: bytes | None = field(default=None, repr=False)
+    """The file's tile layout (:attr:`~mosaic.records.SceneAsset.tiles`): the reader then fetches the
+    window's tiles straight from their byte ranges, with no header request. None: GDAL opens the file."""
 
     @property
     def pixels(self) -> int:
@@ -1057,6 +1060,7 @@ def _make_read(
         target=target,
         to_physical=physical,
         identity=rec.identity,
+        tiles=rec.tiles,
     )
 
 

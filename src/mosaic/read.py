@@ -67,6 +67,10 @@ def _open(path: str, level: int) -> Any:
 
 
 def _level_window(read: Read, base: Any, level: int, level_shape: tuple[int, int]) -> Window:
+    return _level_window_of(read, (base.height, base.width), level, level_shape)
+
+
+def _level_window_of(read: Read, base: tuple[int, int], level: int, level_shape: tuple[int, int]) -> Window:
     """The window on overview ``level`` (of ``level_shape``) covering a decimated read's window.
 
     The plan's window is in a virtual grid decimated by ``read.factor`` (the file's overviews were
@@ -75,11 +79,12 @@ def _level_window(read: Read, base: Any, level: int, level_shape: tuple[int, int
     """
     row, col, h, w = read.window
     f = read.factor
+    height, width = base
     r0, c0 = row * f, col * f
-    r1, c1 = min((row + h) * f, base.height), min((col + w) * f, base.width)
+    r1, c1 = min((row + h) * f, height), min((col + w) * f, width)
     if level < 0:
         return Window(c0, r0, c1 - c0, r1 - r0)
-    sy, sx = level_shape[0] / base.height, level_shape[1] / base.width
+    sy, sx = level_shape[0] / height, level_shape[1] / width
     top, left = math.floor(r0 * sy), math.floor(c0 * sx)
     bottom, right = min(level_shape[0], math.ceil(r1 * sy)), min(level_shape[1], math.ceil(c1 * sx))
     return Window(left, top, right - left, bottom - top)
@@ -130,6 +135,11 @@ def read_window(
         key = (read.href, read.overview, who)
         with limiter.slot(), options_env(credentials) if credentials else nullcontext():
             try:
+                if read.tiles is not None:
+                    direct = _read_direct(read, read.tiles, path, fit, native_nodata)
+                    if direct is not _USE_GDAL:
+                        limiter.record_tile_range_read()
+                        return cast("tuple[np.ndarray, None, float | None, Affine] | None", direct)
                 src = cache.get(key, lambda: _open(path, read.overview))
                 _check_identity(read, path)
                 row, col, h, w = read.window
@@ -200,6 +210,130 @@ def read_window(
     return data, transform
 
 
+_USE_GDAL = object()
+"""What :func:`_read_direct` answers when the read is GDAL's to do."""
+
+
+def _read_direct(
+    read: Read, blob: bytes, path: str, fit: WindowFit | None, native_nodata: float | None
+) -> tuple[np.ndarray, None, float | None, Affine] | object | None:
+    """Read ``read``'s window from its tiles' byte ranges (the index's tile layout): no header request.
+
+    Runs inside the read's limiter slot and GDAL settings (the credentials of its profile), so the
+    requests are bounded and authenticated as GDAL's would be; one request per merged range, tiles
+    this process fetched before taken from memory. The pixels are bit for bit GDAL's (same level
+    choice, window, transform and decoding). Answers :data:`_USE_GDAL` where GDAL must read: a layout
+    this module does not decode, credentials or stores only GDAL handles, an identity without a size,
+    a window beyond the image, and a file that changed since it was indexed (remembered, so that the
+    file is opened by GDAL from then on, which warns as for any changed file).
+    """
+    from rasterio.windows import transform as window_transform
+
+    from mosaic.cog import assemble, decodable, decode_layout, window_ranges
+    from mosaic.ranged import NotDirect, checkable, transport
+
+    layout = decode_layout(blob)
+    stale = cast(_Checked, process_registry("stale-layouts", _Checked))
+    if (
+        layout is None
+        or not decodable(layout)
+        or not checkable(read.identity)
+        or read.band > layout.samples
+        or read.overview >= len(layout.levels) - 1
+        or stale.seen((read.href, read.identity or ""))
+    ):
+        return _USE_GDAL
+    how = transport(path, lambda key: rasterio.env.get_gdal_config(key, normalize=False))
+    if how is None:
+        return _USE_GDAL
+    level = read.overview
+    row, col, h, w = read.window
+    window = Window(col, row, w, h)
+    if read.overview < 0 and read.factor > 1:
+        factors = layout.overview_factors
+        level = max((i for i, f in enumerate(factors) if f <= read.factor), default=-1)
+        image = layout.level(level)
+        base = layout.levels[0]
+        window = _level_window_of(read, (base.height, base.width), level, (image.height, image.width))
+    image = layout.level(level)
+    transform = layout.level_transform(level)
+    out = None
+    if fit is not None:
+        fitted = fit(window_transform(window, transform), window)
+        if fitted is None:
+            return None
+        window, out = fitted
+        if native_nodata is None or out is None or out.dtype != np.dtype(layout.dtype):
+            out = None
+    row, col = int(window.row_off), int(window.col_off)
+    if row < 0 or col < 0 or row >= image.height or col >= image.width:
+        return _USE_GDAL
+    # a window reaching beyond the image is cut to it, as rasterio's read cuts it (the transform stays)
+    box = (row, col, min(int(window.height), image.height - row), min(int(window.width), image.width - col))
+    if out is not None and out.shape != box[2:]:
+        out = None
+    wanted = dict(window_ranges(layout, level, read.band, box))
+    key = (read.href, read.identity or "")
+    cache = _tile_bytes()
+    tiles, mine, waits = cache.claim(key, list(wanted))
+    gap = _config_int("MOSAIC_RANGE_GAP", RANGE_GAP)
+    try:
+        tiles.update(_fetch_tiles(how, [(a, wanted[a]) for a in mine], read.identity or "", gap))
+    except NotDirect:
+        stale.first(key)
+        return _USE_GDAL
+    finally:
+        cache.put(key, tiles, mine)
+    for event in waits:  # tiles another read is fetching
+        event.wait(120.0)
+    late = [a for a in wanted if a not in tiles]
+    if late:
+        tiles.update(cache.get(key, late))
+        missing = [(a, wanted[a]) for a in late if a not in tiles]  # failed or evicted meanwhile
+        try:
+            tiles.update(_fetch_tiles(how, missing, read.identity or "", gap))
+        except NotDirect:
+            stale.first(key)
+            return _USE_GDAL
+    data = assemble(layout, level, read.band, box, tiles, out)
+    return data, None, layout.nodata, window_transform(window, transform)
+
+
+def _fetch_tiles(how: Any, ranges: Sequence[tuple[int, int]], identity: str, gap: int) -> dict[int, bytes]:
+    """The bytes of each tile range, fetched in ranges merged across gaps of up to ``gap`` bytes."""
+    from mosaic.fetch import coalesce
+    from mosaic.ranged import fetch
+
+    if not ranges:
+        return {}
+    merged = coalesce(ranges, gap)
+    chunks = fetch(how, merged, identity)
+    return {
+        start: chunk[start - m0 : stop - m0]
+        for (start, stop), (m0, _), chunk in _spans(ranges, merged, chunks)
+    }
+
+
+def _spans(
+    ranges: Sequence[tuple[int, int]], merged: Sequence[tuple[int, int]], chunks: Sequence[bytes]
+) -> list[tuple[tuple[int, int], tuple[int, int], bytes]]:
+    """Each range with the merged range holding it and that range's bytes."""
+    out = []
+    for rng in ranges:
+        for span, data in zip(merged, chunks, strict=True):
+            if span[0] <= rng[0] and rng[1] <= span[1]:
+                out.append((rng, span, data))
+                break
+    return out
+
+
+def _tile_bytes() -> Any:
+    """This process's tiles fetched by direct reads (sized like GDAL's cache of remote files)."""
+    from mosaic.ranged import TileBytes
+
+    return process_registry("tile-bytes", lambda: TileBytes(_gdal_cache_bytes()))
+
+
 class _Checked:
     """The (href, identity) pairs this process has checked (thread-safe)."""
 
@@ -214,6 +348,11 @@ class _Checked:
                 return False
             self._seen.add(key)
             return True
+
+    def seen(self, key: tuple[str, str]) -> bool:
+        """Whether ``key`` was recorded."""
+        with self._lock:
+            return key in self._seen
 
 
 def _check_identity(read: Read, path: str) -> None:

@@ -66,6 +66,9 @@ class SceneAsset:
             file's stat, or what GDAL learnt opening a URL), or the STAC ``file:size``,
             ``file:checksum`` or ``updated``; None where unknown (indexes of format 2 and older,
             footprints without files). The reader warns when a file's size or time differ from it.
+        tiles: the file's tile layout (:mod:`mosaic.cog`, recorded with ``tile_ranges=True``): where
+            each tile of each level is and how to decode it, so that a read fetches its tiles with no
+            header request; None where not recorded (GDAL then opens the file).
     """
 
     id: str
@@ -89,6 +92,7 @@ class SceneAsset:
     collection: str | None = None
     properties: str | None = field(default=None, repr=False)
     identity: str | None = field(default=None, repr=False)
+    tiles: bytes | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # the href redacted: dask and distributed print task arguments
         from mosaic._repr import record_repr

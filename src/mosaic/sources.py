@@ -7,6 +7,7 @@ opening any file unless an Item lacks the projection information the index needs
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import json
 import math
@@ -35,7 +36,7 @@ from mosaic.gdalenv import gdal_env, href_env
 from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
 from mosaic.identity import merged, observe, stac_identity
 from mosaic.limits import is_auth_failure
-from mosaic.paths import check_allowed, redact_exception
+from mosaic.paths import check_allowed, gdal_path, redact_exception
 from mosaic.records import SceneAsset, crs_to_string
 from mosaic.runtime import WARNINGS_LOCK
 from mosaic.times import to_utc
@@ -60,7 +61,9 @@ __all__ = [
     "read_asset_header",
     "read_file",
     "stac_hrefs",
+    "tile_layout",
     "to_row",
+    "with_tile_layout",
 ]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
@@ -244,6 +247,7 @@ def read_file(
     footprint: bool = True,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Sequence[Profile] = (),
+    tile_ranges: bool = False,
 ) -> FileFacts:
     """Read one raster file's metadata and native data footprint (I/O only; safe in worker threads).
 
@@ -261,6 +265,8 @@ def read_file(
         footprint: trace the data footprint (False: the grid's outline, and only the header is read).
         gdal_options: GDAL settings over the cloud defaults.
         auth: credential profiles; the one matching ``href`` (longest prefix) is used.
+        tile_ranges: also record the file's tile layout (:func:`tile_layout`), so that loads fetch
+            its tiles with no header request.
 
     Raises:
         AuthenticationError: the server refused the credentials (or their absence).
@@ -278,7 +284,8 @@ def read_file(
                 src, href, pattern=pattern, datetime=datetime, nodata=nodata, footprint=footprint
             )
             # the file's size and time now (a URL's as GDAL learnt them at the open: no request)
-            return replace(facts, row=replace(facts.row, identity=_identity_of(href)))
+            tiles = tile_layout(src, href) if tile_ranges else None
+            return replace(facts, row=replace(facts.row, identity=_identity_of(href), tiles=tiles))
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -291,6 +298,128 @@ def read_file(
         if "not recognized as being in a supported file format" in message or "not recognised" in message:
             raise SourceError(href, "not a raster GDAL can read") from exc
         raise SourceError(href, f"cannot be opened: {message}") from exc
+
+
+def tile_layout(src: rasterio.io.DatasetReader, href: str) -> bytes | None:
+    """The encoded tile layout (:mod:`mosaic.cog`) of the open file ``src``, or None.
+
+    Parsed from the file's own TIFF header (for a URL, read through GDAL's cache of what the open
+    fetched, plus any tile offsets stored beyond it) and checked against what GDAL says of the file:
+    shape, data type, bands, tile size, overviews, nodata. None for anything else (not a tiled GeoTIFF,
+    masks, alpha bands, a layout GDAL would read differently): GDAL then opens the file at load.
+    """
+    from mosaic.cog import NotTiled, encode, parse_tiff
+
+    if src.driver != "GTiff":
+        return None
+    try:
+        with _ByteReader(gdal_path(href)) as read:
+            layout = parse_tiff(read, tuple(src.transform)[:6])
+    except (NotTiled, OSError, ValueError, IndexError):
+        return None
+    base = layout.levels[0]
+    plain = all(
+        flags == [rasterio.enums.MaskFlags.nodata] or flags == [rasterio.enums.MaskFlags.all_valid]
+        for flags in src.mask_flag_enums
+    )
+    same_nodata = (layout.nodata is None and src.nodata is None) or (
+        layout.nodata is not None
+        and src.nodata is not None
+        and (layout.nodata == src.nodata or (math.isnan(layout.nodata) and math.isnan(src.nodata)))
+    )
+    if (
+        not plain
+        or not same_nodata
+        or (base.height, base.width) != (src.height, src.width)
+        or layout.samples != src.count
+        or set(src.dtypes) != {layout.dtype}
+        or set(src.block_shapes) != {layout.tile}
+        or any(src.overviews(b) != layout.overview_factors for b in src.indexes)
+    ):
+        return None
+    return encode(layout)
+
+
+class _ByteReader:
+    """``read(offset, size)`` over a file GDAL opened: a local file, or a URL through GDAL's cache."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: Any = None
+        self._handle: Any = None
+        self._lib: Any = None
+
+    def __enter__(self) -> Callable[[int, int], bytes]:
+        if not self.path.startswith("/vsi"):
+            self._file = open(self.path, "rb")
+            return self._read_file
+        from mosaic.read import _libgdal
+
+        lib = _libgdal()
+        if lib is None:
+            raise OSError("GDAL's library is not reachable")
+        lib.VSIFOpenExL.restype = ctypes.c_void_p
+        lib.VSIFOpenExL.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        lib.VSIFSeekL.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
+        lib.VSIFReadL.restype = ctypes.c_size_t
+        lib.VSIFReadL.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+        lib.VSIFCloseL.argtypes = [ctypes.c_void_p]
+        self._handle = lib.VSIFOpenExL(os.fsencode(self.path), b"rb", 1)
+        if not self._handle:
+            raise OSError("cannot open the file to read its tile offsets")
+        self._lib = lib
+        return self._read_vsi
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._handle:
+            self._lib.VSIFCloseL(self._handle)
+
+    def _read_file(self, offset: int, size: int) -> bytes:
+        self._file.seek(offset)
+        data = self._file.read(size)
+        if len(data) != size:
+            raise OSError("truncated TIFF")
+        return cast(bytes, data)
+
+    def _read_vsi(self, offset: int, size: int) -> bytes:
+        buffer = ctypes.create_string_buffer(size)
+        self._lib.VSIFSeekL(self._handle, offset, 0)
+        if self._lib.VSIFReadL(buffer, 1, size, self._handle) != size:
+            raise OSError("truncated TIFF")
+        return buffer.raw
+
+
+def with_tile_layout(
+    row: SceneAsset, *, gdal_options: Mapping[str, Any] | None = None, auth: Sequence[Profile] = ()
+) -> SceneAsset:
+    """``row`` with its file's tile layout (:func:`tile_layout`) and the identity seen opening it.
+
+    For rows made without opening their files (STAC Items): the header is read once, at index time,
+    so that loads need not. The catalogue's identity (``file:size``, checksum) is kept, with the size
+    and time the open saw over it.
+
+    Raises:
+        AuthenticationError: the server refused the credentials (or their absence).
+        SourceError: naming the href, when the file cannot be opened.
+    """
+    href = row.href
+    if href is None:
+        return row
+    check_allowed((href,))
+    try:
+        with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
+            tiles = tile_layout(src, href)
+            return replace(row, tiles=tiles, identity=merged(row.identity, _identity_of(href)))
+    except RasterioIOError as exc:
+        message = str(exc)
+        redact_exception(exc)
+        if is_auth_failure(exc):
+            raise AuthenticationError(
+                href, f"authentication failed (wrong or missing credentials; give them with auth=): {message}"
+            ) from exc
+        raise SourceError(href, f"cannot be opened to record its tile layout: {message}") from exc
 
 
 def _identity_of(href: str) -> str | None:

@@ -170,6 +170,12 @@ def _keep_assets(idx: TileIndex, assets: tuple[str, ...]) -> TileIndex:
     "--datetime", "when", metavar="TIME", help="With --stac-url: a date, 'start/end' or an open '../end'."
 )
 @click.option("--max-items", type=int, metavar="N", help="With --stac-url: stop after N Items.")
+@click.option(
+    "--tile-ranges",
+    is_flag=True,
+    help="Record each tiled GeoTIFF's tile layout (every tile's byte range, how to decode it): loads "
+    "then fetch tiles with no HEAD and no header request. Opens every file once (STAC Items too).",
+)
 @on_error_opt
 @workers_opt
 @quiet_opt
@@ -186,6 +192,7 @@ def build(
     bbox: str | None,
     when: str | None,
     max_items: int | None,
+    tile_ranges: bool,
     on_error: str,
     workers: int | None,
     quiet: bool,
@@ -225,7 +232,15 @@ def build(
         if sources or pattern or stac:
             raise click.UsageError("--stac-url searches a STAC API: give no SOURCES, --stac or --pattern")
         search = _search(stac_url, collections, bbox, when, max_items)
-        idx = _from_stac([search], wanted, workers, progress=progress, on_error=on_error, nodata=nodata)
+        idx = _from_stac(
+            [search],
+            wanted,
+            workers,
+            progress=progress,
+            on_error=on_error,
+            nodata=nodata,
+            tile_ranges=tile_ranges,
+        )
         _write_and_report(idx, output, quiet, keys)
         return
     if not sources:
@@ -250,6 +265,7 @@ def build(
             progress=progress,
             on_error=on_error,
             nodata=nodata,
+            tile_ranges=tile_ranges,
         )
     else:
         try:
@@ -266,6 +282,7 @@ def build(
                 progress=progress,
                 on_error=on_error,  # type: ignore[arg-type]
                 nodata=nodata,
+                tile_ranges=tile_ranges,
             )
         except InvalidInputError as exc:
             if regex is None and "duplicate index row" in str(exc):

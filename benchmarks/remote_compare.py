@@ -92,10 +92,14 @@ def ranges_engine(
     import dataclasses
 
     import dask
+    from _engines import import_mosaic_engine
 
     import mosaic
+    import mosaic.cog
+    import mosaic.ranged
     from mosaic.index import TileIndex
 
+    import_mosaic_engine()
     index = TileIndex.from_stac(list(items), assets=[lc.ASSET])  # as mosaic_engine builds it
     recorded = {(r.id, r.asset): r for r in TileIndex.read(index_path)}
     index = TileIndex.from_records(

@@ -67,6 +67,15 @@ def _seam_files(root: Path) -> list[str]:
     return [str(p) for p in sorted(root.glob("S3*-seam12-20240601/B02.tif"))]
 
 
+def _copied_seam_files(collection: Path, root: Path) -> list[str]:
+    """The seam scenes' B02 files copied under ``root`` (times kept), to be changed by a test."""
+    for path in _seam_files(collection):
+        rel = Path(path).relative_to(collection)
+        (root / rel.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, root / rel)
+    return _seam_files(root)
+
+
 def _load(index: TileIndex, grid: dict, **kw) -> np.ndarray:
     return mosaic.load(SEAM12, "EPSG:4326", index=index, chunks=128, **grid, **kw)["B02"].values
 
@@ -158,12 +167,7 @@ def test_local_loads_from_ranges_are_identical_to_gdal(demo_collection, grid):
 
 def test_local_reads_from_ranges_never_read_the_header(demo_collection, tmp_path):
     """The files' headers are zeroed after indexing (same size and time): GDAL could not open them."""
-    root = tmp_path / "copy"
-    for path in _seam_files(demo_collection[0]):
-        rel = Path(path).relative_to(demo_collection[0])
-        (root / rel.parent).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, root / rel)
-    files = _seam_files(root)
+    files = _copied_seam_files(demo_collection[0], tmp_path / "copy")
     want = _load(TileIndex.from_files(files, pattern=PATTERN, progress=False), FINE)
     index = TileIndex.from_files(files, pattern=PATTERN, progress=False, tile_ranges=True)
     for path in files:
@@ -280,12 +284,7 @@ def test_a_changed_remote_file_is_not_decoded_with_its_old_ranges(http_server, d
 
 def test_a_touched_local_file_is_read_by_gdal(demo_collection, tmp_path):
     """Same bytes, another modification time: the ranges cannot be trusted, so GDAL reads it."""
-    root = tmp_path / "copy"
-    for path in _seam_files(demo_collection[0]):
-        rel = Path(path).relative_to(demo_collection[0])
-        (root / rel.parent).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, root / rel)
-    files = _seam_files(root)
+    files = _copied_seam_files(demo_collection[0], tmp_path / "copy")
     index = TileIndex.from_files(files, pattern=PATTERN, progress=False, tile_ranges=True)
     want = _load(TileIndex.from_files(files, pattern=PATTERN, progress=False), FINE)
     os.utime(files[0], (1e9, 1e9))

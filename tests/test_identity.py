@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import mosaic
 from mosaic import ChangedSourcesError, ChangedSourceWarning, TileIndex
 from mosaic.batch import STATE_DIR
 from mosaic.identity import change, parse_identity
+from processes import kill_regrid_after
 from real_data import fill_zero_scenes
 from servers import RangeServer, SeaweedFS, clear_gdal_http_cache
 
@@ -304,20 +304,7 @@ def test_a_regrid_resumed_after_a_source_changed_refuses_naming_it(demo_collecti
     job = [str(MOSAIC), "regrid", "--index", str(index_path), *grid, "--time", "2024-06", "--bands", "B02"]
     job += ["--chunks", "y=128,x=128", "--json", "-o", str(out)]
     env = {k: v for k, v in os.environ.items() if k != "MOSAIC_INDEX"}
-    done = out / STATE_DIR / "done"
-    proc = subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not (done.is_dir() and sum(".tmp-" not in n for n in os.listdir(done)) >= 10):
-            assert proc.poll() is None, f"regrid ended before it could be killed: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_regrid_after(job, out, 10, env=env)
     # the Items give no file facts: the files were stat'ed when the store was made (hrefs hashed)
     recorded = json.loads((out / STATE_DIR / "sources.json").read_text())["files"]
     scenes = tmp_path / "scenes"

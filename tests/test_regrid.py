@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import zarr
 import mosaic
 from mosaic.batch import STATE_DIR, regrid
 from mosaic.cli.options import parse_layout
+from processes import kill_regrid_after
 
 MOSAIC = Path(sys.executable).parent / "mosaic"
 SEAM = (11.88, 45.40, 12.12, 45.58)
@@ -173,23 +172,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(index_path, reference, tm
     ref_path, ref_report = reference
     out = tmp_path / "killed.zarr"
     command = [str(MOSAIC), "regrid", "--index", str(index_path), *JOB, "-o", str(out)]
-    done = out / STATE_DIR / "done"
     target = ref_report["written"] // 4
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        # (count finished markers only: a marker being written is a .tmp- file until it is renamed)
-        while not (done.is_dir() and sum(".tmp-" not in n for n in os.listdir(done)) >= target):
-            assert proc.poll() is None, f"regrid ended before it could be killed: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-
-    marked = {n for n in os.listdir(done) if ".tmp-" not in n}  # a marker half-written when killed is none
+    marked = kill_regrid_after(command, out, target)
     assert target <= len(marked) < ref_report["written"]
     with xr.open_zarr(out) as partial:
         assert partial.attrs["regrid_status"] == "incomplete"

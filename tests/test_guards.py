@@ -473,6 +473,8 @@ def test_the_other_entry_points_refuse_bad_arguments_with_their_own_errors(index
         lambda: TileIndex.from_files(5),
         lambda: TileIndex.from_files([index_file, 5]),
         lambda: mosaic.regrid("x.zarr", SEAM, "EPSG:4326", index=index, batch_size=0, **SMALL),
+        lambda: mosaic.write_zarr(plan, "x.zarr", batch_size=0),
+        lambda: mosaic.write_cog(plan, "x.tif", batch_size=-1),
     ):
         with pytest.raises(MosaicError):
             call()

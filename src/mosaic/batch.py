@@ -295,12 +295,7 @@ def regrid(
     layout = _chunk_layout(chunks)
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise InvalidInputError(
-            f"batch_size must be a whole number of regions, 1 or more, got {batch_size!r}"
-        )
+    _check_batch_size(batch_size)  # before planning; write_zarr and write_cog check it too
     index = _absolute_index(index)
     the_plan = make_plan(
         bbox,
@@ -365,6 +360,16 @@ def regions(plan: Plan, time_chunk: int = 1) -> Iterator[Region]:
                 yield Region(it, iy, ix, t0, t1, (rows.start, rows.stop), (cols.start, cols.stop))
 
 
+def _check_batch_size(batch_size: int | None) -> None:
+    """Refuse a ``batch_size`` that is not a whole number of regions, 1 or more (``None``: the default)."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InvalidInputError(
+            f"batch_size must be a whole number of regions, 1 or more, got {batch_size!r}"
+        )
+
+
 def write_zarr(
     plan: Plan,
     path: str | os.PathLike[str],
@@ -406,6 +411,7 @@ def write_zarr(
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     if time_chunk < 1:
         raise InvalidInputError(f"the time chunk must be at least 1, got {time_chunk}")
+    _check_batch_size(batch_size)
     nt = len(plan.times)
     if not plan.bands or nt == 0:
         raise InvalidInputError("the plan has no band or no time step: there is nothing to write")
@@ -520,6 +526,7 @@ def write_cog(
         )
     if not plan.bands:
         raise InvalidInputError("the plan has no band: there is nothing to write")
+    _check_batch_size(batch_size)
     if out.exists() and not overwrite:
         raise InvalidInputError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     dtype = np.result_type(*(np.dtype(b.dtype) for b in plan.bands))

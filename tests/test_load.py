@@ -277,6 +277,7 @@ def test_a_chunk_of_local_scenes_reads_ahead_while_a_core_is_idle(demo_index):
     # (first on top: scene A where it has data, else scene B, each loaded on its own)
     import os
     import threading
+    import time
 
     import dask
 
@@ -289,6 +290,12 @@ def test_a_chunk_of_local_scenes_reads_ahead_while_a_core_is_idle(demo_index):
     plan = mosaic.plan(SEAM12, "EPSG:4326", "2024-06-01", index=demo_index, **kw)
     assert len(plan.tasks) == 1 and len(plan.tasks[0].reads) == 2
     graph._read_pool.cache_clear()  # a new pool: its threads exist only if a read was started ahead
+    # chunk tasks of earlier tests may still be finishing in their threads (a failed compute lets the
+    # running ones end): they count as busy cores, so wait for them to end
+    deadline = time.monotonic() + 60
+    while graph._BUSY._running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert graph._BUSY._running == 0, "chunk tasks of earlier tests still running after 60 s"
     before = {t.ident for t in threading.enumerate()}
     with dask.config.set(scheduler="threads", num_workers=1):
         got = ds.B02.isel(time=0).values

@@ -55,7 +55,7 @@ def import_mosaic_engine() -> None:
     """
     import mosaic.api
     import mosaic.fuse
-    import mosaic.read  # noqa: F401
+    import mosaic.io.read  # noqa: F401
 
 
 def mosaic_engine(items: Sequence[dict[str, Any]], gbox: GeoBox, asset: str, threads: int) -> dict[str, Any]:

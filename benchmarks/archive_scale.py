@@ -12,7 +12,7 @@ Then times, each in a fresh process (median of ``--runs``):
 
 * a cold 1-degree, 1-month query: ``TileIndex.read(folder, bbox=box, time=month).query(box,
   time=month)``, timed after ``import mosaic``, with the files, row groups, rows and bytes it read
-  (the ``mosaic.index`` DEBUG record and ``/proc/self/io``) and the process's peak RSS;
+  (the ``mosaic.index.tile_index`` DEBUG record and ``/proc/self/io``) and the process's peak RSS;
 * the same query warm: repeated in the same process (modules imported, files in the OS page cache);
 * the whole process (``python -c`` with the import) for the first box.
 
@@ -167,7 +167,7 @@ def child(args: argparse.Namespace) -> None:
     from mosaic.index import TileIndex
 
     handler = _Reports()
-    logger = logging.getLogger("mosaic.index")
+    logger = logging.getLogger("mosaic.index.tile_index")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     bbox = tuple(float(v) for v in args.box.split(","))
@@ -240,7 +240,7 @@ def whole_process(path: Path, bbox, when: str) -> float:
     """Seconds of ``python -c 'import mosaic...; TileIndex.read(...).query(...)'``, interpreter included."""
     box = tuple(bbox)
     code = (
-        "from mosaic.index import TileIndex; "
+        "from mosaic.index.tile_index import TileIndex; "
         f"TileIndex.read({str(path)!r}, bbox={box!r}, time={when!r}).query({box!r}, time={when!r})"
     )
     t0 = time.perf_counter()

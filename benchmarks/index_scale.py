@@ -39,9 +39,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import shapely
 
-from mosaic._index_store import find_index_files, read_tables
-from mosaic.geom import bbox_to_lonlat
-from mosaic.index import _FORMAT_VERSION, ROW_GROUP_SIZE, SCHEMA, TileIndex
+from mosaic.index._store import find_index_files, read_tables
+from mosaic.index.geom import bbox_to_lonlat
+from mosaic.index.tile_index import _FORMAT_VERSION, ROW_GROUP_SIZE, SCHEMA, TileIndex
 from mosaic.times import parse_time
 
 ROOT = Path(__file__).resolve().parents[1]

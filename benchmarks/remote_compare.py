@@ -95,8 +95,8 @@ def ranges_engine(
     from _engines import import_mosaic_engine
 
     import mosaic
-    import mosaic.cog
-    import mosaic.ranged
+    import mosaic.io.cog
+    import mosaic.io.ranged
     from mosaic.index import TileIndex
 
     import_mosaic_engine()

@@ -116,7 +116,7 @@ def make_scene(spec: dict[str, Any]) -> dict[str, Any]:
     from rasterio.io import MemoryFile
     from shapely.geometry import box, mapping
 
-    from mosaic.geom import to_lonlat
+    from mosaic.index.geom import to_lonlat
     from mosaic.synthetic import truth
 
     folder = DATA / spec["id"]

@@ -27,7 +27,7 @@ import pyarrow as pa
 import rasterio
 from rasterio.transform import from_origin
 
-from mosaic.cog import Level, TileLayout, encode, parse_tiff
+from mosaic.io.cog import Level, TileLayout, encode, parse_tiff
 
 S2 = 10980
 TILE = 1024

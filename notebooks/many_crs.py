@@ -40,7 +40,7 @@ from pyproj import Transformer
 import mosaic
 from mosaic import synthetic
 from mosaic.demo import demo_index
-from mosaic.geom import centre_lon, lonlat_to_crs
+from mosaic.index.geom import centre_lon, lonlat_to_crs
 
 workdir = Path(os.environ.get("MOSAIC_NOTEBOOK_DIR") or tempfile.mkdtemp(prefix="mosaic-many-crs-"))
 # a saved tile index, else the demo collection and its index, generated offline in a few seconds

@@ -10,8 +10,9 @@ import dask
 import pystac
 import pytest
 
-from mosaic import TileIndex, runtime
+from mosaic import TileIndex
 from mosaic import synthetic as syn
+from mosaic.io import runtime
 
 pytest_plugins = ["remote_fixtures"]  # real HTTP and S3 servers on 127.0.0.1 (tests/servers.py)
 

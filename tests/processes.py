@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mosaic.batch import STATE_DIR
+from mosaic.outputs.batch import STATE_DIR
 
 
 def marked_regions(out: Path) -> set[str]:

@@ -129,7 +129,7 @@ def free_ports(n: int) -> list[int]:
 
 def _libgdal() -> ctypes.CDLL:
     """The GDAL library rasterio loaded (not pyogrio's, which may be loaded too): mosaic's own finder."""
-    from mosaic.read import _libgdal as find
+    from mosaic.io.read import _libgdal as find
 
     lib = find()
     if lib is None:
@@ -148,7 +148,7 @@ def clear_gdal_http_cache() -> None:
     systems, GDAL fixes its download chunk size and cache size from the settings then in effect, as it
     would at mosaic's first read.
     """
-    from mosaic.gdalenv import gdal_env
+    from mosaic.io.gdalenv import gdal_env
 
     with gdal_env():
         _libgdal().VSICurlClearCache()

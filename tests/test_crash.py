@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 import mosaic
-from mosaic.batch import STATE_DIR
+from mosaic.outputs.batch import STATE_DIR
 
 MOSAIC = Path(sys.executable).parent / "mosaic"
 HOOK = Path(__file__).parent / "crash_hook"
@@ -439,7 +439,7 @@ def test_lease_rules(index_path, tmp_path, fields, outcome):
 
 def test_heartbeat_and_a_lost_lease(tmp_path):
     """The holder's thread beats (touches its lease file); a lease taken over is noticed and not deleted."""
-    from mosaic._lease import Lease, confirm
+    from mosaic.outputs._lease import Lease, confirm
 
     out = str(tmp_path / "out.zarr")
     lease = Lease(out, heartbeat_seconds=0.01).acquire()
@@ -476,7 +476,7 @@ def test_lease_on_an_fsspec_file_system():
     """Object stores take the lease with a conditional create (here fsspec's memory file system)."""
     import fsspec
 
-    from mosaic._lease import Lease
+    from mosaic.outputs._lease import Lease
 
     fs = fsspec.filesystem("memory")
     with Lease("memory://bucket/out.zarr") as lease:

@@ -1,4 +1,4 @@
-"""Tiles fetched ahead of remote reads in merged byte ranges (mosaic.fetch), unit by unit and at a server.
+"""Tiles fetched ahead of remote reads in merged byte ranges (mosaic.io.fetch), unit by unit and at a server.
 
 The server tests use a COG of noise (incompressible: every 128 x 128 tile is 32 KB) served by
 tests/servers.py's RangeServer on 127.0.0.1 and count what it answers.
@@ -19,8 +19,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 import mosaic
-from mosaic import TileIndex, runtime
-from mosaic.fetch import FetchedRanges, align, coalesce, prefetch, tile_ranges
+from mosaic import TileIndex
+from mosaic.io import runtime
+from mosaic.io.fetch import FetchedRanges, align, coalesce, prefetch, tile_ranges
 from servers import RangeServer, clear_gdal_http_cache
 
 TILE = 128

@@ -11,7 +11,7 @@ from pyproj import Transformer
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from mosaic.errors import InvalidInputError
-from mosaic.geom import bbox_to_lonlat, grid_outline, lonlat_to_crs, normalize_lonlat, to_lonlat
+from mosaic.index.geom import bbox_to_lonlat, grid_outline, lonlat_to_crs, normalize_lonlat, to_lonlat
 
 
 def _utm_box(epsg: int, lon: float, lat: float, half: float) -> Polygon:

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 import mosaic
 from mosaic import GDALVersionError, IndexFormatError, InvalidInputError, SourceError, TileIndex
-from mosaic import gti as gti_module
+from mosaic.outputs import gti as gti_module
 from mosaic.cli import cli
-from mosaic.gti import export_gti, gti_tiles
-from mosaic.paths import credentials_in, gdal_path
+from mosaic.io.paths import credentials_in, gdal_path
+from mosaic.outputs.gti import export_gti, gti_tiles
 from real_data import DEM, L7, fill_zero_scenes
 from servers import RangeServer, clear_gdal_http_cache
 
@@ -516,7 +516,7 @@ def test_metadata_sizes_the_mosaic_without_opening_a_tile(demo_collection, tmp_p
         assert ds.dtypes == ("uint16",) and ds.nodata == 0
         x0, y0, x1, y1 = ds.bounds
     for fp in index.footprints:  # the default extent covers every scene
-        fx0, fy0, fx1, fy1 = mosaic.geom.lonlat_to_crs(fp, "EPSG:32632").bounds
+        fx0, fy0, fx1, fy1 = mosaic.index.geom.lonlat_to_crs(fp, "EPSG:32632").bounds
         assert x0 - 1e-3 <= fx0 and y0 - 1e-3 <= fy0 and fx1 <= x1 + 1e-3 and fy1 <= y1 + 1e-3
 
 

@@ -1,4 +1,5 @@
-"""Reads without headers: tile layouts recorded at index time (mosaic.cog), tiles fetched from their ranges.
+"""Reads without headers: tile layouts recorded at index time (mosaic.io.cog), tiles
+fetched from their ranges.
 
 Real COGs written with rasterio, the demo collection, the suite's HTTP range server and SeaweedFS S3 on
 127.0.0.1. Every load is compared with the same load through GDAL (an index without tile ranges): the
@@ -22,11 +23,12 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 import mosaic
-from mosaic import TileIndex, runtime
+from mosaic import TileIndex
 from mosaic.cli import cli
-from mosaic.cog import assemble as assemble_window
-from mosaic.cog import decodable, decode_layout, encode, parse_tiff, window_ranges
 from mosaic.errors import ChangedSourceWarning
+from mosaic.io import runtime
+from mosaic.io.cog import assemble as assemble_window
+from mosaic.io.cog import decodable, decode_layout, encode, parse_tiff, window_ranges
 from servers import RangeServer, clear_gdal_http_cache
 from test_remote import SCENES, SEAM12, s3_profile
 
@@ -236,7 +238,8 @@ def test_http_reads_respect_the_limit_and_retry_transient_faults(http_server, de
     local = TileIndex.from_files(_seam_files(root), pattern=PATTERN, progress=False)
     want = mosaic.load(SEAM12, "EPSG:4326", index=local, chunks=64, **FINE)["B02"].values  # same chunks
     index = _http_index(http_server, root)
-    http_server.faults.add(kind=503, path_glob="*.tif", times=2)
+    # GETs only: a HEAD asking for Retry-After after the first 503 must not take the second fault
+    http_server.faults.add(kind=503, path_glob="*.tif", times=2, methods=("GET",))
     with dask.config.set(scheduler="threads", num_workers=16):
         got = mosaic.load(SEAM12, "EPSG:4326", index=index, chunks=64, max_concurrency=2, **FINE)
         got = got["B02"].values
@@ -377,7 +380,7 @@ def test_index_build_tile_ranges_and_stac(demo_collection, tmp_path):
 
 
 def test_transport_takes_what_it_can_do_as_gdal_and_leaves_the_rest():
-    from mosaic.ranged import transport
+    from mosaic.io.ranged import transport
 
     def config(**values):
         return lambda key: values.get(key)

@@ -27,8 +27,8 @@ import xarray as xr
 
 import mosaic
 from mosaic import ChangedSourcesError, ChangedSourceWarning, TileIndex
-from mosaic.batch import STATE_DIR
-from mosaic.identity import change, parse_identity
+from mosaic.io.identity import change, parse_identity
+from mosaic.outputs.batch import STATE_DIR
 from processes import kill_regrid_after
 from real_data import fill_zero_scenes
 from servers import RangeServer, SeaweedFS, clear_gdal_http_cache
@@ -143,7 +143,7 @@ def test_a_load_warns_once_naming_a_file_rewritten_since_indexing(tmp_path):
     assert changed_warnings(record) == []  # nothing changed: no warning
 
     rewrite(paths[1])
-    mosaic.runtime.reset()  # a new process, as far as the reader's verdicts go
+    mosaic.io.runtime.reset()  # a new process, as far as the reader's verdicts go
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         after = load_all(index)
@@ -199,7 +199,7 @@ def test_http_files_changed_since_indexing_are_told_from_the_headers_of_the_open
         counts = {}
         for label, which in (("unchecked", _strip(index)), ("checked", index)):
             clear_gdal_http_cache()  # a new process: GDAL remembers a URL's size for its life
-            mosaic.runtime.reset()
+            mosaic.io.runtime.reset()
             server.reset_stats()
             with warnings.catch_warnings(record=True) as record:
                 warnings.simplefilter("always")
@@ -219,7 +219,7 @@ def _gdal_requests() -> dict[str, int]:
     """Requests GDAL's network file systems made since the last reset, by method."""
     import ctypes
 
-    from mosaic.read import _libgdal
+    from mosaic.io.read import _libgdal
 
     lib = _libgdal()
     lib.VSINetworkStatsGetAsSerializedJSON.restype = ctypes.c_void_p
@@ -248,7 +248,7 @@ def s3_scenes(seaweedfs: SeaweedFS, tmp_path: Path):
 def test_s3_objects_replaced_since_indexing_are_told_from_what_gdal_already_has(
     seaweedfs: SeaweedFS, s3_scenes, monkeypatch
 ):
-    from mosaic.read import _libgdal
+    from mosaic.io.read import _libgdal
 
     client, paths, keys = s3_scenes
     urls = [seaweedfs.url("public", key) for key in keys]
@@ -268,7 +268,7 @@ def test_s3_objects_replaced_since_indexing_are_told_from_what_gdal_already_has(
     counts = {}
     for label, which in (("unchecked", _strip(index)), ("checked", index)):
         clear_gdal_http_cache()
-        mosaic.runtime.reset()
+        mosaic.io.runtime.reset()
         _libgdal().VSINetworkStatsReset()
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
@@ -344,7 +344,7 @@ def test_a_remote_resume_checks_each_file_once_before_any_region(tmp_path, index
         index = index if indexed else _strip(index)
         first = index.records()[0]
         args = dict(index=index, resolution=first.resolution[0], groupby=None, chunks=64)
-        box = tuple(np.round(mosaic.geom.grid_outline(first.transform, first.shape).bounds, 3))
+        box = tuple(np.round(mosaic.index.geom.grid_outline(first.transform, first.shape).bounds, 3))
         out = tmp_path / "out.zarr"
         # one file's pixels cannot be fetched: the regrid stops after creating its store
         server.faults.add(404, path_glob="/L7_b.tif", times=None, methods=["GET"])
@@ -363,7 +363,7 @@ def test_a_remote_resume_checks_each_file_once_before_any_region(tmp_path, index
 
         rewrite(paths[0], later=7200)  # a different file changes meanwhile
         clear_gdal_http_cache()
-        mosaic.runtime.reset()
+        mosaic.io.runtime.reset()
         server.reset_stats()
         with pytest.raises(ChangedSourcesError, match=r"1 source file\(s\) changed.*scene L7_a \(") as caught:
             mosaic.regrid(out, box, first.crs, bbox_crs=first.crs, **args)

@@ -65,7 +65,27 @@ def test_import_mosaic_imports_only_the_errors() -> None:
     out = run_python("import json, sys, mosaic; print(json.dumps(sorted(sys.modules)))")
     modules = json.loads(out)
     assert loaded(modules) == []
-    assert sorted(m for m in modules if m.split(".")[0] == "mosaic") == ["mosaic", "mosaic.errors"]
+    assert sorted(m for m in modules if m.split(".")[0] == "mosaic") == [
+        "mosaic",
+        "mosaic._lazy",
+        "mosaic.errors",
+    ]
+
+
+@pytest.mark.parametrize("stage", ["index", "planning", "io", "outputs"])
+def test_a_stage_imports_nothing_until_its_public_names_are_used(stage: str) -> None:
+    out = run_python(
+        f"""
+        import json, sys, mosaic.{stage} as stage
+        before = sorted(m for m in sys.modules if m.startswith("mosaic"))
+        names = {{name: getattr(stage, name).__module__ for name in stage.__all__}}
+        print(json.dumps([before, names, dir(stage)]))
+        """
+    )
+    before, names, listed = json.loads(out)
+    assert before == ["mosaic", "mosaic._lazy", "mosaic.errors", f"mosaic.{stage}"]
+    assert all(module.startswith(f"mosaic.{stage}.") for module in names.values())
+    assert listed == sorted(names)
 
 
 def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -128,7 +148,10 @@ def test_every_public_name_is_listed_and_resolves() -> None:
     assert set(result["resolved"]) == public
     assert result["resolved"]["load"] == "function" and result["resolved"]["TileIndex"] == "type"
     assert result["resolved"]["__version__"] == "str"
-    assert result["origin"]["TileIndex"] == "mosaic.index" and result["origin"]["regrid"] == "mosaic.batch"
+    assert (
+        result["origin"]["TileIndex"] == "mosaic.index.tile_index"
+        and result["origin"]["regrid"] == "mosaic.outputs.batch"
+    )
     assert result["same"] is True
     assert (
         result["has_nope"] is False

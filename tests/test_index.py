@@ -25,7 +25,7 @@ from shapely.geometry import box, mapping
 import mosaic
 from mosaic import IndexFormatError, InvalidInputError, SkippedSourcesWarning, SourceError, TileIndex
 from mosaic.errors import IncompleteMetadataWarning
-from mosaic.geom import to_lonlat
+from mosaic.index.geom import to_lonlat
 from real_data import L7, LANDSAT_ITEMS, SENTINEL2_ITEMS, fill_zero_scenes
 
 

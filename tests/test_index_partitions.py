@@ -3,7 +3,7 @@
 The index here is the real MGRS grid (``tile_indexes/sentinel2_grid.parquet``) around three places where
 partitions meet (the UTM zone seam at 12E, the antimeridian at 65N, Svalbard's wide tiles), over dates
 on both sides of New Year 2024, written in small row groups so that what a query reads is visible in
-the ``mosaic.index`` DEBUG record (:class:`mosaic._index_store.ReadReport`): files opened, row groups
+the ``mosaic.index`` DEBUG record (:class:`mosaic.index._store.ReadReport`): files opened, row groups
 read.
 """
 
@@ -24,7 +24,7 @@ import mosaic
 from mosaic import IndexFormatError, InvalidInputError, TileIndex
 from mosaic.auth import S3Profile
 from mosaic.cli import main
-from mosaic.records import SceneAsset
+from mosaic.planning.records import SceneAsset
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT / "tile_indexes" / "sentinel2_grid.parquet"
@@ -84,7 +84,7 @@ def by_id(index: TileIndex) -> TileIndex:
 def read_report(caplog: pytest.LogCaptureFixture, path, **query):
     """``TileIndex.read(path, **query)`` and the report of what it opened and read."""
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="mosaic.index"):
+    with caplog.at_level(logging.DEBUG, logger="mosaic.index.tile_index"):
         index = TileIndex.read(path, **query)
     reports = [r.index_read for r in caplog.records if hasattr(r, "index_read")]
     assert len(reports) == 1

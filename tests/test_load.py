@@ -453,7 +453,7 @@ def test_footprint_not_bbox_decides_which_scenes_feed_a_chunk(demo_index):
     for iy in range(plan.chunk_grid[0]):
         for ix in range(plan.chunk_grid[1]):
             chunk = plan.chunk_geobox(iy, ix)
-            ll = mosaic.geom.to_lonlat(box(*chunk.boundingbox), chunk.crs.to_wkt())
+            ll = mosaic.index.geom.to_lonlat(box(*chunk.boundingbox), chunk.crs.to_wkt())
             for sid, rec in considered.items():
                 touches = rec.footprint.intersects(ll)
                 assert (sid in fed_by.get((iy, ix), set())) == touches, (iy, ix, sid)
@@ -496,8 +496,8 @@ def test_every_pixel_a_read_gives_lands_inside_its_planned_target_box(
     # just that box; warping the whole chunk instead must put no pixel outside it
     import dataclasses
 
-    from mosaic.limits import get_limiter
-    from mosaic.read import warp_read
+    from mosaic.io.limits import get_limiter
+    from mosaic.io.read import warp_read
 
     plan = mosaic.plan(
         bbox, crs, day, index=demo_index, resolution=res, bbox_crs=bbox_crs, bands="B02", chunks=96

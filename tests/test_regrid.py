@@ -1,4 +1,5 @@
-"""``mosaic regrid`` and :mod:`mosaic.batch`: Zarr (v2, v3) and COG outputs, resume after SIGKILL, clusters.
+"""``mosaic regrid`` and :mod:`mosaic.outputs.batch`: Zarr (v2, v3) and COG outputs, resume
+after SIGKILL, clusters.
 
 The CLI tests run the installed console script in a subprocess. The reference store is written once
 per module by an uninterrupted, threaded run; the resumed and the distributed runs must reproduce it
@@ -24,8 +25,8 @@ import xarray as xr
 import zarr
 
 import mosaic
-from mosaic.batch import STATE_DIR, regrid
 from mosaic.cli.options import parse_layout
+from mosaic.outputs.batch import STATE_DIR, regrid
 from processes import kill_regrid_after
 
 MOSAIC = Path(sys.executable).parent / "mosaic"

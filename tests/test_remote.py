@@ -19,7 +19,7 @@ import pytest
 import mosaic
 from mosaic import AuthenticationError, ReadError, ReadFailedWarning, TileIndex
 from mosaic.auth import EarthdataProfile, HTTPProfile, S3Profile, Secret
-from mosaic.paths import gdal_path
+from mosaic.io.paths import gdal_path
 from servers import RangeServer, SeaweedFS, clear_gdal_http_cache
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)

@@ -209,7 +209,7 @@ def test_anchor_sets_where_pixel_edges_fall(demo_index, anchor, phase):
     assert (aff.c % 20, aff.f % 20) == pytest.approx(phase)
     # the grid covers the request box whatever the anchor
     box = shapely.geometry.box(*the_plan.geobox.boundingbox)
-    request = mosaic.geom.lonlat_to_crs(shapely.geometry.box(11.9, 45.42, 12.1, 45.5), "EPSG:32632")
+    request = mosaic.index.geom.lonlat_to_crs(shapely.geometry.box(11.9, 45.42, 12.1, 45.5), "EPSG:32632")
     assert box.buffer(1e-6).contains(request.envelope)
 
 
@@ -218,9 +218,9 @@ def test_anchor_matches_odc_geo_from_bbox_up_to_its_tolerance():
 
     bbox = (500_003.0, 4_000_007.0, 520_011.0, 4_012_009.0)
     for anchor in ("edge", "center", (0.25, 0.75)):
-        ours = mosaic.grid.make_geobox(
+        ours = mosaic.planning.grid.make_geobox(
             bbox, "EPSG:32633", resolution=20, shape=None, geobox=None, like=None, bbox_crs="EPSG:32633",
-            anchor=mosaic.grid.anchor_phase(anchor),
+            anchor=mosaic.planning.grid.anchor_phase(anchor),
         )  # fmt: skip
         odc_anchor = anchor if isinstance(anchor, str) else __import__("odc.geo").geo.xy_(*anchor)
         theirs = GeoBox.from_bbox(bbox, "EPSG:32633", resolution=20, anchor=odc_anchor, tol=1e-9)

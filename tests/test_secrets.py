@@ -42,8 +42,8 @@ from mosaic.errors import (
     SkippedSourcesWarning,
     SourceError,
 )
-from mosaic.gti import export_gti
-from mosaic.paths import ALLOWED_PREFIXES_ENV, check_allowed, credentials_in, redact, secrets_in
+from mosaic.io.paths import ALLOWED_PREFIXES_ENV, check_allowed, credentials_in, redact, secrets_in
+from mosaic.outputs.gti import export_gti
 from servers import RangeServer
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)

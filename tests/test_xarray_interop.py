@@ -26,7 +26,7 @@ from shapely.geometry import box, mapping
 import mosaic
 import real_data
 from mosaic import TileIndex
-from mosaic.batch import regrid
+from mosaic.outputs.batch import regrid
 
 SEAM = (11.88, 45.40, 12.12, 45.58)  # the demo's UTM 32/33 seam, with nodata around the scenes
 DEMO_BANDS = {"B02": ("uint16", 0), "WVP": ("float32", math.nan), "visual.1": ("uint8", 0)}

@@ -1,7 +1,7 @@
 """A griffe extension for the docs build: Sphinx roles in docstrings become inline code.
 
 The package's docstrings use Sphinx cross-reference roles (:class:`TileIndex`, :func:`mosaic.load`,
-:meth:`~mosaic.planner.Plan.summary`), which mkdocstrings would otherwise print literally. Each becomes
+:meth:`~mosaic.planning.planner.Plan.summary`), which mkdocstrings would otherwise print literally. Each becomes
 inline code: the target as written, or only its last component when written with a leading ``~``.
 Loaded by mkdocstrings (``extensions:`` in mkdocs.yml); not part of the site (``exclude_docs``).
 """

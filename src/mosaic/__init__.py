@@ -10,9 +10,9 @@ scientific-python's ``lazy_loader``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mosaic._lazy import attach
 from mosaic.errors import (
     AuthenticationError,
     ChangedSourcesError,
@@ -41,11 +41,11 @@ from mosaic.errors import (
 
 if TYPE_CHECKING:
     from mosaic.api import load, plan, read_stats
-    from mosaic.batch import RegridReport, regrid, write_cog, write_zarr
-    from mosaic.gti import export_gti
-    from mosaic.index import TileIndex
-    from mosaic.planner import Plan
-    from mosaic.records import SceneAsset, Skipped
+    from mosaic.index.tile_index import TileIndex
+    from mosaic.outputs.batch import RegridReport, regrid, write_cog, write_zarr
+    from mosaic.outputs.gti import export_gti
+    from mosaic.planning.planner import Plan
+    from mosaic.planning.records import SceneAsset, Skipped
 
 __version__ = "0.1.0"
 
@@ -53,15 +53,15 @@ _LAZY = {
     "load": "mosaic.api",
     "plan": "mosaic.api",
     "read_stats": "mosaic.api",
-    "RegridReport": "mosaic.batch",
-    "regrid": "mosaic.batch",
-    "write_cog": "mosaic.batch",
-    "write_zarr": "mosaic.batch",
-    "export_gti": "mosaic.gti",
-    "TileIndex": "mosaic.index",
-    "Plan": "mosaic.planner",
-    "SceneAsset": "mosaic.records",
-    "Skipped": "mosaic.records",
+    "RegridReport": "mosaic.outputs.batch",
+    "regrid": "mosaic.outputs.batch",
+    "write_cog": "mosaic.outputs.batch",
+    "write_zarr": "mosaic.outputs.batch",
+    "export_gti": "mosaic.outputs.gti",
+    "TileIndex": "mosaic.index.tile_index",
+    "Plan": "mosaic.planning.planner",
+    "SceneAsset": "mosaic.planning.records",
+    "Skipped": "mosaic.planning.records",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -105,21 +105,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """A lazily exported name (imported and cached here on first use), or a submodule (``mosaic.api``)."""
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value  # later lookups skip __getattr__
-        return value
-    if not name.startswith("__"):  # `import mosaic; mosaic.synthetic...` as before the package went lazy
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = attach(__name__, _LAZY)

@@ -5,7 +5,7 @@
 CRS given as WKT) are cut. The ``_repr_html_`` tables Jupyter shows hold the same facts with a few
 more entries, every value escaped. :func:`index_facts` is also what ``mosaic index info`` prints.
 
-No view shows a secret: hrefs and index paths go through :func:`mosaic.paths.redact`, and the
+No view shows a secret: hrefs and index paths go through :func:`mosaic.io.paths.redact`, and the
 records that hold hrefs (index rows, reads, GTI tiles) have reprs that redact them too
 (:func:`record_repr`), as dask and ``distributed`` print task arguments.
 """
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mosaic.paths import redact
+from mosaic.io.paths import redact
 
 if TYPE_CHECKING:
-    from mosaic.index import TileIndex
-    from mosaic.planner import Plan, Read
+    from mosaic.index.tile_index import TileIndex
+    from mosaic.planning.planner import Plan, Read
 
 __all__ = [
     "asset_info",

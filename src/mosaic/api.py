@@ -18,11 +18,11 @@ from mosaic._progress import DaskTaskBar
 from mosaic.auth import Profile
 from mosaic.errors import InvalidInputError
 from mosaic.graph import band_array
-from mosaic.grid import DEFAULT_MAX_PIXELS
-from mosaic.limits import LimiterStats, get_limiter
-from mosaic.paths import redact
-from mosaic.planner import BandSpec, Plan, make_plan
-from mosaic.runtime import failed_reads
+from mosaic.io.limits import LimiterStats, get_limiter
+from mosaic.io.paths import redact
+from mosaic.io.runtime import failed_reads
+from mosaic.planning.grid import DEFAULT_MAX_PIXELS
+from mosaic.planning.planner import BandSpec, Plan, make_plan
 from mosaic.types import BBox, TimeLike
 
 __all__ = ["load", "plan", "read_stats", "to_dataset"]
@@ -30,7 +30,7 @@ __all__ = ["load", "plan", "read_stats", "to_dataset"]
 
 plan = make_plan
 """Plan a mosaic without reading pixels: which scene windows feed which chunk (same arguments as
-:func:`load`; returns an inspectable :class:`~mosaic.planner.Plan`)."""
+:func:`load`; returns an inspectable :class:`~mosaic.planning.planner.Plan`)."""
 
 
 def load(
@@ -211,6 +211,6 @@ def _nodata_value(band: BandSpec) -> float | int:
 
 def read_stats(max_concurrency: int | None = None) -> LimiterStats:
     """Counters of this process's read limiter: reads, peak in flight, retries, failures."""
-    from mosaic.planner import check_concurrency
+    from mosaic.planning.planner import check_concurrency
 
     return get_limiter(check_concurrency(max_concurrency)).stats()

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mosaic.errors import AuthenticationError, InvalidInputError
-from mosaic.paths import gdal_path, secrets_in
+from mosaic.io.paths import gdal_path, secrets_in
 
 __all__ = [
     "EarthdataProfile",
@@ -479,7 +479,7 @@ def hide_secrets(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 
     Credentials are the values of options named for them (``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``,
     ``GDAL_HTTP_USERPWD``, ``GDAL_HTTP_HEADERS``, ``GDAL_HTTP_COOKIE``, ``*_CONNECTION_STRING``...)
-    and any value carrying a secret :func:`mosaic.paths.secrets_in` recognises (a proxy URL with a
+    and any value carrying a secret :func:`mosaic.io.paths.secrets_in` recognises (a proxy URL with a
     password).
     """
     hidden = []

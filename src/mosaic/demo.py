@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     import pystac
     import xarray as xr
 
-    from mosaic.index import TileIndex
-    from mosaic.planner import Plan
+    from mosaic.index.tile_index import TileIndex
+    from mosaic.planning.planner import Plan
 
 __all__ = [
     "DEMO_BANDS",
@@ -309,7 +309,7 @@ def _gti(ds: xr.Dataset, path: Path, idx: TileIndex) -> tuple[Path, float]:
     """Export the request's first band as a GTI, read it with GDAL, and compare it with ``ds``."""
     import rasterio
 
-    from mosaic.gti import export_gti
+    from mosaic.outputs.gti import export_gti
 
     band = DEMO_BANDS[0]
     (written,) = export_gti(
@@ -328,7 +328,7 @@ def _quicklook(ds: xr.Dataset, the_plan: Plan, band: str, path: Path) -> Path:
     from matplotlib.figure import Figure
     from pyproj import Transformer
 
-    from mosaic.geom import lonlat_to_crs
+    from mosaic.index.geom import lonlat_to_crs
 
     gbox = the_plan.geobox
     spec = the_plan.band(band)
@@ -394,7 +394,7 @@ def demo_index(folder: str | Path) -> Path:
     the first time (a few seconds), reused after. Returns the index's path.
     """
     from mosaic import synthetic
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
     folder = Path(folder)
     path = folder / "index.parquet"
@@ -418,7 +418,7 @@ def run_demo(out_dir: str | Path, *, quiet: bool = False) -> DemoReport:
     import mosaic
     from mosaic import synthetic
     from mosaic.api import to_dataset
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
     say: Callable[[str], None] = (lambda _: None) if quiet else (lambda text: print(text, flush=True))
     out = Path(out_dir).resolve()

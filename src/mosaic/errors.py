@@ -4,7 +4,7 @@ One root (:class:`MosaicError`) and small named subclasses, each mixing in the b
 naturally catch (``ValueError`` for bad arguments, ``OSError`` for failed reads). Errors about one
 scene or file carry its ``href`` (and scene ``id`` where known) and are raised ``from`` the cause.
 
-Messages never show secrets: every error's and warning's text goes through :func:`mosaic.paths.redact`,
+Messages never show secrets: every error's and warning's text goes through :func:`mosaic.io.paths.redact`,
 which blanks passwords, tokens and signatures in the hrefs (and GDAL messages) it quotes.
 """
 
@@ -41,7 +41,7 @@ __all__ = [
 
 
 def _redacted(args: tuple[object, ...]) -> tuple[object, ...]:
-    from mosaic.paths import redact
+    from mosaic.io.paths import redact
 
     return tuple(redact(a) if isinstance(a, str) else a for a in args)
 
@@ -78,7 +78,7 @@ class SourceError(MosaicError, ValueError):
     """
 
     def __init__(self, href: str, reason: str, *, scene_id: str | None = None):
-        from mosaic.paths import redact
+        from mosaic.io.paths import redact
 
         self.href = href
         self.reason = redact(reason)
@@ -160,7 +160,7 @@ class HrefNotAllowedError(MosaicError, PermissionError):
     """
 
     def __init__(self, href: str, policy: str, reason: str = "not under the allowed prefixes"):
-        from mosaic.paths import redact
+        from mosaic.io.paths import redact
 
         self.href = href
         self.policy = policy

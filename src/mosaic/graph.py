@@ -27,11 +27,11 @@ from dask.highlevelgraph import HighLevelGraph
 from mosaic.auth import Profile
 from mosaic.errors import ReadError, ReadFailedWarning
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
-from mosaic.limits import get_limiter
-from mosaic.paths import is_network, redact
-from mosaic.planner import BandSpec, ChunkTask, PixelBox, Plan, Read
-from mosaic.read import Layer, gdal_env, warp_read
-from mosaic.runtime import default_concurrency, failed_reads
+from mosaic.io.limits import get_limiter
+from mosaic.io.paths import is_network, redact
+from mosaic.io.read import Layer, gdal_env, warp_read
+from mosaic.io.runtime import default_concurrency, failed_reads
+from mosaic.planning.planner import BandSpec, ChunkTask, PixelBox, Plan, Read
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS
@@ -55,7 +55,7 @@ class ChunkContext:
     auth: tuple[Profile, ...] = ()
     """Credential profiles, matched per read by href prefix."""
     failures: str = ""
-    """Key of the load's :class:`~mosaic.runtime.FailedReads` log."""
+    """Key of the load's :class:`~mosaic.io.runtime.FailedReads` log."""
     clip: bytes | None = None
     """The plan's clip polygon (WKB, grid CRS): pixels of clipped chunks outside it become nodata."""
 

@@ -9,12 +9,12 @@ import numpy as np
 from shapely.geometry import box
 
 from mosaic._repr import plural, short_crs
-from mosaic.geom import lonlat_to_crs
+from mosaic.index.geom import lonlat_to_crs
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS
 
-    from mosaic.planner import Plan
+    from mosaic.planning.planner import Plan
 
 __all__ = ["axis_labels", "plot_plan", "reads_per_chunk"]
 

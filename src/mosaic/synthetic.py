@@ -58,8 +58,8 @@ from rasterio.io import MemoryFile
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
 
 from mosaic.errors import InvalidInputError
-from mosaic.geom import to_lonlat
-from mosaic.runtime import WARNINGS_LOCK
+from mosaic.index.geom import to_lonlat
+from mosaic.io.runtime import WARNINGS_LOCK
 
 __all__ = [
     "BAND_STEP",

@@ -25,7 +25,7 @@ from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.cli.regrid import regrid
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
-from mosaic.paths import redact
+from mosaic.io.paths import redact
 
 __all__ = ["cli", "main", "one_line"]
 

@@ -103,7 +103,7 @@ def export(
       mosaic gti export --index index.parquet -o utm.gti.gpkg --crs utm --resolution 20 \\
           --bbox 11.88,45.40,12.12,45.58 --time 2024-06 --xml
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
-    from mosaic.gti import export_gti
+    from mosaic.outputs.gti import export_gti
 
     if bbox is not None:
         check_bbox(bbox, bbox_crs)

@@ -22,7 +22,7 @@ from mosaic.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
 __all__ = ["build", "describe", "index", "info", "is_stac_source"]
 
@@ -45,7 +45,7 @@ def index() -> None:
 def _stac_files(sources: tuple[str, ...]) -> list[str]:
     """Local STAC files from paths and globs; directories and URLs are usage errors."""
     from mosaic.errors import SourceError
-    from mosaic.sources import is_remote
+    from mosaic.index.sources import is_remote
 
     out: list[str] = []
     for src in sources:
@@ -80,7 +80,7 @@ def _items(source: Any) -> Any:
     if not isinstance(source, (str, os.PathLike)):
         return source
     from mosaic.errors import SourceError
-    from mosaic.sources import iter_items
+    from mosaic.index.sources import iter_items
 
     try:
         items, base = iter_items(source)
@@ -97,7 +97,7 @@ def _items(source: Any) -> Any:
 
 def _from_stac(files: list[Any], assets: tuple[str, ...] | None, workers: int | None, **kw: Any) -> TileIndex:
     """One index of the Items of every file (each file's relative hrefs resolved against its folder)."""
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
     parts = [
         TileIndex.from_stac(_items(f), assets=list(assets) if assets else None, workers=workers, **kw)
@@ -217,7 +217,7 @@ def build(
     import sys
 
     from mosaic.errors import InvalidInputError
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
     progress = not quiet and sys.stderr.isatty()
     wanted = parse_list(assets) if assets else None
@@ -421,7 +421,7 @@ def info(index: str | None, as_json: bool) -> None:
       mosaic index info --index index.parquet
       mosaic index info --index items.json --json
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
-    from mosaic.planner import resolve_index
+    from mosaic.planning.planner import resolve_index
 
     path = require_index(index)
     facts = describe(resolve_index(path))

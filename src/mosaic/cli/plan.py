@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mosaic.cli.options import chunks_opt, json_opt, plan_options
-from mosaic.paths import redact
+from mosaic.io.paths import redact
 
 if TYPE_CHECKING:
-    from mosaic.planner import Plan
+    from mosaic.planning.planner import Plan
 
 __all__ = ["format_plan", "plan", "plan_facts"]
 

@@ -153,7 +153,7 @@ def regrid(
       mosaic regrid --index index.parquet --bbox 11.88,45.4,12.12,45.58 --crs utm --resolution 20
           --time 2024-06-01 --bands visual -o visual.tif
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
-    from mosaic.batch import regrid as run_regrid
+    from mosaic.outputs.batch import regrid as run_regrid
 
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")

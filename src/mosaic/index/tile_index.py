@@ -38,10 +38,8 @@ from mosaic.errors import (
     SkippedSourcesWarning,
     SourceError,
 )
-from mosaic.geom import bbox_to_lonlat, normalize_lonlat
-from mosaic.paths import PrefixesLike, check_allowed, redact, secrets_in
-from mosaic.records import SceneAsset, Skipped
-from mosaic.sources import (
+from mosaic.index.geom import bbox_to_lonlat, normalize_lonlat
+from mosaic.index.sources import (
     AssetHeader,
     HeaderKey,
     NodataOverride,
@@ -58,6 +56,8 @@ from mosaic.sources import (
     to_row,
     with_tile_layout,
 )
+from mosaic.io.paths import PrefixesLike, check_allowed, redact, secrets_in
+from mosaic.planning.records import SceneAsset, Skipped
 from mosaic.times import parse_time, to_utc
 from mosaic.types import BBox, OnError, PathType, TimeLike
 
@@ -98,7 +98,7 @@ _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 _META_KEY = b"mosaic"
 _FORMAT_VERSION = 4
 """Version of the on-disk layout, in the ``mosaic`` key of the Parquet metadata. 1: the first; 2: adds
-``common_names``; 3: adds ``identity``; 4: adds ``tiles`` (:mod:`mosaic.cog` layouts). A file of an
+``common_names``; 3: adds ``identity``; 4: adds ``tiles`` (:mod:`mosaic.io.cog` layouts). A file of an
 older version reads with the added columns filled
 (see ``_ADDED_IN``): empty common names, unknown identities (nothing to check)."""
 _ADDED_IN = {"common_names": 2, "identity": 3, "tiles": 4}
@@ -239,9 +239,9 @@ class TileIndex:
             auth: credential profiles (:mod:`mosaic.auth`) for remote files, matched by href prefix.
             allowed_prefixes: folders and URLs the files must lie under (with
                 ``$MOSAIC_ALLOWED_PREFIXES``, under both): any other is refused before anything is
-                opened (:func:`mosaic.paths.check_allowed`).
+                opened (:func:`mosaic.io.paths.check_allowed`).
             tile_ranges: record each tiled GeoTIFF's tile layout (the byte range of every tile of
-                every level and how to decode it, :mod:`mosaic.cog`; a few hundred bytes a row) in
+                every level and how to decode it, :mod:`mosaic.io.cog`; a few hundred bytes a row) in
                 the ``tiles`` column: loads then fetch tiles straight from those ranges, with no
                 ``HEAD`` and no header request (see the cloud reads page).
 
@@ -462,7 +462,7 @@ class TileIndex:
         Raises:
             HrefNotAllowedError: a tile outside the allowed prefixes (whatever ``on_error``).
         """
-        from mosaic._gti_read import gti_tiles, tile_facts
+        from mosaic.index._gti_read import gti_tiles, tile_facts
 
         nodata = check_nodata_override(nodata)
         tiles = gti_tiles(path, layer=layer, crs_field=crs_field, allowed_prefixes=allowed_prefixes)
@@ -537,7 +537,7 @@ class TileIndex:
         hrefs = self._table.column("href")
         _warn_secrets(hrefs.filter(pc.match_substring_regex(hrefs, "[@=]")).to_pylist(), path)
         if partition_by is not None:
-            from mosaic._index_store import write_partitioned
+            from mosaic.index._store import write_partitioned
 
             return write_partitioned(
                 self, path, partition_by, row_group_size=row_group_size, keep_other=keep_other_partitions
@@ -546,7 +546,7 @@ class TileIndex:
 
     def _write_file(self, path: Path, row_group_size: int) -> Path:
         """Write one GeoParquet file durably (temporary name, flush, rename)."""
-        from mosaic import _durable
+        from mosaic.io import _durable
 
         path.parent.mkdir(parents=True, exist_ok=True)
         wkb = shapely.to_wkb(self._geometry, output_dimension=2) if len(self) else np.empty(0, dtype=object)
@@ -611,7 +611,7 @@ class TileIndex:
         ``utm_zone`` keys fit the query, then, in each file, the row groups whose footer statistics
         (bbox covering, datetime) can match. The result then holds those candidate rows; call
         :meth:`query` for the exact selection. Memory stays that of the candidates, not of the index.
-        What was opened and read is logged (``mosaic.index`` logger, DEBUG).
+        What was opened and read is logged (``mosaic.index.tile_index`` logger, DEBUG).
 
         An index from someone else can point at any file or URL: with ``allowed_prefixes`` (folders
         and URLs) and/or ``$MOSAIC_ALLOWED_PREFIXES``, an index with an href outside them is refused
@@ -625,7 +625,7 @@ class TileIndex:
             IndexFormatError: naming the file: missing, an empty folder, not Parquet (or a GTI), not a
                 mosaic tile index, written by a newer mosaic, or holding conflicting copies of a row.
         """
-        from mosaic._index_store import find_index_files, is_index_collection, read_tables, wanted_keys
+        from mosaic.index._store import find_index_files, is_index_collection, read_tables, wanted_keys
 
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidInputError(

@@ -12,7 +12,7 @@ Reading picks what a query needs in two steps, both without reading any rows:
 The geometry column is read as a dictionary, so a footprint repeated over many dates is decoded from
 WKB once per row group. Memory is that of the candidate rows, not of the index.
 
-The partition keys :meth:`mosaic.index.TileIndex.write` writes, and which a reader trusts to prune:
+The partition keys :meth:`mosaic.index.tile_index.TileIndex.write` writes, and which a reader trusts to prune:
 
 - ``year``: the UTC year of every row's time (``start_datetime``/``end_datetime``, else
   ``datetime``); a row without a time, or whose interval spans two years, goes to the null partition
@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from mosaic.errors import IndexFormatError, InvalidInputError
-from mosaic.paths import redact
+from mosaic.io.paths import redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +71,7 @@ __all__ = [
     "wanted_keys",
 ]
 
-log = logging.getLogger("mosaic.index")
+log = logging.getLogger("mosaic.index.tile_index")
 
 PARTITION_KEYS = ("year", "utm_zone")
 """Partition keys :meth:`TileIndex.write` can write (``partition_by=``), and the ones a reader prunes by."""
@@ -205,7 +205,7 @@ def _filesystem(path: str, profiles: Sequence[Profile]) -> tuple[pafs.FileSystem
     """The pyarrow file system of ``path``, and the path within it."""
     parts = urlsplit(path)
     if parts.scheme == "file":
-        from mosaic.paths import gdal_path
+        from mosaic.io.paths import gdal_path
 
         return pafs.LocalFileSystem(), gdal_path(path)  # decoded, absolute
     if not _is_url(path):
@@ -552,7 +552,7 @@ def _open_file(
     version_max: int,
 ) -> tuple[pq.ParquetFile, _Footer, dict[str, Any], tuple[str, ...]]:
     """A file's reader after the checks that it is a tile index mosaic reads (errors name the file)."""
-    from mosaic.index import _ADDED_IN, _META_KEY
+    from mosaic.index.tile_index import _ADDED_IN, _META_KEY
 
     footer = _cached_footer(fs, path, stamp)
     try:
@@ -707,7 +707,7 @@ def write_partitioned(
     row_group_size: int,
     keep_other: bool,
 ) -> Path:
-    """Write ``index`` as a folder of hive partitions (see :meth:`mosaic.index.TileIndex.write`).
+    """Write ``index`` as a folder of hive partitions (see :meth:`mosaic.index.tile_index.TileIndex.write`).
 
     Each partition's file is written as a single index file is (rows in canonical order, row groups
     of ``row_group_size``, temporary name, flush, rename); then the folders are flushed and, unless
@@ -716,7 +716,7 @@ def write_partitioned(
     Raises:
         InvalidInputError: an unknown or repeated key, a URL, or ``path`` is a file.
     """
-    from mosaic import _durable
+    from mosaic.io import _durable
 
     keys = [partition_by] if isinstance(partition_by, str) else list(partition_by)
     unknown = [k for k in keys if k not in PARTITION_KEYS]

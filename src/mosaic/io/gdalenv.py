@@ -15,7 +15,7 @@ import rasterio
 import rasterio.env
 
 from mosaic.auth import Profile, gdal_options_for, reveal_options
-from mosaic.fetch import RANGE_GAP
+from mosaic.io.fetch import RANGE_GAP
 
 __all__ = ["CLOUD_DEFAULTS", "gdal_env", "href_env", "options_env"]
 

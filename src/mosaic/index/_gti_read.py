@@ -5,8 +5,8 @@ A GTI lists tiles in a vector layer: a location field (``location`` unless the l
 feature into a :class:`GtiTile` (href, and id, asset, time, CRS and source nodata where the GTI has them:
 ours writes ``id``, ``asset``, ``datetime``, ``src_crs`` and ``src_nodata``; ``gdaltindex
 -src_srs_name`` writes a CRS field);
-:func:`tile_facts` reads the tile's grid with :func:`mosaic.sources.read_file`. Public through
-:mod:`mosaic.gti`.
+:func:`tile_facts` reads the tile's grid with :func:`mosaic.index.sources.read_file`. Public through
+:mod:`mosaic.outputs.gti`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import pandas as pd
 from pyproj import CRS
 
 from mosaic.errors import IndexFormatError, SourceError
-from mosaic.paths import PrefixesLike, check_allowed
-from mosaic.records import crs_to_string
-from mosaic.sources import FileFacts, NodataOverride, is_remote, read_file
+from mosaic.index.sources import FileFacts, NodataOverride, is_remote, read_file
+from mosaic.io.paths import PrefixesLike, check_allowed
+from mosaic.planning.records import crs_to_string
 from mosaic.times import to_utc
 from mosaic.types import PathType
 
@@ -133,7 +133,7 @@ def gti_tiles(
         layer: the tile index layer, where the file has several.
         crs_field: field holding each tile's CRS (default: ``src_crs`` or ``src_srs`` when present, as
             written by :func:`export_gti` or ``gdaltindex -src_srs_name src_srs``).
-        allowed_prefixes: where a ``.gti`` XML's vector file may be (:func:`mosaic.paths.check_allowed`).
+        allowed_prefixes: where a ``.gti`` XML's vector file may be (:func:`mosaic.io.paths.check_allowed`).
 
     Ids and assets come from ``id``/``asset`` fields when present; else a tile's id is its file stem or,
     when stems repeat (``<scene>/<band>.tif``), its folder name, with the stem as asset.
@@ -204,7 +204,7 @@ def gti_tiles(
 
 
 def _nodata(value: Any, where: Path) -> float:
-    """A ``src_nodata`` value (text, as :func:`mosaic.gti.export_gti` writes it, or a number)."""
+    """A ``src_nodata`` value (text, as :func:`mosaic.outputs.gti.export_gti` writes it, or a number)."""
     try:
         return float(value)  # "nan", "-9999.0", 0
     except (TypeError, ValueError) as exc:

@@ -9,9 +9,9 @@ the order that reproduces ``method="first"`` (or ``"last"``): GDAL draws the hig
 
 GDAL's GTI warps a tile of another CRS with its default approximate transformer (0.125 px error, not
 configurable), which flips ~4% of nearest-neighbour picks against :func:`mosaic.load` (0.01 px, see
-:data:`mosaic.read.WARP_TOLERANCE`) and misplaces tiles across the antimeridian. So by default
+:data:`mosaic.io.read.WARP_TOLERANCE`) and misplaces tiles across the antimeridian. So by default
 (``warp="exact"``) such a tile's ``location`` is an inline warped VRT of it on the mosaic grid
-(:mod:`mosaic._gti_xml`); tiles already on the grid (same CRS, whole-pixel offset) keep a plain path.
+(:mod:`mosaic.outputs._gti_xml`); tiles already on the grid (same CRS, whole-pixel offset) keep a plain path.
 ``warp="gdal"`` lets GDAL warp every tile itself. Every tile also has ``href`` (its absolute GDAL
 path), ``id``, ``asset``, ``datetime`` (for a GTI ``FILTER``), ``src_crs`` and ``src_nodata`` (the
 index row's nodata).
@@ -49,8 +49,12 @@ from odc.geo.geobox import GeoBox
 from pyproj import CRS
 from shapely.geometry import box
 
-from mosaic._gti_read import GtiTile, gti_tiles, tile_facts
-from mosaic._gti_xml import (
+from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, OutputError, SourceError
+from mosaic.index._gti_read import GtiTile, gti_tiles, tile_facts
+from mosaic.index.geom import areal, bbox_to_lonlat, grid_outline, lonlat_to_crs, to_lonlat
+from mosaic.index.tile_index import TileIndex
+from mosaic.io.paths import check_allowed, credentials_in, gdal_path
+from mosaic.outputs._gti_xml import (
     Band,
     Declared,
     declared,
@@ -61,9 +65,7 @@ from mosaic._gti_xml import (
     source_nodata,
     warped_vrt,
 )
-from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, OutputError, SourceError
-from mosaic.geom import areal, bbox_to_lonlat, grid_outline, lonlat_to_crs, to_lonlat
-from mosaic.grid import (
+from mosaic.planning.grid import (
     DEFAULT_MAX_PIXELS,
     check_bbox,
     check_grid,
@@ -72,11 +74,9 @@ from mosaic.grid import (
     target_crs,
     warn_area_of_use,
 )
-from mosaic.index import TileIndex
-from mosaic.paths import check_allowed, credentials_in, gdal_path
-from mosaic.records import SceneAsset, crs_to_string
+from mosaic.planning.records import SceneAsset, crs_to_string
+from mosaic.planning.windows import footprint_in_target
 from mosaic.types import BBox, PathType, TimeLike
-from mosaic.windows import footprint_in_target
 
 __all__ = ["GTI_MIN_GDAL", "GtiTile", "export_gti", "gti_tiles", "require_gti_driver", "tile_facts"]
 
@@ -115,7 +115,7 @@ def require_gti_driver() -> None:
 
 def _as_index(index: TileIndex | PathType | Any) -> TileIndex:
     """The index to export: a TileIndex, a saved index or STAC Items, or any GDAL tile index file."""
-    from mosaic.planner import resolve_index
+    from mosaic.planning.planner import resolve_index
 
     return resolve_index(index, other_files="gti")
 
@@ -131,7 +131,7 @@ def _grid(
     bands: Sequence[str] | str | None,
 ) -> GeoBox:
     """The grid of ``mosaic.load`` for the same arguments; without a bbox, the footprints' extent."""
-    from mosaic.planner import anchor_of, request_grid
+    from mosaic.planning.planner import anchor_of, request_grid
 
     phase = anchor_of(anchor)
     if bbox is None:
@@ -258,7 +258,7 @@ def export_gti(
         )
     if warp not in ("exact", "gdal"):
         raise InvalidInputError(f"warp must be 'exact' or 'gdal', got {warp!r}")
-    from mosaic.planner import check_bands
+    from mosaic.planning.planner import check_bands
 
     bands = check_bands(bands)
     check_max_pixels(max_pixels)
@@ -364,7 +364,8 @@ def _layer(
     """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first.
 
     Each tile's ``location`` makes GDAL find missing what :func:`mosaic.load` finds missing
-    (:mod:`mosaic._gti_xml`): a warped VRT, the bare file, or the file in a VRT that says what the file
+    (:mod:`mosaic.outputs._gti_xml`):
+    a warped VRT, the bare file, or the file in a VRT that says what the file
     does not. Files are opened (headers only) where that depends on what they declare.
     """
     import geopandas as gpd

@@ -21,8 +21,8 @@ from pyproj import CRS
 from pyproj.enums import TransformDirection
 
 from mosaic.errors import InvalidInputError
-from mosaic.geom import LONLAT, densify, grid_outline, lonlat_to_crs, to_lonlat, transformer
-from mosaic.records import SceneAsset
+from mosaic.index.geom import LONLAT, densify, grid_outline, lonlat_to_crs, to_lonlat, transformer
+from mosaic.planning.records import SceneAsset
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS as GeoCRS

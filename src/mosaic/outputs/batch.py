@@ -8,13 +8,13 @@ still planned and read per region (one read task per band, time step and chunk, 
 A Zarr regrid (:func:`write_zarr`):
 
 1. fingerprints the plan and the store layout (time chunk, Zarr format, mosaic version);
-2. takes the output's lease (``<store>.mosaic-lock`` beside the store, :mod:`mosaic._lease`): one
+2. takes the output's lease (``<store>.mosaic-lock`` beside the store, :mod:`mosaic.outputs._lease`): one
    writer per store; a live holder makes this run fail, a dead one's lease is taken over;
 3. creates the store (xarray ``to_zarr(compute=False)``: metadata, coordinates, the ``spatial_ref``
    grid mapping and a record of the request in the attributes, ``regrid_status`` "incomplete"),
    flushes it to the disk, then writes ``.mosaic-regrid/sources.json`` (the identity of each file the
    plan reads) and ``.mosaic-regrid/request.json``; an existing store must carry the same fingerprint
-   (:func:`_check_same_request`), and its files the identities recorded (:mod:`mosaic.identity`);
+   (:func:`_check_same_request`), and its files the identities recorded (:mod:`mosaic.io.identity`);
 4. skips regions already marked done (``.mosaic-regrid/done/<t>.<y>.<x>``) and regions no scene
    touches (Zarr reads a chunk never written as its fill value, which is the band's nodata);
 5. runs the rest in bounded batches, each region a small graph: its read tasks and one write task
@@ -28,7 +28,7 @@ A COG (:func:`write_cog`) is one time step: regions are written into a tiled Geo
 output, which GDAL's COG driver then copies (with overviews) to a temporary name, flushed to the
 disk and renamed over the output; under the output's lease too.
 
-Cutting the graph per region and running the regions is :mod:`mosaic._batch_exec`.
+Cutting the graph per region and running the regions is :mod:`mosaic.outputs._batch_exec`.
 """
 
 from __future__ import annotations
@@ -50,17 +50,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from dask.base import tokenize
 
-from mosaic import _durable
-from mosaic._batch_exec import Blocks, execute, progress_bar
-from mosaic._lease import Lease, confirm
 from mosaic.api import to_dataset
 from mosaic.errors import InvalidInputError, OutputError, RegridRecoveryWarning
-from mosaic.geom import as_geometry
-from mosaic.grid import DEFAULT_MAX_PIXELS, whole_number
-from mosaic.identity import check_sources, source_record
-from mosaic.paths import redact
-from mosaic.planner import Plan, make_plan
-from mosaic.runtime import WARNINGS_LOCK
+from mosaic.index.geom import as_geometry
+from mosaic.io import _durable
+from mosaic.io.identity import check_sources, source_record
+from mosaic.io.paths import redact
+from mosaic.io.runtime import WARNINGS_LOCK
+from mosaic.outputs._batch_exec import Blocks, execute, progress_bar
+from mosaic.outputs._lease import Lease, confirm
+from mosaic.planning.grid import DEFAULT_MAX_PIXELS, whole_number
+from mosaic.planning.planner import Plan, make_plan
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -193,7 +193,7 @@ class _ZarrTarget:
     """What a write task needs to find the store: picklable, so it reaches dask.distributed workers.
 
     ``lease_url`` and ``lease_token`` name the lease of the run that made the task: the task writes
-    only while that run still holds it (:func:`mosaic._lease.confirm`).
+    only while that run still holds it (:func:`mosaic.outputs._lease.confirm`).
     """
 
     url: str

@@ -16,7 +16,7 @@ version ids are not used: GDAL keeps neither where it can be asked without a req
 :func:`observe` gives the identity a file has now: ``os.stat`` for a local path, GDAL's own stat for a
 ``/vsi`` path (after GDAL opened the file, it answers from what it learnt at the open, with no request;
 ``fresh=True`` asks the server again). Two checks are built on it: the reader's
-(:func:`mosaic.read.read_window` warns, once per file and process, when a file differs from its
+(:func:`mosaic.io.read.read_window` warns, once per file and process, when a file differs from its
 index row) and the resume check of :func:`mosaic.regrid` (:func:`source_record` keeps the identities
 in the store's state when it is created, :func:`check_sources` refuses to resume when a file differs).
 """
@@ -35,10 +35,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from mosaic.errors import ChangedSourcesError, InvalidInputError
-from mosaic.paths import gdal_path, is_network, redact
+from mosaic.io.paths import gdal_path, is_network, redact
 
 if TYPE_CHECKING:
-    from mosaic.planner import Plan
+    from mosaic.planning.planner import Plan
 
 __all__ = [
     "CHECKED",
@@ -172,7 +172,7 @@ def _vsi_stat(lib: ctypes.CDLL, path: str) -> bytes | None:
 @lru_cache(maxsize=1)
 def _stat_layout() -> tuple[ctypes.CDLL, int, int] | None:
     """GDAL's library and the (size, mtime) offsets of its stat buffer, checked on a local file; or None."""
-    from mosaic.read import _libgdal
+    from mosaic.io.read import _libgdal
 
     lib = _libgdal()
     layout = next((v for k, v in _STAT_LAYOUTS.items() if sys.platform.startswith(k)), None)
@@ -243,7 +243,7 @@ def _key(href: str) -> str:
 
 def _observe_all(plan: Plan, hrefs: Iterable[str]) -> dict[str, str | OSError | None]:
     """The identity of each file now, asked afresh, in parallel (in the plan's GDAL settings)."""
-    from mosaic.gdalenv import gdal_env, href_env
+    from mosaic.io.gdalenv import gdal_env, href_env
 
     def one(href: str) -> str | OSError | None:
         try:

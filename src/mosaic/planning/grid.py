@@ -37,12 +37,12 @@ from pyproj.exceptions import CRSError
 from shapely.geometry import box
 
 from mosaic.errors import CRSAreaWarning, GridSizeError, InvalidInputError
-from mosaic.geom import LONLAT, bbox_to_lonlat, centre_lon, lonlat_to_crs
+from mosaic.index.geom import LONLAT, bbox_to_lonlat, centre_lon, lonlat_to_crs
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from mosaic.records import SceneAsset
+    from mosaic.planning.records import SceneAsset
 
 __all__ = [
     "AREA_OF_USE_MARGIN",

@@ -4,7 +4,7 @@
 read tasks and the constant blocks they alias); :func:`execute` runs one small graph per region, a
 bounded batch at a time on dask's threaded scheduler or as a sliding window on a
 ``dask.distributed`` client, calling back in the calling thread as each region finishes. Nothing
-here knows about Zarr or GeoTIFF: :mod:`mosaic.batch` adds each region's final task.
+here knows about Zarr or GeoTIFF: :mod:`mosaic.outputs.batch` adds each region's final task.
 """
 
 from __future__ import annotations

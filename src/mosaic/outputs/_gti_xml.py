@@ -1,6 +1,7 @@
 """The GDAL-facing text of a GTI export: layer metadata, per-tile VRTs, the ``.gti`` XML wrapper.
 
-Private to :mod:`mosaic.gti`. GDAL's GTI driver draws each tile over the ones below it: a tile whose bands
+Private to :mod:`mosaic.outputs.gti`.
+GDAL's GTI driver draws each tile over the ones below it: a tile whose bands
 declare a nodata value is transparent where its pixels hold it; a tile with a mask band (per-dataset
 mask or alpha band) is transparent where the mask is 0, and then its nodata is not looked at; any other
 tile is opaque over its whole pixel grid. :func:`mosaic.load` instead counts a source pixel as missing
@@ -9,7 +10,7 @@ mask says so, and, in floating-point files, where it is NaN. So every tile GDAL 
 exactly that validity:
 
 - A tile GDAL would have to warp is an inline ``VRTWarpedDataset`` on a window of the mosaic grid, with
-  mosaic's warp tolerance (:data:`mosaic.read.WARP_TOLERANCE`) and, where :func:`mosaic.load` would
+  mosaic's warp tolerance (:data:`mosaic.io.read.WARP_TOLERANCE`) and, where :func:`mosaic.load` would
   read an overview, that overview (``OVERVIEW_LEVEL`` open option): GDAL then warps as mosaic's reader
   does (:func:`warped_vrt`). The source nodata load uses is the warp's source nodata; outside the
   source grid and on missing pixels the VRT holds a nodata of its own (NaN in floating-point mosaics,
@@ -37,12 +38,12 @@ import rasterio.errors
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
-from mosaic.bands import to_physical
 from mosaic.errors import InvalidInputError, SourceError
-from mosaic.gdalenv import gdal_env
-from mosaic.paths import gdal_path
-from mosaic.read import GDAL_TYPES, WARP_TOLERANCE
-from mosaic.records import SceneAsset
+from mosaic.io.gdalenv import gdal_env
+from mosaic.io.paths import gdal_path
+from mosaic.io.read import GDAL_TYPES, WARP_TOLERANCE
+from mosaic.planning.bands import to_physical
+from mosaic.planning.records import SceneAsset
 
 __all__ = [
     "Band",

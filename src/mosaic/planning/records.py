@@ -13,7 +13,7 @@ from affine import Affine
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
-from mosaic.geom import grid_outline
+from mosaic.index.geom import grid_outline
 
 __all__ = ["SceneAsset", "Skipped", "crs_to_string"]
 
@@ -61,12 +61,12 @@ class SceneAsset:
         offset: offset from stored to physical values, where given.
         collection: the STAC collection id, where known.
         properties: the Item's properties as JSON text (for grouping by a property), where known.
-        identity: what the file was when indexed (:mod:`mosaic.identity`), e.g.
+        identity: what the file was when indexed (:mod:`mosaic.io.identity`), e.g.
             ``"size=4564;mtime=2026-12-05T06:30:07.123456Z"``: its size and modification time (a local
             file's stat, or what GDAL learnt opening a URL), or the STAC ``file:size``,
             ``file:checksum`` or ``updated``; None where unknown (indexes of format 2 and older,
             footprints without files). The reader warns when a file's size or time differ from it.
-        tiles: the file's tile layout (:mod:`mosaic.cog`, recorded with ``tile_ranges=True``): where
+        tiles: the file's tile layout (:mod:`mosaic.io.cog`, recorded with ``tile_ranges=True``): where
             each tile of each level is and how to decode it, so that a read fetches its tiles with no
             header request; None where not recorded (GDAL then opens the file).
     """
@@ -128,7 +128,7 @@ class Skipped:
     reason: str
 
     def __str__(self) -> str:
-        from mosaic.paths import redact
+        from mosaic.io.paths import redact
 
         return redact(f"{self.href}: {self.reason}")
 

@@ -1,10 +1,11 @@
 """The reader: fetch one planned window and warp it into one output chunk with GDAL.
 
-A :class:`~mosaic.planner.Read` names the file, band, overview level and window; this module opens the
-file (reusing a per-thread handle; the first open of a file in a process checks it is still the one
-indexed, see :mod:`mosaic.identity`), reads the window through the limiter (with retries), turns nodata
-and masked pixels into NaN, and puts the window onto the chunk grid: pasted when the two grids differ
-by whole pixels only, else warped by GDAL (a ``WarpedVRT`` over a read-only in-memory dataset).
+A :class:`~mosaic.planning.planner.Read` names the file, band, overview level and window; this
+module opens the file (reusing a per-thread handle; the first open of a file in a process checks it
+is still the one indexed, see :mod:`mosaic.io.identity`), reads the window through the limiter (with
+retries), turns nodata and masked pixels into NaN, and puts the window onto the chunk grid: pasted
+when the two grids differ by whole pixels only, else warped by GDAL (a ``WarpedVRT`` over a read-only
+in-memory dataset).
 Results are floating point with NaN where there is no data.
 """
 
@@ -36,13 +37,21 @@ from rasterio.windows import Window
 
 from mosaic.auth import Profile, gdal_options_for
 from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
-from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
-from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
-from mosaic.identity import change, observe
-from mosaic.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
-from mosaic.paths import check_allowed, gdal_path, is_network, redact, redact_exception
-from mosaic.planner import Read
-from mosaic.runtime import handle_cache, process_registry
+from mosaic.io.fetch import (
+    GDAL_CACHE_BYTES,
+    RANGE_GAP,
+    Fetch,
+    FetchedRanges,
+    gdal_fetch,
+    prefetch,
+    tile_ranges,
+)
+from mosaic.io.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
+from mosaic.io.identity import change, observe
+from mosaic.io.limits import ReadLimiter, is_auth_failure, is_transient, parse_retry_after, retry_call
+from mosaic.io.paths import check_allowed, gdal_path, is_network, redact, redact_exception
+from mosaic.io.runtime import handle_cache, process_registry
+from mosaic.planning.planner import Read
 
 __all__ = [
     "CLOUD_DEFAULTS",
@@ -229,8 +238,8 @@ def _read_direct(
     """
     from rasterio.windows import transform as window_transform
 
-    from mosaic.cog import assemble, decodable, decode_layout, window_ranges
-    from mosaic.ranged import NotDirect, checkable, transport
+    from mosaic.io.cog import assemble, decodable, decode_layout, window_ranges
+    from mosaic.io.ranged import NotDirect, checkable, transport
 
     layout = decode_layout(blob)
     stale = cast(_Checked, process_registry("stale-layouts", _Checked))
@@ -301,8 +310,8 @@ def _read_direct(
 
 def _fetch_tiles(how: Any, ranges: Sequence[tuple[int, int]], identity: str, gap: int) -> dict[int, bytes]:
     """The bytes of each tile range, fetched in ranges merged across gaps of up to ``gap`` bytes."""
-    from mosaic.fetch import coalesce
-    from mosaic.ranged import fetch
+    from mosaic.io.fetch import coalesce
+    from mosaic.io.ranged import fetch
 
     if not ranges:
         return {}
@@ -329,7 +338,7 @@ def _spans(
 
 def _tile_bytes() -> Any:
     """This process's tiles fetched by direct reads (sized like GDAL's cache of remote files)."""
-    from mosaic.ranged import TileBytes
+    from mosaic.io.ranged import TileBytes
 
     return process_registry("tile-bytes", lambda: TileBytes(_gdal_cache_bytes()))
 
@@ -463,7 +472,7 @@ def _config_int(key: str, default: int) -> int:
 
 
 def _prefetch(src: Any, path: str, band: int, window: Window, limiter: ReadLimiter) -> None:
-    """Fetch ``window``'s tiles as merged byte ranges (:mod:`mosaic.fetch`) before GDAL reads it."""
+    """Fetch ``window``'s tiles as merged byte ranges (:mod:`mosaic.io.fetch`) before GDAL reads it."""
     registry = _fetched()
     budget = _config_int("MOSAIC_PREFETCH_BYTES", registry.capacity // (2 * limiter.max_concurrency))
     lib = _libgdal()

@@ -1,6 +1,6 @@
 """Byte ranges of a file fetched straight from where it is: no open, no ``HEAD``, no header request.
 
-With a file's tile layout recorded in the index (:mod:`mosaic.cog`), a read knows which bytes it needs
+With a file's tile layout recorded in the index (:mod:`mosaic.io.cog`), a read knows which bytes it needs
 before touching the file. :func:`fetch` gets them: a local file with ``pread``; an ``http(s)`` URL with
 one ``GET`` and a ``Range`` header per merged range (a kept-alive connection per thread and host); an
 ``s3://`` object the same way, signed with AWS Signature Version 4. Credentials are GDAL's settings of
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 
-from mosaic.identity import change, format_identity, observe, parse_identity
+from mosaic.io.identity import change, format_identity, observe, parse_identity
 
 __all__ = ["NotDirect", "StaleLayout", "TileBytes", "Transport", "checkable", "fetch", "transport"]
 

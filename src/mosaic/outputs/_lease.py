@@ -51,8 +51,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from mosaic import _durable
 from mosaic.errors import InvalidInputError, OutputError, OutputLockedError, RegridRecoveryWarning
+from mosaic.io import _durable
 
 __all__ = ["HEARTBEAT_SECONDS", "LOCK_SUFFIX", "STALE_SECONDS", "Holder", "Lease", "confirm", "lock_location"]
 

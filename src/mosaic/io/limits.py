@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from mosaic.runtime import default_concurrency, process_registry
+from mosaic.io.runtime import default_concurrency, process_registry
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -58,7 +58,7 @@ class LimiterStats:
     failures: int
     tile_range_reads: int = 0
     """Reads that fetched their tiles straight from the byte ranges the index recorded (no header
-    request; :mod:`mosaic.cog`); the others opened the file with GDAL."""
+    request; :mod:`mosaic.io.cog`); the others opened the file with GDAL."""
 
 
 class ReadLimiter:
@@ -127,7 +127,7 @@ class ReadLimiter:
 
 
 def get_limiter(max_concurrency: int | None = None) -> ReadLimiter:
-    """The process-wide limiter for this bound (default: :func:`mosaic.runtime.default_concurrency`).
+    """The process-wide limiter for this bound (default: :func:`mosaic.io.runtime.default_concurrency`).
 
     Inside a ``dask.distributed`` worker, an explicit ``max_concurrency`` is a bound for the whole
     cluster: the limiter then also takes a lease of the cluster's semaphore ``mosaic-reads-<n>``.

@@ -1,4 +1,4 @@
-"""Sources: turn raster files and STAC Items into tile index rows (:class:`~mosaic.records.SceneAsset`).
+"""Sources: turn raster files and STAC Items into tile index rows (``SceneAsset`` records).
 
 This is the first step of the flow. Files are opened with rasterio (metadata and, for files with
 nodata, a coarse read of the validity mask to trace the data footprint); STAC Items are read without
@@ -32,13 +32,13 @@ from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile
 from mosaic.errors import AuthenticationError, InvalidInputError, SourceError
-from mosaic.gdalenv import gdal_env, href_env
-from mosaic.geom import grid_outline, normalize_lonlat, to_lonlat
-from mosaic.identity import merged, observe, stac_identity
-from mosaic.limits import is_auth_failure
-from mosaic.paths import check_allowed, gdal_path, redact_exception
-from mosaic.records import SceneAsset, crs_to_string
-from mosaic.runtime import WARNINGS_LOCK
+from mosaic.index.geom import grid_outline, normalize_lonlat, to_lonlat
+from mosaic.io.gdalenv import gdal_env, href_env
+from mosaic.io.identity import merged, observe, stac_identity
+from mosaic.io.limits import is_auth_failure
+from mosaic.io.paths import check_allowed, gdal_path, redact_exception
+from mosaic.io.runtime import WARNINGS_LOCK
+from mosaic.planning.records import SceneAsset, crs_to_string
 from mosaic.times import to_utc
 
 __all__ = [
@@ -251,7 +251,7 @@ def read_file(
 ) -> FileFacts:
     """Read one raster file's metadata and native data footprint (I/O only; safe in worker threads).
 
-    The file is opened with the cloud defaults (:data:`mosaic.gdalenv.CLOUD_DEFAULTS`: no directory
+    The file is opened with the cloud defaults (:data:`mosaic.io.gdalenv.CLOUD_DEFAULTS`: no directory
     listing or sidecar probing of a URL), ``gdal_options`` over them, and the credentials of the
     ``auth`` profile matching ``href``.
 
@@ -301,14 +301,14 @@ def read_file(
 
 
 def tile_layout(src: rasterio.io.DatasetReader, href: str) -> bytes | None:
-    """The encoded tile layout (:mod:`mosaic.cog`) of the open file ``src``, or None.
+    """The encoded tile layout (:mod:`mosaic.io.cog`) of the open file ``src``, or None.
 
     Parsed from the file's own TIFF header (for a URL, read through GDAL's cache of what the open
     fetched, plus any tile offsets stored beyond it) and checked against what GDAL says of the file:
     shape, data type, bands, tile size, overviews, nodata. None for anything else (not a tiled GeoTIFF,
     masks, alpha bands, a layout GDAL would read differently): GDAL then opens the file at load.
     """
-    from mosaic.cog import NotTiled, encode, parse_tiff
+    from mosaic.io.cog import NotTiled, encode, parse_tiff
 
     if src.driver != "GTiff":
         return None
@@ -353,7 +353,7 @@ class _ByteReader:
         if not self.path.startswith("/vsi"):
             self._file = open(self.path, "rb")
             return self._read_file
-        from mosaic.read import _libgdal
+        from mosaic.io.read import _libgdal
 
         lib = _libgdal()
         if lib is None:
@@ -423,7 +423,7 @@ def with_tile_layout(
 
 
 def _identity_of(href: str) -> str | None:
-    """The identity of a file just opened (:func:`mosaic.identity.observe`), None if it has none."""
+    """The identity of a file just opened (:func:`mosaic.io.identity.observe`), None if it has none."""
     try:
         return observe(href)
     except OSError:

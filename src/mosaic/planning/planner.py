@@ -41,7 +41,19 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, as_profiles, hide_secrets
-from mosaic.bands import (
+from mosaic.errors import IndexFormatError, InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
+from mosaic.index.geom import (
+    areal,
+    as_geometry,
+    bbox_to_lonlat,
+    centre_lon,
+    geometry_bounds,
+    lonlat_to_crs,
+    to_lonlat,
+)
+from mosaic.index.tile_index import TileIndex
+from mosaic.io.paths import check_allowed, redact
+from mosaic.planning.bands import (
     RESAMPLING,
     BandSpec,
     band_specs,
@@ -51,17 +63,7 @@ from mosaic.bands import (
     to_physical,
     with_source_nodata,
 )
-from mosaic.errors import IndexFormatError, InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
-from mosaic.geom import (
-    areal,
-    as_geometry,
-    bbox_to_lonlat,
-    centre_lon,
-    geometry_bounds,
-    lonlat_to_crs,
-    to_lonlat,
-)
-from mosaic.grid import (
+from mosaic.planning.grid import (
     DEFAULT_CHUNK,
     DEFAULT_MAX_PIXELS,
     anchor_phase,
@@ -74,12 +76,8 @@ from mosaic.grid import (
     parse_crs,
     warn_area_of_use,
 )
-from mosaic.index import TileIndex
-from mosaic.paths import check_allowed, redact
-from mosaic.records import SceneAsset
-from mosaic.times import parse_time
-from mosaic.types import BBox, TimeLike
-from mosaic.windows import (
+from mosaic.planning.records import SceneAsset
+from mosaic.planning.windows import (
     WindowFinder,
     chunk_boxes,
     chunk_targets,
@@ -88,6 +86,8 @@ from mosaic.windows import (
     grid_in_target,
     scene_windows,
 )
+from mosaic.times import parse_time
+from mosaic.types import BBox, TimeLike
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS as GeoCRS
@@ -141,10 +141,10 @@ class Read:
     """(scale, offset) turning this scene's stored values into physical ones, when the scenes of the
     band disagree on them (the band is then mosaicked in physical units); None: stored values as is."""
     identity: str | None = None
-    """What the file was when indexed (:attr:`~mosaic.records.SceneAsset.identity`): the reader warns,
+    """What the file was when indexed (``SceneAsset.identity``): the reader warns,
     once per file and process, when its size or modification time now differ. None: unknown."""
     tiles: bytes | None = field(default=None, repr=False)
-    """The file's tile layout (:attr:`~mosaic.records.SceneAsset.tiles`): the reader then fetches the
+    """The file's tile layout (:attr:`~mosaic.planning.records.SceneAsset.tiles`): the reader then fetches the
     window's tiles straight from their byte ranges, with no header request. None: GDAL opens the file."""
 
     @property
@@ -416,7 +416,7 @@ def resolve_index(
     if isinstance(index, TileIndex):
         return index
     if isinstance(index, (str, os.PathLike)):
-        from mosaic._index_store import is_index_collection
+        from mosaic.index._store import is_index_collection
 
         text = os.fspath(index)
         try:
@@ -445,7 +445,7 @@ def _index_file(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mosaic.sources import RASTER_SUFFIXES
+    from mosaic.index.sources import RASTER_SUFFIXES
 
     build = "make one with 'mosaic index build' or TileIndex.write"
     if not path.exists():
@@ -481,7 +481,7 @@ def _index_file(
 def _stac_file(path: Path, label: str) -> TileIndex:
     """The index of the STAC Items in a JSON, NDJSON or stac-geoparquet file."""
     from mosaic.errors import SourceError
-    from mosaic.sources import iter_items
+    from mosaic.index.sources import iter_items
 
     try:
         items, base = iter_items(path)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mosaic.errors import InvalidInputError, MosaicWarning
-from mosaic.records import SceneAsset
+from mosaic.planning.records import SceneAsset
 from mosaic.types import RESAMPLING
 
 __all__ = [

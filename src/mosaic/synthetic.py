@@ -883,7 +883,7 @@ def demo_specs(size: int | None = None, *, clouds: bool = False) -> list[SceneSp
         collar: Collar | None,
         platform: str = "synthetic-2a",
     ) -> SceneSpec:
-        sky = demo_clouds(centre, when) if clouds else ()
+        sky = demo_clouds(anchors.get(stem.split("-")[-1], centre), when) if clouds else ()
         return SceneSpec(
             f"{stem}-{when:%Y%m%d}",
             crs,
@@ -897,6 +897,13 @@ def demo_specs(size: int | None = None, *, clouds: bool = False) -> list[SceneSp
             clouds=sky,
         )
 
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for stem, _, centre, *_ in _SEAM_SCENES:  # the scenes of a seam (or of 15E), one pass
+        groups.setdefault(stem.split("-")[-1], []).append(centre)
+    anchors = {
+        key: (float(np.mean([c[0] for c in cs])), float(np.mean([c[1] for c in cs])))
+        for key, cs in groups.items()
+    }
     specs = []
     for stem, crs, centre, dates, (hh, mm, ss), collar in _SEAM_SCENES:
         for i in dates:
@@ -907,17 +914,16 @@ def demo_specs(size: int | None = None, *, clouds: bool = False) -> list[SceneSp
     return specs
 
 
-def demo_clouds(centre: tuple[float, float], when: _dt.datetime | _dt.date) -> tuple[Cloud, ...]:
-    """The demo's clouds near ``centre`` on the UTC day of ``when``: the same for every scene of a pass.
+def demo_clouds(anchor: tuple[float, float], when: _dt.datetime | _dt.date) -> tuple[Cloud, ...]:
+    """The demo's clouds around ``anchor`` (lon, lat) on the UTC day of ``when``.
 
-    Clouds are placed around the whole degree of longitude nearest the centre (the seam both scenes of
-    a pass straddle), so the two scenes of a seam share them: one that stays on every date (4 km east
-    and 3 km south of that point, radius 2.5 km), and three that move with the date (radius 1.2 to 3
-    km, within 6 km of it), from a seed of the day and the place.
+    One cloud stays on every date (4 km east and 3 km south of the anchor, radius 2.5 km), three move
+    with the date (radius 1.2 to 3 km, centres within 6 km of it), from a seed of the day and the
+    place. :func:`demo_specs` anchors the two scenes of a seam pass at their midpoint, so they share
+    their clouds, and other scenes at their centre.
     """
-    lon, lat = centre
+    lat = anchor[1]
     day = when.date() if isinstance(when, _dt.datetime) else when
-    anchor = (float(round(lon)) if abs(lon - round(lon)) < 0.1 else lon, lat)
     per_m = (1.0 / (111_320.0 * math.cos(math.radians(lat))), 1.0 / 110_540.0)
 
     def at(dx: float, dy: float, radius: float) -> Cloud:

@@ -371,6 +371,22 @@ def test_masked_qa_bits_equal_blanking_a_coarser_band(
     assert (out == 0).sum() > 100
 
 
+def test_a_coarse_load_reads_overviews_and_full_resolution_masks(
+    cloudy: tuple[Path, list[pystac.Item]],
+) -> None:
+    """Data at an overview, the quality band at full resolution, picked at each coarse pixel's centre."""
+    index = TileIndex.from_stac(cloudy[1])
+    request = {"index": index, "bands": ["B02"], "groupby": None, "crs": "EPSG:32633", "resolution": 320.0}
+    the_plan = mosaic.plan(SEAM_BBOX, mask="sentinel2-scl", **request)
+    reads = [r for t in the_plan.tasks for r in t.reads]
+    assert min(r.factor for r in reads) > 1  # decimated reads: GDAL picks the overview
+    assert {(m.overview, m.factor) for r in reads for m in r.masks} == {(-1, 1)}
+    out = mosaic.load(SEAM_BBOX, mask="sentinel2-scl", chunks=None, **request).B02.values
+    plain = mosaic.load(SEAM_BBOX, chunks=None, **request).B02.values
+    assert (plain >= CLOUDY).sum() > 20 and not (out >= CLOUDY).any()
+    assert ((out > 0) & (out == plain)).sum() > 0.5 * (plain > 0).sum()  # most pixels are clear
+
+
 def test_mask_fraction_is_the_share_of_scenes_dropped(cloudy_index: TileIndex) -> None:
     request = _request(cloudy_index, "EPSG:4326", chunks=None, method="count")
     seen = mosaic.load(SEAM_BBOX, **request).B02.values[0].astype(float)

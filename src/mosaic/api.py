@@ -21,6 +21,7 @@ from mosaic.graph import band_array
 from mosaic.io.limits import LimiterStats, get_limiter
 from mosaic.io.paths import redact
 from mosaic.io.runtime import failed_reads
+from mosaic.masks import MaskSpec
 from mosaic.planning.grid import DEFAULT_MAX_PIXELS
 from mosaic.planning.planner import BandSpec, Plan, make_plan
 from mosaic.types import BBox, TimeLike
@@ -62,6 +63,8 @@ def load(
     auth: Profile | Sequence[Profile] | None = None,
     progress: bool = False,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    mask: MaskSpec | str | None = None,
+    mask_fraction: bool = False,
 ) -> xr.Dataset:
     """Load a seamless mosaic of the scenes in ``index`` on one grid: lazy, or eager with ``chunks=None``.
 
@@ -113,6 +116,14 @@ def load(
             default 10^11. A larger grid, or one whose pixels are over 100 times finer than the
             finest selected scene's (a resolution in the wrong units), raises
             :class:`~mosaic.errors.GridSizeError`; ``None`` lifts both checks.
+        mask: a quality mask applied to each scene before fusion (:mod:`mosaic.masks`): a spec
+            (``Classes("SCL", exclude=[3, 8, 9, 10])``, ``Bits("qa_pixel", bits=[1, 3, 4])``, ``Range``,
+            combined with ``|`` and ``&``), a preset name (``"sentinel2-scl"``, ``"landsat-c2-qa"``) or
+            an expression of them. The pixels it drops become no data, so ``first`` takes the next
+            clear scene and ``median`` ignores the clouds.
+        mask_fraction: with ``mask``, add a ``mask_fraction`` variable (float32): per pixel and time,
+            the share of the scenes with data there (in the first band) that the mask drops; NaN
+            where no scene has data.
 
     Raises:
         GridSizeError: the grid is larger than ``max_pixels``, or much finer than the scenes.
@@ -157,6 +168,8 @@ def load(
             gdal_options=gdal_options,
             auth=auth,
             max_pixels=max_pixels,
+            mask=mask,
+            mask_fraction=mask_fraction,
         )
     )
     if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)
@@ -189,6 +202,19 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
         data = band_array(the_plan, band, failures_key, plan_token=plan_token)
         arr = xr.DataArray(data, dims=("time", "y", "x"), attrs=attrs)
         data_vars[band.name] = arr
+    if the_plan.mask_fraction and the_plan.bands:
+        from mosaic.io._mask_read import FRACTION, fraction_array
+
+        fraction = fraction_array(the_plan, failures_key, plan_token=plan_token)
+        data_vars[FRACTION] = xr.DataArray(
+            fraction,
+            dims=("time", "y", "x"),
+            attrs={
+                "grid_mapping": "spatial_ref",
+                "long_name": "share of the scenes with data that the quality mask drops",
+                "mask": repr(the_plan.mask),
+            },
+        )
     summary = the_plan.summary()
     attrs = {
         "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
@@ -198,6 +224,8 @@ def to_dataset(the_plan: Plan) -> xr.Dataset:
         "plan_summary": json.dumps(summary),
         "scenes": len(the_plan.scenes),
     }
+    if the_plan.mask is not None:
+        attrs["mask"] = repr(the_plan.mask)
     if the_plan.on_error == "skip":
         attrs["failed_reads"] = failed_reads(failures_key)  # live: filled as the load computes
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -25,6 +25,7 @@ __all__ = [
     "IncompleteMetadataWarning",
     "IndexFormatError",
     "InvalidInputError",
+    "InvalidMaskError",
     "MissingIndexError",
     "MosaicError",
     "MosaicWarning",
@@ -55,6 +56,13 @@ class MosaicError(Exception):
 
 class InvalidInputError(MosaicError, ValueError):
     """An argument is malformed: a bbox, a time range, a CRS, an option value."""
+
+
+class InvalidMaskError(InvalidInputError):
+    """A quality mask spec is malformed, or names a band the selected scenes do not have.
+
+    The message names the spec (or the text given for it) and what to change, in one line.
+    """
 
 
 class GridSizeError(InvalidInputError):

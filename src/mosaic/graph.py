@@ -27,10 +27,12 @@ from dask.highlevelgraph import HighLevelGraph
 from mosaic.auth import Profile
 from mosaic.errors import ReadError, ReadFailedWarning
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
+from mosaic.io._mask_read import SceneMasker
 from mosaic.io.limits import get_limiter
 from mosaic.io.paths import is_network, redact
 from mosaic.io.read import Layer, gdal_env, warp_read
 from mosaic.io.runtime import default_concurrency, failed_reads
+from mosaic.masks import MaskSpec
 from mosaic.planning.planner import BandSpec, ChunkTask, PixelBox, Plan, Read
 
 if TYPE_CHECKING:
@@ -58,6 +60,10 @@ class ChunkContext:
     """Key of the load's :class:`~mosaic.io.runtime.FailedReads` log."""
     clip: bytes | None = None
     """The plan's clip polygon (WKB, grid CRS): pixels of clipped chunks outside it become nodata."""
+    mask: MaskSpec | None = None
+    """The plan's quality mask: each read's dropped pixels become nodata before fusion."""
+    mask_as: str = "nodata"
+    """``"nodata"``: drop the masked pixels; ``"fraction"``: turn each layer into 1 (dropped) / 0 (kept)."""
 
 
 def _cast(values: np.ndarray, band: BandSpec) -> np.ndarray:
@@ -92,6 +98,8 @@ def load_chunk(
         limiter=limiter,
         auth=ctx.auth,
     )
+    if ctx.mask is not None:
+        kwargs["masker"] = SceneMasker(ctx.mask, limiter, ctx.auth, fraction=ctx.mask_as == "fraction")
     fuser: Fuser
     if ctx.native:
         fuser = FirstNative(shape, ctx.band.dtype, cast(float, ctx.band.nodata))  # native implies a nodata
@@ -386,7 +394,9 @@ class _Blocks(Mapping[Any, Any]):
         return chunks + len(self._fills)
 
 
-def band_array(plan: Plan, band: BandSpec, failures: str = "", *, plan_token: str | None = None) -> da.Array:
+def band_array(
+    plan: Plan, band: BandSpec, failures: str = "", *, plan_token: str | None = None, mask_as: str = "nodata"
+) -> da.Array:
     """The lazy (time, y, x) dask array of one output band (failed reads logged under ``failures``).
 
     ``plan_token`` is ``dask.base.tokenize(plan)`` when the caller has it: a plan of many bands is then
@@ -405,6 +415,8 @@ def band_array(plan: Plan, band: BandSpec, failures: str = "", *, plan_token: st
         auth=plan.auth,
         failures=failures,
         clip=plan.clip,
+        mask=plan.mask,
+        mask_as=mask_as,
     )
     ny, nx = plan.geobox.shape
     cy, cx = plan.chunks

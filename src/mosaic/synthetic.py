@@ -23,6 +23,15 @@ the collar side of the scene (a tilted swath edge, :class:`Collar`) hold nodata:
 or -9999 for floats; an integer value that would equal nodata is moved one step away. ``quality``
 assets hold the scene's constant ``mosaic:quality`` (1..250, from the seed) in every valid pixel.
 
+**Clouds.** A scene may have clouds (:class:`Cloud`: discs in lon/lat) and quality-mask assets
+describing them: ``scl`` (uint8, Sentinel-2 SCL classes: ``SCL_CLEAR`` 4, ``SCL_CLOUD`` 9 under a cloud,
+nodata 0) and ``qa_pixel`` (uint16, Landsat Collection 2 QA_PIXEL: ``QA_CLEAR`` with bit 6 "clear",
+``QA_CLOUD`` with bit 3 "cloud", nodata 1 = bit 0 "fill"). Clouds are decided on the grid of the
+scene's first mask asset (else its finest): a pixel is cloudy when its centre lies in a disc; every
+other asset's pixel is cloudy when the cloud-grid pixel holding its centre is (nearest, as a mask is
+applied), and holds ``CLOUD_VALUE`` (physical) instead of the truth. A scene without clouds is
+unchanged (same files, same fingerprint as before clouds existed).
+
 **On disk.** ``<root>/<scene_id>/<asset>.tif`` (tiled DEFLATE COGs with internal overviews),
 ``<root>/<scene_id>/<scene_id>.json`` (a STAC Item, projection v2 and raster extensions, asset hrefs
 absolute paths) and ``<root>/items.json`` (a FeatureCollection of all Items). An Item's geometry is the
@@ -42,7 +51,7 @@ import warnings
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -63,19 +72,26 @@ from mosaic.io.runtime import WARNINGS_LOCK
 
 __all__ = [
     "BAND_STEP",
+    "CLOUD_VALUE",
     "DEMO_SIZE",
     "DEMO_WIDTH_M",
     "MAX_BAND",
     "NOISE_AMPLITUDE",
     "PROJECTION_EXTENSION",
+    "QA_CLEAR",
+    "QA_CLOUD",
     "RASTER_EXTENSION",
+    "SCL_CLEAR",
+    "SCL_CLOUD",
     "TIME_ORIGIN",
     "TIME_SLOPE",
     "UINT8_SCALE",
     "AssetSpec",
+    "Cloud",
     "Collar",
     "SceneSpec",
     "demo_assets",
+    "demo_clouds",
     "demo_collection",
     "demo_specs",
     "expected_value",
@@ -95,6 +111,15 @@ TIME_SLOPE = 0.2  # value units per whole UTC day since TIME_ORIGIN
 BAND_STEP = 75.0
 MAX_BAND = 8
 UINT8_SCALE = 20.0
+CLOUD_VALUE = 5000.0
+"""The physical value of every truth band under a cloud (the truth stays within ~1550-3850)."""
+SCL_CLEAR, SCL_CLOUD = 4, 9
+"""SCL classes of ``scl`` assets: vegetation where clear, cloud (high probability) under a cloud."""
+QA_CLEAR = (1 << 6) | (1 << 8) | (1 << 10) | (1 << 12) | (1 << 14)
+"""QA_PIXEL of a clear pixel (21824: bit 6 clear, low cloud/shadow/snow/cirrus confidence)."""
+QA_CLOUD = (1 << 3) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 12) | (1 << 14)
+"""QA_PIXEL under a cloud (22280: bit 3 cloud, high cloud confidence)."""
+_MASK_CONTENT = ("scl", "qa_pixel")
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 
@@ -185,7 +210,9 @@ class AssetSpec:
         nodata: None for the default (0 for integers, NaN for floats).
         scale, offset: encoding, ``physical = stored * scale + offset``.
         truth_band: truth band of the asset's first band.
-        content: "truth" (truth + noise) or "quality" (the scene's constant quality, no noise).
+        content: "truth" (truth + noise), "quality" (the scene's constant quality, no noise), or a
+            quality mask of the scene's clouds: "scl" (uint8 SCL classes) or "qa_pixel" (uint16
+            QA_PIXEL bit flags); see the module doc.
     """
 
     name: str
@@ -196,7 +223,7 @@ class AssetSpec:
     scale: float = 1.0
     offset: float = 0.0
     truth_band: int = 1
-    content: Literal["truth", "quality"] = "truth"
+    content: Literal["truth", "quality", "scl", "qa_pixel"] = "truth"
 
     def __post_init__(self) -> None:
         where = f"asset {self.name!r}"
@@ -212,7 +239,15 @@ class AssetSpec:
         _require(_is_int(self.bands) and self.bands >= 1, f"{where}: bands must be >= 1, got {self.bands!r}")
         _require(_finite(f"{where} scale", self.scale) != 0, f"{where}: scale must not be 0")
         _finite(f"{where} offset", self.offset)
-        _require(self.content in ("truth", "quality"), f"{where}: content must be 'truth' or 'quality'")
+        _require(
+            self.content in ("truth", "quality", *_MASK_CONTENT),
+            f"{where}: content must be 'truth', 'quality', 'scl' or 'qa_pixel'",
+        )
+        _require(
+            self.content not in _MASK_CONTENT
+            or (self.bands == 1 and self.dtype == ("uint8" if self.content == "scl" else "uint16")),
+            f"{where}: an scl asset has one uint8 band, a qa_pixel asset one uint16 band",
+        )
         _require(
             self.content == "truth" or (self.bands == 1 and self.dtype in _INT_DTYPES),
             f"{where}: a quality asset has one integer band",
@@ -222,6 +257,8 @@ class AssetSpec:
         object.__setattr__(self, "nodata", self._checked_nodata(where))
 
     def _checked_nodata(self, where: str) -> float:
+        if self.nodata is None and self.content == "qa_pixel":
+            return 1.0  # bit 0, fill
         if self.nodata is None:
             return 0.0 if self.dtype in _INT_DTYPES else math.nan
         value = float(self.nodata)
@@ -260,6 +297,22 @@ class Collar:
 
 
 @dataclass(frozen=True)
+class Cloud:
+    """A cloud: a disc of ``radius_m`` metres (in the scene's CRS) around ``center_lonlat``."""
+
+    center_lonlat: tuple[float, float]
+    radius_m: float
+
+    def __post_init__(self) -> None:
+        centre = self.center_lonlat
+        _require(isinstance(centre, Sequence) and len(centre) == 2, "cloud center_lonlat is (lon, lat)")
+        lon, lat = (_finite("cloud centre", v) for v in centre)
+        _require(-180 <= lon <= 180 and -90 <= lat <= 90, f"cloud centre {centre} is not a lon/lat")
+        object.__setattr__(self, "center_lonlat", (lon, lat))
+        _finite("cloud radius_m", self.radius_m, positive=True)
+
+
+@dataclass(frozen=True)
 class SceneSpec:
     """One scene: a grid in a projected EPSG CRS, a date and assets.
 
@@ -275,6 +328,8 @@ class SceneSpec:
         collar: the nodata collar, or None for a fully valid scene.
         seed: noise and quality seed; None derives it from the id (crc32).
         platform: STAC ``platform``.
+        clouds: clouds over the scene (see the module doc); the truth assets hold ``CLOUD_VALUE``
+            under them, its ``scl``/``qa_pixel`` assets say where they are.
     """
 
     id: str
@@ -287,9 +342,16 @@ class SceneSpec:
     collar: Collar | None = None
     seed: int | None = None
     platform: str = "synthetic-2a"
+    clouds: tuple[Cloud, ...] = field(default=(), repr=False)  # (not in the repr: fingerprints stay)
 
     def __post_init__(self) -> None:
         where = f"scene {self.id!r}"
+        clouds = tuple(self.clouds) if isinstance(self.clouds, Sequence) else None
+        _require(
+            clouds is not None and all(isinstance(c, Cloud) for c in clouds),
+            f"{where}: clouds must be a list of Clouds",
+        )
+        object.__setattr__(self, "clouds", clouds)
         _require(
             isinstance(self.id, str) and bool(_NAME.match(self.id)),
             f"{where}: ids are letters, digits, _ . - only",
@@ -437,7 +499,13 @@ def _encode(physical: np.ndarray, asset: AssetSpec, valid: np.ndarray, scene: st
     return np.where(valid, value, nodata).astype(asset.dtype)
 
 
-def _asset_array(spec: SceneSpec, asset: AssetSpec, base: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _asset_array(
+    spec: SceneSpec, asset: AssetSpec, base: np.ndarray, valid: np.ndarray, cloudy: np.ndarray | None = None
+) -> np.ndarray:
+    if asset.content in _MASK_CONTENT:
+        clear, cloud = (SCL_CLEAR, SCL_CLOUD) if asset.content == "scl" else (QA_CLEAR, QA_CLOUD)
+        codes = np.full(base.shape, clear) if cloudy is None else np.where(cloudy, cloud, clear)
+        return np.where(valid, codes, float(asset.nodata)).astype(asset.dtype)[None]  # type: ignore[arg-type]
     layers = []
     for i in range(asset.bands):
         if asset.content == "quality":
@@ -450,6 +518,8 @@ def _asset_array(spec: SceneSpec, asset: AssetSpec, base: np.ndarray, valid: np.
                 + time_term(spec.datetime)
                 + _noise(int(spec.seed or 0), asset.name, i + 1, base.shape)
             )
+            if cloudy is not None:
+                physical = np.where(cloudy, CLOUD_VALUE, physical)
         layers.append(_encode(physical, asset, valid, spec.id))
     return np.stack(layers)
 
@@ -536,6 +606,8 @@ def _stac_asset(asset: AssetSpec, path: Path, transform: Affine, shape: tuple[in
     if asset.content == "truth":
         extra["mosaic:truth_bands"] = list(range(asset.truth_band, asset.truth_band + asset.bands))
     roles = ["data"] if asset.content == "truth" else ["data", "quality"]
+    if asset.content in _MASK_CONTENT:
+        roles = ["data", "cloud"]
     return pystac.Asset(
         str(path), title=asset.name, media_type=pystac.MediaType.COG, roles=roles, extra_fields=extra
     )
@@ -543,6 +615,8 @@ def _stac_asset(asset: AssetSpec, path: Path, transform: Affine, shape: tuple[in
 
 def _fingerprint(spec: SceneSpec) -> str:
     facts = f"{_VERSION}|{spec!r}|{NOISE_AMPLITUDE}|{TIME_SLOPE}|{_WAVES}|{_BASE}|{_TREND}"
+    if spec.clouds:
+        facts += f"|{spec.clouds!r}|{CLOUD_VALUE}|{QA_CLEAR}|{QA_CLOUD}|{SCL_CLEAR}|{SCL_CLOUD}"
     return hashlib.sha256(facts.encode()).hexdigest()[:20]
 
 
@@ -590,6 +664,29 @@ def _grid(crs: str, bounds: Sequence[float], resolution: float, line: tuple[Any,
     return transform, shape, valid, _truth_base(lon, lat)
 
 
+def _cloud_grid(spec: SceneSpec, bounds: Sequence[float]) -> tuple[np.ndarray, float]:
+    """The clouds on the cloud grid (the first mask asset's, else the finest), and its resolution."""
+    masks = [a.resolution for a in spec.assets if a.content in _MASK_CONTENT]
+    resolution = masks[0] if masks else min(a.resolution for a in spec.assets)
+    transform, shape = _asset_grid(bounds, resolution)
+    x, y = _centres(transform, shape)
+    cloudy = np.zeros(shape, bool)
+    to_scene = Transformer.from_crs("EPSG:4326", spec.crs, always_xy=True)
+    for cloud in spec.clouds:
+        cx, cy = to_scene.transform(*cloud.center_lonlat)
+        cloudy |= (x - cx) ** 2 + (y - cy) ** 2 <= cloud.radius_m**2
+    return cloudy, resolution
+
+
+def _cloudy(clouds: tuple[np.ndarray, float], shape: tuple[int, int], resolution: float) -> np.ndarray:
+    """Where an asset grid of ``resolution`` is cloudy: the cloud-grid pixel holding each centre."""
+    flags, step = clouds
+    ratio = resolution / step
+    rows = np.minimum(np.floor((np.arange(shape[0]) + 0.5) * ratio + 1e-6).astype(int), flags.shape[0] - 1)
+    cols = np.minimum(np.floor((np.arange(shape[1]) + 0.5) * ratio + 1e-6).astype(int), flags.shape[1] - 1)
+    return flags[np.ix_(rows, cols)]
+
+
 def make_scene(spec: SceneSpec, root: str | Path) -> pystac.Item:
     """Generate one scene's COGs and STAC Item under ``root/<id>/`` (skipped if already up to date)."""
     _require(isinstance(spec, SceneSpec), f"spec must be a SceneSpec, got {type(spec).__name__}")
@@ -602,17 +699,19 @@ def make_scene(spec: SceneSpec, root: str | Path) -> pystac.Item:
     line = _collar_line(bounds, spec.collar) if spec.collar else None
     grids: dict[float, _Grid] = {}
     assets = {}
+    clouds = _cloud_grid(spec, bounds) if spec.clouds else None
     for asset in spec.assets:
         if asset.resolution not in grids:
             grids[asset.resolution] = _grid(spec.crs, bounds, asset.resolution, line)
         transform, shape, valid, base = grids[asset.resolution]
+        cloudy = None if clouds is None else _cloudy(clouds, shape, asset.resolution)
         path = write_raster(
             folder / f"{asset.name}.tif",
-            _asset_array(spec, asset, base, valid),
+            _asset_array(spec, asset, base, valid, cloudy),
             spec.crs,
             transform,
             asset.nodata,
-            resampling="nearest" if asset.content == "quality" else "average",
+            resampling="average" if asset.content == "truth" else "nearest",
             # the acquisition time, as the TIFF DATETIME tag, so an index of the files alone has it too
             tags={"TIFFTAG_DATETIME": spec.datetime.strftime("%Y:%m:%d %H:%M:%S")},  # spec.datetime is UTC
         )
@@ -636,7 +735,7 @@ def _build_item(
             "point": list(line[0]),
             "normal": list(line[1]),
         }
-    properties = {
+    properties: dict[str, Any] = {
         "platform": spec.platform,
         "constellation": "synthetic",
         "proj:code": spec.crs,
@@ -647,6 +746,10 @@ def _build_item(
         "mosaic:noise_amplitude": NOISE_AMPLITUDE,
         "mosaic:fingerprint": _fingerprint(spec),
     }
+    if spec.clouds:
+        properties["mosaic:clouds"] = [
+            {"center_lonlat": list(c.center_lonlat), "radius_m": c.radius_m} for c in spec.clouds
+        ]
     geometry = json.loads(json.dumps(mapping(footprint)))  # plain lists, as when read back from JSON
     item = pystac.Item(
         spec.id,
@@ -696,6 +799,9 @@ def expected_value(item: pystac.Item, asset: str, lon: Any, lat: Any, band: int 
     shape = np.broadcast(np.asarray(lon), np.asarray(lat)).shape
     if extra.get("mosaic:content") == "quality":
         return np.full(shape, float(item.properties["mosaic:quality"]))
+    _require(
+        extra.get("mosaic:content") == "truth", f"asset {asset} of {item.id} is a quality mask: no truth"
+    )
     return truth(lon, lat, int(extra["mosaic:truth_bands"][band - 1]), when=item.datetime)
 
 
@@ -752,11 +858,22 @@ def demo_assets(resolution: float) -> tuple[AssetSpec, ...]:
     )
 
 
-def demo_specs(size: int | None = None) -> list[SceneSpec]:
-    """The demo collection's scenes; ``size`` is the finest asset's pixels a side (default 768)."""
+def demo_specs(size: int | None = None, *, clouds: bool = False) -> list[SceneSpec]:
+    """The demo collection's scenes; ``size`` is the finest asset's pixels a side (default 768).
+
+    With ``clouds``, every scene also has clouds (:func:`demo_clouds`) and two quality-mask assets,
+    ``SCL`` (uint8 SCL classes, at the resolution of ``B8A``) and ``QA_PIXEL`` (uint16 QA_PIXEL bit
+    flags, at the resolution of ``B02``); without, the scenes are exactly as before.
+    """
     size = DEMO_SIZE if size is None else size
     _require(_is_int(size) and 48 <= size <= 4096, f"size must be an integer in 48..4096, got {size!r}")
     assets = demo_assets(DEMO_WIDTH_M / size)
+    if clouds:
+        r = DEMO_WIDTH_M / size
+        assets += (
+            AssetSpec("SCL", "uint8", 2 * r, content="scl"),
+            AssetSpec("QA_PIXEL", "uint16", r, content="qa_pixel"),
+        )
 
     def scene(
         stem: str,
@@ -766,6 +883,7 @@ def demo_specs(size: int | None = None) -> list[SceneSpec]:
         collar: Collar | None,
         platform: str = "synthetic-2a",
     ) -> SceneSpec:
+        sky = demo_clouds(anchors.get(stem.split("-")[-1], centre), when) if clouds else ()
         return SceneSpec(
             f"{stem}-{when:%Y%m%d}",
             crs,
@@ -776,8 +894,16 @@ def demo_specs(size: int | None = None) -> list[SceneSpec]:
             assets,
             collar=collar,
             platform=platform,
+            clouds=sky,
         )
 
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for stem, _, centre, *_ in _SEAM_SCENES:  # the scenes of a seam (or of 15E), one pass
+        groups.setdefault(stem.split("-")[-1], []).append(centre)
+    anchors = {
+        key: (float(np.mean([c[0] for c in cs])), float(np.mean([c[1] for c in cs])))
+        for key, cs in groups.items()
+    }
     specs = []
     for stem, crs, centre, dates, (hh, mm, ss), collar in _SEAM_SCENES:
         for i in dates:
@@ -788,16 +914,41 @@ def demo_specs(size: int | None = None) -> list[SceneSpec]:
     return specs
 
 
-def demo_collection(root: str | Path, *, size: int | None = None) -> list[pystac.Item]:
+def demo_clouds(anchor: tuple[float, float], when: _dt.datetime | _dt.date) -> tuple[Cloud, ...]:
+    """The demo's clouds around ``anchor`` (lon, lat) on the UTC day of ``when``.
+
+    One cloud stays on every date (4 km east and 3 km south of the anchor, radius 2.5 km), three move
+    with the date (radius 1.2 to 3 km, centres within 6 km of it), from a seed of the day and the
+    place. :func:`demo_specs` anchors the two scenes of a seam pass at their midpoint, so they share
+    their clouds, and other scenes at their centre.
+    """
+    lat = anchor[1]
+    day = when.date() if isinstance(when, _dt.datetime) else when
+    per_m = (1.0 / (111_320.0 * math.cos(math.radians(lat))), 1.0 / 110_540.0)
+
+    def at(dx: float, dy: float, radius: float) -> Cloud:
+        lon_c = (anchor[0] + dx * per_m[0] + 180.0) % 360.0 - 180.0  # across the antimeridian
+        return Cloud((lon_c, min(90.0, max(-90.0, anchor[1] + dy * per_m[1]))), radius)
+
+    rng = np.random.default_rng([day.toordinal(), round(anchor[0] * 100) % 2**32, round(lat * 100) % 2**32])
+    moving = []
+    for _ in range(3):
+        dx, dy = rng.uniform(-6000, 6000, 2)
+        moving.append(at(float(dx), float(dy), float(rng.uniform(1200, 3000))))
+    return (at(4000.0, -3000.0, 2500.0), *moving)
+
+
+def demo_collection(root: str | Path, *, size: int | None = None, clouds: bool = False) -> list[pystac.Item]:
     """Generate (or reuse) the demo collection under ``root`` (19 scenes of 15.36 km, ~4 s, ~16 MB).
 
     UTM 32N/33N/34N scenes straddling the 12E and 18E zone seams on three dates (2024-06-01/11/21, the
     two scenes of a seam 4 s apart: one pass) plus a 33N scene at 15E on two dates; a UTM 33N scene at
     80N; an EPSG:3413 scene containing the North Pole; an EPSG:3031 scene 17 km from the South Pole;
     UTM 60S and 1S scenes both crossing 180 near Fiji, from one pass. Every scene has the assets of
-    :func:`demo_assets`; all but the 15E scenes have a collar.
+    :func:`demo_assets`; all but the 15E scenes have a collar. With ``clouds``, the scenes have clouds
+    and the ``SCL`` and ``QA_PIXEL`` assets (:func:`demo_specs`); generate them in another folder.
     """
-    return make_collection(demo_specs(size), root)
+    return make_collection(demo_specs(size, clouds=clouds), root)
 
 
 def make_bad_files(root: str | Path) -> dict[str, Path]:

@@ -197,6 +197,22 @@ def parse_layout(text: str) -> dict[str, int]:
     return layout
 
 
+def parse_mask(text: str) -> str:
+    """``--mask``: a preset name (``sentinel2-scl``, ``landsat-c2-qa``) or a mask expression, checked here.
+
+    Raises:
+        click.BadParameter: the text is neither (the message says what is wrong).
+    """
+    from mosaic.errors import InvalidMaskError
+    from mosaic.masks import as_mask
+
+    try:
+        as_mask(text)
+    except InvalidMaskError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--mask'") from None
+    return text
+
+
 def parse_max_pixels(text: str) -> float | None:
     """``--max-pixels``: a positive number of pixels (``1e12``, ``200000000000``), or ``none`` (no limit)."""
     value = text.strip().lower().replace("_", "")
@@ -409,6 +425,14 @@ max_pixels_opt = click.option(
     "with pixels over 100 times finer than the scenes' (a resolution in the wrong units); 'none' lifts "
     "both checks.",
 )
+mask_opt = click.option(
+    "--mask",
+    metavar="PRESET|EXPR",
+    callback=_callback(parse_mask),
+    help="Quality mask applied to each scene before fusion (its dropped pixels become nodata): a preset, "
+    "sentinel2-scl (SCL classes 0, 1, 3, 8, 9, 10) or landsat-c2-qa (QA_PIXEL bits 0-4), or an "
+    "expression such as \"Classes('SCL', exclude=[3, 8, 9], dilate=2) | Bits('QA', bits=[3])\".",
+)
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
 workers_opt = click.option(
@@ -444,6 +468,7 @@ _PLAN_OPTIONS = (
     nodata_opt,
     src_nodata_opt,
     max_pixels_opt,
+    mask_opt,
 )
 """Every option that changes a plan, in help order. Each one's parameter name is a keyword argument of
 :func:`mosaic.plan` and :func:`mosaic.regrid`, which receive it as it is parsed."""
@@ -469,8 +494,8 @@ def plan_options(command: F) -> F:
 
     ``request`` holds the keyword arguments of :func:`mosaic.plan` (and :func:`mosaic.regrid`):
     ``index``, ``bbox``, ``bbox_crs``, ``crs``, ``resolution``, ``time``, ``bands``, ``method``,
-    ``resampling``, ``groupby``, ``anchor``, ``dtype``, ``nodata``, ``src_nodata``, ``max_pixels``; the
-    bbox is checked in its CRS and an index is required. A command calls
+    ``resampling``, ``groupby``, ``anchor``, ``dtype``, ``nodata``, ``src_nodata``, ``max_pixels``,
+    ``mask``; the bbox is checked in its CRS and an index is required. A command calls
     ``mosaic.plan(**request, chunks=...)``, so an option added to ``_PLAN_OPTIONS`` reaches every such
     command and the API without touching them.
     """

@@ -67,6 +67,8 @@ def format_plan(facts: dict[str, Any]) -> str:
         f"{human_bytes(facts['output_bytes'])} output",
         f"method:      {facts['method']}, resampling {facts['resampling']}",
     ]
+    if facts.get("mask"):
+        lines.append(f"mask:        {facts['mask']}; {facts['mask_reads']} mask band reads")
     if facts.get("png"):
         lines.append(f"picture:     {facts['png']}")
     return "\n".join(lines)

@@ -58,6 +58,7 @@ __all__ = [
     "GDAL_TYPES",
     "WARP_TOLERANCE",
     "Layer",
+    "Masker",
     "WindowFit",
     "gdal_env",
     "read_window",
@@ -105,6 +106,10 @@ class Layer(NamedTuple):
     data: np.ndarray
     region: tuple[slice, slice]
 
+
+Masker = Callable[[Read, np.ndarray, Affine, float], None]
+"""Given a read, its pixels (changed in place), their transform and the no-data value: sets the
+pixels the read's quality mask drops to that value (:class:`mosaic.io._mask_read.SceneMasker`)."""
 
 WindowFit = Callable[[Affine, Window], "tuple[Window, np.ndarray | None] | None"]
 """Given a source window and its transform, the part of it to read and, optionally, the array to read
@@ -631,6 +636,7 @@ def warp_read(
     area: tuple[slice, slice] | None = None,
     into: np.ndarray | None = None,
     auth: Sequence[Profile] = (),
+    masker: Masker | None = None,
 ) -> Layer:
     """Read ``read`` and put it on the destination grid: pasted when the grids align, else warped.
 
@@ -640,7 +646,9 @@ def warp_read(
     whose ``area`` and box may be overwritten, receives the pixels directly where it can (same
     dtype), saving a buffer and a copy; the returned layer's data is then a view of it. The layer is
     float with NaN where there is no data or, with ``native=(dtype, nodata)``, the source dtype with
-    that nodata value (for ``first``/``last`` with nearest, which never need a float).
+    that nodata value (for ``first``/``last`` with nearest, which never need a float). A ``masker``
+    (a read with quality masks, :mod:`mosaic.masks`) sets the pixels its mask drops to no data on the
+    read's own grid, before they are pasted or warped.
     """
     # the scene's pixels land only in its box of the chunk (the planner knows its grid)
     if read.target is None:
@@ -672,6 +680,8 @@ def warp_read(
     if fetched is None:
         return empty
     src, transform = fetched
+    if masker is not None and read.masks:
+        masker(read, src, transform, np.nan if native is None else native[1])
     offset = _grid_offset(transform, dst_affine) if same else None
     if offset is not None:
         row, col = offset

@@ -57,6 +57,7 @@ from mosaic.io import _durable
 from mosaic.io.identity import check_sources, source_record
 from mosaic.io.paths import redact
 from mosaic.io.runtime import WARNINGS_LOCK
+from mosaic.masks import MaskSpec
 from mosaic.outputs._batch_exec import Blocks, execute, progress_bar
 from mosaic.outputs._lease import Lease, confirm
 from mosaic.planning.grid import DEFAULT_MAX_PIXELS, whole_number
@@ -241,6 +242,7 @@ def regrid(
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    mask: MaskSpec | str | None = None,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -281,6 +283,8 @@ def regrid(
         gdal_options: GDAL configuration options entered inside every read task.
         auth: credential profiles matched by href prefix.
         max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
+        mask: a quality mask applied to each scene before fusion, as :func:`mosaic.load` (a spec, a
+            preset name or an expression; recorded in the request, so a resume must give the same).
 
     Returns:
         A :class:`RegridReport`.
@@ -319,6 +323,7 @@ def regrid(
         gdal_options=gdal_options,
         auth=auth,
         max_pixels=max_pixels,
+        mask=mask,
     )
     request = {
         "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
@@ -339,6 +344,8 @@ def regrid(
         "src_nodata": src_nodata,
         "chunks": dict(layout),
     }
+    if the_plan.mask is not None:  # (only then: requests recorded before masks existed stay the same)
+        request["mask"] = repr(the_plan.mask)
     common = dict(request=request, client=client, batch_size=batch_size, progress=progress)
     if output_kind(path) == "cog":
         return write_cog(the_plan, path, overwrite=overwrite, **common)

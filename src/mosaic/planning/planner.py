@@ -53,6 +53,8 @@ from mosaic.index.geom import (
 )
 from mosaic.index.tile_index import TileIndex
 from mosaic.io.paths import check_allowed, redact
+from mosaic.masks import MaskSpec, as_mask
+from mosaic.planning._mask_plan import check_mask_rows, mask_assets, mask_reads
 from mosaic.planning.bands import (
     RESAMPLING,
     BandSpec,
@@ -146,6 +148,10 @@ class Read:
     tiles: bytes | None = field(default=None, repr=False)
     """The file's tile layout (:attr:`~mosaic.planning.records.SceneAsset.tiles`): the reader then fetches the
     window's tiles straight from their byte ranges, with no header request. None: GDAL opens the file."""
+    masks: tuple[Read, ...] = ()
+    """With a quality mask (``mask=``): the reads of the scene's mask bands, one per band of the spec
+    (:attr:`mosaic.masks.MaskSpec.bands`), covering this read's window; the reader sets the pixels the
+    mask drops to no data before the layer is warped and fused. Empty: no mask."""
 
     @property
     def pixels(self) -> int:
@@ -178,7 +184,11 @@ class ChunkTask:
 
 def _read_token(read: Read) -> tuple[Any, ...]:
     """A read's fields as plain values, its href redacted as in its repr (dask hashes ``str()`` of this)."""
-    return (redact(read.href), *(getattr(read, name) for name in _READ_FIELDS))
+    return (
+        redact(read.href),
+        *(getattr(read, name) for name in _READ_FIELDS if name != "masks"),
+        tuple(map(_read_token, read.masks)),
+    )
 
 
 def _task_token(task: ChunkTask) -> tuple[Any, ...]:
@@ -214,6 +224,11 @@ class Plan:
     considered: tuple[SceneAsset, ...] = field(default=(), repr=False, compare=False)
     clip: bytes | None = None
     """With ``clip=True``: the polygon (WKB, in the grid's CRS) outside which pixels are nodata."""
+    mask: MaskSpec | None = None
+    """The quality mask applied to every scene read before fusion (:mod:`mosaic.masks`); None: none."""
+    mask_fraction: bool = False
+    """Add the ``mask_fraction`` variable: per pixel, the share of the scenes with data there that the
+    mask drops."""
 
     # ------------------------------------------------------------------------------------ geometry
 
@@ -255,6 +270,8 @@ class Plan:
             else getattr(self.method, "__qualname__", repr(self.method)),
             self.resampling,
             self.clip,
+            repr(self.mask),
+            self.mask_fraction,
         )
 
     # ------------------------------------------------------------------------------- inspection
@@ -284,6 +301,8 @@ class Plan:
             levels[r.factor] += 1
         itemsize = {b.name: np.dtype(b.work_dtype).itemsize for b in self.bands}
         est = sum(r.pixels * itemsize[t.band] for t in self.tasks for r in (*t.reads, *t.aux))
+        mask_reads = [m for t in self.tasks for r in t.reads for m in r.masks]
+        est += sum(m.pixels * 4 for m in mask_reads)  # read as float32
         out_bytes = sum(
             self.geobox.shape[0] * self.geobox.shape[1] * len(self.times) * np.dtype(b.dtype).itemsize
             for b in self.bands
@@ -306,6 +325,8 @@ class Plan:
             "output_bytes": int(out_bytes),
             "method": self.method if isinstance(self.method, str) else "callable",
             "resampling": self.resampling,
+            "mask": None if self.mask is None else repr(self.mask),
+            "mask_reads": len(mask_reads),
         }
 
     def explain(self, iy: int, ix: int, *, time: int | None = None, band: str | None = None) -> str:
@@ -803,6 +824,8 @@ def make_plan(
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    mask: MaskSpec | str | None = None,
+    mask_fraction: bool = False,
 ) -> Plan:
     """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
 
@@ -821,6 +844,11 @@ def make_plan(
     parse_time(time)  # validate early
     bands = check_bands(bands)
     _check_dtypes(dtype)
+    mask_spec = as_mask(mask)
+    if not isinstance(mask_fraction, bool):
+        raise InvalidInputError(f"mask_fraction must be True or False, got {mask_fraction!r}")
+    if mask_fraction and mask_spec is None:
+        raise InvalidInputError("mask_fraction=True needs mask=, the quality mask whose fraction to report")
     if groupby is not None and not isinstance(groupby, str):
         raise InvalidInputError(
             f"groupby must be 'solar_day', 'time', an Item property name or None, got {groupby!r}"
@@ -914,7 +942,11 @@ def make_plan(
 
     # only the assets the bands (and the ranking band) come from are planned
     wanted = {spec.asset for spec in specs} | ({rank_band} if rank_band else set())
+    # (the mask bands are read for the scenes' reads, not as reads of their own)
+    mask_rows = {(r.id, r.asset): r for r in records if r.asset in mask_assets(mask_spec)}
     records = [r for r in records if r.asset in wanted]
+    if mask_spec is not None:
+        check_mask_rows(mask_spec, (r.id for r in records), mask_rows)
     # the size guard: before anything sized by the grid or its chunks exists
     check_grid(gbox, records, max_pixels=max_pixels, dtypes=[b.dtype for b in specs])
 
@@ -1005,9 +1037,11 @@ def make_plan(
                     continue  # a scene without the ranking band cannot be ranked
                 physical = to_physical(rec) if spec.physical else None
                 for iy, ix, level, factor, win, target in touching.get((rec.id, rec.asset), ()):
-                    per_chunk[(iy, ix)].append(
-                        _make_read(rec, spec.band, level, factor, win, target, physical)
-                    )
+                    read = _make_read(rec, spec.band, level, factor, win, target, physical)
+                    if mask_spec is not None:
+                        masks = mask_reads(mask_spec, rec, level, factor, win, mask_rows, _make_read)
+                        read = dataclasses.replace(read, masks=masks)
+                    per_chunk[(iy, ix)].append(read)
                     if rank_rec is not None:
                         rank_physical = to_physical(rank_rec) if rank_band in mixed else None
                         aux = _aux_read(rank_rec, finder, iy, ix, margins[rank_rec.asset], rank_physical)
@@ -1034,6 +1068,8 @@ def make_plan(
         auth=profiles,
         considered=tuple(considered),
         clip=None if clip_target is None else shapely.to_wkb(clip_target),
+        mask=mask_spec,
+        mask_fraction=mask_fraction,
     )
 
 

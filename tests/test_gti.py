@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 import mosaic
 from mosaic import GDALVersionError, IndexFormatError, InvalidInputError, SourceError, TileIndex
-from mosaic.outputs import gti as gti_module
 from mosaic.cli import cli
 from mosaic.io.paths import credentials_in, gdal_path
+from mosaic.outputs import gti as gti_module
 from mosaic.outputs.gti import export_gti, gti_tiles
 from real_data import DEM, L7, fill_zero_scenes
 from servers import RangeServer, clear_gdal_http_cache

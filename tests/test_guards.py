@@ -33,9 +33,9 @@ from mosaic import (
     OutputError,
     TileIndex,
 )
-from mosaic.planning import windows as windows_module
 from mosaic.cli import main
 from mosaic.io.limits import is_auth_failure, is_transient
+from mosaic.planning import windows as windows_module
 from servers import clear_gdal_http_cache
 
 SEAM = (11.88, 45.40, 12.12, 45.58)

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test test-oldest lint typecheck gdal-tools benchmark docs docs-figures clean
+.PHONY: demo test test-oldest lint typecheck gdal-tools browser benchmark docs docs-figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ gdal-tools:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
 
-test: $(STAMP) gdal-tools
+# Debian's headless chromium loads the map page of `mosaic serve` in tests/test_serve.py.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium for the map page test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) gdal-tools browser
 	$(BIN)/ruff check src tests tile_indexes notebooks benchmarks
 	$(BIN)/mypy src/mosaic
 	$(BIN)/python -m pytest
@@ -46,7 +53,7 @@ $(OLDEST_STAMP): pyproject.toml
 	$(OLDEST_BIN)/uv pip install --quiet --python $(OLDEST_BIN)/python --resolution lowest-direct -e '.[dev]'
 	touch $(OLDEST_STAMP)
 
-test-oldest: $(OLDEST_STAMP) gdal-tools
+test-oldest: $(OLDEST_STAMP) gdal-tools browser
 	$(OLDEST_BIN)/python -m pip freeze --exclude-editable | grep -v '^uv=='
 	$(OLDEST_BIN)/ruff check src tests tile_indexes notebooks benchmarks
 	$(OLDEST_BIN)/python -m pytest

@@ -516,4 +516,5 @@ def run_demo(out_dir: str | Path, *, quiet: bool = False) -> DemoReport:
     )
     say("")
     say(report.format())
+    say(f"\nSee the collection on a map: mosaic serve --index {paths['index']} --bands B02")
     return report

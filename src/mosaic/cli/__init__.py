@@ -24,6 +24,7 @@ from mosaic.cli.gti import gti
 from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.cli.regrid import regrid
+from mosaic.cli.serve import serve
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
 from mosaic.io.paths import redact
 
@@ -140,6 +141,7 @@ cli.add_command(plan)
 cli.add_command(regrid)
 cli.add_command(demo)
 cli.add_command(gti)
+cli.add_command(serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

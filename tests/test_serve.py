@@ -29,6 +29,7 @@ from PIL import Image
 
 import mosaic
 from mosaic import TileIndex
+from mosaic import synthetic as syn
 from mosaic.outputs.tiles import tile_bounds, tile_geobox
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")
@@ -299,3 +300,22 @@ def test_the_map_page_shows_the_mosaic_in_headless_chromium(server, tmp_path):
     assert drawn[:, :512].mean() > 0.5 and drawn[:, 512:700].mean() > 0.5, drawn.mean()
     status, _, page = server.get("/")
     assert status == 200 and "leaflet.js" in page.decode()
+
+
+def test_a_quality_mask_applies_to_tiles_as_to_load(tmp_path):
+    specs = [s for s in syn.demo_specs(192, clouds=True) if "seam12" in s.id]
+    index = TileIndex.from_stac(syn.make_collection(specs, tmp_path / "cloudy"))
+    path = tmp_path / "cloudy.parquet"
+    index.write(path)
+    s = Server(path, "--bands", "B02", "--rescale", "0,3000", "--mask", "sentinel2-scl")
+    try:
+        z = 11
+        x, y = tile_of(12.0, 45.48, z)
+        status, _, body = s.get(f"/tiles/{z}/{x}/{y}.npy")
+    finally:
+        s.stop()
+    assert status == 200, body
+    grid = tile_geobox(z, x, y)
+    masked = load_on(grid, index, mask="sentinel2-scl")
+    np.testing.assert_array_equal(npy(body)[0], masked)
+    assert (load_on(grid, index) != masked).sum() > 100  # the mask changed the tile: clouds were there

@@ -101,7 +101,8 @@ def app(
         resampling: the reads' resampling, as in :func:`mosaic.load`.
         max_scenes: the most scenes one tile may read; beyond it the tile is refused (HTTP 413).
         tile_size: 256 or 512 pixels.
-        load_options: further options of :func:`mosaic.plan` (``auth``, ``max_concurrency``, ``nodata``).
+        load_options: further options of :func:`mosaic.plan`: ``mask`` (a quality mask applied to each
+            scene before fusion, as in :func:`mosaic.load`), ``auth``, ``max_concurrency``, ``nodata``...
 
     Raises:
         InvalidInputError: a bad default (bands, rescale, colormap, tile size).

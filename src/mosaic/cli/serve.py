@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mosaic.cli.options import bands_opt, index_opt, method_opt, require_index, time_opt
+from mosaic.cli.options import bands_opt, index_opt, mask_opt, method_opt, require_index, time_opt
 
 __all__ = ["serve"]
 
@@ -20,6 +20,7 @@ __all__ = ["serve"]
     "--colormap", default="viridis", show_default=True, help="Matplotlib colormap of one-band tiles."
 )
 @method_opt
+@mask_opt
 @click.option("--resampling", default="nearest", show_default=True, help="Resampling of the tiles' reads.")
 @click.option(
     "--max-scenes",
@@ -38,6 +39,7 @@ def serve(
     rescale: str | None,
     colormap: str,
     method: str,
+    mask: str | None,
     resampling: str,
     max_scenes: int,
     tile_size: str,
@@ -72,6 +74,7 @@ def serve(
         resampling=resampling,
         max_scenes=max_scenes,
         tile_size=int(tile_size),
+        mask=mask,
     )
     click.echo(f"mosaic: serving on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     uvicorn.run(application, host=host, port=port, log_level="warning")

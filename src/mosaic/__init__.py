@@ -37,6 +37,7 @@ from mosaic.errors import (
     SecretHrefWarning,
     SkippedSourcesWarning,
     SourceError,
+    VirtualStoreError,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from mosaic.index import TileIndex
     from mosaic.planner import Plan
     from mosaic.records import SceneAsset, Skipped
+    from mosaic.virtual import export_virtual
 
 __version__ = "0.1.0"
 
@@ -62,6 +64,7 @@ _LAZY = {
     "Plan": "mosaic.planner",
     "SceneAsset": "mosaic.records",
     "Skipped": "mosaic.records",
+    "export_virtual": "mosaic.virtual",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -94,8 +97,10 @@ __all__ = [
     "SkippedSourcesWarning",
     "SourceError",
     "TileIndex",
+    "VirtualStoreError",
     "__version__",
     "export_gti",
+    "export_virtual",
     "load",
     "plan",
     "read_stats",

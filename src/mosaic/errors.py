@@ -37,6 +37,7 @@ __all__ = [
     "SecretHrefWarning",
     "SkippedSourcesWarning",
     "SourceError",
+    "VirtualStoreError",
 ]
 
 
@@ -55,6 +56,14 @@ class MosaicError(Exception):
 
 class InvalidInputError(MosaicError, ValueError):
     """An argument is malformed: a bbox, a time range, a CRS, an option value."""
+
+
+class VirtualStoreError(InvalidInputError):
+    """Scenes a virtual Zarr store cannot describe as they are: tiles of another shape, codec or type.
+
+    Zarr gives an array one chunk shape and one codec chain; the message names the scenes (and what
+    differs) that do not fit, and what to do (``mixed="split"``, or re-encode them).
+    """
 
 
 class GridSizeError(InvalidInputError):

@@ -96,7 +96,9 @@ READBACK = textwrap.dedent(
 def read_back(opener: Path) -> dict:
     """The store opened by ``<store>.open.json`` in a fresh interpreter without mosaic, checked there."""
     env = dict(os.environ)  # mosaic's own folder left off the path (an installed mosaic stays unimported)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "mosaic").is_dir()]
+    paths = [
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "mosaic").is_dir()
+    ]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     proc = subprocess.run(
         [sys.executable, "-c", READBACK, str(opener)], capture_output=True, text=True, env=env, timeout=600
@@ -214,41 +216,62 @@ def test_an_index_without_tile_layouts_is_refused_with_the_fix(demo_index, tmp_p
 # ----------------------------------------------------------------------------- codecs and types
 
 
-@pytest.mark.parametrize(
-    "dtype, options",
-    [
-        ("uint16", dict(compress="DEFLATE", predictor=2, nodata=0)),
-        ("uint16", dict(compress="ZSTD", predictor=1)),
-        ("int16", dict(compress="LZW", predictor=2, nodata=-9999)),
-        ("int16", dict(compress="ZSTD", predictor=2)),
-        ("float32", dict(compress="DEFLATE", predictor=3, nodata=float("nan"))),
-        ("float32", dict(compress="ZSTD", predictor=3, nodata=-9999.0)),
-        ("float32", dict(compress="LZW", predictor=3)),
-        ("uint16", dict(compress="NONE")),
-        ("uint16", dict(compress="DEFLATE", predictor=2, count=3, interleave="band")),  # band planes
-        ("uint8", dict(compress="ZSTD", predictor=2, count=3, interleave="pixel")),  # interleaved
-        ("uint16", dict(compress="DEFLATE", predictor=2, ENDIANNESS="BIG")),
-    ],
-)  # fmt: skip
-def test_codecs_predictors_and_types_read_back_bit_for_bit(tmp_path, dtype, options):
-    count = options.pop("count", 1)
-    files = [
-        _tiff(tmp_path / f"s{k}" / "data.tif", _noise((count, 300, 260), dtype, seed=k), **options)
-        for k in range(2)
-    ]
+ZLIB, ZSTD, LZW = "zlib", "imagecodecs_zstd", "imagecodecs_lzw"
+DELTA, FLOATPRED = "imagecodecs_delta", "imagecodecs_floatpred"
+CODEC_CASES = [
+    ("uint16", dict(compress="DEFLATE", predictor=2, nodata=0), ZLIB, DELTA),
+    ("uint16", dict(compress="ZSTD", predictor=1), ZSTD, None),
+    ("int16", dict(compress="LZW", predictor=2, nodata=-9999), LZW, DELTA),
+    ("int16", dict(compress="ZSTD", predictor=2), ZSTD, DELTA),
+    ("float32", dict(compress="DEFLATE", predictor=3, nodata=float("nan")), ZLIB, FLOATPRED),
+    ("float32", dict(compress="ZSTD", predictor=3, nodata=-9999.0), ZSTD, FLOATPRED),
+    ("float32", dict(compress="LZW", predictor=3), LZW, FLOATPRED),
+    ("uint16", dict(compress="NONE"), None, None),
+    ("uint16", dict(compress="DEFLATE", predictor=2, count=3, interleave="band"), ZLIB, DELTA),  # band planes
+    ("uint8", dict(compress="ZSTD", predictor=2, count=3, interleave="pixel"), ZSTD, DELTA),  # interleaved
+    ("uint16", dict(compress="DEFLATE", predictor=2, ENDIANNESS="BIG"), ZLIB, DELTA),
+]  # fmt: skip
+"""(dtype, GeoTIFF creation options, the Zarr compressor and filter the tiles need)."""
+
+
+def test_codecs_predictors_and_types_read_back_bit_for_bit(tmp_path):
+    files = []
+    for case, (dtype, options, _, _) in enumerate(CODEC_CASES):  # each case on a grid of its own
+        options = dict(options)
+        count = options.pop("count", 1)
+        for k in range(2):
+            data = _noise((count, 300, 260), dtype, seed=10 * case + k)
+            origin = (500000.0 + 10000 * case, 4000000.0)
+            files.append(_tiff(tmp_path / f"c{case}s{k}" / "data.tif", data, origin=origin, **options))
     out = tmp_path / "store.json"
     mosaic.export_virtual(_index(files), out)
+    refs = store_refs(out)
     summary = read_back(Path(f"{out}.open.json"))
-    (group,) = summary["groups"].values()
-    assert group["ids"] == ["s0", "s1"]
-    interleaved = count > 1 and options.get("interleave") == "pixel"
-    assert summary["compared"] == 2 * (1 if interleaved else count)
-    names = ["data"] if count == 1 or interleaved else [f"data.{k}" for k in range(1, count + 1)]
-    assert sorted(group["vars"]) == names
-    for var in group["vars"].values():
-        assert var["dtype"] == dtype
-        assert var["chunks"][:3] == [1, 128, 128]
-        assert var["shape"][:3] == [2, 300, 260]
+    groups = sorted(summary["groups"].values(), key=lambda g: int(g["ids"][0][1:].split("s")[0]))
+    assert len(groups) == len(CODEC_CASES)
+    compared = 0
+    for case, (group, (dtype, options, compressor, predictor)) in enumerate(
+        zip(groups, CODEC_CASES, strict=True)
+    ):
+        assert group["ids"] == [f"c{case}s0", f"c{case}s1"]
+        count = options.get("count", 1)
+        interleaved = count > 1 and options.get("interleave") == "pixel"
+        compared += 2 * (1 if interleaved else count)
+        names = ["data"] if count == 1 or interleaved else [f"data.{k}" for k in range(1, count + 1)]
+        assert sorted(group["vars"]) == names
+        for var in group["vars"].values():
+            assert var["dtype"] == dtype
+            assert var["chunks"][:3] == [1, 128, 128]
+            assert var["shape"] == [2, 300, 260] + ([3] if interleaved else [])
+        # the codec chain the tiles need, and nothing else
+        path = next(p for p in summary["groups"] if summary["groups"][p] is group).strip("/")
+        zarray = json.loads(refs[f"{path}/{names[0]}/.zarray"])
+        assert (zarray["compressor"] or {}).get("id") == compressor
+        assert [f["id"] for f in zarray["filters"] or []] == ([predictor] if predictor else [])
+        assert zarray["dtype"][0] == (
+            ">" if options.get("ENDIANNESS") == "BIG" else "<" if dtype != "uint8" else "|"
+        )
+    assert summary["compared"] == compared
 
 
 def test_sparse_tiles_are_missing_chunks_read_as_gdal_reads_them(tmp_path):
@@ -448,7 +471,18 @@ def test_parquet_references_read_back_bit_for_bit(demo_tiles_index, tmp_path):
     out = tmp_path / "store.parq"
     index = demo_tiles_index.write(tmp_path / "index.parquet")
     result = CliRunner().invoke(
-        cli, ["tree", "export", "--index", str(index), str(out), "--format", "parquet", "--time", "2024-06-01/2024-06-12"]
+        cli,
+        [
+            "tree",
+            "export",
+            "--index",
+            str(index),
+            str(out),
+            "--format",
+            "parquet",
+            "--time",
+            "2024-06-01/2024-06-12",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert out.is_dir()

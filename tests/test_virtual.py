@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from click.testing import CliRunner
 from rasterio.transform import from_origin
 from rasterio.windows import Window
@@ -54,16 +55,18 @@ READBACK = textwrap.dedent(
             continue
         ds = node.to_dataset()
         group = summary["groups"][node.path] = {
-            "ids": [str(i) for i in ds["id"].values],
+            "ids": [str(i) for i in ds["scene_id"].values],
+            "footprints": [str(f) for f in ds["footprint"].values],
+            "grid": [ds.attrs["transform"], ds.attrs["shape"]],
             "times": [str(t) for t in ds["time"].values],
             "vars": {},
         }
         for name, var in ds.data_vars.items():
             values = var.values
-            for t, href in enumerate(var.attrs["hrefs"]):
+            for t, href in enumerate(ds[f"{name}_href"].values):
                 if not href:
                     continue
-                with rasterio.open(href) as src:
+                with rasterio.open(str(href)) as src:
                     if var.ndim == 4:
                         expected = np.moveaxis(src.read(), 0, -1)
                     else:
@@ -108,7 +111,14 @@ def read_back(opener: Path) -> dict:
 
 
 def store_refs(path: Path) -> dict:
-    return json.loads(path.read_text())["refs"]
+    """The references of a JSON store, their URL templates (``{{u0}}``) filled in."""
+    store = json.loads(path.read_text())
+    templates = store.get("templates", {})
+
+    def url(value):
+        return templates[value[2:-2]] if value.startswith("{{") else value
+
+    return {k: [url(v[0]), *v[1:]] if isinstance(v, list) else v for k, v in store["refs"].items()}
 
 
 def _tiff(path: Path, data: np.ndarray, *, block: int = 128, origin=(500000.0, 4000000.0), **options) -> Path:
@@ -181,6 +191,14 @@ def test_demo_collection_exports_one_group_per_grid_and_reads_back_bit_for_bit(d
         assert group["times"] == sorted(group["times"])
         for var in group["vars"].values():
             assert var["chunks"][:3] == [1, min(256, var["shape"][1]), min(256, var["shape"][2])]
+    # per time step its scene's id and footprint (lon/lat WKT of the rows on that grid)
+    for group in summary["groups"].values():
+        transform, shape = tuple(group["grid"][0]), tuple(group["grid"][1])
+        for scene, wkt in zip(group["ids"], group["footprints"], strict=True):
+            mine = [
+                r.footprint for r in rows if r.id == scene and r.transform == transform and r.shape == shape
+            ]
+            assert wkt == shapely.to_wkt(shapely.union_all(mine), rounding_precision=6)
     # no pixel copied: every chunk is a reference into a source file
     refs = store_refs(written[0])
     chunk_refs = [v for v in refs.values() if isinstance(v, list)]

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ class VirtualGroup:
         nodata: per variable, the nodata value of the index rows (None: none).
         times: per time step, the acquisition time (UTC) or None.
         scene_ids: per time step, the scene id.
+        footprints: per time step, the scene's data footprint (lon/lat WKT, the union of its rows').
         sources: per time step, per variable, where the pixels are (None: the scene lacks that band).
     """
 
@@ -113,6 +115,7 @@ class VirtualGroup:
     nodata: tuple[float | None, ...]
     times: tuple[Any, ...]
     scene_ids: tuple[str, ...]
+    footprints: tuple[str, ...]
     sources: tuple[tuple[BandSource | None, ...], ...]
 
 
@@ -290,6 +293,7 @@ def _group_rows(rows: Sequence[SceneAsset]) -> list[VirtualGroup]:
 
     A placeholder for :mod:`mosaic.tree`'s grouping (its node paths): the one function to replace.
     """
+    import shapely
     from pyproj import CRS
 
     by_grid: dict[tuple[str, tuple[float, ...], tuple[int, int]], list[SceneAsset]] = {}
@@ -337,6 +341,10 @@ def _group_rows(rows: Sequence[SceneAsset]) -> list[VirtualGroup]:
                 nodata=tuple(variables[n][2] for n in names),
                 times=tuple(scenes[s][0].datetime for s in order),
                 scene_ids=tuple(order),
+                footprints=tuple(
+                    shapely.to_wkt(shapely.union_all([r.footprint for r in scenes[s]]), rounding_precision=6)
+                    for s in order
+                ),
                 sources=tuple(sources),
             )
         )
@@ -463,6 +471,7 @@ def _partitions(group: VirtualGroup, mixed: Mixed) -> list[VirtualGroup]:
                 nodata=group.nodata,
                 times=tuple(group.times[t] for t in members),
                 scene_ids=tuple(group.scene_ids[t] for t in members),
+                footprints=tuple(group.footprints[t] for t in members),
                 sources=tuple(group.sources[t] for t in members),
             )
         )
@@ -513,21 +522,17 @@ def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=True)
 
 
-def _inline(array: np.ndarray) -> str:
-    return "base64:" + base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
-
-
 def _plain_array(
     refs: dict[str, Any], key: str, data: np.ndarray, dims: list[str], attrs: Mapping[str, Any]
 ) -> None:
-    """A small array written inline (coordinates), one chunk."""
+    """A small array written inline (coordinates), one chunk, zlib-compressed (numcodecs' own codec)."""
     refs[f"{key}/.zarray"] = _json(
         {
             "zarr_format": 2,
             "shape": list(data.shape),
             "chunks": list(data.shape),
             "dtype": data.dtype.str,
-            "compressor": None,
+            "compressor": {"id": "zlib", "level": 9},
             "filters": None,
             "fill_value": None,
             "order": "C",
@@ -535,7 +540,8 @@ def _plain_array(
         }
     )
     refs[f"{key}/.zattrs"] = _json({"_ARRAY_DIMENSIONS": dims, **attrs})
-    refs[f"{key}/" + (".".join("0" * data.ndim) or "0")] = _inline(data)
+    raw = zlib.compress(np.ascontiguousarray(data).tobytes(), 9)
+    refs[f"{key}/" + (".".join("0" * data.ndim) or "0")] = "base64:" + base64.b64encode(raw).decode("ascii")
 
 
 def _fill_json(value: float | None) -> Any:
@@ -555,7 +561,13 @@ def _group_refs(group: VirtualGroup, encodings: Sequence[_Encoding], refs: dict[
     height, width = group.shape
     a, b, c, d, e, f = group.transform
     refs[f"{root}/.zgroup"] = _json({"zarr_format": 2})
-    refs[f"{root}/.zattrs"] = _json({"scene_ids": list(group.scene_ids)})
+    refs[f"{root}/.zattrs"] = _json(
+        {
+            "transform": list(group.transform),
+            "shape": list(group.shape),
+            "scenes": len(set(group.scene_ids)),
+        }
+    )
     _plain_array(refs, f"{root}/x", c + a * (np.arange(width) + 0.5), ["x"], _axis_attrs("x", group.crs_wkt))
     _plain_array(refs, f"{root}/y", f + e * (np.arange(height) + 0.5), ["y"], _axis_attrs("y", group.crs_wkt))
     times = np.array([_NAT if t is None else int(t.value // 1000) for t in group.times], dtype="<i8")
@@ -567,8 +579,17 @@ def _group_refs(group: VirtualGroup, encodings: Sequence[_Encoding], refs: dict[
     if (times == _NAT).any():
         time_attrs["_FillValue"] = int(_NAT)
     _plain_array(refs, f"{root}/time", times, ["time"], time_attrs)
-    ids = np.array(group.scene_ids, dtype=f"<U{max(1, max(len(s) for s in group.scene_ids))}")
-    _plain_array(refs, f"{root}/id", ids, ["time"], {"long_name": "scene id"})
+    _plain_array(refs, f"{root}/scene_id", _texts(group.scene_ids), ["time"], {"long_name": "scene id"})
+    _plain_array(
+        refs,
+        f"{root}/footprint",
+        _texts(group.footprints),
+        ["time"],
+        {"long_name": "data footprint, lon/lat WKT"},
+    )
+    for i, name in enumerate(group.bands):
+        hrefs = [s[i].href if s[i] is not None else "" for s in group.sources]  # type: ignore[union-attr]
+        _plain_array(refs, f"{root}/{name}_href", _texts(hrefs), ["time"], {"long_name": f"file of {name}"})
     crs = CRS.from_wkt(group.crs_wkt)
     cf = crs.to_cf()
     cf.update(
@@ -596,6 +617,11 @@ def _axis_attrs(axis: str, crs_wkt: str) -> dict[str, Any]:
         "units": "m" if unit in ("metre", "meter") else unit,
         "axis": axis.upper(),
     }
+
+
+def _texts(values: Sequence[str]) -> np.ndarray:
+    """Per-time-step text as a fixed-width unicode array (Zarr format 2 has no variable-length text)."""
+    return np.array(values, dtype=f"<U{max([1, *(len(v) for v in values)])}")
 
 
 def _band_refs(
@@ -633,14 +659,12 @@ def _band_refs(
     attrs: dict[str, Any] = {
         "_ARRAY_DIMENSIONS": ["time", "y", "x"] + ([_band_dim(group, name)] if interleaved else []),
         "grid_mapping": "spatial_ref",
-        "coordinates": "spatial_ref id",
-        "hrefs": [s[i].href if s[i] is not None else "" for s in group.sources],  # type: ignore[union-attr]
+        "coordinates": f"spatial_ref scene_id footprint {name}_href",
         "band_in_file": next(s[i].band for s in group.sources if s[i] is not None),  # type: ignore[union-attr]
         "tile_encoding": enc.describe(),
     }
-    nodata = group.nodata[i]
-    if nodata is not None and not (enc.fill is not None and _fill_json(enc.fill) == _fill_json(nodata)):
-        attrs["nodata"] = _fill_json(nodata)  # the index's nodata where the file declares another
+    if group.nodata[i] is not None:  # the index's (it may override the file's, the fill value)
+        attrs["nodata"] = _fill_json(group.nodata[i])
     refs[f"{key}/.zattrs"] = _json(attrs)
     across, down = math.ceil(width / tw), math.ceil(height / th)
     tail = ".0" if interleaved else ""
@@ -741,7 +765,7 @@ def _write(refs: dict[str, Any], out: Path, format: Format, hrefs: list[str]) ->
         out.parent.mkdir(parents=True, exist_ok=True)
         if format == "json":
             tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(json.dumps({"version": 1, "refs": refs}, separators=(",", ":")))
+            tmp.write_text(json.dumps(_templated(refs), separators=(",", ":")))
             os.replace(tmp, out)
         else:
             _write_parquet(refs, out)
@@ -749,6 +773,18 @@ def _write(refs: dict[str, Any], out: Path, format: Format, hrefs: list[str]) ->
     except OSError as exc:
         raise OutputError.at(out, "the virtual store", exc) from exc
     return [out, opener]
+
+
+def _templated(refs: Mapping[str, Any]) -> dict[str, Any]:
+    """Version 1 references with each file's URL written once, as a template (``{{u0}}``...)."""
+    names: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for key, value in refs.items():
+        if isinstance(value, list):
+            name = names.setdefault(value[0], f"u{len(names)}")
+            value = ["{{" + name + "}}", *value[1:]]
+        out[key] = value
+    return {"version": 1, "templates": {name: url for url, name in names.items()}, "refs": out}
 
 
 def _require_fastparquet() -> None:

@@ -15,6 +15,7 @@ import textwrap
 from collections import Counter
 from importlib.util import find_spec
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -48,6 +49,12 @@ READBACK = textwrap.dedent(
     imagecodecs.numcodecs.register_codecs()
     with open(sys.argv[1]) as f:
         kwargs = json.load(f)
+    options = json.loads(sys.argv[2])
+    if options.get("prefix"):  # tiles over plain HTTP from the test server, through obstore's fsspec
+        import obstore.fsspec
+
+        obstore.fsspec.register("http", asynchronous=True)
+        kwargs["storage_options"]["remote_options"]["client_options"] = {"allow_http": True}
     tree = xr.open_datatree(**kwargs)
     summary = {"groups": {}, "compared": 0, "missing_chunks": 0}
     for node in tree.subtree:
@@ -66,6 +73,8 @@ READBACK = textwrap.dedent(
             for t, href in enumerate(ds[f"{name}_href"].values):
                 if not href:
                     continue
+                if options.get("prefix"):
+                    href = str(href).replace(options["prefix"], options["root"])
                 with rasterio.open(str(href)) as src:
                     if var.ndim == 4:
                         expected = np.moveaxis(src.read(), 0, -1)
@@ -96,15 +105,23 @@ READBACK = textwrap.dedent(
 )
 
 
-def read_back(opener: Path) -> dict:
-    """The store opened by ``<store>.open.json`` in a fresh interpreter without mosaic, checked there."""
+def read_back(opener: Path, **options: str) -> dict:
+    """The store opened by ``<store>.open.json`` in a fresh interpreter without mosaic, checked there.
+
+    ``prefix`` and ``root``: hrefs are URLs of the test HTTP server, under ``prefix``, serving ``root``
+    (rasterio reads the local files to compare).
+    """
     env = dict(os.environ)  # mosaic's own folder left off the path (an installed mosaic stays unimported)
     paths = [
         p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "mosaic").is_dir()
     ]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     proc = subprocess.run(
-        [sys.executable, "-c", READBACK, str(opener)], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", READBACK, str(opener), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -408,7 +425,7 @@ def test_remote_hrefs_are_written_as_such_with_no_credentials(demo_tiles_index, 
     assert urls == {"s3://bucket/scenes/a/B02.tif", "s3://bucket/scenes/b/B02.tif"}
     kwargs = json.loads(Path(f"{out}.open.json").read_text())
     assert kwargs["storage_options"]["remote_protocol"] == "s3"
-    assert kwargs["storage_options"]["remote_options"] == {}
+    assert kwargs["storage_options"]["remote_options"] == {"asynchronous": True}  # no credentials
     https = TileIndex.from_records([_with_href(rows[0], "https://example.com/a/B02.tif")])
     mosaic.export_virtual(https, tmp_path / "h.json")
     assert {v[0] for v in store_refs(tmp_path / "h.json").values() if isinstance(v, list)} == {
@@ -419,7 +436,32 @@ def test_remote_hrefs_are_written_as_such_with_no_credentials(demo_tiles_index, 
     )
     mosaic.export_virtual(both, tmp_path / "both.json")
     kwargs = json.loads(Path(f"{tmp_path / 'both.json'}.open.json").read_text())
-    assert kwargs["storage_options"]["fs"] == {"https": {}, "s3": {}}
+    assert kwargs["storage_options"]["fs"] == {"https": {"asynchronous": True}, "s3": {"asynchronous": True}}
+
+
+def test_http_hrefs_read_back_one_request_per_tile_and_no_header(http_server, demo_collection, tmp_path):
+    root = Path(demo_collection[0])
+    files = sorted(root.glob("S3*-seam12-202406*/B02.tif"))
+    urls = [http_server.url(f.relative_to(root).as_posix()) for f in files]
+    index = TileIndex.from_files(urls, pattern=PATTERN, tile_ranges=True, progress=False)
+    out = tmp_path / "http.json"
+    mosaic.export_virtual(index, out)
+    refs = store_refs(out)
+    chunks = [v for v in refs.values() if isinstance(v, list)]
+    assert {v[0] for v in chunks} == set(urls)  # the hrefs as they are
+    kwargs = json.loads(Path(f"{out}.open.json").read_text())
+    assert kwargs["storage_options"]["remote_protocol"] == "http"
+    http_server.reset_stats()
+    summary = read_back(Path(f"{out}.open.json"), prefix=http_server.url(""), root=f"{root}/")
+    assert summary["compared"] == len(files) > 2
+    # exactly the tiles, each once, by its byte range: no HEAD, no header request
+    prefix = urlsplit(http_server.url("")).path
+    asked = sorted((r.method, r.path, r.range) for r in http_server.log)
+    wanted = sorted(
+        ("GET", "/" + urlsplit(url).path[len(prefix) :].lstrip("/"), f"bytes={start}-{start + size - 1}")
+        for url, start, size in chunks
+    )
+    assert asked == wanted
 
 
 @pytest.mark.parametrize(

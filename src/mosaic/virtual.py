@@ -726,16 +726,19 @@ def open_kwargs(path: Path, hrefs: Iterable[str]) -> dict[str, Any]:
     """The keyword arguments of ``xarray.open_datatree`` that open the store at ``path``.
 
     fsspec's ``ReferenceFileSystem`` reads the tiles with one file system per protocol: one
-    ``remote_protocol`` when the hrefs share one (``remote_options`` empty: credentials come from the
-    reader's environment, or are added there), else an ``fs`` mapping of protocol to options (remote
-    protocols only: fsspec does not wrap a local file system given that way).
+    ``remote_protocol`` when the hrefs share one, else an ``fs`` mapping of protocol to options
+    (remote protocols only: fsspec does not wrap a local file system given that way). Remote file
+    systems are made ``asynchronous``, as zarr-python 3 makes the reference file system (fsspec
+    refuses a mix); their credentials come from the reader's environment, or are added to the options.
     """
     protocols = sorted({_protocol(h) for h in hrefs}) or ["file"]
     storage: dict[str, Any] = {"fo": str(path)}
-    if len(protocols) == 1:
-        storage.update(remote_protocol=protocols[0], remote_options={})
+    if protocols == ["file"]:
+        storage.update(remote_protocol="file", remote_options={})
+    elif len(protocols) == 1:
+        storage.update(remote_protocol=protocols[0], remote_options={"asynchronous": True})
     else:
-        storage["fs"] = {p: {} for p in protocols}
+        storage["fs"] = {p: {"asynchronous": True} for p in protocols}
     return {
         "filename_or_obj": "reference://",
         "engine": "zarr",

@@ -507,21 +507,19 @@ def test_cli_tree_export_end_to_end(demo_files, tmp_path):
     )
     assert built.exit_code == 0, built.output
     out = tmp_path / "store.json"
-    result = runner.invoke(
-        cli, ["tree", "export", "--index", str(index), str(out), "--bands", "B02,B8A", "--time", "2024-06",
-              "--bbox", "11.88,45.40,12.12,45.58"]
-    )  # fmt: skip
+    args = ["tree", "export", "--index", str(index), "-o", str(out), "--bands", "B02,B8A"]
+    result = runner.invoke(cli, [*args, "--time", "2024-06", "--bbox", "11.88,45.40,12.12,45.58"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [f"wrote {out}", f"wrote {out}.open.json"]
     summary = read_back(Path(f"{out}.open.json"))
     rows = TileIndex.read(index).query((11.88, 45.40, 12.12, 45.58), "2024-06").records()
     assert summary["compared"] == len([r for r in rows if r.asset in ("B02", "B8A")]) > 0
     bad = runner.invoke(
-        cli, ["tree", "export", "--index", str(index), str(tmp_path / "x.json"), "--bands", "B99"]
+        cli, ["tree", "export", "--index", str(index), "-o", str(tmp_path / "x.json"), "--bands", "B99"]
     )
     assert bad.exit_code == 1 and bad.output.startswith("error: band 'B99'")
     mixed = runner.invoke(
-        cli, ["tree", "export", "--index", str(index), str(tmp_path / "y.json"), "--mixed", "no"]
+        cli, ["tree", "export", "--index", str(index), "-o", str(tmp_path / "y.json"), "--mixed", "no"]
     )
     assert mixed.exit_code == 2
 
@@ -530,20 +528,8 @@ def test_cli_tree_export_end_to_end(demo_files, tmp_path):
 def test_parquet_references_read_back_bit_for_bit(demo_tiles_index, tmp_path):
     out = tmp_path / "store.parq"
     index = demo_tiles_index.write(tmp_path / "index.parquet")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "tree",
-            "export",
-            "--index",
-            str(index),
-            str(out),
-            "--format",
-            "parquet",
-            "--time",
-            "2024-06-01/2024-06-12",
-        ],
-    )
+    args = ["tree", "export", "--index", str(index), "-o", str(out), "--format", "parquet"]
+    result = CliRunner().invoke(cli, [*args, "--time", "2024-06-01/2024-06-12"])
     assert result.exit_code == 0, result.output
     assert out.is_dir()
     summary = read_back(Path(f"{out}.open.json"))

@@ -132,7 +132,7 @@ def cli(verbose: bool) -> None:
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 --time 2024-06
       mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
       mosaic gti export --index index.parquet -o m.gti.gpkg --crs EPSG:3035 --resolution 100
-      mosaic tree export --index index.parquet scenes.json
+      mosaic tree export --index index.parquet -o scenes.json
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 

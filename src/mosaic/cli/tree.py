@@ -25,7 +25,13 @@ def tree() -> None:
 
 @tree.command()
 @index_opt
-@click.argument("output", type=click.Path(writable=True))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(writable=True),
+    help="Output store: a .json file, or a folder with --format parquet; OUTPUT.open.json beside it.",
+)
 @click.option(
     "--bbox",
     metavar="MINX,MINY,MAXX,MAXY",
@@ -62,7 +68,7 @@ def export(
     mixed: str,
     quiet: bool,
 ) -> None:
-    """Write OUTPUT, a virtual Zarr store whose chunks are the COGs' own tiles (no pixel copied).
+    """Write a virtual Zarr store whose chunks are the COGs' own tiles (no pixel copied).
 
     One group per native grid (/EPSG_32632/<grid>), one (time, y, x) array per band. The index must be
     built with 'mosaic index build --tile-ranges'. OUTPUT.open.json holds the arguments of
@@ -70,8 +76,8 @@ def export(
 
     \b
     Examples:
-      mosaic tree export --index index.parquet scenes.json
-      mosaic tree export --index index.parquet s2.parq --format parquet --bands B02,B03 --time 2024-06
+      mosaic tree export --index index.parquet -o scenes.json
+      mosaic tree export --index index.parquet -o s2.parq --format parquet --bands B02,B03 --time 2024-06
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
     from mosaic.virtual import export_virtual
 

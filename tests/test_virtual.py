@@ -241,6 +241,16 @@ def test_a_store_selects_by_bbox_time_and_bands(demo_tiles_index, tmp_path):
         mosaic.export_virtual(demo_tiles_index, tmp_path / "x.json", bands="B99")
     with pytest.raises(NoDataError):
         mosaic.export_virtual(demo_tiles_index, tmp_path / "x.json", time="1990-01")
+    for bad, match in (
+        (dict(bbox=(1, 2, 3)), "bbox must be four numbers"),
+        (dict(bbox_crs="EPSG:nope"), "bbox_crs 'EPSG:nope'"),
+        (dict(bands=[3]), "bands must be"),
+        (dict(format="zarr"), "format must be 'json' or 'parquet'"),
+        (dict(time="not a time"), "not a time"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            mosaic.export_virtual(demo_tiles_index, tmp_path / "x.json", **bad)
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_an_index_without_tile_layouts_is_refused_with_the_fix(demo_index, tmp_path):
@@ -265,6 +275,8 @@ CODEC_CASES = [
     ("uint16", dict(compress="DEFLATE", predictor=2, count=3, interleave="band"), ZLIB, DELTA),  # band planes
     ("uint8", dict(compress="ZSTD", predictor=2, count=3, interleave="pixel"), ZSTD, DELTA),  # interleaved
     ("uint16", dict(compress="DEFLATE", predictor=2, ENDIANNESS="BIG"), ZLIB, DELTA),
+    ("int16", dict(compress="PACKBITS"), "imagecodecs_packbits", None),
+    ("float32", dict(compress="LZMA"), "lzma", None),
 ]  # fmt: skip
 """(dtype, GeoTIFF creation options, the Zarr compressor and filter the tiles need)."""
 
@@ -485,6 +497,13 @@ def test_local_and_remote_hrefs_in_one_store_are_refused(demo_tiles_index, tmp_p
     mixed = TileIndex.from_records([rows[0], _with_href(rows[1], "s3://bucket/b/B02.tif")])
     with pytest.raises(VirtualStoreError, match="mix local files"):
         mosaic.export_virtual(mixed, tmp_path / "x.json")
+
+
+def test_tiles_without_a_zarr_codec_are_refused_naming_the_scene(tmp_path):
+    path = _tiff(tmp_path / "lerc1" / "data.tif", _noise((1, 64, 64), "uint16", 1), block=32, compress="LERC")
+    with pytest.raises(VirtualStoreError, match=r"scene 'lerc1' band 'data': lerc tiles"):
+        mosaic.export_virtual(_index([path]), tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_a_rotated_grid_is_refused(tmp_path):

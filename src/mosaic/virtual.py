@@ -49,12 +49,15 @@ Mixed = Literal["split", "error"]
 CODEC_PACKAGE = "imagecodecs"
 """The package whose numcodecs codecs decode ZSTD and LZW tiles and undo the TIFF predictors."""
 
-_COMPRESSORS: dict[int, dict[str, Any] | None] = {
+PACKBITS, LZMA, LERC, WEBP, JXL = 32773, 34925, 34887, 50001, 50002
+_COMPRESSORS: dict[int, dict[str, Any] | None] = {  # TIFF compression -> Zarr v2 compressor (tifffile's)
     cog.NONE: None,
     cog.DEFLATE: {"id": "zlib"},
     cog.ADOBE_DEFLATE: {"id": "zlib"},
     cog.ZSTD: {"id": "imagecodecs_zstd"},
     cog.LZW: {"id": "imagecodecs_lzw"},
+    PACKBITS: {"id": "imagecodecs_packbits"},
+    LZMA: {"id": "lzma"},
 }
 _COMPRESSION_NAMES = {
     cog.NONE: "none",
@@ -63,6 +66,11 @@ _COMPRESSION_NAMES = {
     cog.ZSTD: "zstd",
     cog.LZW: "lzw",
     cog.JPEG: "jpeg",
+    PACKBITS: "packbits",
+    LZMA: "lzma",
+    LERC: "lerc",
+    WEBP: "webp",
+    JXL: "jpeg-xl",
 }
 _TIME_UNITS = "microseconds since 1970-01-01T00:00:00"
 _NAT = np.iinfo(np.int64).min
@@ -191,9 +199,13 @@ def export_virtual(
         raise InvalidInputError(f"format must be 'json' or 'parquet', got {format!r}")
     if mixed not in ("split", "error"):
         raise InvalidInputError(f"mixed must be 'split' or 'error', got {mixed!r}")
+    from mosaic.grid import check_bbox, parse_crs
     from mosaic.planner import check_bands, resolve_index
 
     bands = check_bands(bands)
+    parse_crs(bbox_crs, "bbox_crs")
+    if bbox is not None:
+        bbox = check_bbox(bbox)
     if format == "parquet":
         _require_fastparquet()
     if type(index_or_tree).__name__ == "DataTree":

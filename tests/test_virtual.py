@@ -30,7 +30,7 @@ from mosaic import TileIndex, VirtualStoreError
 from mosaic.cli import cli
 from mosaic.errors import InvalidInputError, NoDataError
 from mosaic.records import SceneAsset
-from real_data import DEM, L7
+from real_data import DEM, L7, fill_zero_scenes
 
 pytest.importorskip("imagecodecs")  # the readers' codecs (the `virtual` extra)
 
@@ -98,6 +98,7 @@ READBACK = textwrap.dedent(
                 "shape": list(var.shape),
                 "chunks": [c[0] for c in var.chunks],
                 "fill": None if var.attrs.get("_FillValue") is None else str(var.attrs["_FillValue"]),
+                "rio_nodata": None if var.rio.nodata is None else float(var.rio.nodata),
             }
     assert "mosaic" not in sys.modules
     print(json.dumps(summary))
@@ -413,6 +414,20 @@ def test_real_landsat_and_dem_converted_to_cogs_read_back_bit_for_bit(tmp_path):
     ]
     crs_names = {p.split("/")[1] for p in summary["groups"]}
     assert "EPSG_31985" in crs_names and any(n.startswith("CRS_") for n in crs_names)  # the custom CRS
+
+
+def test_real_fill_zero_scenes_keep_the_index_nodata(tmp_path):
+    """Landsat Level-1 files fill with 0 and say nothing; the index's nodata=0 reaches rioxarray."""
+    files = fill_zero_scenes(tmp_path / "l1")
+    out = tmp_path / "l1.json"
+    mosaic.export_virtual(TileIndex.from_files(files, nodata=0, tile_ranges=True, progress=False), out)
+    summary = read_back(Path(f"{out}.open.json"))
+    assert summary["compared"] == 2 and len(summary["groups"]) == 2  # two windows: two grids
+    for group in summary["groups"].values():
+        (var,) = group["vars"].values()
+        assert var["fill"] is None  # the files declare no nodata: a missing tile reads 0, as in GDAL
+        assert var["rio_nodata"] == 0.0  # the index's nodata, as rioxarray reads it
+        assert group["times"][0].startswith("2001-07-")
 
 
 # ---------------------------------------------------------------------------------- hrefs and secrets

@@ -6,8 +6,11 @@ itself. One Zarr group per native grid (CRS + transform + shape), ``/<CRS>/<grid
 ``(time, y, x)`` array per band, chunked as the COGs are tiled, with the codecs the tiles need
 (``zlib`` for DEFLATE, ``imagecodecs_zstd``, ``imagecodecs_lzw``, and the TIFF predictors as the filters
 ``imagecodecs_delta`` and ``imagecodecs_floatpred``, as :mod:`tifffile` writes them), pixel-centre
-``x``/``y``, ``time`` and scene ``id`` coordinates, and the CRS in a ``spatial_ref`` variable (CF
-``grid_mapping``, ``crs_wkt``, GDAL ``GeoTransform``) that rioxarray and odc-geo read.
+``x``/``y``, ``time``, and per time step ``scene_id``, ``footprint`` and ``<band>_href`` coordinates,
+and the CRS in a ``spatial_ref`` variable (CF ``grid_mapping``, ``crs_wkt``, GDAL ``GeoTransform``)
+that rioxarray and odc-geo read. A pixel-interleaved multi-band file gives one ``(time, y, x, band)``
+array (each tile holds all its bands); band-interleaved ones one array per band, ``<asset>.<n>``.
+Tiles a sparse COG does not store are missing chunks (the fill value: the file's nodata, else 0).
 
 Beside the store, ``<path>.open.json`` holds the keyword arguments of ``xarray.open_datatree`` that open
 it, so that a process without mosaic opens it with xarray, zarr, fsspec and (for ZSTD, LZW and the
@@ -300,67 +303,73 @@ def _assets(rows: Sequence[SceneAsset], bands: Sequence[str] | str | None) -> li
     return wanted
 
 
-def _group_rows(rows: Sequence[SceneAsset]) -> list[VirtualGroup]:
-    """The rows as groups, one per exact (CRS, transform, shape), scenes in (time, id) order.
+def _grid_nodes(rows: Sequence[SceneAsset]) -> list[tuple[str, list[SceneAsset]]]:
+    """``(node path, rows)`` per exact (CRS, transform, shape): the one grouping to replace.
 
-    A placeholder for :mod:`mosaic.tree`'s grouping (its node paths): the one function to replace.
+    A placeholder for :mod:`mosaic.tree`'s ``grid_nodes`` (its node names, and its tolerance on the
+    transform), which returns the same with row positions.
     """
-    import shapely
-    from pyproj import CRS
-
     by_grid: dict[tuple[str, tuple[float, ...], tuple[int, int]], list[SceneAsset]] = {}
     for r in rows:
         by_grid.setdefault((r.crs, tuple(r.transform), tuple(r.shape)), []).append(r)  # type: ignore[arg-type]
-    groups = []
-    for (crs, transform, shape), members in by_grid.items():
-        layouts = {id(r): _layout(r) for r in members}
-        variables: dict[str, tuple[int, str, float | None]] = {}  # name -> (band count, dtype, nodata)
-        for r in sorted(members, key=lambda r: r.asset):
+    return [(_node_path(*key), members) for key, members in by_grid.items()]
+
+
+def _group_rows(rows: Sequence[SceneAsset]) -> list[VirtualGroup]:
+    """The rows as groups, one per native grid (:func:`_grid_nodes`), scenes in (time, id) order."""
+    return sorted((_group(path, members) for path, members in _grid_nodes(rows)), key=lambda g: g.path)
+
+
+def _group(path: str, members: Sequence[SceneAsset]) -> VirtualGroup:
+    """The group of the rows of one grid: per scene a time step, per band (or interleaved file) a variable."""
+    import shapely
+    from pyproj import CRS
+
+    first = members[0]
+    layouts = {id(r): _layout(r) for r in members}
+    variables: dict[str, tuple[int, str, float | None]] = {}  # name -> (band count, dtype, nodata)
+    for r in sorted(members, key=lambda r: r.asset):
+        layout = layouts[id(r)]
+        if layout.planar == 1 and layout.samples > 1:
+            variables.setdefault(r.asset, (layout.samples, layout.dtype, r.nodata))
+        else:
+            for k in range(1, layout.samples + 1):
+                name = r.asset if layout.samples == 1 else f"{r.asset}.{k}"
+                variables.setdefault(name, (1, layout.dtype, r.nodata))
+    names = sorted(variables)
+    scenes: dict[str, list[SceneAsset]] = {}
+    for r in members:
+        scenes.setdefault(r.id, []).append(r)
+    order = sorted(scenes, key=lambda s: (_sort_time(scenes[s][0].datetime), s))
+    sources = []
+    for scene in order:
+        step: dict[str, BandSource] = {}
+        for r in scenes[scene]:
             layout = layouts[id(r)]
             if layout.planar == 1 and layout.samples > 1:
-                variables.setdefault(r.asset, (layout.samples, layout.dtype, r.nodata))
+                step.setdefault(r.asset, BandSource(r.id, r.href or "", 0, r.tiles or b""))
             else:
                 for k in range(1, layout.samples + 1):
                     name = r.asset if layout.samples == 1 else f"{r.asset}.{k}"
-                    variables.setdefault(name, (1, layout.dtype, r.nodata))
-        names = sorted(variables)
-        scenes: dict[str, list[SceneAsset]] = {}
-        for r in members:
-            scenes.setdefault(r.id, []).append(r)
-        order = sorted(scenes, key=lambda s: (_sort_time(scenes[s][0].datetime), s))
-        sources = []
-        for scene in order:
-            step: dict[str, BandSource] = {}
-            for r in scenes[scene]:
-                layout = layouts[id(r)]
-                if layout.planar == 1 and layout.samples > 1:
-                    step.setdefault(r.asset, BandSource(r.id, r.href or "", 0, r.tiles or b""))
-                else:
-                    for k in range(1, layout.samples + 1):
-                        name = r.asset if layout.samples == 1 else f"{r.asset}.{k}"
-                        step.setdefault(name, BandSource(r.id, r.href or "", k, r.tiles or b""))
-            sources.append(tuple(step.get(n) for n in names))
-        crs_wkt = CRS.from_user_input(crs).to_wkt()
-        groups.append(
-            VirtualGroup(
-                path=_node_path(crs, transform, shape),
-                crs_wkt=crs_wkt,
-                transform=transform,  # type: ignore[arg-type]
-                shape=shape,
-                bands=tuple(names),
-                band_counts=tuple(variables[n][0] for n in names),
-                dtypes=tuple(variables[n][1] for n in names),
-                nodata=tuple(variables[n][2] for n in names),
-                times=tuple(scenes[s][0].datetime for s in order),
-                scene_ids=tuple(order),
-                footprints=tuple(
-                    shapely.to_wkt(shapely.union_all([r.footprint for r in scenes[s]]), rounding_precision=6)
-                    for s in order
-                ),
-                sources=tuple(sources),
-            )
-        )
-    return sorted(groups, key=lambda g: g.path)
+                    step.setdefault(name, BandSource(r.id, r.href or "", k, r.tiles or b""))
+        sources.append(tuple(step.get(n) for n in names))
+    return VirtualGroup(
+        path=path,
+        crs_wkt=CRS.from_user_input(first.crs).to_wkt(),
+        transform=first.transform,  # type: ignore[arg-type]
+        shape=first.shape,  # type: ignore[arg-type]
+        bands=tuple(names),
+        band_counts=tuple(variables[n][0] for n in names),
+        dtypes=tuple(variables[n][1] for n in names),
+        nodata=tuple(variables[n][2] for n in names),
+        times=tuple(scenes[s][0].datetime for s in order),
+        scene_ids=tuple(order),
+        footprints=tuple(
+            shapely.to_wkt(shapely.union_all([r.footprint for r in scenes[s]]), rounding_precision=6)
+            for s in order
+        ),
+        sources=tuple(sources),
+    )
 
 
 def _sort_time(value: Any) -> float:

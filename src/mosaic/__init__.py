@@ -38,6 +38,7 @@ from mosaic.errors import (
     SecretHrefWarning,
     SkippedSourcesWarning,
     SourceError,
+    VirtualStoreError,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from mosaic.index.tile_index import TileIndex
     from mosaic.outputs.batch import RegridReport, regrid, write_cog, write_zarr
     from mosaic.outputs.gti import export_gti
+    from mosaic.outputs.virtual import export_virtual
     from mosaic.planning.planner import Plan
     from mosaic.planning.records import SceneAsset, Skipped
 
@@ -63,6 +65,7 @@ _LAZY = {
     "Plan": "mosaic.planning.planner",
     "SceneAsset": "mosaic.planning.records",
     "Skipped": "mosaic.planning.records",
+    "export_virtual": "mosaic.outputs.virtual",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -96,8 +99,10 @@ __all__ = [
     "SkippedSourcesWarning",
     "SourceError",
     "TileIndex",
+    "VirtualStoreError",
     "__version__",
     "export_gti",
+    "export_virtual",
     "load",
     "plan",
     "read_stats",

@@ -38,6 +38,7 @@ __all__ = [
     "SecretHrefWarning",
     "SkippedSourcesWarning",
     "SourceError",
+    "VirtualStoreError",
 ]
 
 
@@ -62,6 +63,14 @@ class InvalidMaskError(InvalidInputError):
     """A quality mask spec is malformed, or names a band the selected scenes do not have.
 
     The message names the spec (or the text given for it) and what to change, in one line.
+    """
+
+
+class VirtualStoreError(InvalidInputError):
+    """Scenes a virtual Zarr store cannot describe as they are: tiles of another shape, codec or type.
+
+    Zarr gives an array one chunk shape and one codec chain; the message names the scenes (and what
+    differs) that do not fit, and what to do (``mixed="split"``, or re-encode them).
     """
 
 

@@ -1,4 +1,4 @@
-"""The ``mosaic`` command line: ``mosaic index build|info``, ``plan``, ``regrid``, ``gti export``, ``demo``.
+"""The ``mosaic`` command line: ``index``, ``plan``, ``regrid``, ``gti export``, ``tree export``, ``demo``.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -25,6 +25,7 @@ from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.cli.regrid import regrid
 from mosaic.cli.serve import serve
+from mosaic.cli.tree import tree
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
 from mosaic.io.paths import redact
 
@@ -132,6 +133,7 @@ def cli(verbose: bool) -> None:
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 --time 2024-06
       mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
       mosaic gti export --index index.parquet -o m.gti.gpkg --crs EPSG:3035 --resolution 100
+      mosaic tree export --index index.parquet -o scenes.json
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 
@@ -142,6 +144,7 @@ cli.add_command(regrid)
 cli.add_command(demo)
 cli.add_command(gti)
 cli.add_command(serve)
+cli.add_command(tree)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

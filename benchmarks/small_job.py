@@ -210,7 +210,7 @@ def worker(args: argparse.Namespace) -> None:
         import mosaic.api
         import mosaic.batch
         import mosaic.fuse
-        import mosaic.read  # noqa: F401  (the engine's modules, as `import odc.stac` imports odc-stac's)
+        import mosaic.read  # (the engine's modules, as `import odc.stac` imports all of odc-stac)
         from mosaic.index import TileIndex
 
         index = TileIndex.from_stac(case["items"], assets=[ASSET])
@@ -433,7 +433,9 @@ def profile(case: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--src", type=Path, help="run the mosaic engines from this folder's mosaic")

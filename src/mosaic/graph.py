@@ -282,8 +282,10 @@ class _ReadAhead:
         self._waiter: Callable[[], bool] | None = None
 
     def start(self, i: int, area: tuple[slice, slice]) -> None:
-        """Start read ``i`` ahead, for ``area`` (the part still empty); with ``idle_only``, on an idle
-        core: now if one is idle, else when one becomes idle while the chunk is still before read ``i``.
+        """Start read ``i`` ahead, for ``area`` (the part of the chunk still empty).
+
+        With ``idle_only``, on an idle core: now if one is idle, else when one becomes idle while the
+        chunk has not reached read ``i``.
         """
         reads = self.task.reads
         if i >= len(reads) or i in self.futures:

@@ -18,6 +18,7 @@ scene on top where they overlap.
 **Engines**, each run a fresh process (medians; round-robin order):
 
 * ``mosaic``: ``mosaic.load(bbox, "EPSG:4326", resolution=..., groupby=None, chunks=None)`` (eager);
+* ``mosaic-base``: the same as ``mosaic`` from another checkout (``--base-src DIR``: before a change);
 * ``mosaic-regrid``: ``mosaic.regrid("out.tif", ...)`` (a COG written);
 * ``mosaic-cli``: ``mosaic regrid --index I --bbox ... -o out.tif`` (the console script: imports in);
 * ``odc-stac``: ``odc.stac.load(items, geobox=..., chunks=None, groupby=<one group>)`` (eager);
@@ -64,7 +65,7 @@ SCENES = (
 )
 OUT_RES = 0.001
 OUT_SHAPE = (2000, 2900)
-ENGINES = ("mosaic", "mosaic-regrid", "mosaic-cli", "odc-stac", "gdalwarp")
+ENGINES = ("mosaic", "mosaic-base", "mosaic-regrid", "mosaic-cli", "odc-stac", "gdalwarp")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -205,7 +206,7 @@ def worker(args: argparse.Namespace) -> None:
     case = json.loads((DATA / "case.json").read_text())
     import numpy as np
 
-    if args.engine in ("mosaic", "mosaic-regrid"):
+    if args.engine in ("mosaic", "mosaic-base", "mosaic-regrid"):
         import mosaic
         import mosaic.api
         import mosaic.batch
@@ -218,7 +219,7 @@ def worker(args: argparse.Namespace) -> None:
         out_tif = OUTPUT / "small_job_regrid.tif"
 
         def run() -> Any:
-            if args.engine == "mosaic":
+            if args.engine != "mosaic-regrid":
                 ds = mosaic.load(case["bbox"], "EPSG:4326", chunks=None, **kw)
                 return ds[ASSET].values[0]
             mosaic.regrid(out_tif, case["bbox"], "EPSG:4326", overwrite=True, progress=False, **kw)
@@ -270,8 +271,9 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_python(engine: str, args: argparse.Namespace, save: Path | None) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    if args.src:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.src), env.get("PYTHONPATH")]))
+    src = args.base_src if engine == "mosaic-base" else args.src
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, "--engine", engine] + (["--save", str(save)] if save else [])
     launched = time.time()
     proc = subprocess.run([*cmd, "--launched", repr(launched)], capture_output=True, text=True, env=env)
@@ -439,6 +441,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--src", type=Path, help="run the mosaic engines from this folder's mosaic")
+    parser.add_argument("--base-src", type=Path, help="engine mosaic-base: mosaic from this folder")
     parser.add_argument("--reference", action="store_true", help="save / compare mosaic's array")
     parser.add_argument("--profile", action="store_true", help="profile mosaic's eager load instead")
     parser.add_argument("--output", default="small_job", help="output file stem")
@@ -448,6 +451,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.src:
         args.src = args.src.resolve()
+    if args.base_src:
+        args.base_src = args.base_src.resolve()
+    elif "mosaic-base" in args.engines and not args.engine:
+        args.engines.remove("mosaic-base")
     if args.engine:
         worker(args)
         return

@@ -298,16 +298,21 @@ def cli_cmd(case: dict[str, Any], out: Path) -> list[str]:
     return [*cmd, "--overwrite", "-o", str(out)]
 
 
-def run_process(cmd: list[str], args: argparse.Namespace) -> float:
+def run_process(cmd: list[str], args: argparse.Namespace) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one process."""
+    import resource
+
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if args.src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.src), env.get("PYTHONPATH")]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd[:8])} failed: {proc.stderr[-3000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 # ----------------------------------------------------------------------------------------- driver
@@ -335,14 +340,14 @@ def bench(case: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         for engine in engines[k % len(engines) :] + engines[: k % len(engines)]:
             if engine == "gdalwarp":
                 out = arrays / "gdalwarp.tif"
-                seconds = run_process(gdalwarp_cmd(case, out), args)
+                seconds, cpu = run_process(gdalwarp_cmd(case, out), args)
                 outputs[engine] = out
-                res = {"job": seconds, "cpu": float("nan"), "process": seconds}
+                res = {"job": seconds, "cpu": cpu, "process": seconds}
             elif engine == "mosaic-cli":
                 out = arrays / "mosaic_cli.tif"
-                seconds = run_process(cli_cmd(case, out), args)
+                seconds, cpu = run_process(cli_cmd(case, out), args)
                 outputs[engine] = out
-                res = {"job": seconds, "cpu": float("nan"), "process": seconds}
+                res = {"job": seconds, "cpu": cpu, "process": seconds}
             else:
                 save = arrays / f"{engine}.npy" if k == 0 else None
                 res = run_python(engine, args, save)

@@ -173,12 +173,13 @@ def _computed(ds: xr.Dataset) -> xr.Dataset:
     through ``Dataset.compute``, whose first call in a process looks for chunk managers among the
     installed packages' entry points (a scan of every distribution's metadata).
     """
-    import dask
     import dask.array as da
     import dask.threaded
+    from dask.base import compute
 
     names = [name for name, var in ds.variables.items() if isinstance(var.data, da.Array)]
-    values = dask.compute(*(ds.variables[name].data for name in names), scheduler=dask.threaded.get)
+    arrays = (ds.variables[name].data for name in names)
+    values = compute(*arrays, scheduler=dask.threaded.get)  # type: ignore[no-untyped-call]
     out = ds.copy(deep=False)
     for name, value in zip(names, values, strict=True):
         out.variables[name].data = value

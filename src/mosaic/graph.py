@@ -12,7 +12,7 @@ import os
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,33 +110,39 @@ def load_chunk(
     mode = _reads_ahead(task, fuser)
     ahead = _ReadAhead(task, ctx, kwargs, idle_only=mode == "idle") if mode else None
     with _BUSY.running(), gdal_env(ctx.gdal_options):
-        for i, read in enumerate(task.reads):
-            area = fuser.pending()
-            if area is None:
-                break  # first/last: every pixel has its value, later scenes cannot change it
+        try:
+            for i, read in enumerate(task.reads):
+                area = fuser.pending()
+                if area is None:
+                    break  # first/last: every pixel has its value, later scenes cannot change it
+                if ahead is not None:
+                    ahead.reach(i)
+                    ahead.start(i + 1, area)  # the next scene's round trips overlap this one's
+                try:
+                    if ahead is not None and ahead.has(i):
+                        layer, aux = ahead.take(i), None
+                    else:
+                        # (a read converted to physical units is scaled after reading: not into the
+                        # accumulator)
+                        into = None if read.to_physical else fuser.scratch()
+                        layer = warp_read(read, area=area, into=into, **kwargs)
+                        aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
+                except ReadError as exc:
+                    if ctx.on_error == "raise":
+                        raise
+                    fuser.discard_scratch()  # the failed read may have written part of its pixels
+                    failed.append(exc)
+                    continue
+                data = _physical(layer.data, read.to_physical)
+                ranks = (
+                    None
+                    if aux is None
+                    else as_chunk(_physical(aux.data, task.aux[i].to_physical), aux.region, shape)
+                )
+                fuser.feed(data, ranks, layer.region)
+        finally:
             if ahead is not None:
-                ahead.start(i + 1, area)  # the next scene's round trips overlap this one's
-            try:
-                if ahead is not None and ahead.has(i):
-                    layer, aux = ahead.take(i), None
-                else:
-                    # (a read converted to physical units is scaled after reading: not into the accumulator)
-                    into = None if read.to_physical else fuser.scratch()
-                    layer = warp_read(read, area=area, into=into, **kwargs)
-                    aux = warp_read(task.aux[i], **kwargs) if fuser.needs_aux else None
-            except ReadError as exc:
-                if ctx.on_error == "raise":
-                    raise
-                fuser.discard_scratch()  # the failed read may have written part of its pixels
-                failed.append(exc)
-                continue
-            data = _physical(layer.data, read.to_physical)
-            ranks = (
-                None
-                if aux is None
-                else as_chunk(_physical(aux.data, task.aux[i].to_physical), aux.region, shape)
-            )
-            fuser.feed(data, ranks, layer.region)
+                ahead.close()  # before this task counts as ended: a core it frees is not for itself
     if failed:
         lines = [f"{e.scene_id} ({redact(e.href)}): {e.reason}" for e in failed]  # kept in attrs: no secrets
         failed_reads(ctx.failures).extend(lines)
@@ -186,11 +192,16 @@ def _reads_ahead(task: ChunkTask, fuser: Fuser) -> str | None:
 
 
 class _Busy:
-    """How many chunk tasks and reads started ahead this process is running, to spot an idle core."""
+    """How many chunk tasks and reads started ahead this process is running, to spot an idle core.
+
+    A read that found no idle core may wait for one (:meth:`when_idle`): it is started as soon as a
+    chunk task or another read started ahead ends, if it is still wanted then.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running = 0
+        self._waiting: list[Callable[[], bool]] = []
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -199,8 +210,7 @@ class _Busy:
         try:
             yield
         finally:
-            with self._lock:
-                self._running -= 1
+            self.release()
 
     def claim_idle(self) -> bool:
         """Count one more running read if a core is idle (True), else nothing (False)."""
@@ -213,6 +223,37 @@ class _Busy:
     def release(self) -> None:
         with self._lock:
             self._running -= 1
+        self._wake()
+
+    def when_idle(self, start: Callable[[], bool]) -> None:
+        """Call ``start`` once a core is idle, with that core counted as running.
+
+        ``start`` answers whether it used the core (then it calls :meth:`release` when done) or not.
+        """
+        with self._lock:
+            self._waiting.append(start)
+        self._wake()
+
+    def forget(self, start: Callable[[], bool]) -> None:
+        """Do not call ``start`` (if it is still waiting)."""
+        with self._lock:
+            if start in self._waiting:
+                self._waiting.remove(start)
+
+    def _wake(self) -> None:
+        while True:
+            with self._lock:
+                if self._running >= _cores() or not self._waiting:
+                    return
+                start = self._waiting.pop(0)
+                self._running += 1
+            used = False
+            try:
+                used = start()
+            finally:
+                if not used:
+                    with self._lock:
+                        self._running -= 1
 
 
 _BUSY = _Busy()
@@ -244,23 +285,61 @@ class _ReadAhead:
         self.stop_early = ctx.native or ctx.method in ("first", "last")
         self.idle_only = idle_only
         self.futures: dict[int, Future[Layer]] = {}
+        self._lock = threading.Lock()
+        self._turn = -1  # the read the chunk's loop is at: it and those before are not started ahead
+        self._waiter: Callable[[], bool] | None = None
 
     def start(self, i: int, area: tuple[slice, slice]) -> None:
+        """Start read ``i`` ahead, for ``area`` (the part of the chunk still empty).
+
+        With ``idle_only``, on an idle core: now if one is idle, else when one becomes idle while the
+        chunk has not reached read ``i``.
+        """
         reads = self.task.reads
         if i >= len(reads) or i in self.futures:
             return
         if self.stop_early and _within(reads[i].target, reads[i - 1].target):
             return
-        if self.idle_only:
-            if not _BUSY.claim_idle():
-                return
-            try:
-                self.futures[i] = _read_pool().submit(self._read_claimed, reads[i], area)
-            except BaseException:
-                _BUSY.release()
-                raise
+        if not self.idle_only:
+            self.futures[i] = _read_pool().submit(self._read, reads[i], area)
             return
-        self.futures[i] = _read_pool().submit(self._read, reads[i], area)
+        if not _BUSY.claim_idle():
+            self._wait(i, area)
+            return
+        try:
+            self.futures[i] = _read_pool().submit(self._read_claimed, reads[i], area)
+        except BaseException:
+            _BUSY.release()
+            raise
+
+    def _wait(self, i: int, area: tuple[slice, slice]) -> None:
+        """Start read ``i`` when a core becomes idle, unless the chunk has reached it by then."""
+
+        def later() -> bool:
+            with self._lock:
+                if self._turn >= i or i in self.futures:
+                    return False
+                self.futures[i] = _read_pool().submit(self._read_claimed, self.task.reads[i], area)
+                return True
+
+        self._forget()
+        self._waiter = later
+        _BUSY.when_idle(later)
+
+    def reach(self, i: int) -> None:
+        """The chunk's loop is at read ``i``: from now on it is read in turn unless already started."""
+        with self._lock:
+            self._turn = i
+        self._forget()
+
+    def close(self) -> None:
+        """The chunk is done: nothing more is started ahead for it."""
+        self.reach(len(self.task.reads))
+
+    def _forget(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            _BUSY.forget(waiter)
 
     def _read(self, read: Read, area: tuple[slice, slice]) -> Layer:
         with gdal_env(self.ctx.gdal_options):  # GDAL's settings are per thread

@@ -63,7 +63,15 @@ def one_run(index: Path) -> dict[str, object]:
     base = f"http://127.0.0.1:{port}"
     mosaic = Path(sys.executable).with_name("mosaic")
     proc = subprocess.Popen(
-        [str(mosaic), "serve", "--index", str(index), "--port", str(port), "--bands", "B02", "--rescale", "0,3000"],
+        [
+            str(mosaic),
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            *("--bands", "B02", "--rescale", "0,3000"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

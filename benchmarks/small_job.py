@@ -77,7 +77,7 @@ def make_scene(scene: tuple[str, float, float, str]) -> dict[str, Any]:
     from affine import Affine
     from shapely.geometry import box, mapping
 
-    from mosaic.geom import to_lonlat
+    from mosaic.index.geom import to_lonlat
 
     name, left, top, when = scene
     path = DATA / name / f"{ASSET}.tif"
@@ -171,7 +171,7 @@ def build() -> dict[str, Any]:
     south = round((cy - ny * OUT_RES / 2) / OUT_RES) * OUT_RES
     bbox = [round(west, 6), round(south, 6), round(west + nx * OUT_RES, 6), round(south + ny * OUT_RES, 6)]
     index_path = DATA / "index.parquet"
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
     TileIndex.from_stac(items, assets=[ASSET]).write(index_path)
     size = sum(Path(d["assets"][ASSET]["href"]).stat().st_size for d in items)
@@ -209,10 +209,10 @@ def worker(args: argparse.Namespace) -> None:
     if args.engine in ("mosaic", "mosaic-base", "mosaic-regrid"):
         import mosaic
         import mosaic.api
-        import mosaic.batch
         import mosaic.fuse
-        import mosaic.read  # (the engine's modules, as `import odc.stac` imports all of odc-stac)
-        from mosaic.index import TileIndex
+        import mosaic.io.read  # (the engine's modules, as `import odc.stac` imports all of odc-stac)
+        import mosaic.outputs.batch
+        from mosaic.index.tile_index import TileIndex
 
         index = TileIndex.from_stac(case["items"], assets=[ASSET])
         kw = dict(index=index, resolution=case["res"], groupby=None, method="first", resampling="nearest")
@@ -417,7 +417,7 @@ def profile(case: dict[str, Any]) -> None:
 
     import mosaic
     import mosaic.api
-    from mosaic.index import TileIndex
+    from mosaic.index.tile_index import TileIndex
 
     index = TileIndex.from_stac(case["items"], assets=[ASSET])
     kw = dict(index=index, resolution=case["res"], groupby=None, method="first", resampling="nearest")

@@ -10,8 +10,8 @@ import pytest
 
 import mosaic
 from mosaic import TileIndex, graph
-from mosaic.limits import get_limiter
-from mosaic.read import warp_read
+from mosaic.io.limits import get_limiter
+from mosaic.io.read import warp_read
 
 SEAM12 = (11.88, 45.40, 12.12, 45.58)
 KW = dict(resolution=0.0004, bands="B02", groupby=None, chunks=4096)

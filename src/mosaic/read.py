@@ -309,14 +309,14 @@ def _fetch_tiles(how: Any, ranges: Sequence[tuple[int, int]], identity: str, gap
     merged = coalesce(ranges, gap)
     chunks = fetch(how, merged, identity)
     return {
-        start: chunk[start - m0 : stop - m0]
+        start: bytes(chunk[start - m0 : stop - m0])
         for (start, stop), (m0, _), chunk in _spans(ranges, merged, chunks)
     }
 
 
 def _spans(
-    ranges: Sequence[tuple[int, int]], merged: Sequence[tuple[int, int]], chunks: Sequence[bytes]
-) -> list[tuple[tuple[int, int], tuple[int, int], bytes]]:
+    ranges: Sequence[tuple[int, int]], merged: Sequence[tuple[int, int]], chunks: Sequence[memoryview]
+) -> list[tuple[tuple[int, int], tuple[int, int], memoryview]]:
     """Each range with the merged range holding it and that range's bytes."""
     out = []
     for rng in ranges:

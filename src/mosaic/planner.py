@@ -40,6 +40,7 @@ from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from mosaic._neighbours import with_neighbours
 from mosaic.auth import Profile, as_profiles, hide_secrets
 from mosaic.bands import (
     RESAMPLING,
@@ -146,6 +147,9 @@ class Read:
     tiles: bytes | None = field(default=None, repr=False)
     """The file's tile layout (:attr:`~mosaic.records.SceneAsset.tiles`): the reader then fetches the
     window's tiles straight from their byte ranges, with no header request. None: GDAL opens the file."""
+    neighbours: tuple[tuple[int, int, int, int], ...] = field(default=(), repr=False)
+    """With ``tiles``: the windows of other reads of the load from the same file, band and level whose
+    rows meet this one's (:mod:`mosaic._neighbours`): a request may carry their tiles between its own."""
 
     @property
     def pixels(self) -> int:
@@ -1023,7 +1027,7 @@ def make_plan(
         times=times,
         groups=tuple(str(k) for k in group_keys),
         bands=specs,
-        tasks=tuple(tasks),
+        tasks=tuple(with_neighbours(tasks)),
         method=method,
         resampling=_kernels(specs, resampling),
         index_source=idx.source,

@@ -20,6 +20,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -34,6 +35,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from mosaic._neighbours import spans
 from mosaic.auth import Profile, gdal_options_for
 from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
 from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
@@ -277,13 +279,23 @@ def _read_direct(
     cache = _tile_bytes()
     tiles, mine, waits = cache.claim(key, list(wanted))
     gap = _config_int("MOSAIC_RANGE_GAP", RANGE_GAP)
+    carried: list[int] = []  # neighbours' tiles this read's requests carry (claimed for them)
     try:
-        tiles.update(_fetch_tiles(how, [(a, wanted[a]) for a in mine], read.identity or "", gap))
+        own = [(a, wanted[a]) for a in mine]
+        useful = _neighbour_ranges(read, layout, level, wanted, cache, key) if own and read.neighbours else []
+        planned = spans(own, useful, gap)
+        inside = [a for a, b in useful if any(s0 <= a and b <= s1 for s0, s1 in planned)]
+        _, carried, _ = cache.claim(key, inside)
+        claimed = set(carried)
+        ranges = own + [r for r in useful if r[0] in claimed]
+        tiles.update(_fetch_tiles(how, ranges, read.identity or "", planned))
     except NotDirect:
         stale.first(key)
         return _USE_GDAL
     finally:
-        cache.put(key, tiles, mine)
+        cache.put(key, tiles, mine + carried)
+        for start in carried:
+            tiles.pop(start, None)
     for event in waits:  # tiles another read is fetching
         event.wait(120.0)
     late = [a for a in wanted if a not in tiles]
@@ -291,7 +303,7 @@ def _read_direct(
         tiles.update(cache.get(key, late))
         missing = [(a, wanted[a]) for a in late if a not in tiles]  # failed or evicted meanwhile
         try:
-            tiles.update(_fetch_tiles(how, missing, read.identity or "", gap))
+            tiles.update(_fetch_tiles(how, missing, read.identity or "", spans(missing, [], gap)))
         except NotDirect:
             stale.first(key)
             return _USE_GDAL
@@ -299,14 +311,39 @@ def _read_direct(
     return data, None, layout.nodata, window_transform(window, transform)
 
 
-def _fetch_tiles(how: Any, ranges: Sequence[tuple[int, int]], identity: str, gap: int) -> dict[int, bytes]:
-    """The bytes of each tile range, fetched in ranges merged across gaps of up to ``gap`` bytes."""
-    from mosaic.fetch import coalesce
+def _neighbour_ranges(
+    read: Read, layout: Any, level: int, wanted: Mapping[int, int], cache: Any, key: tuple[str, str]
+) -> list[tuple[int, int]]:
+    """The byte ranges of the tiles ``read.neighbours`` need that this read does not, none cached."""
+    from mosaic.cog import window_ranges
+
+    image = layout.level(level)
+    base = layout.levels[0]
+    found: dict[int, int] = {}
+    for window in read.neighbours:
+        if read.overview < 0 and read.factor > 1:
+            w = _level_window_of(
+                replace(read, window=window), (base.height, base.width), level, (image.height, image.width)
+            )
+        else:
+            w = Window(window[1], window[0], window[3], window[2])
+        row, col = max(0, int(w.row_off)), max(0, int(w.col_off))
+        height = min(int(w.row_off + w.height), image.height) - row
+        width = min(int(w.col_off + w.width), image.width) - col
+        if height > 0 and width > 0:
+            found.update(window_ranges(layout, level, read.band, (row, col, height, width)))
+    cached = cache.get(key, [a for a in found if a not in wanted])
+    return sorted((a, b) for a, b in found.items() if a not in wanted and a not in cached)
+
+
+def _fetch_tiles(
+    how: Any, ranges: Sequence[tuple[int, int]], identity: str, merged: Sequence[tuple[int, int]]
+) -> dict[int, bytes]:
+    """The bytes of each tile range, fetched as the ``merged`` ranges holding them (one request each)."""
     from mosaic.ranged import fetch
 
     if not ranges:
         return {}
-    merged = coalesce(ranges, gap)
     chunks = fetch(how, merged, identity)
     return {
         start: bytes(chunk[start - m0 : stop - m0])

@@ -281,6 +281,63 @@ def test_http_loads_make_no_head_and_no_header_request(http_server, demo_collect
     assert mosaic.read_stats().tile_range_reads == mosaic.read_stats().reads
 
 
+def test_requests_carry_the_neighbour_reads_tiles_between_their_own(tmp_path):
+    """Chunks splitting a file's tile rows: a request carries the neighbours' tiles between its own rows."""
+    import dataclasses
+
+    from rasterio.warp import transform_bounds
+
+    from mosaic.api import to_dataset
+
+    path = _cog(tmp_path / "S33-x" / "B02.tif", _noise((1, 1000, 1000), "uint16"), "EPSG:32633",
+                (500_000.0, 5_000_000.0), COMPRESS="DEFLATE", PREDICTOR=2, nodata=0)  # fmt: skip
+    with rasterio.open(path) as src:
+        bbox = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    kw = dict(pattern=PATTERN, datetime="2024-06-01", progress=False)
+    # 128 px tiles, 300 px chunks: a read spans 3 of the 8 tile columns; no gap bridged for nothing
+    # but the 8 bytes around each tile of a COG (its size before it, its last 4 bytes again after it)
+    grid = dict(
+        resolution=20.0, bands="B02", groupby=None, chunks=300, gdal_options={"MOSAIC_RANGE_GAP": "8"}
+    )
+    want = mosaic.load(bbox, "EPSG:32633", index=TileIndex.from_files([str(path)], **kw), **grid)[
+        "B02"
+    ].values
+    with RangeServer(tmp_path) as server:
+        index = TileIndex.from_files([server.url("S33-x/B02.tif")], tile_ranges=True, **kw)
+        planned = mosaic.plan(bbox, "EPSG:32633", index=index, **grid)
+        assert any(r.neighbours for t in planned.tasks for r in t.reads)
+
+        def alone(read):
+            return dataclasses.replace(read, neighbours=())
+
+        tasks = tuple(dataclasses.replace(t, reads=tuple(map(alone, t.reads))) for t in planned.tasks)
+        counts = {}
+        for name, the_plan in (("without", dataclasses.replace(planned, tasks=tasks)), ("with", planned)):
+            runtime.reset()  # (no tile fetched before is kept)
+            clear_gdal_http_cache()
+            server.reset_stats()
+            got = to_dataset(the_plan)["B02"].values
+            np.testing.assert_array_equal(got, want)
+            counts[name] = (len(server.log), server.stats().bytes_sent)
+            assert mosaic.read_stats().tile_range_reads == mosaic.read_stats().reads > 0
+    assert counts["with"][0] <= 0.6 * counts["without"][0], counts  # 15 against 27
+    # the tiles carried are needed: no byte more but the 8-byte separators between them
+    assert 0 <= counts["with"][1] - counts["without"][1] < 1024, counts
+
+
+def test_spans_merge_across_useful_ranges_and_small_gaps_only():
+    from mosaic._neighbours import spans
+
+    own = [(0, 10), (100, 110)]
+    assert spans(own, [], 5) == [(0, 10), (100, 110)]
+    assert spans(own, [], 90) == [(0, 110)]
+    assert spans(own, [(10, 60), (62, 100)], 5) == [(0, 110)]  # a neighbour's tiles fill the gap
+    assert spans(own, [(10, 60)], 5) == [(0, 10), (100, 110)]  # 40 bytes nobody needs: not fetched
+    assert spans(own, [(110, 500)], 5) == [(0, 10), (100, 110)]  # nothing past the last own byte
+    assert spans([(50, 60)], [(0, 50), (60, 70)], 0) == [(50, 60)]
+    assert spans([], [(0, 10)], 5) == []
+
+
 def test_http_reads_respect_the_limit_and_retry_transient_faults(http_server, demo_collection):
     root = demo_collection[0]
     local = TileIndex.from_files(_seam_files(root), pattern=PATTERN, progress=False)

@@ -29,6 +29,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def transport(path: str, config: Config) -> Transport | None:
     ca = config("GDAL_CURL_CA_BUNDLE") or config("CURL_CA_BUNDLE") or config("SSL_CERT_FILE")
     if ca:
         try:
-            options["root_certificate"] = Path(ca).read_text()
+            options["root_certificate"] = _pem(ca)
         except OSError:
             return None
     if path.startswith("/vsicurl/"):
@@ -134,6 +135,12 @@ def transport(path: str, config: Config) -> Transport | None:
     if path.startswith("/vsis3/"):
         return _s3_transport(path[len("/vsis3/") :], config, options)
     return None
+
+
+@lru_cache(maxsize=8)
+def _pem(path: str) -> str:
+    """The certificates of a CA bundle file (read once per process: the read of every tile asks)."""
+    return Path(path).read_text()
 
 
 def _frozen(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -353,6 +353,15 @@ def test_http_reads_respect_the_limit_and_retry_transient_faults(http_server, de
     assert "HEAD" not in http_server.by_method or http_server.by_method["HEAD"] <= 2  # Retry-After probes
 
 
+def test_a_server_gone_is_a_read_error_after_retries(demo_collection):
+    root = demo_collection[0]
+    with RangeServer(root) as server:
+        index = _http_index(server, root)
+    with pytest.raises(mosaic.errors.ReadError, match=r"Read failed: .*error sending request"):
+        _load(index, FINE)
+    assert mosaic.read_stats().retries >= 4  # transient (a refused connection): retried, then failed
+
+
 def test_http_bearer_token_of_a_profile_is_sent(http_server, demo_collection):
     from mosaic.auth import HTTPProfile, Secret
 

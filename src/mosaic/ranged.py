@@ -333,16 +333,18 @@ _STATUS = re.compile(r"status(?: code)?:? (\d{3})")
 def _os_error(exc: BaseException) -> OSError:
     """An obstore error as GDAL words a failed read, so that retries and error classes apply to it.
 
-    The message keeps the status (``HTTP response code: 503``) and drops obstore's text, which quotes
-    the URL.
+    An HTTP status becomes ``HTTP response code: 503``; anything else ``Read failed: <obstore's first
+    line, redacted>`` (a timeout or a reset then reads as one to :func:`mosaic.limits.is_transient`).
     """
+    from mosaic.paths import redact
+
     text = str(exc).split("\n", 1)[0]
     status = _STATUS.search(text)
     if status is not None:
         return OSError(f"HTTP response code: {status.group(1)}")
     if isinstance(exc, OSError):
         return exc
-    return OSError(f"Read failed: {type(exc).__name__}")
+    return OSError(f"Read failed: {redact(text)}")
 
 
 class TileBytes:

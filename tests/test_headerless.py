@@ -8,6 +8,7 @@ pixels must be identical. The server's request log shows what a load asked for.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -60,9 +61,8 @@ def _noise(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _reader(path: Path):
-    raw = path.read_bytes()
-    return lambda offset, size: raw[offset : offset + size]
+def _reader(path: Path) -> io.BytesIO:
+    return io.BytesIO(path.read_bytes())
 
 
 def _seam_files(root: Path) -> list[str]:
@@ -90,6 +90,8 @@ def _load(index: TileIndex, grid: dict, **kw) -> np.ndarray:
     [
         ("uint16", dict(COMPRESS="DEFLATE", PREDICTOR=2)),
         ("uint16", dict(COMPRESS="DEFLATE", PREDICTOR=1)),
+        ("uint16", dict(COMPRESS="LZW", PREDICTOR=2)),
+        ("float32", dict(COMPRESS="LZMA", PREDICTOR=3)),
         ("float32", dict(COMPRESS="DEFLATE", PREDICTOR=3, nodata=float("nan"))),
         ("float32", dict(COMPRESS="NONE")),
         ("int16", dict(COMPRESS="ZSTD", PREDICTOR=2, nodata=-9999)),
@@ -125,13 +127,13 @@ def test_a_recorded_layout_decodes_every_level_as_gdal_reads_it(tmp_path, dtype,
                 np.testing.assert_array_equal(got, want)
 
 
-def test_lzw_is_recorded_but_left_to_gdal(tmp_path):
+def test_a_lossy_codec_is_recorded_but_left_to_gdal(tmp_path):
     path = _cog(
-        tmp_path / "lzw.tif", _noise((1, 300, 300), "uint16"), "EPSG:32633", (5e5, 5e6), COMPRESS="LZW"
+        tmp_path / "lerc.tif", _noise((1, 300, 300), "uint16"), "EPSG:32633", (5e5, 5e6), COMPRESS="LERC"
     )
     with rasterio.open(path) as src:
         layout = parse_tiff(_reader(path), tuple(src.transform)[:6])
-    assert layout.compression == 5 and not decodable(layout)
+    assert layout.compression == 34887 and not decodable(layout)
 
 
 def test_the_layout_column_is_small_and_survives_a_round_trip(demo_collection, tmp_path):
@@ -148,6 +150,54 @@ def test_the_layout_column_is_small_and_survives_a_round_trip(demo_collection, t
     meta[b"mosaic"] = json.dumps({"format_version": 3, "skipped": []}).encode()
     pq.write_table(table.drop_columns(["tiles"]).replace_schema_metadata(meta), tmp_path / "v3.parquet")
     assert [r.tiles for r in TileIndex.read(tmp_path / "v3.parquet")] == [None] * len(index)
+
+
+_WITHOUT_EXTRA = """
+import sys, json
+sys.modules[sys.argv[1]] = None  # the package is not installed, as far as imports go
+import numpy as np
+import mosaic
+from mosaic import TileIndex
+from mosaic.errors import MissingExtraError
+try:
+    TileIndex.from_files([sys.argv[2]], pattern=sys.argv[4], progress=False, tile_ranges=True)
+    refused = None
+except MissingExtraError as exc:
+    refused = str(exc)
+index = TileIndex.read(sys.argv[3])  # recorded where the extra is installed
+got = mosaic.load(
+    tuple(json.loads(sys.argv[6])), "EPSG:4326", index=index, chunks=128, resolution=0.0008, bands="B02",
+    groupby=None,
+)["B02"].values
+np.save(sys.argv[5], got)
+print(json.dumps({"refused": refused, "ranged": mosaic.read_stats().tile_range_reads}))
+"""
+
+
+@pytest.mark.parametrize("package", ["tifffile", "imagecodecs", "obstore"])
+def test_without_the_cog_extra_tile_ranges_is_refused_and_recorded_layouts_read_with_gdal(
+    demo_collection, tmp_path, package
+):
+    import subprocess
+    import sys
+
+    files = _seam_files(demo_collection[0])
+    index = TileIndex.from_files(files, pattern=PATTERN, progress=False, tile_ranges=True)
+    path = index.write(tmp_path / "i.parquet")
+    want = _load(TileIndex.from_files(files, pattern=PATTERN, progress=False), FINE)
+    out = tmp_path / "got.npy"
+    args = [package, files[0], str(path), PATTERN, str(out), json.dumps(SEAM12)]
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTRA, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert said["refused"] == f"tile_ranges=True needs {package}: pip install 'virtual-mosaic[cog]'"
+    assert said["ranged"] == 0  # GDAL read every file
+    np.testing.assert_array_equal(np.load(out), want)
 
 
 # ------------------------------------------------------------------------------------- local files
@@ -233,6 +283,63 @@ def test_http_loads_make_no_head_and_no_header_request(http_server, demo_collect
     assert mosaic.read_stats().tile_range_reads == mosaic.read_stats().reads
 
 
+def test_requests_carry_the_neighbour_reads_tiles_between_their_own(tmp_path):
+    """Chunks splitting a file's tile rows: a request carries the neighbours' tiles between its own rows."""
+    import dataclasses
+
+    from rasterio.warp import transform_bounds
+
+    from mosaic.api import to_dataset
+
+    path = _cog(tmp_path / "S33-x" / "B02.tif", _noise((1, 1000, 1000), "uint16"), "EPSG:32633",
+                (500_000.0, 5_000_000.0), COMPRESS="DEFLATE", PREDICTOR=2, nodata=0)  # fmt: skip
+    with rasterio.open(path) as src:
+        bbox = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    kw = dict(pattern=PATTERN, datetime="2024-06-01", progress=False)
+    # 128 px tiles, 300 px chunks: a read spans 3 of the 8 tile columns; no gap bridged for nothing
+    # but the 8 bytes around each tile of a COG (its size before it, its last 4 bytes again after it)
+    grid = dict(
+        resolution=20.0, bands="B02", groupby=None, chunks=300, gdal_options={"MOSAIC_RANGE_GAP": "8"}
+    )
+    want = mosaic.load(bbox, "EPSG:32633", index=TileIndex.from_files([str(path)], **kw), **grid)[
+        "B02"
+    ].values
+    with RangeServer(tmp_path) as server:
+        index = TileIndex.from_files([server.url("S33-x/B02.tif")], tile_ranges=True, **kw)
+        planned = mosaic.plan(bbox, "EPSG:32633", index=index, **grid)
+        assert any(r.neighbours for t in planned.tasks for r in t.reads)
+
+        def alone(read):
+            return dataclasses.replace(read, neighbours=())
+
+        tasks = tuple(dataclasses.replace(t, reads=tuple(map(alone, t.reads))) for t in planned.tasks)
+        counts = {}
+        for name, the_plan in (("without", dataclasses.replace(planned, tasks=tasks)), ("with", planned)):
+            runtime.reset()  # (no tile fetched before is kept)
+            clear_gdal_http_cache()
+            server.reset_stats()
+            got = to_dataset(the_plan)["B02"].values
+            np.testing.assert_array_equal(got, want)
+            counts[name] = (len(server.log), server.stats().bytes_sent)
+            assert mosaic.read_stats().tile_range_reads == mosaic.read_stats().reads > 0
+    assert counts["with"][0] <= 0.6 * counts["without"][0], counts  # 15 against 27
+    # the tiles carried are needed: no byte more but the 8-byte separators between them
+    assert 0 <= counts["with"][1] - counts["without"][1] < 1024, counts
+
+
+def test_spans_merge_across_useful_ranges_and_small_gaps_only():
+    from mosaic.io._neighbours import spans
+
+    own = [(0, 10), (100, 110)]
+    assert spans(own, [], 5) == [(0, 10), (100, 110)]
+    assert spans(own, [], 90) == [(0, 110)]
+    assert spans(own, [(10, 60), (62, 100)], 5) == [(0, 110)]  # a neighbour's tiles fill the gap
+    assert spans(own, [(10, 60)], 5) == [(0, 10), (100, 110)]  # 40 bytes nobody needs: not fetched
+    assert spans(own, [(110, 500)], 5) == [(0, 10), (100, 110)]  # nothing past the last own byte
+    assert spans([(50, 60)], [(0, 50), (60, 70)], 0) == [(50, 60)]
+    assert spans([], [(0, 10)], 5) == []
+
+
 def test_http_reads_respect_the_limit_and_retry_transient_faults(http_server, demo_collection):
     root = demo_collection[0]
     local = TileIndex.from_files(_seam_files(root), pattern=PATTERN, progress=False)
@@ -247,6 +354,15 @@ def test_http_reads_respect_the_limit_and_retry_transient_faults(http_server, de
     assert http_server.peak_in_flight <= 2
     assert mosaic.read_stats(2).retries >= 2
     assert "HEAD" not in http_server.by_method or http_server.by_method["HEAD"] <= 2  # Retry-After probes
+
+
+def test_a_server_gone_is_a_read_error_after_retries(demo_collection):
+    root = demo_collection[0]
+    with RangeServer(root) as server:
+        index = _http_index(server, root)
+    with pytest.raises(mosaic.errors.ReadError, match=r"Read failed: .*error sending request"):
+        _load(index, FINE)
+    assert mosaic.read_stats().retries >= 4  # transient (a refused connection): retried, then failed
 
 
 def test_http_bearer_token_of_a_profile_is_sent(http_server, demo_collection):
@@ -299,11 +415,11 @@ def test_a_touched_local_file_is_read_by_gdal(demo_collection, tmp_path):
     assert 0 < stats.tile_range_reads < stats.reads  # the untouched file still from its ranges
 
 
-def test_an_lzw_file_falls_back_to_gdal_over_http(tmp_path):
+def test_a_lerc_file_falls_back_to_gdal_over_http(tmp_path):
     folder = tmp_path / "S33-x"
     folder.mkdir()
     data = _noise((1, 600, 600), "uint16")
-    _cog(folder / "B02.tif", data, "EPSG:32633", (250_000, 5_050_000), COMPRESS="LZW", nodata=0)
+    _cog(folder / "B02.tif", data, "EPSG:32633", (250_000, 5_050_000), COMPRESS="LERC", nodata=0)
     bbox = (11.8, 45.45, 12.0, 45.55)
     grid = dict(resolution=0.0005, bands="B02", groupby=None)
     local = TileIndex.from_files(
@@ -380,31 +496,52 @@ def test_index_build_tile_ranges_and_stac(demo_collection, tmp_path):
 
 
 def test_transport_takes_what_it_can_do_as_gdal_and_leaves_the_rest():
+    """GDAL's settings of a read become an obstore store's; what obstore cannot do as GDAL is left to it."""
+    import certifi
+
     from mosaic.io.ranged import transport
 
     def config(**values):
         return lambda key: values.get(key)
 
-    url = "/vsicurl/https://h.example/x.tif"
-    how = transport(url, config(GDAL_HTTP_HEADERS="Authorization: Bearer abc", CURL_CA_BUNDLE="/ca.pem"))
-    assert how is not None and how.kind == "http" and how.ca_bundle == "/ca.pem"
-    assert dict(how.headers) == {"Authorization": "Bearer abc"}
+    url = "/vsicurl/https://h.example/a%20b.tif"
+    how = transport(
+        url, config(GDAL_HTTP_HEADERS="Authorization: Bearer abc", CURL_CA_BUNDLE=certifi.where())
+    )
+    assert how is not None and how.kind == "http" and how.target == "a b.tif"
+    assert how.store.url == "https://h.example/"
+    assert how.store.client_options["default_headers"] == {"authorization": b"Bearer abc"}
+    assert b"BEGIN CERTIFICATE" in how.store.client_options["root_certificate"]
+    assert "max_retries" in how.store.retry_config and how.store.retry_config["max_retries"] == 0
     how = transport(url, config(GDAL_HTTP_USERPWD="ada:pw"))
-    assert dict(how.headers) == {"Authorization": "Basic YWRhOnB3"}
+    assert how.store.client_options["default_headers"] == {"authorization": b"Basic YWRhOnB3"}
+    assert (
+        transport(url, config()).store is transport(url, config()).store
+    )  # one store, its connections reused
     for left in (
         dict(GDAL_HTTP_PROXY="http://proxy:3128"),
         dict(GDAL_HTTP_NETRC_FILE="/tmp/netrc"),
         dict(GDAL_HTTP_COOKIE="a=b"),
         dict(GDAL_HTTP_USERPWD="ada:pw", GDAL_HTTP_AUTH="NTLM"),
+        dict(CURL_CA_BUNDLE="/no/such/ca.pem"),
     ):
         assert transport(url, config(**left)) is None, left
     assert transport("/vsigs/bucket/x.tif", config()) is None
     assert transport("/vsicurl/https://user:pw@h.example/x.tif", config()) is None
+    assert transport("/vsicurl/https://h.example/x.tif?X-Amz-Signature=abc", config()) is None
     assert transport("relative/x.tif", config()) is None
+    assert transport("/vsis3/bucket/x.tif", config()) is None  # GDAL's own credential chain: GDAL reads
     s3 = dict(AWS_ACCESS_KEY_ID="AKIA", AWS_SECRET_ACCESS_KEY="s", AWS_REGION="eu-west-1")
-    how = transport("/vsis3/bucket/a b.tif", config(**s3))
-    assert how.kind == "s3" and how.target == "https://bucket.s3.eu-west-1.amazonaws.com/a%20b.tif"
+    how = transport(
+        "/vsis3/bucket/a b.tif", config(**s3, AWS_SESSION_TOKEN="tok", AWS_REQUEST_PAYER="requester")
+    )
+    assert how.kind == "s3" and how.target == "a b.tif"
+    assert {k: how.store.config[k] for k in ("bucket", "region", "access_key_id", "session_token")} == {
+        "bucket": "bucket", "region": "eu-west-1", "access_key_id": "AKIA", "session_token": "tok"
+    }  # fmt: skip
+    assert how.store.config["request_payer"] == "true" and "skip_signature" not in how.store.config
     how = transport("/vsis3/bucket/k.tif", config(**s3, AWS_S3_ENDPOINT="127.0.0.1:9000", AWS_HTTPS="NO"))
-    assert how.target == "http://127.0.0.1:9000/bucket/k.tif"
+    assert how.store.config["endpoint"] == "http://127.0.0.1:9000"
+    assert how.store.config["virtual_hosted_style_request"] == "false"  # path-style, as GDAL
     unsigned = transport("/vsis3/bucket/k.tif", config(AWS_NO_SIGN_REQUEST="YES"))
-    assert unsigned is not None and unsigned.s3 is None
+    assert unsigned.store.config["skip_signature"] == "true" and "access_key_id" not in unsigned.store.config

@@ -26,6 +26,7 @@ __all__ = [
     "IndexFormatError",
     "InvalidInputError",
     "InvalidMaskError",
+    "MissingExtraError",
     "MissingIndexError",
     "MosaicError",
     "MosaicWarning",
@@ -163,6 +164,10 @@ class OutputLockedError(MosaicError, RuntimeError):
 
 class GDALVersionError(MosaicError, RuntimeError):
     """The GDAL at hand lacks a driver or feature mosaic needs."""
+
+
+class MissingExtraError(MosaicError, ImportError):
+    """An optional feature needs packages of an extra that is not installed (the message names it)."""
 
 
 class HrefNotAllowedError(MosaicError, PermissionError):

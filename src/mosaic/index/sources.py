@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import io
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, BinaryIO, TypeAlias, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -274,6 +275,10 @@ def read_file(
             or a ``nodata`` its pixels cannot hold.
     """
     check_allowed((href,))  # $MOSAIC_ALLOWED_PREFIXES, before even looking whether it exists
+    if tile_ranges:
+        from mosaic.io.cog import require_extra
+
+        require_extra()
     if not is_remote(href) and not os.path.exists(href):
         raise SourceError(href, "file does not exist")
     try:
@@ -313,8 +318,8 @@ def tile_layout(src: rasterio.io.DatasetReader, href: str) -> bytes | None:
     if src.driver != "GTiff":
         return None
     try:
-        with _ByteReader(gdal_path(href)) as read:
-            layout = parse_tiff(read, tuple(src.transform)[:6])
+        with _ByteReader(gdal_path(href)) as file:
+            layout = parse_tiff(file, tuple(src.transform)[:6])
     except (NotTiled, OSError, ValueError, IndexError):
         return None
     base = layout.levels[0]
@@ -341,18 +346,28 @@ def tile_layout(src: rasterio.io.DatasetReader, href: str) -> bytes | None:
 
 
 class _ByteReader:
-    """``read(offset, size)`` over a file GDAL opened: a local file, or a URL through GDAL's cache."""
+    """A binary file over a file GDAL opened (for tifffile): a local file, or a URL through GDAL's cache."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._file: Any = None
-        self._handle: Any = None
-        self._lib: Any = None
 
-    def __enter__(self) -> Callable[[int, int], bytes]:
+    def __enter__(self) -> BinaryIO:
         if not self.path.startswith("/vsi"):
             self._file = open(self.path, "rb")
-            return self._read_file
+        else:
+            self._file = _VSIFile(self.path)
+        return cast(BinaryIO, self._file)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class _VSIFile(io.RawIOBase):
+    """A read-only binary file over GDAL's virtual file system (what GDAL's open fetched is cached)."""
+
+    def __init__(self, path: str) -> None:
         from mosaic.io.read import _libgdal
 
         lib = _libgdal()
@@ -361,34 +376,48 @@ class _ByteReader:
         lib.VSIFOpenExL.restype = ctypes.c_void_p
         lib.VSIFOpenExL.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
         lib.VSIFSeekL.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
+        lib.VSIFTellL.restype = ctypes.c_uint64
+        lib.VSIFTellL.argtypes = [ctypes.c_void_p]
         lib.VSIFReadL.restype = ctypes.c_size_t
         lib.VSIFReadL.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
         lib.VSIFCloseL.argtypes = [ctypes.c_void_p]
-        self._handle = lib.VSIFOpenExL(os.fsencode(self.path), b"rb", 1)
+        self._lib = lib
+        self._handle = lib.VSIFOpenExL(os.fsencode(path), b"rb", 1)
         if not self._handle:
             raise OSError("cannot open the file to read its tile offsets")
-        self._lib = lib
-        return self._read_vsi
+        lib.VSIFSeekL(self._handle, 0, os.SEEK_END)
+        self._size = int(lib.VSIFTellL(self._handle))
+        self._pos = 0
 
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), max(0, self._size - self._pos))
+        if not size:
+            return 0
+        self._lib.VSIFSeekL(self._handle, self._pos, os.SEEK_SET)
+        target = (ctypes.c_char * size).from_buffer(memoryview(buffer).cast("B"))
+        got = int(self._lib.VSIFReadL(target, 1, size, self._handle))
+        self._pos += got
+        return got
+
+    def close(self) -> None:
         if self._handle:
             self._lib.VSIFCloseL(self._handle)
-
-    def _read_file(self, offset: int, size: int) -> bytes:
-        self._file.seek(offset)
-        data = self._file.read(size)
-        if len(data) != size:
-            raise OSError("truncated TIFF")
-        return cast(bytes, data)
-
-    def _read_vsi(self, offset: int, size: int) -> bytes:
-        buffer = ctypes.create_string_buffer(size)
-        self._lib.VSIFSeekL(self._handle, offset, 0)
-        if self._lib.VSIFReadL(buffer, 1, size, self._handle) != size:
-            raise OSError("truncated TIFF")
-        return buffer.raw
+            self._handle = None
+        super().close()
 
 
 def with_tile_layout(

@@ -56,6 +56,7 @@ from mosaic.index.sources import (
     to_row,
     with_tile_layout,
 )
+from mosaic.io.cog import require_extra as require_cog_extra
 from mosaic.io.paths import PrefixesLike, check_allowed, redact, secrets_in
 from mosaic.planning.records import SceneAsset, Skipped
 from mosaic.times import parse_time, to_utc
@@ -243,11 +244,14 @@ class TileIndex:
             tile_ranges: record each tiled GeoTIFF's tile layout (the byte range of every tile of
                 every level and how to decode it, :mod:`mosaic.io.cog`; a few hundred bytes a row) in
                 the ``tiles`` column: loads then fetch tiles straight from those ranges, with no
-                ``HEAD`` and no header request (see the cloud reads page).
+                ``HEAD`` and no header request (see the cloud reads page). Needs the ``cog`` extra.
 
         Raises:
             HrefNotAllowedError: a file outside the allowed prefixes (whatever ``on_error``).
+            MissingExtraError: ``tile_ranges=True`` without the ``cog`` extra installed.
         """
+        if tile_ranges:
+            require_cog_extra()
         profiles = as_profiles(auth)
         nodata = check_nodata_override(nodata)
         hrefs = expand_sources(sources)
@@ -323,7 +327,10 @@ class TileIndex:
 
         Raises:
             HrefNotAllowedError: an asset outside the allowed prefixes (whatever ``on_error``).
+            MissingExtraError: ``tile_ranges=True`` without the ``cog`` extra installed.
         """
+        if tile_ranges:
+            require_cog_extra()
         profiles = as_profiles(auth)
         nodata = check_nodata_override(nodata)
         dicts, base = iter_items(items)

@@ -8,30 +8,32 @@ compression, predictor, tile size, data type, byte order, band layout, the file'
 nodata. :func:`encode` packs it into a few hundred bytes (the index's ``tiles`` column);
 :func:`decode_layout` reads it back.
 
-:func:`window_ranges` gives the byte ranges of a window's tiles, and :func:`assemble` decodes the
-fetched tiles into the window, bit for bit what GDAL reads: DEFLATE (``zlib``), ZSTD (numcodecs, a
-dependency of zarr) and uncompressed tiles, with no predictor, horizontal differencing (predictor 2)
-or the floating-point predictor (3). Other compressions (LZW, JPEG, WebP, LERC...) are recorded but
-:func:`decodable` says no, and the reader uses GDAL.
+:func:`parse_tiff` reads the layout with tifffile (its reading of the IFDs, tile offsets and byte
+counts, compression, predictor, sample format and ``GDAL_NODATA``; overviews are the reduced-resolution
+IFDs that follow, in GDAL's order). :func:`window_ranges` gives the byte ranges of a window's tiles, and
+:func:`assemble` decodes the fetched tiles into the window, bit for bit what GDAL reads, with
+imagecodecs (the decoders tifffile maps TIFF's codes to): uncompressed, LZW, DEFLATE, ZSTD and LZMA
+tiles, with no predictor, horizontal differencing (predictor 2) or the floating-point predictor (3).
+Lossy compressions (JPEG, WebP, LERC...) are recorded but :func:`decodable` says no, and the reader
+uses GDAL. Parsing and decoding need the ``cog`` extra (tifffile, imagecodecs, obstore).
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib
 import math
 import struct
-import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from pathlib import Path
-from typing import Any
+from functools import lru_cache
+from typing import Any, BinaryIO
 
 import numpy as np
 from affine import Affine
 
 __all__ = [
+    "EXTRA",
     "LAYOUT_VERSION",
     "Level",
     "TileLayout",
@@ -40,27 +42,17 @@ __all__ = [
     "decode_layout",
     "encode",
     "parse_tiff",
+    "require_extra",
     "window_ranges",
 ]
 
 LAYOUT_VERSION = 1
 """First byte of an encoded layout; a reader meeting another version ignores the layout (GDAL reads)."""
 
-NONE, LZW, JPEG, DEFLATE, ADOBE_DEFLATE, ZSTD = 1, 5, 7, 8, 32946, 50000
-_DECODERS = {NONE, DEFLATE, ADOBE_DEFLATE, ZSTD}
+NONE, LZW, JPEG, DEFLATE, ADOBE_DEFLATE, LZMA, ZSTD = 1, 5, 7, 8, 32946, 34925, 50000
+_DECODERS = {NONE, LZW, DEFLATE, ADOBE_DEFLATE, LZMA, ZSTD}
+"""Lossless codecs: imagecodecs decodes them to the same bytes as GDAL (lossy ones are left to GDAL)."""
 
-_DTYPES = {  # (SampleFormat, BitsPerSample) -> numpy kind and size
-    (1, 8): "u1",
-    (1, 16): "u2",
-    (1, 32): "u4",
-    (1, 64): "u8",
-    (2, 8): "i1",
-    (2, 16): "i2",
-    (2, 32): "i4",
-    (2, 64): "i8",
-    (3, 32): "f4",
-    (3, 64): "f8",
-}
 _DTYPE_CODES = (
     "uint8",
     "uint16",
@@ -132,32 +124,33 @@ class TileLayout:
 
 # ------------------------------------------------------------------------------------------- parse
 
-_TAGS = {
-    254: "subfile",
-    256: "width",
-    257: "height",
-    258: "bits",
-    259: "compression",
-    277: "samples",
-    284: "planar",
-    317: "predictor",
-    322: "tile_width",
-    323: "tile_height",
-    324: "offsets",
-    325: "sizes",
-    339: "sample_format",
-    347: "jpeg_tables",
-    42113: "nodata",
-}
-_TYPES = {1: "B", 2: "s", 3: "H", 4: "I", 6: "b", 7: "B", 8: "h", 9: "i", 11: "f", 12: "d", 16: "Q", 17: "q"}
+EXTRA = "cog"
+"""The extra of ``virtual-mosaic`` holding what header-less reads need (tifffile, imagecodecs, obstore)."""
 
 
 class NotTiled(ValueError):
     """The file is not a tiled TIFF whose tiles can be read without GDAL (no layout is recorded)."""
 
 
-def parse_tiff(read: Callable[[int, int], bytes], transform: Sequence[float]) -> TileLayout:
-    """The layout of the tiled TIFF whose bytes ``read(offset, size)`` gives.
+def require_extra() -> None:
+    """Check that the packages of the ``cog`` extra can be imported.
+
+    Raises:
+        MissingExtraError: one of them is missing (the message names the extra to install).
+    """
+    from mosaic.errors import MissingExtraError
+
+    for name in ("tifffile", "imagecodecs", "obstore"):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"tile_ranges=True needs {name}: pip install 'virtual-mosaic[{EXTRA}]'"
+            ) from exc
+
+
+def parse_tiff(file: BinaryIO, transform: Sequence[float]) -> TileLayout:
+    """The layout of the tiled TIFF read from the binary ``file`` (seekable; parsed by tifffile).
 
     ``transform`` is the full resolution's geotransform as GDAL reads it (GDAL derives it from tags of
     its own; the overviews' transforms are derived from it as GDAL does).
@@ -165,50 +158,40 @@ def parse_tiff(read: Callable[[int, int], bytes], transform: Sequence[float]) ->
     Raises:
         NotTiled: not a tiled TIFF, a layout this module does not describe (several images that are not
             overviews, masks, JPEG tables), or overviews not in decreasing size.
+        MissingExtraError: tifffile is not installed.
     """
-    head = read(0, 16)
-    if head[:2] == b"II":
-        bo = "<"
-    elif head[:2] == b"MM":
-        bo = ">"
-    else:
-        raise NotTiled("not a TIFF")
-    (magic,) = struct.unpack(bo + "H", head[2:4])
-    if magic == 42:
-        big = False
-        (offset,) = struct.unpack(bo + "I", head[4:8])
-    elif magic == 43:
-        big = True
-        (offset,) = struct.unpack(bo + "Q", head[8:16])
-    else:
-        raise NotTiled("not a TIFF")
-    ifds: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    while offset and offset not in seen and len(ifds) < 64:
-        seen.add(offset)
-        tags, offset = _read_ifd(read, offset, bo, big)
-        ifds.append(tags)
-    if not ifds:
+    require_extra()
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(file) as tif:
+            pages = list(tif.pages)
+            byteorder = tif.byteorder
+            layout = _layout(pages, byteorder, transform)
+    except tifffile.TiffFileError as exc:
+        raise NotTiled(f"not a TIFF tifffile reads: {exc}") from exc
+    return layout
+
+
+def _layout(pages: Sequence[Any], byteorder: str, transform: Sequence[float]) -> TileLayout:
+    if not pages:
         raise NotTiled("no image")
-    main = ifds[0]
-    images = [main]
-    for tags in ifds[1:]:
-        kind = int(tags.get("subfile", (0,))[0])
-        if kind & 4:
+    main = pages[0]
+    for page in pages[1:]:
+        if page.subfiletype & 4:
             raise NotTiled("has a mask")
-        if not kind & 1:
+        if not page.subfiletype & 1:
             raise NotTiled("holds several images")
-        images.append(tags)
     common = _facts(main)
     levels: list[Level] = []
-    for tags in images:
-        if _facts(tags) != common:
+    for page in pages:
+        if _facts(page) != common:
             raise NotTiled("overviews differ from the full resolution in encoding")
-        height, width = int(tags["height"][0]), int(tags["width"][0])
+        height, width = int(page.imagelength), int(page.imagewidth)
         if levels and (width >= levels[-1].width or height > levels[-1].height):
             raise NotTiled("overviews not in decreasing size")
-        offsets = np.asarray(tags["offsets"], dtype=np.uint64)
-        sizes = np.asarray(tags["sizes"], dtype=np.uint64)
+        offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
+        sizes = np.asarray(page.databytecounts, dtype=np.uint64)
         th, tw = common["tile"]
         expected = (
             math.ceil(height / th)
@@ -218,10 +201,10 @@ def parse_tiff(read: Callable[[int, int], bytes], transform: Sequence[float]) ->
         if offsets.size != expected or sizes.size != expected:
             raise NotTiled("tile offsets do not match the image size")
         levels.append(Level(height, width, offsets, sizes))
-    nodata_text = main.get("nodata")
-    nodata = _parse_nodata(nodata_text) if nodata_text else None
+    tag = main.tags.get(42113)  # GDAL_NODATA (tifffile's page.nodata says 0 when it is absent)
+    nodata = _parse_nodata(tag.value) if tag is not None and tag.value else None
     return TileLayout(
-        byteorder=bo,
+        byteorder=">" if byteorder == ">" else "<",
         dtype=common["dtype"],
         compression=common["compression"],
         predictor=common["predictor"],
@@ -234,26 +217,28 @@ def parse_tiff(read: Callable[[int, int], bytes], transform: Sequence[float]) ->
     )
 
 
-def _facts(tags: Mapping[str, Any]) -> dict[str, Any]:
-    if "tile_width" not in tags or "offsets" not in tags or "sizes" not in tags:
+def _facts(page: Any) -> dict[str, Any]:
+    """What decoding a page's tiles takes (tifffile's reading of its tags)."""
+    if not page.is_tiled or page.tiledepth != 1 or page.imagedepth != 1:
         raise NotTiled("not tiled")
-    if "jpeg_tables" in tags:
+    if page.jpegtables is not None:
         raise NotTiled("JPEG tables")
-    samples = int(tags.get("samples", (1,))[0])
-    bits = {int(b) for b in tags.get("bits", (1,))}
-    formats = {int(f) for f in tags.get("sample_format", (1,))}
-    if len(bits) != 1 or len(formats) != 1:
-        raise NotTiled("bands of different types")
-    kind = _DTYPES.get((formats.pop(), bits.pop()))
-    if kind is None:
+    if page.fillorder != 1:
+        raise NotTiled("bit order")
+    dtype = page.dtype
+    sample_format = page.tags.get(339)
+    formats = set(sample_format.value) if sample_format is not None and sample_format.count > 1 else set()
+    if dtype is None or len(formats) > 1 or np.dtype(dtype).name not in _DTYPE_CODES:
         raise NotTiled("sample type")
+    if int(page.bitspersample) != np.dtype(dtype).itemsize * 8:
+        raise NotTiled("packed samples")
     return {
-        "dtype": np.dtype(kind).name,
-        "compression": int(tags.get("compression", (1,))[0]),
-        "predictor": int(tags.get("predictor", (1,))[0]),
-        "tile": (int(tags["tile_height"][0]), int(tags["tile_width"][0])),
-        "samples": samples,
-        "planar": int(tags.get("planar", (1,))[0]),
+        "dtype": np.dtype(dtype).name,
+        "compression": int(page.compression),
+        "predictor": int(page.predictor),
+        "tile": (int(page.tilelength), int(page.tilewidth)),
+        "samples": int(page.samplesperpixel),
+        "planar": int(page.planarconfig),
     }
 
 
@@ -264,57 +249,6 @@ def _parse_nodata(text: Any) -> float | None:
         return float(value)
     except ValueError:
         return None
-
-
-def _read_ifd(
-    read: Callable[[int, int], bytes], offset: int, bo: str, big: bool
-) -> tuple[dict[str, Any], int]:
-    count_fmt, entry_size, value_size = ("Q", 20, 8) if big else ("H", 12, 4)
-    count_size = 8 if big else 2
-    (count,) = struct.unpack(bo + count_fmt, read(offset, count_size))
-    raw = read(offset + count_size, count * entry_size + value_size)
-    tags: dict[str, Any] = {}
-    for i in range(count):
-        entry = raw[i * entry_size : (i + 1) * entry_size]
-        code, kind = struct.unpack(bo + "HH", entry[:4])
-        name = _TAGS.get(code)
-        if name is None or kind not in _TYPES:
-            continue
-        n = struct.unpack(bo + ("Q" if big else "I"), entry[4 : 4 + (8 if big else 4)])[0]
-        fmt = _TYPES[kind]
-        size = struct.calcsize(fmt) * n
-        inline = entry[(12 if big else 8) :]
-        data = (
-            inline[:size]
-            if size <= value_size
-            else read(struct.unpack(bo + ("Q" if big else "I"), inline)[0], size)
-        )
-        if kind == 2:
-            tags[name] = bytes(data)
-        else:
-            tags[name] = np.frombuffer(
-                data,
-                dtype=np.dtype(
-                    bo
-                    + {
-                        "B": "u1",
-                        "b": "i1",
-                        "H": "u2",
-                        "h": "i2",
-                        "I": "u4",
-                        "i": "i4",
-                        "Q": "u8",
-                        "q": "i8",
-                        "f": "f4",
-                        "d": "f8",
-                    }[fmt]
-                ),
-                count=n,
-            )
-    (following,) = struct.unpack(
-        bo + ("Q" if big else "I"), raw[count * entry_size : count * entry_size + value_size]
-    )
-    return tags, int(following)
 
 
 # ---------------------------------------------------------------------------------------- encoding
@@ -405,101 +339,27 @@ def decode_layout(blob: bytes) -> TileLayout | None:
 
 
 def decodable(layout: TileLayout) -> bool:
-    """Whether :func:`assemble` decodes this layout's tiles (else GDAL reads the file)."""
+    """Whether :func:`assemble` decodes this layout's tiles bit for bit as GDAL (else GDAL reads the file).
+
+    Lossless codecs only (none, LZW, DEFLATE, ZSTD, LZMA), with no predictor, horizontal differencing
+    or the floating-point predictor; and only with the ``cog`` extra installed.
+    """
     if layout.compression not in _DECODERS or layout.predictor not in (1, 2, 3):
         return False
     if layout.predictor == 3 and np.dtype(layout.dtype).kind != "f":
         return False
-    return layout.compression != ZSTD or _libzstd() is not None or _zstd() is not None
-
-
-class _Codecs(threading.local):
-    """GDAL's own decoders (the libdeflate and libzstd of rasterio's wheel), one state per thread."""
-
-    def __init__(self) -> None:
-        self.inflater: int | None = None
-
-
-_CODECS = _Codecs()
-
-
-@cache
-def _library(stem: str) -> ctypes.CDLL | None:
-    """A library rasterio's wheel ships (``libdeflate``, ``libzstd``), or None (then Python's own)."""
-    import rasterio
-
-    here = Path(rasterio.__file__).parent
-    for folder in (here.parent / "rasterio.libs", here / ".dylibs"):
-        for candidate in sorted(folder.glob(f"{stem}*")) if folder.is_dir() else []:
-            try:
-                return ctypes.CDLL(str(candidate))
-            except OSError:
-                continue
-    return None
+    return _codecs() is not None
 
 
 @lru_cache(maxsize=1)
-def _libdeflate() -> ctypes.CDLL | None:
-    lib = _library("libdeflate")
-    if lib is None:
-        return None
-    lib.libdeflate_alloc_decompressor.restype = ctypes.c_void_p
-    lib.libdeflate_zlib_decompress.restype = ctypes.c_int
-    lib.libdeflate_zlib_decompress.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.POINTER(ctypes.c_size_t),
-    ]
-    return lib
-
-
-def _inflate(raw: bytes, nbytes: int) -> bytes | np.ndarray:
-    """A zlib stream's ``nbytes`` decoded bytes (libdeflate, as GDAL decodes, else Python's zlib)."""
-    lib = _libdeflate()
-    if lib is not None:
-        if _CODECS.inflater is None:
-            _CODECS.inflater = lib.libdeflate_alloc_decompressor()
-        out = np.empty(nbytes, dtype=np.uint8)
-        got = ctypes.c_size_t(0)
-        code = lib.libdeflate_zlib_decompress(_CODECS.inflater, raw, len(raw), out.ctypes.data, nbytes, got)
-        if code == 0 and got.value == nbytes:
-            return out
-    return zlib.decompress(raw)
-
-
-@lru_cache(maxsize=1)
-def _libzstd() -> ctypes.CDLL | None:
-    lib = _library("libzstd")
-    if lib is None:
-        return None
-    lib.ZSTD_decompress.restype = ctypes.c_size_t
-    lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
-    lib.ZSTD_isError.restype = ctypes.c_uint
-    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
-    return lib
-
-
-def _unzstd(raw: bytes, nbytes: int) -> bytes | np.ndarray:
-    """A zstd frame's ``nbytes`` decoded bytes (libzstd, as GDAL decodes, else numcodecs)."""
-    lib = _libzstd()
-    if lib is not None:
-        out = np.empty(nbytes, dtype=np.uint8)
-        got = lib.ZSTD_decompress(out.ctypes.data, nbytes, raw, len(raw))
-        if not lib.ZSTD_isError(got) and got == nbytes:
-            return out
-    return bytes(_zstd().decode(raw))
-
-
-@lru_cache(maxsize=1)
-def _zstd() -> Any:
+def _codecs() -> tuple[Mapping[int, Callable[..., Any]], Mapping[int, Callable[..., Any]]] | None:
+    """Tifffile's maps of TIFF compression and predictor codes to imagecodecs' decoders, or None."""
     try:
-        from numcodecs import Zstd
-    except ImportError:  # pragma: no cover - numcodecs comes with zarr
+        import imagecodecs  # noqa: F401  (tifffile's codecs are imagecodecs')
+        from tifffile import TIFF
+    except ImportError:
         return None
-    return Zstd()
+    return TIFF.DECOMPRESSORS, TIFF.UNPREDICTORS
 
 
 def _tiles(
@@ -533,35 +393,27 @@ def window_ranges(
 
 
 def _decode_tile(layout: TileLayout, raw: bytes) -> np.ndarray:
-    """One tile's pixels, (height, width, samples in the tile), in native byte order."""
+    """One tile's pixels, (height, width, samples in the tile), in native byte order.
+
+    As tifffile decodes a tile: decompressed by imagecodecs into the tile's bytes, read in the file's
+    byte order, then the predictor undone (imagecodecs' ``delta_decode`` or ``floatpred_decode``).
+    """
+    codecs = _codecs()
+    if codecs is None:  # decodable() said no: the reader does not come here
+        raise NotTiled("the cog extra is not installed")
+    decompressors, unpredictors = codecs
     th, tw = layout.tile
     spp = layout.samples if layout.planar == 1 else 1
-    dtype = np.dtype(layout.dtype).newbyteorder(">" if layout.byteorder == ">" else "<")
+    stored = np.dtype(layout.dtype).newbyteorder(">" if layout.byteorder == ">" else "<")
     count = th * tw * spp
-    data: bytes | np.ndarray
-    if layout.compression in (DEFLATE, ADOBE_DEFLATE):
-        data = _inflate(raw, count * dtype.itemsize)
-    elif layout.compression == ZSTD:
-        data = _unzstd(raw, count * dtype.itemsize)
+    buffer = np.empty(count * stored.itemsize, dtype=np.uint8)
+    if layout.compression == NONE:
+        buffer[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)[: buffer.size]
     else:
-        data = raw
-    if layout.predictor == 3:
-        size = dtype.itemsize
-        coded = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(th, size * tw, spp)
-        # libtiff's fpAcc: bytes accumulated along the row, ``spp`` apart; then, in each row, the
-        # values' bytes most significant first, one plane of tw * spp bytes after another
-        planes = np.cumsum(coded, axis=1, dtype=np.uint8)
-        ordered = planes.reshape(th, size, tw * spp).transpose(0, 2, 1)
-        big = np.dtype(layout.dtype).newbyteorder(">")
-        return np.ascontiguousarray(ordered).view(big).reshape(th, tw, spp).astype(layout.dtype)
-    pixels = (
-        np.frombuffer(data, dtype=dtype, count=count).reshape(th, tw, spp).astype(layout.dtype, copy=False)
-    )
-    if layout.predictor == 2:
-        if pixels.flags.writeable:  # the decoder's own buffer: undone in place
-            np.add.accumulate(pixels, axis=1, dtype=pixels.dtype, out=pixels)
-        else:
-            pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
+        decompressors[layout.compression](raw, out=buffer)
+    pixels = buffer.view(stored).reshape(th, tw, spp).astype(layout.dtype, copy=False)
+    if layout.predictor != 1:
+        pixels = unpredictors[layout.predictor](pixels, axis=-2, out=pixels)
     return pixels
 
 

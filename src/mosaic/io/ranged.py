@@ -1,19 +1,20 @@
 """Byte ranges of a file fetched straight from where it is: no open, no ``HEAD``, no header request.
 
 With a file's tile layout recorded in the index (:mod:`mosaic.io.cog`), a read knows which bytes it needs
-before touching the file. :func:`fetch` gets them: a local file with ``pread``; an ``http(s)`` URL with
-one ``GET`` and a ``Range`` header per merged range (a kept-alive connection per thread and host); an
-``s3://`` object the same way, signed with AWS Signature Version 4. Credentials are GDAL's settings of
-the read (those of the ``auth`` profile matching the href, else GDAL's configuration in the thread):
-bearer tokens and basic auth for HTTP; key id, secret, session token, region, endpoint, unsigned
-requests and requester-pays for S3. Whatever this module cannot do exactly as GDAL would (``.netrc``
-files, cookies, proxies, redirects, other stores, credentials GDAL would find on its own in
-``~/.aws`` or an instance profile) makes :func:`transport` say no, and the reader opens the file with
-GDAL as before.
+before touching the file. :func:`fetch` gets them with obstore: one ranged ``GET`` per merged range,
+from a local file, an ``http(s)`` URL or an ``s3://`` object (obstore signs S3 requests itself). Its
+stores are made from GDAL's settings of the read (those of the ``auth`` profile matching the href,
+else GDAL's configuration in the thread) and kept for the process, so connections are reused: bearer
+tokens and basic auth for HTTP; key id, secret, session token, region, endpoint, unsigned requests and
+requester-pays for S3. obstore's own retries are off: the reader's retry policy
+(:func:`mosaic.io.limits.retry_call`) retries, inside its limiter slot, failures worded as GDAL words them
+(``HTTP response code: 503``). Whatever cannot be done exactly as GDAL would (``.netrc`` files,
+cookies, proxies, query strings, other stores, credentials GDAL would find on its own in ``~/.aws`` or
+an instance profile) makes :func:`transport` say no, and the reader opens the file with GDAL as before.
 
-Every answer is checked against the identity the file had when its layout was recorded: the total
-size in ``Content-Range`` and ``Last-Modified`` (a local file's ``stat``). A file that changed raises
-:class:`StaleLayout`, and its tiles are not decoded with offsets that may no longer hold.
+Every answer is checked against the identity the file had when its layout was recorded: the object's
+size and ``Last-Modified`` time as obstore reports them (a local file's ``stat``). A file that changed
+raises :class:`StaleLayout`, and its tiles are not decoded with offsets that may no longer hold.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
-import hashlib
-import hmac
-import http.client
 import os
-import ssl
+import re
 import threading
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from mosaic.io.identity import change, format_identity, observe, parse_identity
+from mosaic.io.runtime import process_registry
 
 __all__ = ["NotDirect", "StaleLayout", "TileBytes", "Transport", "checkable", "fetch", "transport"]
 
@@ -82,18 +83,13 @@ class StaleLayout(NotDirect):
 
 @dataclass(frozen=True, slots=True)
 class Transport:
-    """How to fetch byte ranges of one file: ``kind`` ``file``, ``http`` or ``s3``, and its settings."""
+    """How to fetch byte ranges of one file: ``kind`` ``file``, ``http`` or ``s3``, and its store."""
 
     kind: str
     target: str
-    """The local path, or the URL to GET."""
-    headers: tuple[tuple[str, str], ...] = ()
-    s3: tuple[str, str, str | None, str] | None = None
-    """(key id, secret, session token, region) signing S3 requests; None: unsigned."""
-    timeout: float = 60.0
-    ca_bundle: str | None = None
-    """The certificate authorities an ``https`` server is checked against (GDAL's ``CURL_CA_BUNDLE``);
-    None: the system's."""
+    """The local path, or the object's path in ``store``."""
+    store: Any = field(default=None, repr=False, compare=False)
+    """The obstore store (shared by every file of the same server and settings)."""
 
 
 Config = Callable[[str], str | None]
@@ -102,25 +98,102 @@ Config = Callable[[str], str | None]
 
 def transport(path: str, config: Config) -> Transport | None:
     """How to fetch ranges of the GDAL ``path`` without GDAL, or None where only GDAL can do it right."""
+    if _obstore() is None:
+        return None
     if not path.startswith("/vsi"):
-        return Transport("file", path) if os.path.isabs(path) else None
+        return Transport("file", path, _store("file", ())) if os.path.isabs(path) else None
     if any(config(key) for key in _HTTP_NOT_OURS):
         return None
-    timeout = _float(config("GDAL_HTTP_TIMEOUT"), 60.0)
+    options: dict[str, Any] = {"timeout": dt.timedelta(seconds=_float(config("GDAL_HTTP_TIMEOUT"), 60.0))}
     ca = config("GDAL_CURL_CA_BUNDLE") or config("CURL_CA_BUNDLE") or config("SSL_CERT_FILE")
+    if ca:
+        try:
+            options["root_certificate"] = _pem(ca)
+        except OSError:
+            return None
     if path.startswith("/vsicurl/"):
         url = path[len("/vsicurl/") :]
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        if (
+            parts.scheme not in ("http", "https")
+            or parts.username
+            or parts.password
+            or parts.query
+            or parts.fragment
+        ):
             return None
         if _in_netrc(parts.hostname or "", config):
             return None
         headers = _http_auth(config)
-        return None if headers is None else Transport("http", url, headers, timeout=timeout, ca_bundle=ca)
+        if headers is None:
+            return None
+        if headers:
+            options["default_headers"] = dict(headers)
+        base = f"{parts.scheme}://{parts.netloc}"
+        settings = (("url", base), *_frozen(options))
+        return Transport("http", urllib.parse.unquote(parts.path.lstrip("/")), _store("http", settings))
     if path.startswith("/vsis3/"):
-        how = _s3_transport(path[len("/vsis3/") :], config, timeout)
-        return None if how is None else replace(how, ca_bundle=ca)
+        return _s3_transport(path[len("/vsis3/") :], config, options)
     return None
+
+
+@lru_cache(maxsize=8)
+def _pem(path: str) -> str:
+    """The certificates of a CA bundle file (read once per process: the read of every tile asks)."""
+    return Path(path).read_text()
+
+
+def _frozen(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        (key, tuple(sorted(value.items())) if isinstance(value, dict) else value)
+        for key, value in sorted(options.items())
+    )
+
+
+def _obstore() -> Any:
+    """obstore, or None when it is not installed (GDAL then reads)."""
+    try:
+        import obstore
+        import obstore.store
+    except ImportError:
+        return None
+    return obstore
+
+
+_NO_RETRIES: Any = {
+    # the reader retries (mosaic.io.limits.retry_call), inside its limiter slot: obstore must not
+    "max_retries": 0,
+    "retry_timeout": dt.timedelta(seconds=1),
+    "backoff": {
+        "init_backoff": dt.timedelta(milliseconds=100),
+        "max_backoff": dt.timedelta(seconds=1),
+        "base": 2,
+    },
+}
+
+
+def _store(kind: str, settings: tuple[tuple[str, Any], ...]) -> Any:
+    """The process's obstore store for ``kind`` and ``settings`` (made once: its connections are reused)."""
+
+    def make() -> Any:
+        from obstore.store import HTTPStore, LocalStore, S3Store
+
+        values = dict(settings)
+        if kind == "file":
+            return LocalStore()
+        client: Any = {
+            key: dict(value) if key == "default_headers" else value
+            for key, value in values.items()
+            if key in ("timeout", "root_certificate", "default_headers")
+        }
+        client["allow_http"] = True
+        client["user_agent"] = "mosaic"
+        if kind == "http":
+            return HTTPStore.from_url(values["url"], client_options=client, retry_config=_NO_RETRIES)
+        config: Any = {key: value for key, value in values.items() if key not in client and key != "bucket"}
+        return S3Store(values["bucket"], config=config, client_options=client, retry_config=_NO_RETRIES)
+
+    return process_registry(("obstore", kind, settings), make)
 
 
 def _float(text: str | None, default: float) -> float:
@@ -165,7 +238,7 @@ def _http_auth(config: Config) -> tuple[tuple[str, str], ...] | None:
     return tuple(headers)
 
 
-def _s3_transport(key_path: str, config: Config, timeout: float) -> Transport | None:
+def _s3_transport(key_path: str, config: Config, options: dict[str, Any]) -> Transport | None:
     bucket, _, key = key_path.partition("/")
     if not bucket or not key:
         return None
@@ -174,159 +247,34 @@ def _s3_transport(key_path: str, config: Config, timeout: float) -> Transport | 
     key_id, secret = values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"]
     if not unsigned and not (key_id and secret):
         return None  # GDAL finds credentials on its own (~/.aws, instance profiles): let it
-    region = values["AWS_REGION"] or values["AWS_DEFAULT_REGION"] or "us-east-1"
     https = (values["AWS_HTTPS"] or "YES").upper() not in ("NO", "FALSE", "OFF", "0")
-    endpoint = values["AWS_S3_ENDPOINT"]
     virtual = (values["AWS_VIRTUAL_HOSTING"] or "TRUE").upper() not in ("NO", "FALSE", "OFF", "0")
-    quoted = urllib.parse.quote(key, safe="/~")
-    scheme = "https" if https else "http"
-    if endpoint:
+    s3: dict[str, Any] = {
+        "bucket": bucket,
+        "region": values["AWS_REGION"] or values["AWS_DEFAULT_REGION"] or "us-east-1",
+        "virtual_hosted_style_request": virtual and "." not in bucket,
+    }
+    endpoint = values["AWS_S3_ENDPOINT"]
+    if endpoint:  # path-style, as GDAL addresses a custom endpoint
         host = endpoint.split("://", 1)[-1].rstrip("/")
-        url = f"{scheme}://{host}/{bucket}/{quoted}"
-    elif virtual and "." not in bucket:
-        url = f"{scheme}://{bucket}.s3.{region}.amazonaws.com/{quoted}"
+        s3["endpoint"] = f"{'https' if https else 'http'}://{host}"
+        s3["virtual_hosted_style_request"] = False
+    if unsigned:
+        s3["skip_signature"] = True
     else:
-        url = f"{scheme}://s3.{region}.amazonaws.com/{bucket}/{quoted}"
-    headers: tuple[tuple[str, str], ...] = ()
+        s3["access_key_id"], s3["secret_access_key"] = key_id, secret
+        if values["AWS_SESSION_TOKEN"]:
+            s3["session_token"] = values["AWS_SESSION_TOKEN"]
     if (values["AWS_REQUEST_PAYER"] or "").lower() == "requester":
-        headers = (("x-amz-request-payer", "requester"),)
-    signing = None if unsigned else (key_id or "", secret or "", values["AWS_SESSION_TOKEN"], region)
-    return Transport("s3", url, headers, signing, timeout)
+        s3["request_payer"] = True
+    return Transport("s3", key, _store("s3", _frozen({**options, **s3})))
 
 
-def _sigv4(how: Transport, headers: dict[str, str]) -> None:
-    """Sign a GET of ``how.target`` (AWS Signature Version 4), adding the headers it takes."""
-    if how.s3 is None:
-        return
-    key_id, secret, token, region = how.s3
-    parts = urllib.parse.urlsplit(how.target)
-    now = dt.datetime.now(dt.UTC)
-    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    payload = hashlib.sha256(b"").hexdigest()
-    headers.update({"x-amz-date": stamp, "x-amz-content-sha256": payload})
-    if token:
-        headers["x-amz-security-token"] = token
-    signed = {"host": parts.netloc, **{k.lower(): v.strip() for k, v in headers.items()}}
-    names = sorted(signed)
-    canonical = "\n".join(
-        [
-            "GET",
-            parts.path or "/",
-            parts.query,
-            "".join(f"{name}:{signed[name]}\n" for name in names),
-            ";".join(names),
-            payload,
-        ]
-    )
-    scope = f"{day}/{region}/s3/aws4_request"
-    text = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = ("AWS4" + secret).encode()
-    for part in (day, region, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
-    headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={';'.join(names)}, "
-        f"Signature={signature}"
-    )
-
-
-# ------------------------------------------------------------------------------------------- fetch
-
-
-class _Connections(threading.local):
-    """Kept-alive connections of this thread, by (scheme, host, port)."""
-
-    def __init__(self) -> None:
-        self.by_host: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}
-
-
-_CONNECTIONS = _Connections()
-
-
-def _connection(how: Transport) -> tuple[http.client.HTTPConnection, str]:
-    parts = urllib.parse.urlsplit(how.target)
-    key = (parts.scheme, parts.hostname or "", parts.port)
-    conn = _CONNECTIONS.by_host.get(key)
-    if conn is None:
-        if parts.scheme == "https":
-            context = ssl.create_default_context(cafile=how.ca_bundle)
-            conn = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=how.timeout, context=context
-            )
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=how.timeout)
-        _CONNECTIONS.by_host[key] = conn
-    target = parts.path or "/"
-    return conn, target + (f"?{parts.query}" if parts.query else "")
-
-
-def _drop_connection(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    conn = _CONNECTIONS.by_host.pop((parts.scheme, parts.hostname or "", parts.port), None)
-    if conn is not None:
-        conn.close()
-
-
-def _get(how: Transport, start: int, stop: int, identity: str) -> bytes:
-    """One ranged GET; its answer checked against ``identity``."""
-    headers = dict(how.headers)
-    headers["Range"] = f"bytes={start}-{stop - 1}"
-    headers["User-Agent"] = "mosaic"
-    _sigv4(how, headers)
-    for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
-        conn, target = _connection(how)
-        try:
-            conn.request("GET", target, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-            _drop_connection(how.target)
-            if attempt:
-                raise OSError(f"Connection reset while fetching bytes {start}-{stop - 1}: {exc}") from exc
-            continue
-        except http.client.IncompleteRead as exc:
-            _drop_connection(how.target)
-            raise OSError(f"Read failed: fetching bytes {start}-{stop - 1}: truncated answer") from exc
-        except TimeoutError as exc:
-            _drop_connection(how.target)
-            raise OSError(f"Operation timed out fetching bytes {start}-{stop - 1}") from exc
-        except OSError:
-            _drop_connection(how.target)
-            raise
-        if response.will_close:
-            _drop_connection(how.target)
-        break
-    if response.status not in (200, 206):
-        detail = body[:200].decode("utf-8", "replace").strip()
-        if 300 <= response.status < 400:
-            raise NotDirect(f"redirected ({response.status})")
-        raise OSError(f"HTTP response code: {response.status}" + (f": {detail}" if detail else ""))
-    size = _total_size(response)
-    if size is None and response.status == 200:
-        size = len(body)
-    _check(identity, size, response.getheader("Last-Modified"))
-    if response.status == 200:  # the server ignored the range: the whole file came
-        body = body[start:stop]
-    if len(body) != min(stop, size if size is not None else stop) - start:
-        raise OSError(f"Read failed: fetching bytes {start}-{stop - 1}: {len(body)} bytes came")
-    return body
-
-
-def _total_size(response: http.client.HTTPResponse) -> int | None:
-    text = response.getheader("Content-Range") or ""
-    total = text.rpartition("/")[2].strip()
-    return int(total) if total.isdigit() else None
-
-
-def _check(identity: str, size: int | None, last_modified: str | None) -> None:
+def _check(identity: str, size: int | None, modified: dt.datetime | None) -> None:
     """Raise :class:`StaleLayout` when what the server says differs from ``identity``."""
     parts: dict[str, object] = {"size": size}
-    if last_modified:
-        try:
-            when = parsedate_to_datetime(last_modified).astimezone(dt.UTC)
-            parts["mtime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-        except (TypeError, ValueError):
-            pass
+    if modified is not None:
+        parts["mtime"] = modified.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     what = change(identity, format_identity(parts))
     if what is not None:
         raise StaleLayout(what)
@@ -337,24 +285,66 @@ def checkable(identity: str | None) -> bool:
     return "size" in parse_identity(identity)
 
 
-def fetch(how: Transport, ranges: Sequence[Range], identity: str) -> list[bytes]:
-    """The bytes of each range (``[start, stop)``), one request (or ``pread``) per range.
+def fetch(how: Transport, ranges: Sequence[Range], identity: str) -> list[memoryview]:
+    """The bytes of each range (``[start, stop)``), one request per range, one after the other.
 
     Raises:
         StaleLayout: the file is not the one ``identity`` describes.
         OSError: the request failed (worded as GDAL words it: ``HTTP response code: 503`` ...), so the
             reader's retries and error classes apply.
     """
+    import obstore
+
     if how.kind == "file":
         what = change(identity, observe(how.target))
         if what is not None:
             raise StaleLayout(what)
-        fd = os.open(how.target, os.O_RDONLY)
         try:
-            return [os.pread(fd, stop - start, start) for start, stop in ranges]
-        finally:
-            os.close(fd)
-    return [_get(how, start, stop, identity) for start, stop in ranges]
+            found = obstore.get_ranges(
+                how.store,
+                how.target.lstrip("/"),
+                starts=[a for a, _ in ranges],
+                ends=[b for _, b in ranges],
+                coalesce=0,
+            )
+        except Exception as exc:  # obstore's errors: worded as GDAL's
+            raise _os_error(exc) from exc
+        return [memoryview(data) for data in found]
+    out = []
+    for start, stop in ranges:
+        try:
+            result = obstore.get(how.store, how.target, options={"range": (start, stop)})
+            meta = result.meta
+            _check(identity, int(meta["size"]), meta.get("last_modified"))
+            data = memoryview(result.bytes())
+        except StaleLayout:
+            raise
+        except Exception as exc:  # obstore's errors: worded as GDAL's
+            raise _os_error(exc) from exc
+        if len(data) != stop - start:
+            raise OSError(f"Read failed: fetching bytes {start}-{stop - 1}: {len(data)} bytes came")
+        out.append(data)
+    return out
+
+
+_STATUS = re.compile(r"status(?: code)?:? (\d{3})")
+
+
+def _os_error(exc: BaseException) -> OSError:
+    """An obstore error as GDAL words a failed read, so that retries and error classes apply to it.
+
+    An HTTP status becomes ``HTTP response code: 503``; anything else ``Read failed: <obstore's first
+    line, redacted>`` (a timeout or a reset then reads as one to :func:`mosaic.io.limits.is_transient`).
+    """
+    from mosaic.io.paths import redact
+
+    text = str(exc).split("\n", 1)[0]
+    status = _STATUS.search(text)
+    if status is not None:
+        return OSError(f"HTTP response code: {status.group(1)}")
+    if isinstance(exc, OSError):
+        return exc
+    return OSError(f"Read failed: {redact(text)}")
 
 
 class TileBytes:

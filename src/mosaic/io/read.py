@@ -21,6 +21,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -37,6 +38,7 @@ from rasterio.windows import Window
 
 from mosaic.auth import Profile, gdal_options_for
 from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
+from mosaic.io._neighbours import spans
 from mosaic.io.fetch import (
     GDAL_CACHE_BYTES,
     RANGE_GAP,
@@ -291,13 +293,23 @@ def _read_direct(
     cache = _tile_bytes()
     tiles, mine, waits = cache.claim(key, list(wanted))
     gap = _config_int("MOSAIC_RANGE_GAP", RANGE_GAP)
+    carried: list[int] = []  # neighbours' tiles this read's requests carry (claimed for them)
     try:
-        tiles.update(_fetch_tiles(how, [(a, wanted[a]) for a in mine], read.identity or "", gap))
+        own = [(a, wanted[a]) for a in mine]
+        useful = _neighbour_ranges(read, layout, level, wanted, cache, key) if own and read.neighbours else []
+        planned = spans(own, useful, gap)
+        inside = [a for a, b in useful if any(s0 <= a and b <= s1 for s0, s1 in planned)]
+        _, carried, _ = cache.claim(key, inside)
+        claimed = set(carried)
+        ranges = own + [r for r in useful if r[0] in claimed]
+        tiles.update(_fetch_tiles(how, ranges, read.identity or "", planned))
     except NotDirect:
         stale.first(key)
         return _USE_GDAL
     finally:
-        cache.put(key, tiles, mine)
+        cache.put(key, tiles, mine + carried)
+        for start in carried:
+            tiles.pop(start, None)
     for event in waits:  # tiles another read is fetching
         event.wait(120.0)
     late = [a for a in wanted if a not in tiles]
@@ -305,7 +317,7 @@ def _read_direct(
         tiles.update(cache.get(key, late))
         missing = [(a, wanted[a]) for a in late if a not in tiles]  # failed or evicted meanwhile
         try:
-            tiles.update(_fetch_tiles(how, missing, read.identity or "", gap))
+            tiles.update(_fetch_tiles(how, missing, read.identity or "", spans(missing, [], gap)))
         except NotDirect:
             stale.first(key)
             return _USE_GDAL
@@ -313,24 +325,49 @@ def _read_direct(
     return data, None, layout.nodata, window_transform(window, transform)
 
 
-def _fetch_tiles(how: Any, ranges: Sequence[tuple[int, int]], identity: str, gap: int) -> dict[int, bytes]:
-    """The bytes of each tile range, fetched in ranges merged across gaps of up to ``gap`` bytes."""
-    from mosaic.io.fetch import coalesce
+def _neighbour_ranges(
+    read: Read, layout: Any, level: int, wanted: Mapping[int, int], cache: Any, key: tuple[str, str]
+) -> list[tuple[int, int]]:
+    """The byte ranges of the tiles ``read.neighbours`` need that this read does not, none cached."""
+    from mosaic.io.cog import window_ranges
+
+    image = layout.level(level)
+    base = layout.levels[0]
+    found: dict[int, int] = {}
+    for window in read.neighbours:
+        if read.overview < 0 and read.factor > 1:
+            w = _level_window_of(
+                replace(read, window=window), (base.height, base.width), level, (image.height, image.width)
+            )
+        else:
+            w = Window(window[1], window[0], window[3], window[2])
+        row, col = max(0, int(w.row_off)), max(0, int(w.col_off))
+        height = min(int(w.row_off + w.height), image.height) - row
+        width = min(int(w.col_off + w.width), image.width) - col
+        if height > 0 and width > 0:
+            found.update(window_ranges(layout, level, read.band, (row, col, height, width)))
+    cached = cache.get(key, [a for a in found if a not in wanted])
+    return sorted((a, b) for a, b in found.items() if a not in wanted and a not in cached)
+
+
+def _fetch_tiles(
+    how: Any, ranges: Sequence[tuple[int, int]], identity: str, merged: Sequence[tuple[int, int]]
+) -> dict[int, bytes]:
+    """The bytes of each tile range, fetched as the ``merged`` ranges holding them (one request each)."""
     from mosaic.io.ranged import fetch
 
     if not ranges:
         return {}
-    merged = coalesce(ranges, gap)
     chunks = fetch(how, merged, identity)
     return {
-        start: chunk[start - m0 : stop - m0]
+        start: bytes(chunk[start - m0 : stop - m0])
         for (start, stop), (m0, _), chunk in _spans(ranges, merged, chunks)
     }
 
 
 def _spans(
-    ranges: Sequence[tuple[int, int]], merged: Sequence[tuple[int, int]], chunks: Sequence[bytes]
-) -> list[tuple[tuple[int, int], tuple[int, int], bytes]]:
+    ranges: Sequence[tuple[int, int]], merged: Sequence[tuple[int, int]], chunks: Sequence[memoryview]
+) -> list[tuple[tuple[int, int], tuple[int, int], memoryview]]:
     """Each range with the merged range holding it and that range's bytes."""
     out = []
     for rng in ranges:

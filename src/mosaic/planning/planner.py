@@ -52,6 +52,7 @@ from mosaic.index.geom import (
     to_lonlat,
 )
 from mosaic.index.tile_index import TileIndex
+from mosaic.io._neighbours import with_neighbours
 from mosaic.io.paths import check_allowed, redact
 from mosaic.masks import MaskSpec, as_mask
 from mosaic.planning._mask_plan import check_mask_rows, mask_assets, mask_reads
@@ -152,6 +153,9 @@ class Read:
     """With a quality mask (``mask=``): the reads of the scene's mask bands, one per band of the spec
     (:attr:`mosaic.masks.MaskSpec.bands`), covering this read's window; the reader sets the pixels the
     mask drops to no data before the layer is warped and fused. Empty: no mask."""
+    neighbours: tuple[tuple[int, int, int, int], ...] = field(default=(), repr=False)
+    """With ``tiles``: the windows of other reads of the load from the same file, band and level whose
+    rows meet this one's (:mod:`mosaic.io._neighbours`): a request may carry their tiles between its own."""
 
     @property
     def pixels(self) -> int:
@@ -1057,7 +1061,7 @@ def make_plan(
         times=times,
         groups=tuple(str(k) for k in group_keys),
         bands=specs,
-        tasks=tuple(tasks),
+        tasks=tuple(with_neighbours(tasks)),
         method=method,
         resampling=_kernels(specs, resampling),
         index_source=idx.source,

@@ -1,7 +1,8 @@
 """mosaic: multi-CRS virtual mosaics.
 
 Index scenes where they are (:class:`TileIndex`), plan only the reads a request needs, and load a
-lazy, seamless xarray mosaic in any CRS (:func:`load`), or write it to Zarr or a COG (:func:`regrid`).
+lazy, seamless xarray mosaic in any CRS (:func:`load`), or write it to Zarr or a COG (:func:`regrid`);
+the time series at points across CRSs (:func:`sample`).
 
 ``import mosaic`` is cheap: the errors and warnings are imported with the package, every other public
 name (and the engine behind it: xarray, pandas, dask, pyarrow, GDAL) on first use (PEP 562, as
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from mosaic.index import TileIndex
     from mosaic.planner import Plan
     from mosaic.records import SceneAsset, Skipped
+    from mosaic.sampling import sample
 
 __version__ = "0.1.0"
 
@@ -62,6 +64,7 @@ _LAZY = {
     "Plan": "mosaic.planner",
     "SceneAsset": "mosaic.records",
     "Skipped": "mosaic.records",
+    "sample": "mosaic.sampling",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -100,6 +103,7 @@ __all__ = [
     "plan",
     "read_stats",
     "regrid",
+    "sample",
     "write_cog",
     "write_zarr",
 ]

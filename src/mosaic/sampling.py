@@ -8,7 +8,8 @@ How a sample is planned:
 1. the points are checked and transformed once to lon/lat (pyproj, vectorised) and the index is
    queried with them (its STRtree, one query per point, not per point and scene);
 2. the points are matched to the footprints of the selected scenes (an STRtree of those footprints,
-   one vectorised query): a scene is read only where a point falls in its footprint;
+   one vectorised query): a scene is read only where a point falls in its footprint (or within
+   :data:`FOOTPRINT_TOLERANCE` of it: footprints are traced coarsely, or simplified in STAC);
 3. per source CRS, the points are transformed once into it (from the points' own CRS, so a UTM point
    is not rounded through lon/lat), and into each scene's pixel grid by its inverse affine;
 4. a scene's points are grouped by the tile (block) of the file they fall in (the tile size the index
@@ -82,6 +83,13 @@ DEFAULT_TILE = (256, 256)
 """Points are grouped by cells of this size when the index has no tile layout of the file: a cell
 aligned on multiples of 256 px lies in one tile of any tiling whose tile sides are multiples of 256
 (COGs: 256, 512, 1024)."""
+
+FOOTPRINT_TOLERANCE = 1000.0
+"""Metres around a scene's footprint within which a point is still looked up in the scene's pixels.
+
+Index footprints are traced from a coarse read of the data (accurate to a pixel of that read) or come
+simplified from STAC Items: a point by the edge of a scene's data must not lose it. The pixel decides:
+off the grid, or nodata, the scene gives no value there."""
 
 
 # ============================================================================================ records
@@ -314,8 +322,18 @@ def plan_sample(
     lon, lat = _to_lonlat(x, y, crs_in)
     lonlat = shapely.points(lon, lat)
 
-    idx = resolve_index(index, bbox_ll=shapely.multipoints(lonlat), time=time, auth=profiles)
-    considered = idx.query_geometry(shapely.multipoints(lonlat), time).records()
+    # within FOOTPRINT_TOLERANCE of a footprint, in degrees at the point's latitude
+    reach = FOOTPRINT_TOLERANCE / (111_320.0 * np.maximum(np.cos(np.radians(lat)), 0.01))
+    near = shapely.multipolygons(
+        shapely.box(
+            np.maximum(lon - reach, -180.0),
+            np.maximum(lat - reach, -90.0),
+            np.minimum(lon + reach, 180.0),
+            np.minimum(lat + reach, 90.0),
+        )
+    )
+    idx = resolve_index(index, bbox_ll=near, time=time, auth=profiles)
+    considered = idx.query_geometry(near, time).records()
     records = [r for r in considered if r.href is not None and r.transform is not None]
     check_allowed(r.href for r in records)
     if not records:
@@ -349,7 +367,7 @@ def plan_sample(
     held: dict[int, np.ndarray] = {}
     if records:
         tree = shapely.STRtree([r.footprint for r in records])
-        point_i, rec_i = tree.query(lonlat, predicate="intersects")
+        point_i, rec_i = tree.query(lonlat, predicate="dwithin", distance=reach)
         order = np.argsort(rec_i, kind="stable")
         point_i, rec_i = point_i[order], rec_i[order]
         starts = np.flatnonzero(np.r_[True, rec_i[1:] != rec_i[:-1]]) if rec_i.size else np.empty(0, int)

@@ -1,4 +1,4 @@
-"""The ``mosaic`` command line: ``mosaic index build|info``, ``plan``, ``regrid``, ``gti export``, ``demo``.
+"""The ``mosaic`` command line: ``index build|info``, ``plan``, ``regrid``, ``sample``, ``gti``, ``demo``.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -24,6 +24,7 @@ from mosaic.cli.gti import gti
 from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.cli.regrid import regrid
+from mosaic.cli.sample import sample
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
 from mosaic.paths import redact
 
@@ -131,6 +132,7 @@ def cli(verbose: bool) -> None:
       mosaic plan --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 --time 2024-06
       mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
       mosaic gti export --index index.parquet -o m.gti.gpkg --crs EPSG:3035 --resolution 100
+      mosaic sample --index index.parquet --points sites.csv --time 2024 -o series.csv
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 
@@ -140,6 +142,7 @@ cli.add_command(plan)
 cli.add_command(regrid)
 cli.add_command(demo)
 cli.add_command(gti)
+cli.add_command(sample)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def _pixel(rec, lon: float, lat: float, band: int = 1) -> float | None:
     """The value of the pixel holding the point, read by rasterio (None when off the grid)."""
     with rasterio.open(rec.href) as ds:
         x, y = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True).transform(lon, lat)
-        if not (math.isfinite(x) and math.isfinite(y)):  # (the other pole, in a polar stereographic CRS)
+        if not (math.isfinite(x) and math.isfinite(y)) or max(abs(x), abs(y)) > 1e9:  # (the other pole)
             return None
         row, col = ds.index(x, y)
         if not (0 <= row < ds.height and 0 <= col < ds.width):

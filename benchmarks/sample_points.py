@@ -24,9 +24,10 @@ so where it is read first a nearest pick may be a neighbour pixel).
 Run from the project root under the shared lock (``make benchmark`` does not run it)::
 
     flock /tmp/mosaic-bench.lock .venv/bin/python benchmarks/sample_points.py --runs 5
-    flock /tmp/mosaic-bench.lock .venv/bin/python benchmarks/sample_points.py --runs 3 --mode http
+    flock /tmp/mosaic-bench.lock .venv/bin/python benchmarks/sample_points.py --runs 5 --points 20
+    flock /tmp/mosaic-bench.lock .venv/bin/python benchmarks/sample_points.py --runs 1 --mode http
 
-Results: ``benchmarks/output/sample_points_<mode>.md`` and ``.json`` (git-ignored).
+Results: ``benchmarks/output/sample_points_<mode>_<points>.md`` and ``.json`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def collection() -> list[dict[str, Any]]:
     return [item.to_dict(include_self_link=False, transform_hrefs=False) for item in items]
 
 
-def points() -> np.ndarray:
+def points(n: int = N_POINTS) -> np.ndarray:
+    """``n`` random lon/lat points over the two scenes (fixed seed)."""
     rng = np.random.default_rng(42)
-    return np.column_stack([rng.uniform(11.91, 12.09, N_POINTS), rng.uniform(45.43, 45.53, N_POINTS)])
+    return np.column_stack([rng.uniform(11.91, 12.09, n), rng.uniform(45.43, 45.53, n)])
 
 
 def _rchar() -> int:
@@ -99,7 +101,7 @@ def _with_base(items: list[dict[str, Any]], base: str | None) -> list[dict[str, 
     return out
 
 
-def worker(engine: str, base: str | None) -> dict[str, Any]:
+def worker(engine: str, base: str | None, n: int) -> dict[str, Any]:
     """One timed run of ``engine`` in this (fresh) process."""
     import pystac
     import xarray as xr
@@ -113,7 +115,7 @@ def worker(engine: str, base: str | None) -> dict[str, Any]:
     from mosaic import TileIndex
 
     items = _with_base(json.loads((ROOT / "items.json").read_text())["features"], base)
-    pts = points()
+    pts = points(n)
     x, y = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True).transform(pts[:, 0], pts[:, 1])
     at = {"x": xr.DataArray(x, dims="point"), "y": xr.DataArray(y, dims="point")}
     bbox = (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
@@ -151,8 +153,8 @@ def worker(engine: str, base: str | None) -> dict[str, Any]:
     return out
 
 
-def run(engine: str, base: str | None) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", engine]
+def run(engine: str, base: str | None, n: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", engine, "--points", str(n)]
     if base is not None:
         cmd += ["--base-url", base]
     env = {
@@ -170,12 +172,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mode", choices=("local", "http"), default="local")
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--points", type=int, default=N_POINTS, help="number of points (default 100)")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.base_url)))
+        print(json.dumps(worker(args.worker, args.base_url, args.points)))
         return
     t0 = time.perf_counter()
     items = collection()
@@ -191,7 +194,7 @@ def main() -> None:
             for engine in args.engines:  # interleaved: load drifts hit every engine alike
                 if server is not None:
                     server.reset_stats()
-                res = run(engine, None if server is None else server.base_url)
+                res = run(engine, None if server is None else server.base_url, args.points)
                 if server is not None:
                     stats = server.stats()
                     res["requests"], res["bytes_sent"] = stats.requests, stats.bytes_sent
@@ -225,9 +228,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     out = HERE / "output"
     out.mkdir(exist_ok=True)
-    (out / f"sample_points_{args.mode}.json").write_text(json.dumps({"load1": load, "rows": rows}, indent=1))
+    name = f"sample_points_{args.mode}_{args.points}"
+    (out / f"{name}.json").write_text(json.dumps({"load1": load, "rows": rows}, indent=1))
     lines = [
-        f"mode {args.mode}, {len(items)} scenes, {N_POINTS} points, runs {args.runs}, load {load:.2f}",
+        f"mode {args.mode}, {len(items)} scenes, {args.points} points, runs {args.runs}, load {load:.2f}",
         "",
         "| engine | time (median s) | reads | bytes read (MB) | requests | bytes sent (MB) | (time, point) "
         "| equal to sample |",
@@ -242,7 +246,7 @@ def main() -> None:
             f"| {r['engine']} | {r['seconds_median']:.2f} | {reads} | {r['rchar_mb']:.1f} | {requests} | "
             f"{sent} | {tuple(r['shape'])} | {equal} |"
         )
-    (out / f"sample_points_{args.mode}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

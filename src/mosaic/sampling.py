@@ -6,10 +6,11 @@ Planning (:func:`plan_sample`) does no pixel I/O. It turns points and a tile ind
 How a sample is planned:
 
 1. the points are checked and transformed once to lon/lat (pyproj, vectorised) and the index is
-   queried with them (its STRtree, one query per point, not per point and scene);
-2. the points are matched to the footprints of the selected scenes (an STRtree of those footprints,
-   one vectorised query): a scene is read only where a point falls in its footprint (or within
-   :data:`FOOTPRINT_TOLERANCE` of it: footprints are traced coarsely, or simplified in STAC);
+   queried with the lon/lat cells that hold them (:data:`CELL_DEGREES`), not point by point;
+2. the points are matched to the footprints of the selected scenes (each footprint, widened by
+   :data:`FOOTPRINT_TOLERANCE` and prepared, against the points in its bounds in one call): a scene
+   is read only where a point falls in its footprint or within that tolerance of it (footprints
+   are traced coarsely, or simplified in STAC Items; the pixel decides);
 3. per source CRS, the points are transformed once into it (from the points' own CRS, so a UTM point
    is not rounded through lon/lat), and into each scene's pixel grid by its inverse affine;
 4. a scene's points are grouped by the tile (block) of the file they fall in (the tile size the index
@@ -38,6 +39,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, hide_secrets
 from mosaic.bands import (
@@ -320,18 +322,8 @@ def plan_sample(
     profiles = _check_auth(auth)
     x, y, crs_in, ids = as_points(points, crs)
     lon, lat = _to_lonlat(x, y, crs_in)
-    lonlat = shapely.points(lon, lat)
 
-    # within FOOTPRINT_TOLERANCE of a footprint, in degrees at the point's latitude
-    reach = FOOTPRINT_TOLERANCE / (111_320.0 * np.maximum(np.cos(np.radians(lat)), 0.01))
-    near = shapely.multipolygons(
-        shapely.box(
-            np.maximum(lon - reach, -180.0),
-            np.maximum(lat - reach, -90.0),
-            np.minimum(lon + reach, 180.0),
-            np.minimum(lat + reach, 90.0),
-        )
-    )
+    near = _cells(lon, lat)  # the index is queried per cell of points, not per point
     idx = resolve_index(index, bbox_ll=near, time=time, auth=profiles)
     considered = idx.query_geometry(near, time).records()
     records = [r for r in considered if r.href is not None and r.transform is not None]
@@ -365,14 +357,10 @@ def plan_sample(
 
     # which points each scene's footprint holds: one vectorised query of the scenes' footprints
     held: dict[int, np.ndarray] = {}
-    if records:
-        tree = shapely.STRtree([r.footprint for r in records])
-        point_i, rec_i = tree.query(lonlat, predicate="dwithin", distance=reach)
-        order = np.argsort(rec_i, kind="stable")
-        point_i, rec_i = point_i[order], rec_i[order]
-        starts = np.flatnonzero(np.r_[True, rec_i[1:] != rec_i[:-1]]) if rec_i.size else np.empty(0, int)
-        for s, e in zip(starts, [*starts[1:], rec_i.size], strict=True):
-            held[int(rec_i[s])] = np.unique(point_i[s:e])
+    for i, rec in enumerate(records):
+        inside = _near_footprint(rec.footprint, lon, lat)
+        if inside.size:
+            held[i] = inside
     records_held = [records[i] for i in sorted(held)]
     points_of = {(records[i].id, records[i].asset): held[i] for i in held}
 
@@ -411,6 +399,51 @@ def plan_sample(
         max_concurrency=None if max_concurrency is None else int(max_concurrency),
         auth=profiles,
     )
+
+
+CELL_DEGREES = 0.25
+"""Points are looked up in the index per lon/lat cell of this size holding some (one query per cell)."""
+
+
+def _reach(lat: np.ndarray | float) -> np.ndarray:
+    """:data:`FOOTPRINT_TOLERANCE` in degrees at latitudes ``lat`` (of longitude: the wider)."""
+    return np.asarray(FOOTPRINT_TOLERANCE / (111_320.0 * np.maximum(np.cos(np.radians(lat)), 0.01)))
+
+
+def _cells(lon: np.ndarray, lat: np.ndarray) -> BaseGeometry:
+    """The lon/lat cells holding points, each widened by :data:`FOOTPRINT_TOLERANCE`, as one geometry."""
+    cells = np.unique(np.floor(np.column_stack([lon, lat]) / CELL_DEGREES), axis=0) * CELL_DEGREES
+    west, south = cells[:, 0], cells[:, 1]
+    north = south + CELL_DEGREES
+    reach = _reach(np.maximum(np.abs(south), np.abs(north)))
+    boxes = shapely.box(
+        np.maximum(west - reach, -180.0),
+        np.maximum(south - reach, -90.0),
+        np.minimum(west + CELL_DEGREES + reach, 180.0),
+        np.minimum(north + reach, 90.0),
+    )
+    return shapely.multipolygons(boxes)
+
+
+def _near_footprint(footprint: BaseGeometry, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Positions of the points in ``footprint`` or within :data:`FOOTPRINT_TOLERANCE` of it.
+
+    The footprint is widened once by the tolerance at its highest latitude (so by at least that
+    everywhere in it) and prepared; the points in its bounds are tested against it in one call.
+    """
+    parts = shapely.get_parts(footprint)
+    bounds = shapely.bounds(parts)
+    reach = float(_reach(np.abs(bounds[:, [1, 3]]).max()))
+    west, south, east, north = shapely.total_bounds(parts)
+    near = np.flatnonzero(
+        (lon >= west - reach) & (lon <= east + reach) & (lat >= south - reach) & (lat <= north + reach)
+    )
+    if near.size == 0:
+        return near
+    widened = shapely.buffer(footprint, reach, quad_segs=2)
+    shapely.prepare(widened)
+    inside: np.ndarray = near[shapely.intersects_xy(widened, lon[near], lat[near])]
+    return inside
 
 
 Cluster = tuple[tuple[int, int, int, int], tuple[int, ...], tuple[float, ...], tuple[float, ...]]
@@ -477,12 +510,16 @@ def _scene_clusters(
     key, pts, rows, cols = key[order], pts[order], rows[order], cols[order]
     lo_r, lo_c, hi_r, hi_c = lo_r[order], lo_c[order], hi_r[order], hi_c[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    out: list[Cluster] = []
-    for s, e in zip(starts, [*starts[1:], key.size], strict=True):
-        top, left = int(lo_r[s:e].min()), int(lo_c[s:e].min())
-        window = (top, left, int(hi_r[s:e].max()) - top + 1, int(hi_c[s:e].max()) - left + 1)
-        out.append((window, tuple(pts[s:e].tolist()), tuple(rows[s:e].tolist()), tuple(cols[s:e].tolist())))
-    return out
+    top, left = np.minimum.reduceat(lo_r, starts), np.minimum.reduceat(lo_c, starts)
+    heights = np.maximum.reduceat(hi_r, starts) - top + 1
+    widths = np.maximum.reduceat(hi_c, starts) - left + 1
+    windows = np.column_stack([top, left, heights, widths]).tolist()
+    ends = [*starts[1:].tolist(), key.size]
+    pts_l, rows_l, cols_l = pts.tolist(), rows.tolist(), cols.tolist()
+    return [
+        (tuple(win), tuple(pts_l[s:e]), tuple(rows_l[s:e]), tuple(cols_l[s:e]))
+        for win, s, e in zip(windows, starts.tolist(), ends, strict=True)
+    ]
 
 
 def _tile_shape(rec: SceneAsset) -> tuple[int, int]:

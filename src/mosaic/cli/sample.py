@@ -152,6 +152,7 @@ def sample(
     from mosaic.errors import InvalidInputError
     from mosaic.sampling import sample as sample_points
 
+    index = require_index(index)
     suffix = output.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise click.BadParameter(f"{output}: write a .csv or .parquet table", param_hint="'--output'")
@@ -159,7 +160,7 @@ def sample(
     ds = sample_points(
         frame,
         time,
-        index=require_index(index),
+        index=index,
         bands=list(bands) if bands else None,
         method=method,
         groupby=groupby,

@@ -445,3 +445,19 @@ def test_cli_sample_csv_and_geojson_to_csv_and_parquet(demo_index, tmp_path):
         cli, ["sample", "--index", str(index), "--points", str(tmp_path / "nope.csv"), "-o", "x.csv"]
     )
     assert bad.exit_code != 0 and "nope.csv" in bad.output
+
+
+def test_a_failed_read_raises_or_is_skipped_with_a_warning(demo_index, tmp_path):
+    rows = sorted(
+        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
+    )
+    broken = tmp_path / "broken.tif"
+    raw = Path(rows[0].href).read_bytes()
+    broken.write_bytes(raw[: len(raw) // 3])  # the header holds, the tiles are cut off
+    index = TileIndex.from_records([dataclasses.replace(rows[0], href=str(broken), identity=None), rows[1]])
+    pts = _cluster_points(rows[0], {(1, 1): 2, (2, 2): 2}, seed=3)
+    with pytest.raises(mosaic.ReadError, match=r"broken\.tif"):
+        mosaic.sample(pts, index=index)
+    with pytest.warns(mosaic.ReadFailedWarning, match="S33-mid-20240601"):
+        ds = mosaic.sample(pts, index=index, on_error="skip")
+    assert (ds.B02.values[0] == 0).all() and (ds.B02.values[1] != 0).all()  # the other date is read

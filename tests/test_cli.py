@@ -181,7 +181,7 @@ def test_help_names_only_commands_that_exist() -> None:
     runner = CliRunner()
     paths = command_paths()
     assert ("gti", "export") in paths and ("index", "info") in paths and ("serve",) in paths
-    assert ("tree", "export") in paths and len(paths) == 12
+    assert ("tree", "export") in paths and ("sample",) in paths and len(paths) == 13
     for path in paths:
         result = runner.invoke(cli, [*path, "--help"], prog_name="mosaic")
         assert result.exit_code == 0, result.output
@@ -197,8 +197,20 @@ def test_help_names_only_commands_that_exist() -> None:
 
 def test_index_is_given_the_same_way_to_every_command(tmp_path: Path, stac_index: Path) -> None:
     """``--index PATH``, else ``$MOSAIC_INDEX``, for each command that reads an index."""
-    readers = {path for path in command_paths() if path and path[-1] in ("info", "plan", "regrid", "export")}
-    assert readers == {("index", "info"), ("plan",), ("regrid",), ("gti", "export"), ("tree", "export")}
+    readers = {
+        path
+        for path in command_paths()
+        if path and path[-1] in ("info", "plan", "regrid", "export", "sample", "serve")
+    }
+    assert readers == {
+        ("index", "info"),
+        ("plan",),
+        ("regrid",),
+        ("gti", "export"),
+        ("tree", "export"),
+        ("sample",),
+        ("serve",),
+    }
     for path in readers:
         command: click.Command = cli
         for word in path:
@@ -216,6 +228,8 @@ def test_index_is_given_the_same_way_to_every_command(tmp_path: Path, stac_index
         ("regrid", *SEAM, "-o", tmp_path / "x.zarr"),
         ("gti", "export", *SEAM, "-o", tmp_path / "x.gti.gpkg"),
         ("tree", "export", "-o", tmp_path / "x.json"),
+        ("sample", "--points", tmp_path / "points.csv", "-o", tmp_path / "series.csv"),
+        ("serve",),
     ]
     for args, proc in zip(calls, mosaic_all(*calls), strict=True):
         assert (

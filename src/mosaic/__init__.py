@@ -1,7 +1,8 @@
 """mosaic: multi-CRS virtual mosaics.
 
 Index scenes where they are (:class:`TileIndex`), plan only the reads a request needs, and load a
-lazy, seamless xarray mosaic in any CRS (:func:`load`), or write it to Zarr or a COG (:func:`regrid`).
+lazy, seamless xarray mosaic in any CRS (:func:`load`), or write it to Zarr or a COG (:func:`regrid`);
+the time series at points across CRSs (:func:`sample`).
 
 ``import mosaic`` is cheap: the errors and warnings are imported with the package, every other public
 name (and the engine behind it: xarray, pandas, dask, pyarrow, GDAL) on first use (PEP 562, as
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from mosaic.index.tile_index import TileIndex
     from mosaic.outputs.batch import RegridReport, regrid, write_cog, write_zarr
     from mosaic.outputs.gti import export_gti
+    from mosaic.outputs.sampling import sample
     from mosaic.outputs.virtual import export_virtual
     from mosaic.planning.planner import Plan
     from mosaic.planning.records import SceneAsset, Skipped
@@ -66,6 +68,7 @@ _LAZY = {
     "SceneAsset": "mosaic.planning.records",
     "Skipped": "mosaic.planning.records",
     "export_virtual": "mosaic.outputs.virtual",
+    "sample": "mosaic.outputs.sampling",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -107,6 +110,7 @@ __all__ = [
     "plan",
     "read_stats",
     "regrid",
+    "sample",
     "write_cog",
     "write_zarr",
 ]

@@ -1,4 +1,5 @@
-"""The ``mosaic`` command line: ``index``, ``plan``, ``regrid``, ``gti export``, ``tree export``, ``demo``.
+"""The ``mosaic`` command line: ``index``, ``plan``, ``regrid``, ``sample``, ``gti``, ``tree``, ``serve``,
+``demo``.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -24,6 +25,7 @@ from mosaic.cli.gti import gti
 from mosaic.cli.index import index
 from mosaic.cli.plan import plan
 from mosaic.cli.regrid import regrid
+from mosaic.cli.sample import sample
 from mosaic.cli.serve import serve
 from mosaic.cli.tree import tree
 from mosaic.errors import IndexFormatError, MosaicError, MosaicWarning, NoDataError
@@ -134,6 +136,7 @@ def cli(verbose: bool) -> None:
       mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
       mosaic gti export --index index.parquet -o m.gti.gpkg --crs EPSG:3035 --resolution 100
       mosaic tree export --index index.parquet -o scenes.json
+      mosaic sample --index index.parquet --points sites.csv --time 2024 -o series.csv
       mosaic demo --out demo_output
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 
@@ -145,6 +148,7 @@ cli.add_command(demo)
 cli.add_command(gti)
 cli.add_command(serve)
 cli.add_command(tree)
+cli.add_command(sample)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

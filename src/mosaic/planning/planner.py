@@ -108,6 +108,7 @@ __all__ = [
     "make_plan",
     "request_grid",
     "resolve_index",
+    "time_groups",
 ]
 
 METHODS = ("first", "last", "min", "max", "mean", "median", "count")
@@ -724,6 +725,40 @@ def _check_method(method: Any) -> tuple[Any, str | None]:
 # ------------------------------------------------------------------------------------------ time
 
 
+def time_groups(
+    records: Sequence[SceneAsset], groupby: str | None, *, reverse: bool = False
+) -> tuple[list[Any], tuple[np.datetime64, ...], dict[Any, list[SceneAsset]]]:
+    """The time groups of ``records``: their keys in time order, time labels, and rows in fusion order.
+
+    A group's label is the first time of its scenes (NaT when none has one); groups are ordered by it,
+    then by key. Inside a group, scenes are in fusion order: datetime, then id (reversed for ``last``).
+    :func:`make_plan` and :func:`mosaic.sample` group with this, so both label the same groups alike.
+    """
+    if groupby in ("solar_day", "time") and not any(r.datetime or r.start_datetime for r in records):
+        groupby = None  # no scene has a time (plain GeoTIFFs often have none): one layer, time NaT
+    grouped: dict[Any, list[SceneAsset]] = defaultdict(list)
+    for r in records:
+        grouped[_group_key(r, groupby)].append(r)
+
+    def first_time(rows: list[SceneAsset]) -> pd.Timestamp | None:
+        times = [t for t in (r.datetime or r.start_datetime for r in rows) if t is not None]
+        return min(times) if times else None
+
+    def as_coord(when: pd.Timestamp | None) -> np.datetime64:
+        if when is None:
+            return np.datetime64("NaT", "ns")
+        return np.datetime64(when.tz_convert("UTC").tz_localize(None), "ns")
+
+    epoch = pd.Timestamp(0, tz="UTC")
+    keys = sorted(grouped, key=lambda k: (first_time(grouped[k]) or epoch, str(k)))
+    times = tuple(as_coord(first_time(grouped[k])) for k in keys)
+    ordered = {
+        k: sorted(grouped[k], key=lambda r: (r.datetime or r.start_datetime or epoch, r.id), reverse=reverse)
+        for k in keys
+    }
+    return keys, times, ordered
+
+
 def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
     if groupby is None:
         return "all"
@@ -955,24 +990,7 @@ def make_plan(
     check_grid(gbox, records, max_pixels=max_pixels, dtypes=[b.dtype for b in specs])
 
     # time groups, and fusion order inside each
-    if groupby in ("solar_day", "time") and not any(r.datetime or r.start_datetime for r in records):
-        groupby = None  # no scene has a time (plain GeoTIFFs often have none): one layer, time NaT
-    grouped: dict[Any, list[SceneAsset]] = defaultdict(list)
-    for r in records:
-        grouped[_group_key(r, groupby)].append(r)
-
-    def first_time(rows: list[SceneAsset]) -> pd.Timestamp | None:
-        times = [t for t in (r.datetime or r.start_datetime for r in rows) if t is not None]
-        return min(times) if times else None
-
-    def as_coord(when: pd.Timestamp | None) -> np.datetime64:
-        if when is None:
-            return np.datetime64("NaT", "ns")
-        return np.datetime64(when.tz_convert("UTC").tz_localize(None), "ns")
-
-    epoch = pd.Timestamp(0, tz="UTC")
-    group_keys = sorted(grouped, key=lambda k: (first_time(grouped[k]) or epoch, str(k)))
-    times = tuple(as_coord(first_time(grouped[k])) for k in group_keys)
+    group_keys, times, grouped = time_groups(records, groupby, reverse=method == "last")
 
     # footprints in the target CRS against the boxes of the chunks near them (never every chunk)
     finder = WindowFinder(gbox, chunk_yx)
@@ -1023,13 +1041,8 @@ def make_plan(
 
     tasks: list[ChunkTask] = []
     by_scene_asset = {(r.id, r.asset): r for r in records}
-    reverse = method == "last"
     for t, key in enumerate(group_keys):
-        rows = sorted(
-            grouped[key],
-            key=lambda r: (r.datetime or r.start_datetime or epoch, r.id),
-            reverse=reverse,
-        )
+        rows = grouped[key]
         for spec in specs:
             per_chunk: dict[tuple[int, int], list[Read]] = defaultdict(list)
             aux_chunk: dict[tuple[int, int], list[Read]] = defaultdict(list)

@@ -1,0 +1,464 @@
+"""Point time series (mosaic.sample): values against direct rasterio reads, mosaic.load and GDAL.
+
+Real files only: the demo collection (UTM seams, polar stereographic scenes, scenes across the
+antimeridian), the real Landsat 7 subset and its two overlapping fill-0 scenes, and the suite's HTTP
+range server, whose request log counts what a sample reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from click.testing import CliRunner
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from rasterio.windows import Window
+
+import mosaic
+import real_data
+from mosaic import InvalidInputError, NoDataError, TileIndex
+from mosaic.cli import cli
+from mosaic.io import runtime
+from mosaic.io.cog import decode_layout
+from mosaic.outputs.sampling import plan_sample
+from servers import clear_gdal_http_cache
+
+SEAM12 = ("S32-seam12-20240601", "S33-seam12-20240601")
+POLAR = ("NP-20240702", "SP-20241215", "N80-20240702")
+ANTIMERIDIAN = ("AM01-20240610", "AM60-20240610")
+PATTERN = r"(?P<id>[^/]+)/(?P<asset>[^/.]+)\.tif$"
+
+
+def _rec(index: TileIndex, scene: str, asset: str = "B02"):
+    return next(r for r in index if r.id == scene and r.asset == asset)
+
+
+def _points_in(rec, n: int, seed: int, margin: float = 40.0) -> np.ndarray:
+    """``n`` random lon/lat points over a scene's pixel grid and ``margin`` pixels beyond it."""
+    rng = np.random.default_rng(seed)
+    h, w = rec.shape
+    rows = rng.uniform(-margin, h + margin, n)
+    cols = rng.uniform(-margin, w + margin, n)
+    x, y = rec.affine * (cols, rows)
+    lon, lat = Transformer.from_crs(rec.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return np.column_stack([lon, lat])
+
+
+def _pixel(rec, lon: float, lat: float, band: int = 1) -> float | None:
+    """The value of the pixel holding the point, read by rasterio (None when off the grid)."""
+    with rasterio.open(rec.href) as ds:
+        x, y = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True).transform(lon, lat)
+        if not (math.isfinite(x) and math.isfinite(y)) or max(abs(x), abs(y)) > 1e9:  # (the other pole)
+            return None
+        row, col = ds.index(x, y)
+        if not (0 <= row < ds.height and 0 <= col < ds.width):
+            return None
+        return float(ds.read(band, window=Window(col, row, 1, 1))[0, 0])
+
+
+def _expected_first(
+    index: TileIndex, points: np.ndarray, times: np.ndarray, asset: str = "B02"
+) -> np.ndarray:
+    """Per (time, point), the first valid pixel of that time's scenes (by id) whose grid holds it."""
+    out = np.zeros((len(times), len(points)))
+    for t, when in enumerate(times):
+        scenes = sorted(
+            (
+                r
+                for r in index
+                if r.asset == asset and np.datetime64(r.datetime.tz_localize(None), "ns") == when
+            ),
+            key=lambda r: r.id,
+        )
+        for p, (lon, lat) in enumerate(points):
+            for rec in scenes:
+                value = _pixel(rec, lon, lat)
+                if value is not None and value != rec.nodata:
+                    out[t, p] = value
+                    break
+    return out
+
+
+# ------------------------------------------------------------------------------ against rasterio reads
+
+
+@pytest.mark.parametrize("scenes", [SEAM12, POLAR, ANTIMERIDIAN], ids=["utm-seam", "polar", "antimeridian"])
+def test_values_are_the_pixels_holding_the_points(demo_index, scenes):
+    points = np.concatenate([_points_in(_rec(demo_index, s), 25, seed) for seed, s in enumerate(scenes)])
+    ds = mosaic.sample(points, index=demo_index, bands="B02", groupby="time")
+    assert ds.B02.dims == ("time", "point") and ds.B02.dtype == np.uint16
+    np.testing.assert_array_equal(ds.x.values, points[:, 0])  # order kept, nothing dropped
+    expected = _expected_first(demo_index, points, ds.time.values)
+    np.testing.assert_array_equal(ds.B02.values, expected)
+    hit = (ds.B02.values != 0).any(axis=0)
+    assert 0.6 * len(points) < hit.sum() < len(points)  # most points hold data; some lie off every scene
+    if scenes == ANTIMERIDIAN:  # both sides of 180 have values
+        assert (hit & (points[:, 0] > 170)).any() and (hit & (points[:, 0] < -170)).any()
+
+
+def test_points_in_the_scenes_crs_and_outside_every_scene(demo_index):
+    rec = _rec(demo_index, "NP-20240702")  # EPSG:3413, containing the North Pole
+    rows = np.array([0.5, 383.7, 700.2, 384.0])
+    cols = np.array([2.5, 383.2, 12.9, 384.0])
+    x, y = rec.affine * (cols, rows)
+    pts = np.column_stack([np.r_[x, 3e6], np.r_[y, 3e6]])  # and one point far from any scene
+    ds = mosaic.sample(pts, index=demo_index, bands="B02", crs="EPSG:3413", on_empty="warn")
+    with rasterio.open(rec.href) as src:
+        raw = src.read(1)
+    got = ds.B02.sel(time=ds.time.values[0]).values
+    assert got[-1] == 0  # nodata, no error, not dropped
+    np.testing.assert_array_equal(got[:-1], raw[rows.astype(int), cols.astype(int)])
+    assert ds.attrs["crs"] == "EPSG:3413"
+
+
+def test_bilinear_is_gdals_bilinear_at_the_point_nodata_and_edges_included(demo_index):
+    rec = _rec(demo_index, "S33-seam12-20240601")
+    with rasterio.open(rec.href) as src:
+        raw, transform, crs = src.read(1), src.transform, src.crs
+    valid = raw != 0
+    edges = np.argwhere(valid & ~np.roll(valid, 1, axis=1))[:40]  # the collar's edge: nodata neighbours
+    rng = np.random.default_rng(3)
+    rows = np.r_[edges[:, 0] + rng.uniform(-1.5, 1.5, len(edges)), rng.uniform(0, 768, 60), 767.8, 0.3]
+    cols = np.r_[edges[:, 1] + rng.uniform(-1.5, 1.5, len(edges)), rng.uniform(0, 768, 60), 767.8, 0.3]
+    xs, ys = transform * (cols, rows)
+    expected = []
+    for x, y in zip(xs, ys, strict=True):  # GDAL's warp onto one pixel centred on the point
+        dst = np.full((1, 1), np.nan, dtype="float32")
+        reproject(
+            raw,
+            dst,
+            src_transform=transform,
+            src_crs=crs,
+            src_nodata=0,
+            dst_transform=Affine(1, 0, x - 0.5, 0, -1, y + 0.5),
+            dst_crs=crs,
+            dst_nodata=np.nan,
+            resampling=Resampling.bilinear,
+        )
+        expected.append(dst[0, 0])
+    ds = mosaic.sample(
+        np.column_stack([xs, ys]),
+        "2024-06-01",
+        index=demo_index,
+        bands="B02",
+        crs="EPSG:32633",
+        groupby="time",
+        resampling="bilinear",
+        dtype="float32",
+        nodata=float("nan"),
+    )
+    got = ds.B02.sel(time=np.datetime64(rec.datetime.tz_localize(None), "ns")).values
+    assert np.isnan(expected).sum() > 5 and (~np.isnan(expected)).sum() > 60
+    np.testing.assert_allclose(got, np.asarray(expected), rtol=0, atol=1e-3, equal_nan=True)
+
+
+# ------------------------------------------------------------------------------------ against load
+
+
+def test_equals_load_on_the_scenes_native_grid(demo_index):
+    rec = _rec(demo_index, "S33-mid-20240601")  # two dates, no other scene near
+    left, bottom, _, _ = rec.bounds
+    box = (left + 2000, bottom + 2000, left + 9000, bottom + 9000)
+    loaded = mosaic.load(
+        box,
+        "EPSG:32633",
+        index=demo_index,
+        bbox_crs="EPSG:32633",
+        bands=["B02", "B8A"],
+        anchor="native",
+        chunks=None,
+    )
+    assert loaded.odc.geobox.resolution.x == rec.resolution[0]
+    rng = np.random.default_rng(5)
+    xs, ys = rng.uniform(box[0] + 1, box[2] - 1, 80), rng.uniform(box[1] + 1, box[3] - 1, 80)
+    ds = mosaic.sample(np.column_stack([xs, ys]), index=demo_index, bands=["B02", "B8A"], crs="EPSG:32633")
+    np.testing.assert_array_equal(ds.time.values, loaded.time.values)  # the same time labels
+    for band in ("B02", "B8A"):
+        at = loaded[band].sel(x=xr_points(xs), y=xr_points(ys), method="nearest")
+        np.testing.assert_array_equal(ds[band].values, at.values)
+        assert (
+            ds[band].dtype == loaded[band].dtype and ds[band].attrs["nodata"] == loaded[band].attrs["nodata"]
+        )
+
+
+def xr_points(values: np.ndarray):
+    import xarray as xr
+
+    return xr.DataArray(values, dims="point")
+
+
+def test_equals_load_on_the_real_landsat_subset():
+    index = TileIndex.from_files([real_data.L7], progress=False)
+    with rasterio.open(real_data.L7) as src:
+        bounds, crs, raw = src.bounds, src.crs, src.read()
+    loaded = mosaic.load(bounds, crs, index=index, bbox_crs=crs, anchor="native", chunks=None)
+    rng = np.random.default_rng(7)
+    xs = rng.uniform(bounds.left, bounds.right, 60)
+    ys = rng.uniform(bounds.bottom, bounds.top, 60)
+    pts = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)  # given in lon/lat
+    ds = mosaic.sample(np.column_stack(pts), index=index)
+    assert ds.sizes["time"] == 1 and np.isnat(ds.time.values[0])  # undated: one step, as load
+    with rasterio.open(real_data.L7) as src:
+        rc = [src.index(x, y) for x, y in zip(xs, ys, strict=True)]
+    for b in range(6):
+        name = f"data.{b + 1}"
+        at = loaded[name].sel(x=xr_points(xs), y=xr_points(ys), method="nearest").values
+        np.testing.assert_array_equal(ds[name].values, at)
+        np.testing.assert_array_equal(ds[name].values[0], [raw[b, r, c] for r, c in rc])
+
+
+# ---------------------------------------------------------------------------------------- fusion
+
+
+def test_first_median_and_last_across_the_utm_seam_equal_a_hand_fusion(demo_index):
+    """S32 (10:20:00) and S33 (10:20:04) of 2024-06-01, one solar day, fused at points both may hold."""
+    s32, s33 = _rec(demo_index, SEAM12[0]), _rec(demo_index, SEAM12[1])
+    rng = np.random.default_rng(11)
+    pts = np.column_stack([rng.uniform(11.93, 12.08, 60), rng.uniform(45.42, 45.54, 60)])
+
+    def value(rec, lon, lat):
+        v = _pixel(rec, lon, lat)
+        return np.nan if v is None or v == 0 else v
+
+    stack = np.array([[value(rec, lon, lat) for lon, lat in pts] for rec in (s32, s33)])
+    assert (~np.isnan(stack).any(axis=0)).sum() > 10  # points both scenes hold, with different values
+    first = mosaic.sample(pts, "2024-06-01", index=demo_index, bands="B02")
+    last = mosaic.sample(pts, "2024-06-01", index=demo_index, bands="B02", method="last")
+    median = mosaic.sample(pts, "2024-06-01", index=demo_index, bands="B02", method="median")
+    assert first.sizes["time"] == 1
+    np.testing.assert_array_equal(
+        first.B02.values[0], np.nan_to_num(np.where(np.isnan(stack[0]), stack[1], stack[0]))
+    )
+    np.testing.assert_array_equal(
+        last.B02.values[0], np.nan_to_num(np.where(np.isnan(stack[1]), stack[0], stack[1]))
+    )
+    with (
+        np.errstate(all="ignore"),
+        pytest.warns(RuntimeWarning) if np.isnan(stack).all(axis=0).any() else nullctx(),
+    ):
+        hand = np.nanmedian(stack, axis=0)
+    assert median.B02.dtype == np.float32
+    np.testing.assert_allclose(median.B02.values[0], hand.astype(np.float32), equal_nan=True)
+
+
+class nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_fill_zero_scenes_first_and_median(tmp_path):
+    """Two overlapping real-pixel scenes with 0 fill and no nodata tag (src_nodata=0), one layer."""
+    paths = real_data.fill_zero_scenes(tmp_path)
+    index = TileIndex.from_files(paths, progress=False)
+    with rasterio.open(paths[0]) as a, rasterio.open(paths[1]) as b:
+        left, top = b.bounds.left, a.bounds.top
+        right, bottom = a.bounds.right, b.bounds.bottom
+        rng = np.random.default_rng(2)
+        xs, ys = rng.uniform(left, right, 80), rng.uniform(bottom, top, 80)
+        stack = []
+        for src in (a, b):
+            vals = []
+            for x, y in zip(xs, ys, strict=True):
+                r, c = src.index(x, y)
+                inside = 0 <= r < src.height and 0 <= c < src.width
+                v = float(src.read(1, window=Window(c, r, 1, 1))[0, 0]) if inside else 0.0
+                vals.append(np.nan if v == 0 else v)
+            stack.append(vals)
+        crs = a.crs
+    stack = np.array(stack)
+    assert (~np.isnan(stack).any(axis=0)).sum() > 10
+    pts = np.column_stack([xs, ys])
+    first = mosaic.sample(pts, index=index, crs=crs, groupby=None, src_nodata=0)
+    median = mosaic.sample(pts, index=index, crs=crs, groupby=None, src_nodata=0, method="median")
+    np.testing.assert_array_equal(
+        first.data.values[0], np.nan_to_num(np.where(np.isnan(stack[0]), stack[1], stack[0]))
+    )
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        hand = np.nanmedian(stack, axis=0)
+    np.testing.assert_allclose(median.data.values[0], hand, equal_nan=True)
+
+
+# ------------------------------------------------------------------------------------ reads counted
+
+
+def _cluster_points(rec, tiles: dict[tuple[int, int], int], seed: int) -> np.ndarray:
+    """Lon/lat points in given 256-px tiles of a scene: ``{(tile_row, tile_col): n_points}``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for (tr, tc), n in tiles.items():
+        rows = rng.uniform(tr * 256 + 100, tr * 256 + 200, n)  # inside the footprint, not the collar
+        cols = rng.uniform(tc * 256 + 100, tc * 256 + 200, n)
+        x, y = rec.affine * (cols, rows)
+        out.append(
+            np.column_stack(Transformer.from_crs(rec.crs, "EPSG:4326", always_xy=True).transform(x, y))
+        )
+    return np.concatenate(out)
+
+
+def test_one_read_per_scene_and_tile_cluster_over_http(demo_index, demo_collection, http_server):
+    root = Path(demo_collection[0])
+    rows = sorted(
+        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
+    )
+    urls = [http_server.url(Path(r.href).relative_to(root).as_posix()) for r in rows]
+    indexed = TileIndex.from_files(urls, pattern=PATTERN, progress=False, tile_ranges=True)  # two dates
+    remote = TileIndex.from_records(
+        [
+            dataclasses.replace(r, datetime=rows[i].datetime)
+            for i, r in enumerate(sorted(indexed, key=lambda r: r.id))
+        ]
+    )
+    assert all(r.tiles is not None for r in remote)
+    clear_gdal_http_cache()  # (what GDAL fetched indexing them would hide its requests)
+    http_server.reset_stats()
+    runtime.reset()
+    pts = _cluster_points(rows[0], {(0, 1): 6, (2, 2): 4}, seed=1)
+    plan = plan_sample(pts, index=remote, bands="B02")
+    assert plan.summary()["reads"] == 4  # 2 scenes x 2 tile clusters
+    ds = mosaic.sample(pts, index=remote, bands="B02")
+    stats = mosaic.read_stats()
+    gets = [r for r in http_server.log if r.method == "GET"]
+    assert stats.reads == 4 and stats.tile_range_reads == 4
+    assert len(gets) == 4 and not [r for r in http_server.log if r.method == "HEAD"]
+    for rec in remote:  # each request is exactly one tile of full resolution
+        level = decode_layout(rec.tiles).levels[0]
+        tiles = {
+            f"bytes={o}-{o + s - 1}"
+            for o, s in zip(level.offsets.tolist(), level.sizes.tolist(), strict=True)
+        }
+        mine = [r.range for r in gets if rec.href.endswith(r.path)]
+        assert len(mine) == 2 and set(mine) <= tiles
+    same = mosaic.sample(pts, index=TileIndex.from_records(rows), bands="B02")  # the local files
+    np.testing.assert_array_equal(ds.B02.values, same.B02.values)
+    assert (ds.B02.values != 0).all()
+
+
+def test_gdal_path_counts_one_limiter_read_per_cluster(demo_index):
+    rec = _rec(demo_index, "S33-mid-20240601")
+    pts = _cluster_points(rec, {(0, 0): 3, (1, 2): 5, (2, 0): 1}, seed=4)
+    mosaic.sample(pts, index=demo_index, bands=["B02", "B8A"])
+    assert mosaic.read_stats().reads == 2 * 3 * 2  # 2 dates x 3 clusters x 2 bands (assets)
+
+
+def test_first_skips_reads_whose_points_have_their_value(demo_index):
+    pts = _cluster_points(_rec(demo_index, "S33-mid-20240601"), {(1, 1): 3}, seed=8)
+    mosaic.sample(pts, index=demo_index, bands="B02", groupby=None)  # one layer: the first date fills all
+    assert mosaic.read_stats().reads == 1
+    mosaic.sample(pts, index=demo_index, bands="B02", groupby=None, method="mean")
+    assert mosaic.read_stats().reads == 1 + 2
+
+
+# ------------------------------------------------------------------------------------- inputs
+
+
+def test_geodataframe_crs_and_ids_are_honoured(demo_index):
+    pts = _points_in(_rec(demo_index, "S33-mid-20240601"), 12, seed=9, margin=-100)
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True).transform(pts[:, 0], pts[:, 1])
+    frame = gpd.GeoDataFrame(
+        {"site": [f"s{i}" for i in range(12)], "plot_no": np.arange(12) * 10},
+        geometry=gpd.points_from_xy(x, y),
+        crs="EPSG:32633",
+    )
+    ds = mosaic.sample(frame, index=demo_index, bands="B02", crs="EPSG:4326")  # the frame's CRS wins
+    ref = mosaic.sample(pts, index=demo_index, bands="B02")
+    np.testing.assert_array_equal(ds.B02.values, ref.B02.values)
+    assert list(ds.site.values) == list(frame.site) and list(ds.plot_no.values) == list(frame.plot_no)
+    np.testing.assert_allclose(ds.x.values, x) and ds.attrs["crs"] == "EPSG:32633"
+    table = ds.to_dataframe()
+    assert table.index.names == ["time", "point"] and len(table) == ds.sizes["time"] * 12
+    assert {"site", "plot_no", "x", "y", "B02"} <= set(table.columns)
+    # shapely points and a MultiPoint give the same
+    as_shapely = mosaic.sample(list(shapely.points(pts)), index=demo_index, bands="B02")
+    as_multi = mosaic.sample(shapely.MultiPoint(pts), index=demo_index, bands="B02")
+    np.testing.assert_array_equal(as_shapely.B02.values, ref.B02.values)
+    np.testing.assert_array_equal(as_multi.B02.values, ref.B02.values)
+
+
+@pytest.mark.parametrize(
+    ("points", "kwargs", "message"),
+    [
+        ([(12.0, 45.5), (np.nan, 45.5)], {}, "point 1 is"),
+        (np.zeros((3, 3)), {}, "must be (n, 2)"),
+        ([], {}, "points is empty"),
+        (np.zeros((0, 2)), {}, "points is empty"),
+        ([shapely.box(0, 0, 1, 1)], {}, "point 0 is Polygon"),
+        ([shapely.Point()], {}, "(empty)"),
+        ("12,45", {}, "points must be"),
+        ([(12.0, 95.0)], {}, "not a place on Earth"),
+        ([(12.0, 45.5)], {"mask": "clouds"}, "mask= is not available"),
+        ([(12.0, 45.5)], {"resampling": "cubic"}, "'nearest' or 'bilinear'"),
+        ([(12.0, 45.5)], {"method": "highest:B8A"}, "ranking methods"),
+        ([(12.0, 45.5)], {"crs": "EPSG:0"}, "crs 'EPSG:0'"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(demo_index, points, kwargs, message):
+    with pytest.raises(InvalidInputError) as info:
+        mosaic.sample(points, index=demo_index, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_no_scene_holds_any_point(demo_index):
+    with pytest.raises(NoDataError, match="holds any of the 2 points"):
+        mosaic.sample([(0.0, 0.0), (1.0, 1.0)], index=demo_index)
+
+
+def test_mosaic_sample_is_the_function_after_its_module_is_imported():
+    import mosaic.outputs.sampling
+
+    assert callable(mosaic.sample) and mosaic.sample is mosaic.outputs.sampling.sample
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_sample_csv_and_geojson_to_csv_and_parquet(demo_index, tmp_path):
+    index = tmp_path / "demo.parquet"
+    demo_index.write(index)
+    pts = _points_in(_rec(demo_index, "S33-seam12-20240601"), 5, seed=12, margin=-120)
+    frame = pd.DataFrame({"site": list("abcde"), "lon": pts[:, 0], "lat": pts[:, 1]})
+    frame.to_csv(tmp_path / "points.csv", index=False)
+    gpd.GeoDataFrame(frame[["site"]], geometry=gpd.points_from_xy(frame.lon, frame.lat), crs=4326).to_file(
+        tmp_path / "points.geojson"
+    )
+    runner = CliRunner()
+    ref = mosaic.sample(pts, "2024-06", index=demo_index, bands="B02").to_dataframe().reset_index()
+    for source, out in (("points.csv", "out.csv"), ("points.geojson", "out.parquet")):
+        args = ["sample", "--index", str(index), "--points", str(tmp_path / source), "--time", "2024-06"]
+        result = runner.invoke(cli, [*args, "--bands", "B02", "-o", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        table = pd.read_csv(tmp_path / out) if out.endswith(".csv") else pd.read_parquet(tmp_path / out)
+        assert list(table.site) == list(np.tile(list("abcde"), ref.time.nunique()))
+        np.testing.assert_array_equal(table.B02.values, ref.B02.values)
+    bad = runner.invoke(
+        cli, ["sample", "--index", str(index), "--points", str(tmp_path / "nope.csv"), "-o", "x.csv"]
+    )
+    assert bad.exit_code != 0 and "nope.csv" in bad.output
+
+
+def test_a_failed_read_raises_or_is_skipped_with_a_warning(demo_index, tmp_path):
+    rows = sorted(
+        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
+    )
+    broken = tmp_path / "broken.tif"
+    raw = Path(rows[0].href).read_bytes()
+    broken.write_bytes(raw[: len(raw) // 3])  # the header holds, the tiles are cut off
+    index = TileIndex.from_records([dataclasses.replace(rows[0], href=str(broken), identity=None), rows[1]])
+    pts = _cluster_points(rows[0], {(1, 1): 2, (2, 2): 2}, seed=3)
+    with pytest.raises(mosaic.ReadError, match=r"broken\.tif"):
+        mosaic.sample(pts, index=index)
+    with pytest.warns(mosaic.ReadFailedWarning, match="S33-mid-20240601"):
+        ds = mosaic.sample(pts, index=index, on_error="skip")
+    assert (ds.B02.values[0] == 0).all() and (ds.B02.values[1] != 0).all()  # the other date is read

@@ -42,7 +42,7 @@ import sys
 import time as _time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,6 +54,7 @@ from mosaic import _durable
 from mosaic._batch_exec import Blocks, execute, progress_bar
 from mosaic._lease import Lease, confirm
 from mosaic.api import to_dataset
+from mosaic.auth import with_signer
 from mosaic.errors import InvalidInputError, OutputError, RegridRecoveryWarning
 from mosaic.geom import as_geometry
 from mosaic.grid import DEFAULT_MAX_PIXELS, whole_number
@@ -241,6 +242,7 @@ def regrid(
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    sign: Callable[[str], str] | None = None,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -280,6 +282,7 @@ def regrid(
         max_concurrency: bound on simultaneous reads per process.
         gdal_options: GDAL configuration options entered inside every read task.
         auth: credential profiles matched by href prefix.
+        sign: a callable from href to signed href, called at read time (as in :func:`mosaic.load`).
         max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
 
     Returns:
@@ -317,7 +320,7 @@ def regrid(
         chunks=(layout["y"], layout["x"]),
         max_concurrency=max_concurrency,
         gdal_options=gdal_options,
-        auth=auth,
+        auth=with_signer(auth, sign),
         max_pixels=max_pixels,
     )
     request = {

@@ -14,7 +14,7 @@ from typing import Any
 import rasterio
 import rasterio.env
 
-from mosaic.auth import Profile, gdal_options_for, reveal_options
+from mosaic.auth import Profile, access_for, reveal_options
 from mosaic.fetch import RANGE_GAP
 
 __all__ = ["CLOUD_DEFAULTS", "gdal_env", "href_env", "options_env"]
@@ -76,11 +76,15 @@ def options_env(options: Mapping[str, Any]) -> Iterator[None]:
 
 
 @contextmanager
-def href_env(href: str, auth: Sequence[Profile] = ()) -> Iterator[None]:
-    """Enter the GDAL credentials of the ``auth`` profile matching ``href`` (nothing if none does)."""
-    credentials = gdal_options_for(href, auth) if auth else {}
-    if not credentials:
-        yield
+def href_env(href: str, auth: Sequence[Profile] = ()) -> Iterator[str]:
+    """Enter the GDAL credentials of the ``auth`` profile matching ``href``; yields the href to open.
+
+    Nothing is entered if no profile matches; the href is signed where a profile or a signer signs it
+    (at read time only).
+    """
+    access = access_for(href, auth) if auth else None
+    if access is None or not access.options:
+        yield href if access is None else access.href
         return
-    with options_env(credentials):
-        yield
+    with options_env(access.options):
+        yield access.href

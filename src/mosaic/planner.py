@@ -40,7 +40,7 @@ from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from mosaic.auth import Profile, as_profiles, hide_secrets
+from mosaic.auth import Profile, as_profiles, hide_secrets, with_signer
 from mosaic.bands import (
     RESAMPLING,
     BandSpec,
@@ -803,6 +803,7 @@ def make_plan(
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    sign: Callable[[str], str] | None = None,
 ) -> Plan:
     """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
 
@@ -829,7 +830,7 @@ def make_plan(
         raise InvalidInputError(
             f"gdal_options must be a mapping of GDAL option names to values, got {gdal_options!r}"
         )
-    profiles = _check_auth(auth)
+    profiles = _check_auth(with_signer(auth, sign))
     parse_crs(bbox_crs, "bbox_crs")
     if bbox is not None:
         bbox = check_bbox(bbox)

@@ -279,13 +279,13 @@ def read_file(
     try:
         # (rasterio may warn NotGeoreferencedWarning first; _describe turns it into a SourceError. The
         # warning is not filtered here: warnings.catch_warnings is not thread-safe in worker threads.)
-        with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
+        with gdal_env(gdal_options or ()), href_env(href, auth) as opened, rasterio.open(opened) as src:
             facts = _describe(
                 src, href, pattern=pattern, datetime=datetime, nodata=nodata, footprint=footprint
             )
             # the file's size and time now (a URL's as GDAL learnt them at the open: no request)
-            tiles = tile_layout(src, href) if tile_ranges else None
-            return replace(facts, row=replace(facts.row, identity=_identity_of(href), tiles=tiles))
+            tiles = tile_layout(src, opened) if tile_ranges else None
+            return replace(facts, row=replace(facts.row, identity=_identity_of(opened), tiles=tiles))
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -409,9 +409,9 @@ def with_tile_layout(
         return row
     check_allowed((href,))
     try:
-        with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
-            tiles = tile_layout(src, href)
-            return replace(row, tiles=tiles, identity=merged(row.identity, _identity_of(href)))
+        with gdal_env(gdal_options or ()), href_env(href, auth) as opened, rasterio.open(opened) as src:
+            tiles = tile_layout(src, opened)
+            return replace(row, tiles=tiles, identity=merged(row.identity, _identity_of(opened)))
     except RasterioIOError as exc:
         message = str(exc)
         redact_exception(exc)

@@ -490,3 +490,65 @@ def test_a_refreshing_profile_takes_any_provider_and_signs_with_its_query():
     s3 = S3Profile("s3://b", access_key_id="A", secret_access_key="s")
     assert access_for("s3://b/x.tif", [s3, profile]).used == ()  # static profiles refresh nothing
     assert dataclasses.replace(profile).provider is profile.provider
+
+
+# ------------------------------------------------------------------------------------ the CLI
+
+
+def test_login_stores_the_token_0600_and_auth_check_reads_with_it(
+    seaweedfs, seam_rows, tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from mosaic.cli import cli
+    from mosaic.userconfig import config_path, load
+
+    _rows, rel = seam_rows
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("EARTHDATA_TOKEN", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["login", "--token-stdin"], input=TOKEN + "\n")
+    assert result.exit_code == 0, result.output
+    path = config_path()
+    assert path == tmp_path / "config" / "mosaic" / "credentials.json"
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert TOKEN not in result.output and load()["earthdata"]["token"] == TOKEN
+    alice = seaweedfs.users["alice"]
+    answer = CredentialsServer.s3(keys(seaweedfs, "alice"), lifetime=3600)
+    clear_gdal_http_cache()
+    with CredentialsServer(answer, token=TOKEN) as endpoint:  # the stored token gets the keys
+        args = ["auth", "check", seaweedfs.url("bucket-a", rel[0]), "--endpoint", seaweedfs.endpoint_url]
+        result = runner.invoke(cli, [*args, "--s3credentials", f"{endpoint.url}/s3credentials"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "profile: TemporaryS3Profile for s3://bucket-a" in result.output
+        and "read: ok (GTiff" in result.output
+    )
+    assert len(endpoint.calls) == 1
+    for secret in (TOKEN, alice.secret_key, alice.access_key):
+        assert secret not in result.output
+    path.chmod(0o644)  # a file others can read is refused, not used
+    with pytest.raises(InvalidInputError, match="chmod 600"):
+        load()
+
+
+def test_auth_check_reports_a_failed_read_and_the_profile_it_would_use(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mosaic.cli import cli
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["auth", "check", str(tmp_path / "missing.tif")])
+    assert result.exit_code == 1 and "profile: none" in result.output and "read: failed" in result.output
+    monkeypatch.setenv("EARTHDATA_TOKEN", "never-shown-1f2e")
+    endpoint = "https://data.lpdaac.earthdatacloud.nasa.gov/s3credentials"
+    with CredentialsServer(lambda n, path: {}, token="other") as refusing:  # stands in for NASA, refusing
+        monkeypatch.setitem(
+            __import__("mosaic.providers", fromlist=["DAACS"]).DAACS["LPDAAC"], "s3credentials", refusing.url
+        )
+        result = runner.invoke(cli, ["auth", "check", "s3://lp-prod-protected/HLS/x.tif"])
+    assert result.exit_code == 1, result.output
+    assert "profile: TemporaryS3Profile for s3://lp-prod-protected" in result.output
+    assert "refused the credentials (HTTP 401)" in result.output and "never-shown-1f2e" not in result.output
+    assert endpoint not in result.output  # (the table entry was pointed at the local server)

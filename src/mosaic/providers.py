@@ -158,12 +158,17 @@ def _login_opener(login_host: str | None) -> urllib.request.OpenerDirector:
     """An opener that follows redirects, keeps cookies and answers ``login_host``'s login challenge.
 
     Only that host gets the user name and password (``$EARTHDATA_USERNAME``/``$EARTHDATA_PASSWORD``,
-    else ``~/.netrc``).
+    else those ``mosaic login --username`` stored, else ``~/.netrc``).
     """
     import http.cookiejar
 
     handlers: list[Any] = [urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())]
     user, password = os.environ.get("EARTHDATA_USERNAME"), os.environ.get("EARTHDATA_PASSWORD")
+    if login_host and not (user and password):
+        from mosaic.userconfig import load
+
+        stored = load().get("earthdata", {})
+        user, password = stored.get("username"), stored.get("password")
     if login_host and not (user and password):
         import netrc
 

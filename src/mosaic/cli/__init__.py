@@ -1,4 +1,4 @@
-"""The ``mosaic`` command line: ``mosaic index build|info``, ``plan``, ``regrid``, ``gti export``, ``demo``.
+"""The ``mosaic`` command line: ``index``, ``plan``, ``regrid``, ``gti``, ``demo``, ``login``, ``auth``.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from mosaic.cli.auth import auth, login
 from mosaic.cli.demo import demo
 from mosaic.cli.gti import gti
 from mosaic.cli.index import index
@@ -132,9 +133,13 @@ def cli(verbose: bool) -> None:
       mosaic regrid --index index.parquet --bbox -10,40,5,50 --crs EPSG:3035 --resolution 100 -o m.zarr
       mosaic gti export --index index.parquet -o m.gti.gpkg --crs EPSG:3035 --resolution 100
       mosaic demo --out demo_output
+      mosaic login
+      mosaic auth check s3://lp-prod-protected/HLSS30.020/T32TQR/B02.tif
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 
 
+cli.add_command(auth)
+cli.add_command(login)
 cli.add_command(index)
 cli.add_command(plan)
 cli.add_command(regrid)

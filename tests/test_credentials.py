@@ -303,6 +303,44 @@ def test_each_process_of_a_two_worker_cluster_fetches_its_own_keys_across_expiri
     assert fetch_count(profile.credentials_key) == 0  # the client process fetched nothing
 
 
+class BearerTokens:
+    """A provider handing out the next of ``tokens`` at each fetch (an hour's validity each)."""
+
+    def __init__(self, *tokens: str) -> None:
+        self.tokens = list(tokens)
+        self.calls = 0
+
+    def fetch(self) -> Credentials:
+        token = self.tokens[min(self.calls, len(self.tokens) - 1)]
+        self.calls += 1
+        expires = parse_expiration(time.time() + 3600)
+        return Credentials({"GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}, expires=expires)
+
+
+def test_an_http_401_after_a_token_is_revoked_refreshes_once_for_all_reads(http_server, seam_rows):
+    from mosaic.runtime import reset
+
+    rows, rel = seam_rows
+    expected = local_mosaic(rows, chunks=32)
+    http_server.require("/", bearer="token-one-5d")
+    provider = BearerTokens("token-one-5d", "token-two-8a")
+    profile = RefreshingProfile(http_server.base_url, provider)
+    index = moved(rows, [http_server.url(p) for p in rel])
+    ds = mosaic.load(SEAM12, "EPSG:4326", index=index, chunks=32, auth=profile, **GRID)
+    with dask.config.set(scheduler="threads", num_workers=32):
+        assert np.array_equal(ds.B02.values, expected)
+    assert provider.calls == 1
+    http_server.clear_rules()  # the server now takes only the second token: the first one is revoked
+    http_server.require("/", bearer="token-two-8a")
+    reset()  # (nothing read before may be answered from memory)
+    clear_gdal_http_cache()
+    http_server.reset_stats()
+    with dask.config.set(scheduler="threads", num_workers=32):
+        assert np.array_equal(ds.B02.values, expected)
+    assert provider.calls == 2  # every read refused with the revoked token shared ONE refresh
+    assert any(r.status == 401 for r in http_server.log)  # the server really refused it
+
+
 # ------------------------------------------------------------------------------ Azure: SAS tokens
 
 SAS_LIFE = 4.0

@@ -339,6 +339,15 @@ def test_an_http_401_after_a_token_is_revoked_refreshes_once_for_all_reads(http_
         assert np.array_equal(ds.B02.values, expected)
     assert provider.calls == 2  # every read refused with the revoked token shared ONE refresh
     assert any(r.status == 401 for r in http_server.log)  # the server really refused it
+    # indexing reads too: a refused header read refreshes once and retries
+    clear_gdal_http_cache()
+    stale = BearerTokens("token-one-5d", "token-two-8a")
+    pattern = r"(?P<id>[^/]+)/(?P<asset>[^/.]+)\.tif$"
+    auth = RefreshingProfile(http_server.base_url, stale)
+    built = TileIndex.from_files(
+        [r.href for r in index], pattern=pattern, auth=auth, progress=False, workers=1
+    )
+    assert sorted(r.id for r in built) == sorted(SCENES) and stale.calls == 2
 
 
 # ------------------------------------------------------------------------------ Azure: SAS tokens

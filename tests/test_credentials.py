@@ -189,6 +189,27 @@ def test_temporary_s3_keys_span_several_expiries_with_one_fetch_per_expiry(seawe
     assert fetch_count(profile.credentials_key) == fetches and endpoint.refused == 0
 
 
+def test_an_index_on_s3_is_read_with_the_temporary_keys_too(seaweedfs, demo_index, tmp_path):
+    folder = demo_index.write(tmp_path / "demo", partition_by="utm_zone")
+    admin = seaweedfs.client("admin")
+    keys_written = []
+    for f in folder.rglob("*.parquet"):
+        keys_written.append(f"creds-index/{f.relative_to(folder).as_posix()}")
+        admin.upload_file(str(f), "bucket-a", keys_written[-1])
+    try:
+        answer = CredentialsServer.s3(keys(seaweedfs, "alice"), lifetime=3600)
+        with CredentialsServer(answer, token=TOKEN) as endpoint:
+            profile = temporary(seaweedfs, endpoint)
+            seam = dict(resolution=0.001, bands="B02", time="2024-06-01")
+            expected = mosaic.load(SEAM12, "EPSG:4326", index=demo_index, **seam).B02.values
+            got = mosaic.load(SEAM12, "EPSG:4326", index="s3://bucket-a/creds-index/", auth=profile, **seam)
+            assert np.array_equal(got.B02.values, expected, equal_nan=True)
+        assert len(endpoint.calls) == 1  # the keys the index was read with (the pixels are local files)
+    finally:
+        for key in keys_written:
+            admin.delete_object(Bucket="bucket-a", Key=key)
+
+
 def test_a_read_refused_with_stale_keys_fetches_once_and_retries(seaweedfs, seam_rows):
     rows, rel = seam_rows
     clear_gdal_http_cache()

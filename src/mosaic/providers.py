@@ -245,7 +245,7 @@ class TemporaryS3Profile:
     region: str | None = None
     refresh_margin: float = DEFAULT_REFRESH_MARGIN
     login_host: str | None = "urs.earthdata.nasa.gov"
-    hint: str | None = None
+    hint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not _norm(self.prefix).startswith("/vsis3/"):

@@ -56,6 +56,7 @@ __all__ = [
     "hide_secrets",
     "refresh_refused",
     "reveal_options",
+    "superseded",
 ]
 
 
@@ -559,6 +560,18 @@ def access_for(href: str, profiles: Sequence[Profile]) -> Access:
                 target = signer.sign(target)  # type: ignore[attr-defined]
                 signers += 1
     return Access(target, options, profile, tuple(used), signers)
+
+
+def superseded(access: Access) -> bool:
+    """Whether credentials ``access`` used have been replaced since (another read was refused with them).
+
+    A read that failed with such credentials is tried again with the current ones, whatever GDAL said:
+    GDAL shares what it learnt of a URL between threads, so a read with credentials since revoked can
+    fail with "Cannot read TIFF header" instead of the server's refusal.
+    """
+    from mosaic.credentials import replaced
+
+    return any(replaced(key, used) for key, used in access.used)
 
 
 def refresh_refused(access: Access) -> bool:

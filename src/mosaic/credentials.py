@@ -38,6 +38,7 @@ __all__ = [
     "fetch_count",
     "parse_expiration",
     "refused",
+    "replaced",
 ]
 
 DEFAULT_REFRESH_MARGIN = 300.0
@@ -175,6 +176,13 @@ def refused(key: Hashable, used: Credentials) -> None:
     with entry.lock:
         if entry.credentials is used:
             entry.stale = True
+
+
+def replaced(key: Hashable, used: Credentials) -> bool:
+    """Whether ``used`` are no longer the current credentials of ``key`` (fetched anew or stale)."""
+    entry = _entry(key)
+    with entry.lock:
+        return entry.credentials is not used or entry.stale
 
 
 def fetch_count(key: Hashable) -> int:

@@ -34,7 +34,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from mosaic.auth import Access, Profile, access_for, refresh_refused
+from mosaic.auth import Access, Profile, access_for, refresh_refused, superseded
 from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
 from mosaic.fetch import GDAL_CACHE_BYTES, RANGE_GAP, Fetch, FetchedRanges, gdal_fetch, prefetch, tile_ranges
 from mosaic.gdalenv import CLOUD_DEFAULTS, gdal_env, options_env
@@ -130,8 +130,9 @@ def read_window(
         try:
             fetched = _read_once(read, limiter, access, native_nodata, fit, after_refusal=second)
         except (RasterioIOError, OSError, IndexError) as exc:
-            if not second and access is not None and is_auth_failure(exc) and refresh_refused(access):
-                continue  # refused as expired: fresh credentials (one fetch for all), one more try
+            if not second and access is not None:
+                if superseded(access) or (is_auth_failure(exc) and refresh_refused(access)):
+                    continue  # refused as expired: fresh credentials (one fetch for all), one more try
             redact_exception(exc)  # GDAL's message may quote the href: tracebacks print it
             limiter.record_failure()
             if is_auth_failure(exc):

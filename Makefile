@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test test-oldest lint typecheck gdal-tools browser benchmark docs docs-figures clean
+.PHONY: demo test test-oldest lint typecheck gdal-tools browser azurite benchmark docs docs-figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,19 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) gdal-tools browser
+# Azurite (the Azure Storage emulator, from the npm registry) for tests/test_credentials.py, installed
+# once into a cache folder (tests/servers.py looks there; MOSAIC_AZURITE_DIR moves it). Offline or
+# without npm, nothing is installed: the tests then say how (skipped only where Node.js is missing).
+AZURITE_DIR ?= $(HOME)/.cache/mosaic-tests/azurite
+export MOSAIC_AZURITE_DIR := $(AZURITE_DIR)
+azurite:
+	@test -x $(AZURITE_DIR)/node_modules/.bin/azurite-blob || { \
+	  command -v npm >/dev/null 2>&1 || { echo "npm not found: the Azure tests are skipped"; exit 0; }; \
+	  echo "installing azurite (npm) into $(AZURITE_DIR) for the Azure tests"; \
+	  npm install --silent --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@3.35.0 >/dev/null \
+	    || echo "npm install azurite failed (offline?): the Azure tests will say how to install it"; }
+
+test: $(STAMP) gdal-tools browser azurite
 	$(BIN)/ruff check src tests tile_indexes notebooks benchmarks
 	$(BIN)/mypy src/mosaic
 	$(BIN)/python -m pytest
@@ -53,7 +65,7 @@ $(OLDEST_STAMP): pyproject.toml
 	$(OLDEST_BIN)/uv pip install --quiet --python $(OLDEST_BIN)/python --resolution lowest-direct -e '.[dev]'
 	touch $(OLDEST_STAMP)
 
-test-oldest: $(OLDEST_STAMP) gdal-tools browser
+test-oldest: $(OLDEST_STAMP) gdal-tools browser azurite
 	$(OLDEST_BIN)/python -m pip freeze --exclude-editable | grep -v '^uv=='
 	$(OLDEST_BIN)/ruff check src tests tile_indexes notebooks benchmarks
 	$(OLDEST_BIN)/python -m pytest

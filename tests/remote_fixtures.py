@@ -5,6 +5,8 @@
 - ``http_server_pair``: two such servers (``origin``, ``other``) for redirect tests.
 - ``seaweedfs``: one SeaweedFS S3 server per session, with the demo collection's files uploaded to
   ``bucket-a`` (alice), ``bucket-b`` (bob) and ``public`` (anonymous read) under their relative paths.
+- ``azurite``: one Azurite (Azure Blob emulator, from the npm registry: ``make azurite``) per session,
+  the demo collection's files in container ``data``. Skipped only where Node.js is missing.
 
 GDAL's ``/vsicurl/`` cache is process-wide and keyed by URL, and ports are reused: the HTTP fixtures
 clear it before and after each test so no test sees another's sizes or blocks. A server that cannot
@@ -19,9 +21,9 @@ from pathlib import Path
 import pystac
 import pytest
 
-from servers import RangeServer, SeaweedFS, SeaweedFSError, clear_gdal_http_cache
+from servers import Azurite, AzuriteError, RangeServer, SeaweedFS, SeaweedFSError, clear_gdal_http_cache
 
-__all__ = ["http_server", "http_server_pair", "seaweedfs"]
+__all__ = ["azurite", "http_server", "http_server_pair", "seaweedfs"]
 
 
 @pytest.fixture
@@ -70,4 +72,27 @@ def seaweedfs(
         yield server
     finally:
         clear_gdal_http_cache()  # closes GDAL's keep-alive connections, which delay weed's graceful stop
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(
+    tmp_path_factory: pytest.TempPathFactory, demo_collection: tuple[Path, list[pystac.Item]]
+) -> Iterator[Azurite]:
+    """Azurite's Blob service with the demo collection in container ``data`` (at the relative paths)."""
+    import shutil
+
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed: Azurite (the Azure Storage emulator) cannot run here")
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        server.start()
+        server.upload_tree(demo_collection[0], "data")
+    except AzuriteError as exc:
+        server.stop()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        clear_gdal_http_cache()
         server.stop()

@@ -81,7 +81,12 @@ if TYPE_CHECKING:
     import rasterio
 
 __all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
     "FAULT_KINDS",
+    "Azurite",
+    "AzuriteError",
+    "CredentialsServer",
     "Fault",
     "FaultKind",
     "FaultSchedule",
@@ -1655,6 +1660,250 @@ class SeaweedFS:
         for page in paginator.paginate(Bucket=bucket):
             for obj in page.get("Contents", []):
                 yield obj["Key"]
+
+
+# ------------------------------------------------------------------------- a credentials endpoint
+
+
+class CredentialsServer:
+    """A vending endpoint for temporary credentials on 127.0.0.1, in this process (threads), counting calls.
+
+    Every GET is answered by ``answer(n, path)`` (``n``: 0 for the first call, counting only calls
+    that passed the token check) as JSON; with ``token``, a request without ``Authorization: Bearer
+    <token>`` gets 401. :meth:`s3` answers NASA's ``s3credentials`` JSON, :meth:`sas` Planetary
+    Computer's token JSON. The endpoint is called by Python (urllib), not by GDAL, so a thread of the
+    test process serves it (GDAL holding the GIL is no concern here).
+
+    Attributes:
+        calls: the answered calls (with their paths, in order).
+        refused: calls refused for a wrong or missing token.
+    """
+
+    def __init__(self, answer: Any, *, token: str | None = None) -> None:
+        self.answer = answer
+        self.token = token
+        self.calls: list[str] = []
+        self.refused = 0
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                header = self.headers.get("Authorization") or ""
+                if outer.token is not None and not hmac.compare_digest(header, f"Bearer {outer.token}"):
+                    with outer._lock:
+                        outer.refused += 1
+                    self._send(401, {"error": "unauthorized"})
+                    return
+                with outer._lock:
+                    n = len(outer.calls)
+                    outer.calls.append(self.path)
+                self._send(200, outer.answer(n, self.path))
+
+            def _send(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer((HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @staticmethod
+    def s3(keys: Sequence[tuple[str, str]], lifetime: float, session_token: str = "") -> Any:
+        """``keys`` in turn as NASA ``s3credentials`` JSON, each valid for ``lifetime`` s."""
+
+        def answer(n: int, path: str) -> dict[str, str]:
+            key, secret = keys[n % len(keys)]
+            expires = time.time() + lifetime
+            return {
+                "accessKeyId": key,
+                "secretAccessKey": secret,
+                "sessionToken": session_token,
+                "expiration": time.strftime("%Y-%m-%d %H:%M:%S+00:00", time.gmtime(expires)),
+            }
+
+        return answer
+
+    @staticmethod
+    def sas(make: Any, lifetime: float) -> Any:
+        """An ``answer`` with ``make(n, account, container, expiry)`` as token, for ``lifetime`` s."""
+
+        def answer(n: int, path: str) -> dict[str, str]:
+            account, container = [p for p in path.split("?")[0].split("/") if p][-2:]
+            expires = time.time() + lifetime
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+            return {"token": make(n, account, container, expires), "msft:expiry": stamp}
+
+        return answer
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+# ------------------------------------------------------------------------------------------- Azurite
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+"""Azurite's well-known development account and key (public: the emulator's documented default)."""
+
+AZURITE_DIR = Path(os.environ.get("MOSAIC_AZURITE_DIR", Path.home() / ".cache" / "mosaic-tests" / "azurite"))
+"""Where ``make test`` installs Azurite from the npm registry (``npm install --prefix``)."""
+
+
+class AzuriteError(RuntimeError):
+    """Azurite could not be found or started."""
+
+
+def find_azurite() -> Path:
+    """The ``azurite-blob`` script installed under :data:`AZURITE_DIR` (``make azurite``).
+
+    Raises:
+        AzuriteError: node or the installed package is missing (the message says how to install it).
+    """
+    if shutil.which("node") is None:
+        raise AzuriteError("node (Node.js) is not installed: Azurite, the Azure Storage emulator, needs it")
+    script = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+    if not script.exists():
+        raise AzuriteError(f"Azurite is not installed under {AZURITE_DIR}: run `make azurite`")
+    return script
+
+
+class Azurite:
+    """Azurite's Blob service on a free 127.0.0.1 port (data in ``workdir``), as a context manager."""
+
+    def __init__(self, workdir: str | os.PathLike[str], startup_timeout: float = 60.0) -> None:
+        self.workdir = Path(workdir)
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        """The Blob endpoint URL, ``http://127.0.0.1:PORT/devstoreaccount1``."""
+        return f"http://{HOST}:{self.port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        """A connection string with the development account's key."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.endpoint};"
+        )
+
+    def start(self) -> Self:
+        """Start ``azurite-blob`` and wait until it answers."""
+        script = find_azurite()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_ports(1)[0]
+        log = (self.workdir / "azurite.log").open("ab")
+        main_thread = threading.current_thread() is threading.main_thread()
+        self._proc = subprocess.Popen(
+            [
+                str(script),
+                "--blobHost",
+                HOST,
+                "--blobPort",
+                str(self.port),
+                "--location",
+                str(self.workdir),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableProductStyleUrl",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_set_pdeathsig if main_thread and sys.platform == "linux" else None,
+        )
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                tail = (self.workdir / "azurite.log").read_text(errors="replace")[-2000:]
+                raise AzuriteError(f"azurite exited with code {self._proc.returncode}: {tail}")
+            try:
+                urllib.request.urlopen(f"{self.endpoint}?comp=list", timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # any HTTP answer: it is up
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AzuriteError(
+                    f"azurite did not answer on {self.endpoint} within {self.startup_timeout:.0f} s"
+                )
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        """Stop azurite (SIGTERM, then SIGKILL)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def service(self) -> Any:
+        """An ``azure.storage.blob.BlobServiceClient`` with the development account's key."""
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def upload_tree(self, root: str | os.PathLike[str], container: str) -> int:
+        """Create ``container`` and upload every file under ``root`` at its relative path; the count."""
+        client = self.service().get_container_client(container)
+        client.create_container()
+        files = sorted(p for p in Path(root).rglob("*") if p.is_file())
+        for path in files:
+            with path.open("rb") as body:
+                client.upload_blob(path.relative_to(root).as_posix(), body, overwrite=True)
+        return len(files)
+
+    def container_sas(self, container: str, expires: float) -> str:
+        """A read/list SAS token for ``container`` valid until ``expires`` (seconds since the epoch)."""
+        import datetime as dt
+
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        return str(
+            generate_container_sas(
+                AZURITE_ACCOUNT,
+                container,
+                account_key=AZURITE_KEY,
+                permission=ContainerSasPermissions(read=True, list=True),
+                expiry=dt.datetime.fromtimestamp(expires, dt.UTC),
+            )
+        )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:

@@ -257,6 +257,19 @@ def test_gdal_options_carrying_secrets_are_hidden_in_plans_and_graphs(seam_rows)
         "GDAL_HTTP_PROXY": f"http://me:{SECRET}@proxy.example.com:3128",
         "GDAL_HTTP_TIMEOUT": "30",
     }
+    # every secret option the Azure and GCS profiles produce is hidden too
+    from mosaic.auth import AzureProfile, GCSProfile
+
+    for profile in (
+        AzureProfile("az://c", account="a", key=SECRET),
+        AzureProfile("az://c", account="a", sas=f"sv=1&sig={SECRET}"),
+        AzureProfile("az://c", account="a", key=SECRET, endpoint="http://127.0.0.1:1/a"),
+        GCSProfile("gs://b", hmac_key_id="GOOG1", hmac_secret=SECRET),
+    ):
+        produced = profile.gdal_options()
+        assert SECRET in "".join(produced.values()) and SECRET not in repr(profile)
+        options.update({k: v for k, v in produced.items() if SECRET in v})
+    assert len(options) == 7  # AZURE_STORAGE_ACCESS_KEY, _SAS_TOKEN, GS_SECRET_ACCESS_KEY added
     index = TileIndex.from_records(rows)
     plan = mosaic.plan(SEAM12, "EPSG:4326", index=index, gdal_options=options, **GRID)
     ds = mosaic.load(SEAM12, "EPSG:4326", index=index, gdal_options=options, **GRID)

@@ -15,7 +15,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
 from mosaic._progress import DaskTaskBar
-from mosaic.auth import Profile
+from mosaic.auth import Profile, with_signer
 from mosaic.errors import InvalidInputError
 from mosaic.graph import band_array
 from mosaic.io.limits import LimiterStats, get_limiter
@@ -61,6 +61,7 @@ def load(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    sign: Callable[[str], str] | None = None,
     progress: bool = False,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
     mask: MaskSpec | str | None = None,
@@ -110,6 +111,9 @@ def load(
         gdal_options: GDAL configuration options entered inside every read task (credential values,
             e.g. ``AWS_SECRET_ACCESS_KEY``, are hidden from reprs and plan output).
         auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix; several at once.
+        sign: a callable from href to signed href (as odc-stac's ``patch_url``, e.g.
+            ``planetary_computer.sign``), called at read time: signed URLs never enter the index, the
+            plan, GTI or exports.
         progress: show a progress bar of the eager load (``chunks=None``); a lazy result shows its
             progress when computed (``dask.diagnostics.ProgressBar``, or the distributed dashboard).
         max_pixels: the largest output grid, in pixels of one band and time step (height x width);
@@ -166,7 +170,7 @@ def load(
             on_error=on_error,
             on_empty=on_empty,
             gdal_options=gdal_options,
-            auth=auth,
+            auth=with_signer(auth, sign),
             max_pixels=max_pixels,
             mask=mask,
             mask_fraction=mask_fraction,

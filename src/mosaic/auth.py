@@ -25,7 +25,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,15 +35,29 @@ from mosaic.errors import AuthenticationError, InvalidInputError
 from mosaic.io.paths import gdal_path, secrets_in
 
 __all__ = [
+    "DAACS",
+    "Access",
+    "AzureProfile",
+    "Credentials",
     "EarthdataProfile",
+    "GCSProfile",
     "HTTPProfile",
+    "PlanetaryComputerProfile",
     "Profile",
+    "RefreshingProfile",
     "S3Profile",
     "Secret",
+    "Signer",
+    "TemporaryS3Profile",
+    "access_for",
+    "earthdata",
+    "earthdata_token",
     "find_profile",
     "gdal_options_for",
     "hide_secrets",
+    "refresh_refused",
     "reveal_options",
+    "superseded",
 ]
 
 
@@ -437,17 +451,37 @@ def as_profiles(auth: Profile | Sequence[Profile] | None) -> tuple[Profile, ...]
     for profile in profiles:
         if not hasattr(profile, "gdal_options") or not hasattr(profile, "prefix"):
             raise InvalidInputError(
-                f"auth takes credential profiles (mosaic.auth.S3Profile, HTTPProfile, EarthdataProfile), "
-                f"got {type(profile).__name__}"
+                f"auth takes credential profiles (mosaic.auth.S3Profile, HTTPProfile, EarthdataProfile, "
+                f"TemporaryS3Profile, AzureProfile, GCSProfile...), got {type(profile).__name__}"
             )
     return profiles
 
 
+def with_signer(auth: Any, sign: Any) -> Any:
+    """``auth`` with a :class:`Signer` for ``sign`` (a callable href -> signed href) added; ``auth`` if None.
+
+    Raises:
+        InvalidInputError: ``sign`` is not callable.
+    """
+    if sign is None:
+        return auth
+    from mosaic.io.providers import Signer
+
+    signer = sign if isinstance(sign, Signer) else Signer(sign)
+    return (*as_profiles(auth), signer)
+
+
+def _signs_only(profile: Any) -> bool:
+    return type(profile).__name__ == "Signer" and type(profile).__module__ == "mosaic.io.providers"
+
+
 def find_profile(href: str, profiles: Iterable[Profile]) -> Profile | None:
-    """The profile with the longest prefix that ``href`` falls under, or None."""
+    """The profile with the longest prefix that ``href`` falls under, or None (signers are not profiles)."""
     path = gdal_path(href)
     best: Profile | None = None
     for profile in profiles:
+        if _signs_only(profile):
+            continue
         if _matches(profile.prefix, path) and (best is None or len(profile.prefix) > len(best.prefix)):
             best = profile
     return best
@@ -466,6 +500,92 @@ def gdal_options_for(href: str, profiles: Sequence[Profile]) -> Mapping[str, str
         return profile.gdal_options()
     except InvalidInputError as exc:
         raise AuthenticationError(href, f"authentication: {exc} (profile for {profile.prefix})") from exc
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Access:
+    """How one read reaches an href: what GDAL opens, with which settings, from which credentials.
+
+    The href is signed where a profile or a signer signs it; ``used`` names the refreshing credentials
+    the settings came from (to refresh them after a refusal).
+
+    Never stored, pickled or shown: it is made in the reading thread, for one read.
+    """
+
+    href: str
+    options: Mapping[str, str]
+    profile: Profile | None = None
+    used: tuple[tuple[Hashable, Any], ...] = ()
+    signers: int = 0
+
+    def __repr__(self) -> str:
+        from mosaic.io.paths import redact
+
+        return f"Access({redact(self.href)!r}, options=[{', '.join(sorted(self.options))}])"
+
+
+def access_for(href: str, profiles: Sequence[Profile]) -> Access:
+    """How to read ``href``: the matching profile's settings, and the href signed.
+
+    Credentials that are due are fetched (or refreshed) now; the href is signed by the matching profile
+    and by the signers whose prefix it falls under.
+
+    Raises:
+        AuthenticationError: a credential is not available here, or a credentials endpoint refused.
+    """
+    profile = find_profile(href, profiles)
+    used: list[tuple[Hashable, Any]] = []
+    target = href
+    options: Mapping[str, str] = {}
+    if profile is not None:
+        try:
+            if hasattr(profile, "credentials_key") and hasattr(profile, "credentials"):
+                used.append((profile.credentials_key, profile.credentials()))
+            options = profile.gdal_options()
+            sas = getattr(profile, "credentials_for", None)
+            if sas is not None:
+                found = sas(href)
+                if found is not None:
+                    used.append(found)
+            sign = getattr(profile, "sign", None)
+            if sign is not None:
+                target = sign(href)
+        except InvalidInputError as exc:
+            raise AuthenticationError(href, f"authentication: {exc} (profile for {profile.prefix})") from exc
+    signers = 0
+    path = gdal_path(href)
+    for signer in profiles:
+        if _signs_only(signer):
+            prefix = signer.prefix
+            if not prefix or _matches(prefix, path):
+                target = signer.sign(target)  # type: ignore[attr-defined]
+                signers += 1
+    return Access(target, options, profile, tuple(used), signers)
+
+
+def superseded(access: Access) -> bool:
+    """Whether credentials ``access`` used have been replaced since (another read was refused with them).
+
+    A read that failed with such credentials is tried again with the current ones, whatever GDAL said:
+    GDAL shares what it learnt of a URL between threads, so a read with credentials since revoked can
+    fail with "Cannot read TIFF header" instead of the server's refusal.
+    """
+    from mosaic.io.credentials import replaced
+
+    return any(replaced(key, used) for key, used in access.used)
+
+
+def refresh_refused(access: Access) -> bool:
+    """Mark the refreshing credentials of a refused read stale; whether a retry may help.
+
+    The next :func:`access_for` then fetches anew, once however many reads were refused with them. A
+    retry may help where there were refreshing credentials or a signer.
+    """
+    from mosaic.io.credentials import refused
+
+    for key, used in access.used:
+        refused(key, used)
+    return bool(access.used) or access.signers > 0
 
 
 _SECRET_OPTION = re.compile(
@@ -495,3 +615,18 @@ def reveal_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> di
     """The options with every :class:`Secret` replaced by its value, to hand to GDAL."""
     pairs = options.items() if isinstance(options, Mapping) else options
     return {k: v.reveal() if isinstance(v, Secret) else v for k, v in pairs}
+
+
+# the profiles of other concerns, public here (mosaic.io.providers imports this module's names first)
+from mosaic.io.credentials import Credentials  # noqa: E402
+from mosaic.io.providers import (  # noqa: E402
+    DAACS,
+    AzureProfile,
+    GCSProfile,
+    PlanetaryComputerProfile,
+    RefreshingProfile,
+    Signer,
+    TemporaryS3Profile,
+    earthdata,
+    earthdata_token,
+)

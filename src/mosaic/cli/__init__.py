@@ -1,5 +1,4 @@
-"""The ``mosaic`` command line: ``index``, ``plan``, ``regrid``, ``sample``, ``gti``, ``tree``, ``serve``,
-``demo``.
+"""The ``mosaic`` command line: index, plan, regrid, sample, gti, tree, serve, demo, login, auth.
 
 Errors mosaic raises on purpose (:class:`mosaic.MosaicError`) and failed file-system operations are
 reported as one line on stderr, ``error: <message>``, with exit code 1; ``mosaic --verbose ...`` shows
@@ -20,6 +19,7 @@ from typing import Any
 
 import click
 
+from mosaic.cli.auth import auth, login
 from mosaic.cli.demo import demo
 from mosaic.cli.gti import gti
 from mosaic.cli.index import index
@@ -138,9 +138,13 @@ def cli(verbose: bool) -> None:
       mosaic tree export --index index.parquet -o scenes.json
       mosaic sample --index index.parquet --points sites.csv --time 2024 -o series.csv
       mosaic demo --out demo_output
+      mosaic login
+      mosaic auth check s3://lp-prod-protected/HLSS30.020/T32TQR/B02.tif
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
 
 
+cli.add_command(auth)
+cli.add_command(login)
 cli.add_command(index)
 cli.add_command(plan)
 cli.add_command(regrid)

@@ -211,10 +211,10 @@ def _filesystem(path: str, profiles: Sequence[Profile]) -> tuple[pafs.FileSystem
     if not _is_url(path):
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
     if parts.scheme == "s3":
-        from mosaic.auth import S3Profile, find_profile
+        from mosaic.auth import S3Profile, TemporaryS3Profile, find_profile
 
         profile = find_profile(path, profiles)
-        if isinstance(profile, S3Profile):
+        if isinstance(profile, (S3Profile, TemporaryS3Profile)):  # (temporary keys: fetched now)
             return _s3(profile), parts.netloc + parts.path
     try:
         fs, inner = pafs.FileSystem.from_uri(path)
@@ -226,7 +226,7 @@ def _filesystem(path: str, profiles: Sequence[Profile]) -> tuple[pafs.FileSystem
 def _s3(profile: Any) -> pafs.S3FileSystem:
     """An S3 file system with the profile's credentials and endpoint."""
     kw: dict[str, Any] = {}
-    if profile.unsigned:
+    if getattr(profile, "unsigned", False):
         kw["anonymous"] = True
     else:
         opts = profile.gdal_options()  # reveals the secrets, here where they are used

@@ -34,7 +34,7 @@ from shapely.geometry.base import BaseGeometry
 from mosaic.auth import Profile
 from mosaic.errors import AuthenticationError, InvalidInputError, SourceError
 from mosaic.index.geom import grid_outline, normalize_lonlat, to_lonlat
-from mosaic.io.gdalenv import gdal_env, href_env
+from mosaic.io.gdalenv import gdal_env, with_access
 from mosaic.io.identity import merged, observe, stac_identity
 from mosaic.io.limits import is_auth_failure
 from mosaic.io.paths import check_allowed, gdal_path, redact_exception
@@ -284,13 +284,18 @@ def read_file(
     try:
         # (rasterio may warn NotGeoreferencedWarning first; _describe turns it into a SourceError. The
         # warning is not filtered here: warnings.catch_warnings is not thread-safe in worker threads.)
-        with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
-            facts = _describe(
-                src, href, pattern=pattern, datetime=datetime, nodata=nodata, footprint=footprint
-            )
-            # the file's size and time now (a URL's as GDAL learnt them at the open: no request)
-            tiles = tile_layout(src, href) if tile_ranges else None
-            return replace(facts, row=replace(facts.row, identity=_identity_of(href), tiles=tiles))
+
+        def describe(opened: str) -> FileFacts:
+            with rasterio.open(opened) as src:
+                facts = _describe(
+                    src, href, pattern=pattern, datetime=datetime, nodata=nodata, footprint=footprint
+                )
+                # the file's size and time now (a URL's as GDAL learnt them at the open: no request)
+                tiles = tile_layout(src, opened) if tile_ranges else None
+                return replace(facts, row=replace(facts.row, identity=_identity_of(opened), tiles=tiles))
+
+        with gdal_env(gdal_options or ()):
+            return with_access(href, auth, describe)
     except SourceError:
         raise
     except RasterioIOError as exc:
@@ -438,9 +443,14 @@ def with_tile_layout(
         return row
     check_allowed((href,))
     try:
-        with gdal_env(gdal_options or ()), href_env(href, auth), rasterio.open(href) as src:
-            tiles = tile_layout(src, href)
-            return replace(row, tiles=tiles, identity=merged(row.identity, _identity_of(href)))
+
+        def record(opened: str) -> SceneAsset:
+            with rasterio.open(opened) as src:
+                tiles = tile_layout(src, opened)
+                return replace(row, tiles=tiles, identity=merged(row.identity, _identity_of(opened)))
+
+        with gdal_env(gdal_options or ()):
+            return with_access(href, auth, record)
     except RasterioIOError as exc:
         message = str(exc)
         redact_exception(exc)

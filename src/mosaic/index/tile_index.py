@@ -16,7 +16,7 @@ import re
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from mosaic.auth import Profile, as_profiles
+from mosaic.auth import Profile, as_profiles, with_signer
 from mosaic.errors import (
     DuplicateRowsWarning,
     IncompleteMetadataWarning,
@@ -294,6 +294,7 @@ class TileIndex:
         auth: Profile | Sequence[Profile] | None = None,
         allowed_prefixes: PrefixesLike = None,
         tile_ranges: bool = False,
+        sign: Callable[[str], str] | None = None,
     ) -> TileIndex:
         """Index STAC Items: one row per raster asset.
 
@@ -324,6 +325,8 @@ class TileIndex:
                 or not (the index would point at it).
             tile_ranges: as in :meth:`from_files`: every asset's file is then opened once (its
                 header read, at index time) to record its tile layout and its size and time.
+            sign: a callable from href to signed href (as odc-stac's ``patch_url``), used for the
+                files opened at index time; the index keeps the Items' plain hrefs.
 
         Raises:
             HrefNotAllowedError: an asset outside the allowed prefixes (whatever ``on_error``).
@@ -331,7 +334,7 @@ class TileIndex:
         """
         if tile_ranges:
             require_cog_extra()
-        profiles = as_profiles(auth)
+        profiles = as_profiles(with_signer(auth, sign))
         nodata = check_nodata_override(nodata)
         dicts, base = iter_items(items)
         if not dicts:

@@ -7,17 +7,19 @@ credentials of the ``auth`` profile matching the href.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
 
 import rasterio
 import rasterio.env
 
-from mosaic.auth import Profile, gdal_options_for, reveal_options
+from mosaic.auth import Profile, access_for, refresh_refused, reveal_options
 from mosaic.io.fetch import RANGE_GAP
 
-__all__ = ["CLOUD_DEFAULTS", "gdal_env", "href_env", "options_env"]
+__all__ = ["CLOUD_DEFAULTS", "gdal_env", "href_env", "options_env", "with_access"]
+
+T = TypeVar("T")
 
 CLOUD_DEFAULTS: Mapping[str, str] = {
     # A bounded block cache (MB): handles stay open per thread, and with GDAL's default (5% of RAM)
@@ -76,11 +78,43 @@ def options_env(options: Mapping[str, Any]) -> Iterator[None]:
 
 
 @contextmanager
-def href_env(href: str, auth: Sequence[Profile] = ()) -> Iterator[None]:
-    """Enter the GDAL credentials of the ``auth`` profile matching ``href`` (nothing if none does)."""
-    credentials = gdal_options_for(href, auth) if auth else {}
-    if not credentials:
-        yield
+def href_env(href: str, auth: Sequence[Profile] = ()) -> Iterator[str]:
+    """Enter the GDAL credentials of the ``auth`` profile matching ``href``; yields the href to open.
+
+    Nothing is entered if no profile matches; the href is signed where a profile or a signer signs it
+    (at read time only).
+    """
+    access = access_for(href, auth) if auth else None
+    if access is None or not access.options:
+        yield href if access is None else access.href
         return
-    with options_env(credentials):
-        yield
+    with options_env(access.options):
+        yield access.href
+
+
+def with_access(href: str, auth: Sequence[Profile], use: Callable[[str], T]) -> T:
+    """``use(href to open)`` inside the credentials of ``href``'s profile; once more after a refusal.
+
+    A refusal (an expired token, keys since replaced) of credentials that refresh themselves, or of a
+    signed href, marks them stale and calls ``use`` again with fresh ones, once.
+    """
+    from mosaic.io.limits import is_auth_failure
+
+    for second in (False, True):
+        access = access_for(href, auth) if auth else None
+        try:
+            with options_env(access.options) if access is not None and access.options else nullcontext():
+                return use(access.href if access is not None else href)
+        except OSError as exc:  # (RasterioIOError is one)
+            if second or access is None or not is_auth_failure(exc) or not refresh_refused(access):
+                raise
+            _forget(access.href)
+    raise AssertionError("unreachable")
+
+
+def _forget(href: str) -> None:
+    """Drop GDAL's record of a failed open of ``href`` (it would answer the retry from it)."""
+    from mosaic.io.paths import gdal_path
+    from mosaic.io.read import _forget as forget
+
+    forget(gdal_path(href))

@@ -247,8 +247,8 @@ def _observe_all(plan: Plan, hrefs: Iterable[str]) -> dict[str, str | OSError | 
 
     def one(href: str) -> str | OSError | None:
         try:
-            with gdal_env(plan.gdal_options), href_env(href, plan.auth):
-                return observe(href, fresh=True)
+            with gdal_env(plan.gdal_options), href_env(href, plan.auth) as opened:
+                return observe(opened, fresh=True)
         except OSError as exc:
             return exc
 

@@ -36,7 +36,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from mosaic.auth import Profile, gdal_options_for
+from mosaic.auth import Access, Profile, access_for, refresh_refused, superseded
 from mosaic.errors import AuthenticationError, ChangedSourceWarning, ReadError
 from mosaic.io._neighbours import spans
 from mosaic.io.fetch import (
@@ -140,12 +140,66 @@ def read_window(
         ReadError: naming the scene and href, when the read fails for good.
     """
     check_allowed((read.href,))
+    for second in (False, True):
+        # credentials that expire are fetched (or refreshed) here; a read they fail is refused once
+        access = access_for(read.href, auth) if auth else None
+        try:
+            fetched = _read_once(read, limiter, access, native_nodata, fit, after_refusal=second)
+        except (RasterioIOError, OSError, IndexError) as exc:
+            if not second and access is not None:
+                if superseded(access) or (is_auth_failure(exc) and refresh_refused(access)):
+                    continue  # refused as expired: fresh credentials (one fetch for all), one more try
+            redact_exception(exc)  # GDAL's message may quote the href: tracebacks print it
+            limiter.record_failure()
+            if is_auth_failure(exc):
+                hint = getattr(access.profile, "hint", None) if access is not None else None
+                raise AuthenticationError(
+                    read.href,
+                    f"authentication failed (wrong or missing credentials for this href; give them with "
+                    f"auth= or GDAL options): {exc}" + (f"; {hint}" if hint else ""),
+                    scene_id=read.scene,
+                ) from exc
+            raise ReadError(
+                read.href,
+                f"reading band {read.band}, window {read.window} failed: {_causes(exc)}",
+                scene_id=read.scene,
+            ) from exc
+        break
+    if fetched is None:
+        return None
+    data, mask, file_nodata, transform = fetched
+    nodata = read.nodata if read.nodata is not None else file_nodata
+    if native_nodata is None:
+        return _to_float(data, mask, nodata), transform
+    if nodata is not None and nodata != native_nodata:
+        data[data == nodata] = native_nodata
+    if mask is not None:
+        data[mask == 0] = native_nodata
+    return data, transform
+
+
+def _read_once(
+    read: Read,
+    limiter: ReadLimiter,
+    access: Access | None,
+    native_nodata: float | None,
+    fit: WindowFit | None,
+    *,
+    after_refusal: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
+    """One read of ``read``'s window with ``access``'s href and credentials, transient faults retried.
+
+    ``after_refusal``: the read was refused with credentials since replaced. A refusal of its first
+    attempt is then tried once more: GDAL records a failed open per URL for the whole process, so a
+    read that another thread started with the old credentials can fail it from that record (each
+    failure clears it again) before the fresh credentials reach the server.
+    """
     cache = handle_cache()
-    credentials = gdal_options_for(read.href, auth) if auth else {}
-    path = gdal_path(read.href)
+    credentials = access.options if access is not None else {}
+    path = gdal_path(access.href if access is not None else read.href)
     prefetching = is_network(path)
-    # a handle keeps the credentials it was opened with: other credentials, another handle
-    who = hash(frozenset(credentials.items())) if credentials else None
+    # a handle keeps the credentials (and signed URL) it was opened with: others, another handle
+    who = hash((frozenset(credentials.items()), path)) if access is not None else None
 
     def attempt() -> tuple[np.ndarray, np.ndarray | None, float | None, Affine] | None:
         key = (read.href, read.overview, who)
@@ -190,40 +244,23 @@ def read_window(
                 _forget(path)  # ...and GDAL must not answer it from its record of the failure
                 raise
 
-    try:
-        remote = path.startswith("/vsi")
-        fetched = retry_call(
-            attempt,
-            limiter=limiter,
-            retry_after=_retry_after_probe(path, credentials, limiter),
-            transient=lambda exc: is_transient(exc, remote=remote),
-        )
-    except (RasterioIOError, OSError, IndexError) as exc:
-        redact_exception(exc)  # GDAL's message may quote the href: tracebacks print it
-        limiter.record_failure()
-        if is_auth_failure(exc):
-            raise AuthenticationError(
-                read.href,
-                f"authentication failed (wrong or missing credentials for this href; give them with "
-                f"auth= or GDAL options): {exc}",
-                scene_id=read.scene,
-            ) from exc
-        raise ReadError(
-            read.href,
-            f"reading band {read.band}, window {read.window} failed: {_causes(exc)}",
-            scene_id=read.scene,
-        ) from exc
-    if fetched is None:
-        return None
-    data, mask, file_nodata, transform = fetched
-    nodata = read.nodata if read.nodata is not None else file_nodata
-    if native_nodata is None:
-        return _to_float(data, mask, nodata), transform
-    if nodata is not None and nodata != native_nodata:
-        data[data == nodata] = native_nodata
-    if mask is not None:
-        data[mask == 0] = native_nodata
-    return data, transform
+    remote = path.startswith("/vsi")
+    again = [after_refusal]  # one refusal of a read after a refusal is tried again
+
+    def worth_retrying(exc: BaseException) -> bool:
+        if is_transient(exc, remote=remote):
+            return True
+        if again[0] and is_auth_failure(exc):
+            again[0] = False
+            return True
+        return False
+
+    return retry_call(
+        attempt,
+        limiter=limiter,
+        retry_after=_retry_after_probe(path, credentials, limiter),
+        transient=worth_retrying,
+    )
 
 
 _USE_GDAL = object()

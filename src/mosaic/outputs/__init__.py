@@ -2,8 +2,9 @@
 
 ``batch`` regrids to Zarr or COG region by region (``_batch_exec`` runs the regions, ``_lease`` keeps
 a store honest against a second writer, ``mosaic.io._durable`` across crashes); ``gti`` exports GDAL
-GTI files (``_gti_xml`` writes their warped VRTs); ``virtual`` writes virtual Zarr stores pointing at the
-COGs' own tiles; ``tiles`` renders web map tiles for :mod:`mosaic.serve`; ``sampling`` reads time series at points.
+GTI files (``_gti_xml`` writes their warped VRTs); ``virtual`` writes virtual Zarr stores pointing at
+the COGs' own tiles; ``tiles`` renders web map tiles for :mod:`mosaic.serve`; ``sampling`` reads time
+series at points.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ import sys
 import time as _time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +51,7 @@ import numpy as np
 from dask.base import tokenize
 
 from mosaic.api import to_dataset
+from mosaic.auth import with_signer
 from mosaic.errors import InvalidInputError, OutputError, RegridRecoveryWarning
 from mosaic.index.geom import as_geometry
 from mosaic.io import _durable
@@ -243,6 +244,7 @@ def regrid(
     auth: Profile | Sequence[Profile] | None = None,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
     mask: MaskSpec | str | None = None,
+    sign: Callable[[str], str] | None = None,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -282,6 +284,7 @@ def regrid(
         max_concurrency: bound on simultaneous reads per process.
         gdal_options: GDAL configuration options entered inside every read task.
         auth: credential profiles matched by href prefix.
+        sign: a callable from href to signed href, called at read time (as in :func:`mosaic.load`).
         max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
         mask: a quality mask applied to each scene before fusion, as :func:`mosaic.load` (a spec, a
             preset name or an expression; recorded in the request, so a resume must give the same).
@@ -321,7 +324,7 @@ def regrid(
         chunks=(layout["y"], layout["x"]),
         max_concurrency=max_concurrency,
         gdal_options=gdal_options,
-        auth=auth,
+        auth=with_signer(auth, sign),
         max_pixels=max_pixels,
         mask=mask,
     )

@@ -40,7 +40,7 @@ from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from mosaic.auth import Profile, as_profiles, hide_secrets
+from mosaic.auth import Profile, as_profiles, hide_secrets, with_signer
 from mosaic.errors import IndexFormatError, InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
 from mosaic.index.geom import (
     areal,
@@ -865,6 +865,7 @@ def make_plan(
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
     mask: MaskSpec | str | None = None,
     mask_fraction: bool = False,
+    sign: Callable[[str], str] | None = None,
 ) -> Plan:
     """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
 
@@ -896,7 +897,7 @@ def make_plan(
         raise InvalidInputError(
             f"gdal_options must be a mapping of GDAL option names to values, got {gdal_options!r}"
         )
-    profiles = _check_auth(auth)
+    profiles = _check_auth(with_signer(auth, sign))
     parse_crs(bbox_crs, "bbox_crs")
     if bbox is not None:
         bbox = check_bbox(bbox)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mosaic.index import TileIndex
     from mosaic.planner import Plan
     from mosaic.records import SceneAsset, Skipped
+    from mosaic.tree import open_tree
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,7 @@ _LAZY = {
     "Plan": "mosaic.planner",
     "SceneAsset": "mosaic.records",
     "Skipped": "mosaic.records",
+    "open_tree": "mosaic.tree",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -97,6 +99,7 @@ __all__ = [
     "__version__",
     "export_gti",
     "load",
+    "open_tree",
     "plan",
     "read_stats",
     "regrid",

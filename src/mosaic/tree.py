@@ -654,29 +654,7 @@ def _plan_node(
     right = max(b[1] + b[3] for b in boxes)
     transform = (a, first[1], c0 + left * a + top * first[1], first[3], e, f0 + top * e + left * first[3])
     shape = (bottom - top, right - left)
-    node_assets = {r.asset for r in rows}
-    names = [s.name for s in specs if s.asset in node_assets]
-    if group_by == "grid":
-        node_specs = band_specs(
-            rows,
-            bands=names,
-            method="first",
-            dtype=None,
-            nodata=None,
-            resampling="nearest",
-            mixed_scales=set(),
-        )
-        node_specs = tuple(_declared(spec, rows) for spec in node_specs)
-    else:
-        node_specs = band_specs(
-            rows,
-            bands=names,
-            method=method,
-            dtype=None,
-            nodata=None,
-            resampling="nearest",
-            mixed_scales=mixed_scale_assets(rows),
-        )
+    node_specs = _node_specs(specs, rows, group_by, method)
     by_asset: dict[str, list[BandSpec]] = defaultdict(list)
     for spec in node_specs:
         by_asset[spec.asset].append(spec)
@@ -769,6 +747,42 @@ def _plan_node(
         code=group.code,
         method=method if group_by == "crs" else "first",
     )
+
+
+def _node_specs(
+    specs: Sequence[BandSpec], rows: Sequence[SceneAsset], group_by: str, method: Any
+) -> tuple[BandSpec, ...]:
+    """The request's bands that the node's files hold, with the dtype and nodata of those files.
+
+    Names stay the request's (``data.1`` in every node), so one band has one name across the tree.
+    A ``"grid"`` node keeps its files' own dtype and nodata; a ``"crs"`` node's bands are what
+    :func:`mosaic.load` makes of the same scenes with ``method``.
+    """
+    mixed = set() if group_by == "grid" else mixed_scale_assets(rows)
+    local: dict[str, tuple[BandSpec, ...]] = {}
+    out = []
+    for spec in specs:
+        if spec.asset not in local:
+            mine = [r for r in rows if r.asset == spec.asset]
+            local[spec.asset] = (
+                band_specs(
+                    mine,
+                    bands=[spec.asset],
+                    method="first" if group_by == "grid" else method,
+                    dtype=None,
+                    nodata=None,
+                    resampling="nearest",
+                    mixed_scales=mixed,
+                )
+                if mine
+                else ()
+            )
+        found = next((s for s in local[spec.asset] if s.band == spec.band), None)
+        if found is None:  # not on this node's grid, or its files here have fewer bands
+            continue
+        found = replace(found, name=spec.name)
+        out.append(_declared(found, rows) if group_by == "grid" else found)
+    return tuple(out)
 
 
 def _declared(spec: BandSpec, rows: Sequence[SceneAsset]) -> BandSpec:

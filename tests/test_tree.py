@@ -271,6 +271,14 @@ def test_group_by_crs_places_scenes_on_the_union_of_their_grids_as_by_hand(demo_
         assert max(len(step.scenes) for step in node.steps) >= 2
         got = tree[path].to_dataset()[band].values
         np.testing.assert_array_equal(got, _by_hand(node, band))
+    # a pixel of the 15E scene: its series reads that scene only, one read per step holding it
+    node = plan.node("/EPSG_32633/60m")
+    (src,) = {s.source("AOT").box for step in node.steps for s in step.scenes if s.id.startswith("S33-mid")}
+    runtime.reset()
+    tree["/EPSG_32633/60m"].to_dataset().AOT.isel(y=src[0] + 10, x=src[1] + 10).compute()
+    holding = sum(any(s.id.startswith("S33-mid") for s in step.scenes) for step in node.steps)
+    mids = sum(s.id.startswith("S33-mid") for step in node.steps for s in step.scenes)
+    assert 0 < holding <= mosaic.read_stats().reads <= mids  # never a scene of the 12E seam
 
 
 def test_group_by_crs_of_real_fill_zero_scenes(tmp_path):

@@ -889,8 +889,8 @@ class _NodeBlocks(Mapping[Any, Any]):
         return True
 
 
-def _band_array(node: TreeNode, spec: BandSpec, plan: TreePlan) -> Any:
-    """The lazy (time, y, x) dask array of one band of ``node``."""
+def _band_array(node: TreeNode, spec: BandSpec, plan: TreePlan, token: str) -> Any:
+    """The lazy (time, y, x) dask array of one band of ``node`` (``token``: the node's dask token)."""
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -913,7 +913,7 @@ def _band_array(node: TreeNode, spec: BandSpec, plan: TreePlan) -> Any:
         native=native,
         auth=plan.auth,
     )
-    name = f"mosaic-tree-{spec.name}-{tokenize(node, spec.name, plan.max_concurrency)}"
+    name = f"mosaic-tree-{spec.name}-{tokenize(token, spec.name, plan.max_concurrency, plan.auth)}"
     graph = HighLevelGraph.from_collections(name, _NodeBlocks(name, node, spec, ctx), dependencies=())
     ny, nx = node.chunk_grid
     cy, cx = node.chunks
@@ -932,6 +932,7 @@ def node_dataset(node: TreeNode, plan: TreePlan) -> xr.Dataset:
     """
     import shapely
     import xarray as xr
+    from dask.base import tokenize
     from odc.geo.xr import xr_coords
 
     from mosaic.api import _nodata_value
@@ -953,6 +954,7 @@ def node_dataset(node: TreeNode, plan: TreePlan) -> xr.Dataset:
     coords["scene_id" if grid else "scene_ids"] = per_step([i[0] if grid else json.dumps(i) for i in ids])
     coords["footprint"] = per_step(footprints)
     data_vars = {}
+    token = tokenize(node)  # (once: a node of many steps is long to hash)
     for spec in node.bands:
         hrefs = [
             [redact(src.read.href) for s in step.scenes if (src := s.source(spec.name)) is not None]
@@ -972,7 +974,7 @@ def node_dataset(node: TreeNode, plan: TreePlan) -> xr.Dataset:
         if spec.physical:
             attrs["units_note"] = "physical values: each scene's own scale/offset applied (they differ)"
         data_vars[spec.name] = xr.DataArray(
-            _band_array(node, spec, plan), dims=("time", "y", "x"), attrs=attrs
+            _band_array(node, spec, plan, token), dims=("time", "y", "x"), attrs=attrs
         )
     attrs = {
         "crs": node.crs,

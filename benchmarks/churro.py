@@ -17,12 +17,12 @@ Engines, each asked for the B02 series of pixel (``--y``, ``--x``), 52 values th
   the lazy cube of the area, then the pixel (a chunk is the whole scene);
 - ``odc-point`` / ``odc-cube``: ``odc.stac.load`` with the same grids, ``groupby="time"``, chunks 2048.
 
-Each run is a fresh process and a fresh server. The process does its set-up first (imports, Items,
-the index; for ``tree-ranges`` the index reads each file's header, after which GDAL's HTTP cache is
-emptied), says it is ready, the server's counters are zeroed, and only then the timed part runs:
-open/plan + compute of the series. Reported: the median wall time of the timed part, and the server's
-requests and body bytes (the same in every run), and mosaic's reads (its limiter). 8 dask threads,
-``max_concurrency`` 8.
+Each run is a fresh process and a fresh server, the engines' order rotating from run to run. The
+process sets up first (imports, Items, the index; for ``tree-ranges`` the index reads each file's
+header, after which GDAL's HTTP cache is emptied), says it is ready, the server's counters are
+zeroed, and only then the timed part runs: open/plan + compute of the series. Reported: the median
+wall time of the timed part, the server's requests and body bytes (the same in every run), and
+mosaic's reads (its limiter). 8 dask threads, ``max_concurrency`` 8.
 
 Run from the project root, under the shared lock (timings only on a quiet machine)::
 
@@ -197,8 +197,11 @@ def main() -> None:
     make_data()
     load_before = os.getloadavg()[0]
     rows, series = [], {}
-    for engine in args.engines:
-        runs = [run_once(engine, args) for _ in range(args.runs)]
+    done: dict[str, list[dict[str, Any]]] = {e: [] for e in args.engines}
+    for r in range(args.runs):  # the engines' order rotates from run to run (the load drifts)
+        for engine in args.engines[r % len(args.engines) :] + args.engines[: r % len(args.engines)]:
+            done[engine].append(run_once(engine, args))
+    for engine, runs in done.items():
         series[engine] = runs[0]["values"]
         rows.append(
             {

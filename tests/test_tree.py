@@ -117,6 +117,47 @@ def test_real_stac_items_nodes_are_their_grids_named_by_their_codes():
     assert landsat.records()[source.row].href == source.read.href  # the index row it came from
 
 
+@pytest.mark.filterwarnings("ignore::mosaic.errors.IncompleteMetadataWarning")
+def test_real_stac_items_pixels_exactly_with_their_files_written_here(tmp_path):
+    """The real Sentinel-2 Items' B01 grids (1830 x 1830 at 60 m, two UTM zones), with files written on
+    exactly those grids in place of the unreachable archive: each node holds its file's pixels."""
+    items = json.loads(SENTINEL2_ITEMS.read_text())
+    rng = np.random.default_rng(1)
+    for item in items:
+        asset = item["assets"]["B01"]
+        tile = item["properties"]["s2:mgrs_tile"]
+        data = rng.integers(1, 10_000, asset["proj:shape"], dtype="uint16")
+        data[:100] = 0  # nodata rows
+        path = tmp_path / f"{tile}_B01.tif"
+        profile = dict(
+            crs=f"EPSG:{item['properties']['proj:epsg']}", nodata=0, blockxsize=256, blockysize=256
+        )
+        profile["transform"] = Affine(*asset["proj:transform"][:6])
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            dtype="uint16",
+            count=1,
+            tiled=True,
+            height=data.shape[0],
+            width=data.shape[1],
+            **profile,
+        ) as dst:
+            dst.write(data, 1)
+        asset["href"] = str(path)
+    index = TileIndex.from_stac(items, assets=["B01"])
+    tree = open_tree(index)
+    assert sorted(leaf.path for leaf in tree.leaves) == [
+        "/EPSG_32646/46XER_60m",
+        "/EPSG_32646/46XES_60m",
+        "/EPSG_32647/47XMJ_60m",
+        "/EPSG_32647/47XML_60m",
+    ]
+    assert _check_every_scene(tree) == 4
+    assert all(leaf.to_dataset().attrs["chunks"] == [256, 256] for leaf in tree.leaves)
+
+
 def test_grid_codes_from_stac_properties():
     assert grid_code({"grid:code": "MGRS-32TQM", "s2:mgrs_tile": "32TQM"}) == "MGRS-32TQM"
     assert grid_code({"mgrs:utm_zone": 5, "mgrs:latitude_band": "V", "mgrs:grid_square": "NK"}) == "05VNK"

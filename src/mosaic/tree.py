@@ -436,8 +436,8 @@ def _grid_key(rec: SceneAsset, group_by: str) -> tuple[Any, ...]:
     return ("crs", crs, a, e, _phase(cast(Transform, transform)))
 
 
-def grid_nodes(records: Sequence[SceneAsset], group_by: str = "grid") -> list[tuple[str, list[int]]]:
-    """The nodes ``records`` make: ``(path, positions of its records)``, sorted by path.
+def grid_nodes(records: Any, group_by: str = "grid") -> list[tuple[str, list[int]]]:
+    """The nodes ``records`` (a TileIndex or its rows) make: ``(path, positions of its rows)``, by path.
 
     ``group_by="grid"``: one node per distinct CRS + transform + shape; ``"crs"``: one per CRS,
     resolution and pixel phase (rotated grids keep a node each). Records without a grid (footprint
@@ -446,7 +446,8 @@ def grid_nodes(records: Sequence[SceneAsset], group_by: str = "grid") -> list[tu
     Raises:
         InvalidInputError: an unknown ``group_by``.
     """
-    return [(g.path, list(g.rows)) for g in _groups(records, _check_group_by(group_by))]
+    rows = records.records() if hasattr(records, "records") else list(records)
+    return [(g.path, list(g.rows)) for g in _groups(rows, _check_group_by(group_by))]
 
 
 def _check_group_by(group_by: Any) -> str:
@@ -554,15 +555,10 @@ def plan_tree(
     parse_crs(bbox_crs, "bbox_crs")
     area = None if bbox is None else bbox_to_lonlat(check_bbox(bbox), bbox_crs)
     idx = resolve_index(index, bbox_ll=area, time=time, auth=profiles)
-    position = {
-        key: i
-        for i, key in enumerate(
-            zip(idx.table.column("id").to_pylist(), idx.table.column("asset").to_pylist(), strict=True)
-        )
-    }
-    selected = [
-        r for r in idx.query_geometry(area, time).records() if r.href is not None and r.transform is not None
-    ]
+    positions = idx.query_rows(area, time)  # (the index rows each source comes from)
+    found = idx.take(positions).records()
+    position = {(r.id, r.asset): int(i) for r, i in zip(found, positions, strict=True)}
+    selected = [r for r in found if r.href is not None and r.transform is not None]
     if not selected:
         where = f" {redact(idx.source)}" if idx.source else ""
         raise NoDataError(

@@ -909,7 +909,7 @@ def _band_array(node: TreeNode, spec: BandSpec, plan: TreePlan, token: str) -> A
         native=native,
         auth=plan.auth,
     )
-    name = f"mosaic-tree-{spec.name}-{tokenize(token, spec.name, plan.max_concurrency, plan.auth)}"
+    name = f"mosaic-tree-{spec.name}-{tokenize(token, spec.name, plan.max_concurrency)}"
     graph = HighLevelGraph.from_collections(name, _NodeBlocks(name, node, spec, ctx), dependencies=())
     ny, nx = node.chunk_grid
     cy, cx = node.chunks

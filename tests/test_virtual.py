@@ -7,6 +7,7 @@ step by time step, with rasterio's reads of the files, byte for byte.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -38,7 +39,7 @@ PATTERN = r"(?P<id>[^/]+)/(?P<asset>[^/.]+)\.tif$"
 
 READBACK = textwrap.dedent(
     r"""
-    import json, sys
+    import io, json, sys
     import numpy as np
     import rasterio
     import xarray as xr
@@ -100,6 +101,10 @@ READBACK = textwrap.dedent(
                 "fill": None if var.attrs.get("_FillValue") is None else str(var.attrs["_FillValue"]),
                 "rio_nodata": None if var.rio.nodata is None else float(var.rio.nodata),
             }
+            if options.get("values"):  # the whole array, for comparisons in the test process
+                buffer = io.BytesIO()
+                np.save(buffer, np.asarray(values, dtype=values.dtype.newbyteorder("=")), allow_pickle=False)
+                group["vars"][name]["values"] = buffer.getvalue().hex()
     assert "mosaic" not in sys.modules
     print(json.dumps(summary))
     """
@@ -574,3 +579,38 @@ def test_parquet_references_read_back_bit_for_bit(demo_tiles_index, tmp_path):
 def test_parquet_without_fastparquet_says_what_to_install(demo_tiles_index, tmp_path):
     with pytest.raises(InvalidInputError, match=r"fastparquet.*virtual-mosaic\[virtual\]"):
         mosaic.export_virtual(demo_tiles_index, tmp_path / "x.parq", format="parquet")
+
+
+def test_the_store_read_back_without_mosaic_equals_open_tree(demo_tiles_index, tmp_path):
+    """Same node paths as the tree, and every single-band variable equal to the tree's, bit for bit."""
+    written = mosaic.export_virtual(demo_tiles_index, tmp_path / "tree.json")
+    tree = mosaic.open_tree(demo_tiles_index)
+    nodes = {node.path: node for node in tree.subtree if node.has_data}
+    summary = read_back(written[1], values="1")
+    assert set(summary["groups"]) == set(nodes)
+    compared = 0
+    for path, group in summary["groups"].items():
+        node = nodes[path].to_dataset()
+        for name, var in group["vars"].items():
+            if len(var["shape"]) != 3:  # a pixel-interleaved file: one (time, y, x, band) array
+                continue
+            want = node[name].values
+            got = np.load(io.BytesIO(bytes.fromhex(var["values"])), allow_pickle=False)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (path, name)  # NaNs too
+            compared += 1
+    assert compared >= len(nodes)
+
+
+def test_a_tree_opened_from_a_saved_index_exports_its_own_scenes(demo_tiles_index, tmp_path):
+    path = tmp_path / "index.parquet"
+    demo_tiles_index.write(path)
+    tree = mosaic.open_tree(path, bands=["B02"], time="2024-06-01/2024-06-11")
+    written = mosaic.export_virtual(tree, tmp_path / "from_tree.json")
+    summary = read_back(written[1])
+    assert set(summary["groups"]) == {node.path for node in tree.subtree if node.has_data}
+    assert all(set(group["vars"]) == {"B02"} for group in summary["groups"].values())
+    assert summary["compared"] == sum(
+        int((node.to_dataset()["B02_href"].values != "").sum()) for node in tree.subtree if node.has_data
+    )
+    with pytest.raises(InvalidInputError, match="in-memory TileIndex"):
+        mosaic.export_virtual(mosaic.open_tree(demo_tiles_index), tmp_path / "x.json")

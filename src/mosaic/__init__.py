@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from mosaic.outputs.batch import RegridReport, regrid, write_cog, write_zarr
     from mosaic.outputs.gti import export_gti
     from mosaic.outputs.sampling import sample
+    from mosaic.outputs.tree import open_tree
     from mosaic.outputs.virtual import export_virtual
     from mosaic.planning.planner import Plan
     from mosaic.planning.records import SceneAsset, Skipped
@@ -69,6 +70,7 @@ _LAZY = {
     "Skipped": "mosaic.planning.records",
     "export_virtual": "mosaic.outputs.virtual",
     "sample": "mosaic.outputs.sampling",
+    "open_tree": "mosaic.outputs.tree",
 }
 """Public names imported on first use, and the module each comes from."""
 
@@ -107,6 +109,7 @@ __all__ = [
     "export_gti",
     "export_virtual",
     "load",
+    "open_tree",
     "plan",
     "read_stats",
     "regrid",

@@ -691,6 +691,10 @@ class TileIndex:
 
     def query_geometry(self, area: BaseGeometry | None, time: TimeLike = None) -> TileIndex:
         """Rows whose footprint intersects ``area`` (lon/lat, split at the antimeridian) and ``time``."""
+        return self.take(self.query_rows(area, time))
+
+    def query_rows(self, area: BaseGeometry | None, time: TimeLike = None) -> np.ndarray:
+        """The positions of the rows :meth:`query_geometry` selects, ascending."""
         if area is None:
             rows = np.arange(len(self))
         else:
@@ -706,7 +710,7 @@ class TileIndex:
             if start is not None:
                 keep &= t1[rows] >= start.value // 1000
             rows = rows[keep]
-        return self.take(rows)
+        return rows
 
     def take(self, rows: Sequence[int] | np.ndarray) -> TileIndex:
         """The rows at the given positions, as a new index."""

@@ -25,7 +25,6 @@ naming them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 import os
@@ -172,7 +171,8 @@ def export_virtual(
     ``imagecodecs.numcodecs.register_codecs()`` for ZSTD, LZW and predictor tiles).
 
     Args:
-        index_or_tree: a TileIndex or the path of a saved index, built with ``tile_ranges=True``.
+        index_or_tree: a TileIndex or the path of a saved index, built with ``tile_ranges=True``; or a
+            tree from :func:`mosaic.open_tree` of a saved index (its scenes are exported).
         path: the store: a JSON file (``format="json"``) or a folder of Parquet files
             (``format="parquet"``).
         bbox: area in ``bbox_crs`` (default: everywhere); scenes whose footprint touches it are written
@@ -211,16 +211,14 @@ def export_virtual(
         bbox = check_bbox(bbox)
     if format == "parquet":
         _require_fastparquet()
+    hrefs: set[str] | None = None
     if type(index_or_tree).__name__ == "DataTree":
-        raise InvalidInputError(
-            "export_virtual takes the index the tree was opened from (a TileIndex or its path), not "
-            "the DataTree itself"
-        )
+        index_or_tree, hrefs = _tree_source(index_or_tree)
     idx = resolve_index(index_or_tree)
     rows = [
         r
         for r in idx.query(bbox, time, bbox_crs=bbox_crs).records()
-        if r.href and r.transform is not None and r.shape is not None
+        if r.href and r.transform is not None and r.shape is not None and (hrefs is None or r.href in hrefs)
     ]
     rows = [r for r in rows if r.asset in _assets(rows, bands)]
     if not rows:
@@ -303,16 +301,30 @@ def _assets(rows: Sequence[SceneAsset], bands: Sequence[str] | str | None) -> li
     return wanted
 
 
-def _grid_nodes(rows: Sequence[SceneAsset]) -> list[tuple[str, list[SceneAsset]]]:
-    """``(node path, rows)`` per exact (CRS, transform, shape): the one grouping to replace.
+def _tree_source(tree: Any) -> tuple[str, set[str]]:
+    """The saved index a :func:`mosaic.open_tree` tree was opened from, and the hrefs it holds."""
+    source = tree.attrs.get("index")
+    if not source or source == "in-memory TileIndex" or "***" in str(source):
+        raise InvalidInputError(
+            "this tree was opened from an in-memory TileIndex (or an index path with a secret): pass "
+            "that index to export_virtual, with the tree's bbox, time and bands"
+        )
+    hrefs = {
+        str(href)
+        for node in tree.subtree
+        for name, coord in node.coords.items()
+        if str(name).endswith("_href")
+        for href in coord.values.ravel()
+        if href
+    }
+    return str(source), hrefs
 
-    A placeholder for :mod:`mosaic.outputs.tree`'s ``grid_nodes`` (its node names, and its tolerance on the
-    transform), which returns the same with row positions.
-    """
-    by_grid: dict[tuple[str, tuple[float, ...], tuple[int, int]], list[SceneAsset]] = {}
-    for r in rows:
-        by_grid.setdefault((r.crs, tuple(r.transform), tuple(r.shape)), []).append(r)  # type: ignore[arg-type]
-    return [(_node_path(*key), members) for key, members in by_grid.items()]
+
+def _grid_nodes(rows: Sequence[SceneAsset]) -> list[tuple[str, list[SceneAsset]]]:
+    """``(node path, rows)`` per native grid: the nodes of :func:`mosaic.open_tree`, with its names."""
+    from mosaic.outputs.tree import grid_nodes
+
+    return [(path, [rows[i] for i in positions]) for path, positions in grid_nodes(rows)]
 
 
 def _group_rows(rows: Sequence[SceneAsset]) -> list[VirtualGroup]:
@@ -374,18 +386,6 @@ def _group(path: str, members: Sequence[SceneAsset]) -> VirtualGroup:
 
 def _sort_time(value: Any) -> float:
     return math.inf if value is None else float(value.value)
-
-
-def _node_path(crs: str, transform: Sequence[float], shape: tuple[int, int]) -> str:
-    """``/EPSG_32632/<grid>``: the CRS's code (or a digest of its WKT), then origin, pixel size, size."""
-    if re.fullmatch(r"[A-Z]+:\d+", crs):
-        crs_name = crs.replace(":", "_")
-    else:
-        crs_name = "CRS_" + hashlib.sha1(crs.encode()).hexdigest()[:8]
-    a, _, c, _, _, f = transform
-    grid = f"{c:.0f}_{f:.0f}_{abs(a):g}_{shape[1]}x{shape[0]}".replace("-", "m").replace(".", "p")
-    digest = hashlib.sha1(repr((tuple(transform), tuple(shape))).encode()).hexdigest()[:6]
-    return f"/{crs_name}/{grid}_{digest}"
 
 
 def _layout(r: SceneAsset) -> cog.TileLayout:

@@ -319,3 +319,18 @@ def test_a_quality_mask_applies_to_tiles_as_to_load(tmp_path):
     masked = load_on(grid, index, mask="sentinel2-scl")
     np.testing.assert_array_equal(npy(body)[0], masked)
     assert (load_on(grid, index) != masked).sum() > 100  # the mask changed the tile: clouds were there
+
+
+def test_point_gives_the_time_series_of_mosaic_sample(server, demo_index):
+    status, _, body = server.get("/point?lon=12.0&lat=45.48")
+    assert status == 200, body
+    answer = json.loads(body)
+    want = mosaic.sample([(12.0, 45.48)], index=demo_index, bands=["B02"])
+    assert [row["time"][:10] for row in answer["series"]] == [str(t)[:10] for t in want["time"].values]
+    assert [row["B02"] for row in answer["series"]] == [int(v) for v in want["B02"].values[:, 0]]
+    assert len(answer["series"]) == 3  # the seam's three dates
+    status, _, body = server.get("/point?lon=-30&lat=0")  # the Atlantic: no scene
+    assert status == 200 and json.loads(body)["series"] == []
+    for query in ("lon=x&lat=1", "lon=200&lat=0", "lat=1"):
+        status, headers, _ = server.get(f"/point?{query}")
+        assert status == 400 and "lon" in headers["x-mosaic-error"], query

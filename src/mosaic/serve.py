@@ -9,7 +9,8 @@ failed read is HTTP 502 naming the scene, in the ``X-Mosaic-Error`` header and t
 transparent tile that looks like "no data here".
 
 Routes: ``/`` (the map page), ``/tiles/{z}/{x}/{y}.{png,webp,npy}``, ``/tilejson.json``, ``/wmts``
-(WMTS capabilities), ``/footprints.geojson``, ``/times.json``, ``/static/...`` (the vendored Leaflet).
+(WMTS capabilities), ``/footprints.geojson``, ``/times.json``, ``/point?lon=&lat=`` (the values at a
+point over time, :func:`mosaic.sample`), ``/static/...`` (the vendored Leaflet).
 Query parameters of tile requests override the server's defaults: ``time``, ``bands``, ``rescale``,
 ``colormap``, ``method``, ``resampling``.
 """
@@ -211,6 +212,22 @@ def app(
     def times(request: Request) -> Response:
         return JSONResponse(_time_groups(tiles))
 
+    def point(request: Request) -> Response:
+        where = "point"
+        try:
+            lon, lat = _lonlat(request.query_params.get("lon"), request.query_params.get("lat"))
+            where = f"point {lon:.6f},{lat:.6f}"
+            style = style_of(request)
+            series = _series(tiles, lon, lat, style)
+        except InvalidInputError as exc:
+            return _error(400, where, exc)
+        except ReadError as exc:
+            log.error("%s: %s", where, redact(str(exc)))
+            return _error(502, where, exc)
+        except MosaicError as exc:
+            return _error(500, where, exc)
+        return JSONResponse({"lon": lon, "lat": lat, "series": series})
+
     def page(request: Request) -> Response:
         html = (STATIC / "map.html").read_text()
         config = {
@@ -227,9 +244,56 @@ def app(
         Route("/wmts", wmts),
         Route("/footprints.geojson", footprints),
         Route("/times.json", times),
+        Route("/point", point),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes)
+
+
+def _lonlat(lon: str | None, lat: str | None) -> tuple[float, float]:
+    """``lon``/``lat`` query parameters as numbers on the Earth."""
+    try:
+        x, y = float(lon), float(lat)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"point needs numbers lon= and lat=, got lon={lon!r} lat={lat!r}") from None
+    if not (-180.0 <= x <= 180.0 and -90.0 <= y <= 90.0):
+        raise InvalidInputError(f"point lon={x} lat={y} is off the Earth (lon -180..180, lat -90..90)")
+    return x, y
+
+
+def _series(index: Any, lon: float, lat: float, style: TileStyle) -> list[dict[str, Any]]:
+    """The time series of the style's bands at a point (:func:`mosaic.sample`), as JSON records.
+
+    Every time group of the index (or of the style's ``time``), fused by the style's ``method`` and
+    masked by its ``mask``; a date whose scenes hold no value at the point gives nulls.
+    """
+    import numpy as np
+
+    from mosaic.errors import NoDataError
+    from mosaic.outputs.sampling import sample
+
+    options = {k: v for k, v in style.extra.items() if k in ("mask", "auth", "max_concurrency", "nodata")}
+    try:
+        ds = sample(
+            [(lon, lat)],
+            style.time,
+            index=index,
+            bands=list(style.bands) if style.bands else None,
+            method=style.method,
+            **options,
+        )
+    except NoDataError:
+        return []
+    records = []
+    for i, when in enumerate(ds["time"].values):
+        record: dict[str, Any] = {"time": str(np.datetime_as_string(when, unit="s"))}
+        for name, var in ds.data_vars.items():
+            value = var.values[i, 0].item()
+            nodata = var.attrs.get("nodata")
+            missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+            record[str(name)] = None if missing or (nodata is not None and value == nodata) else value
+        records.append(record)
+    return records
 
 
 def _colormap(name: str) -> str:

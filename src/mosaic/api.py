@@ -62,6 +62,8 @@ def load(
     auth: Profile | Sequence[Profile] | None = None,
     progress: bool = False,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> xr.Dataset:
     """Load a seamless mosaic of the scenes in ``index`` on one grid: lazy, or eager with ``chunks=None``.
 
@@ -113,6 +115,15 @@ def load(
             default 10^11. A larger grid, or one whose pixels are over 100 times finer than the
             finest selected scene's (a resolution in the wrong units), raises
             :class:`~mosaic.errors.GridSizeError`; ``None`` lifts both checks.
+        filter: only the scenes for which this CQL2 filter is true: text
+            (``"eo:cloud_cover < 20 AND sat:orbit_state = 'descending'"``) or CQL2 JSON (a dict), on
+            the Item properties the index holds and its own columns (``id``, ``collection``...); see
+            :meth:`~mosaic.index.TileIndex.query`. A saved index reads only the row groups that can
+            match.
+        sortby: the order ``method="first"``/``"last"`` take the scenes of a time group in, as STAC
+            API ``sortby``: ``"-eo:cloud_cover"`` (least cloudy first), ``["+datetime", "id"]``; ties,
+            and the default, in datetime-then-id order. Scenes without a value of a field come after
+            those with one.
 
     Raises:
         GridSizeError: the grid is larger than ``max_pixels``, or much finer than the scenes.
@@ -157,6 +168,8 @@ def load(
             gdal_options=gdal_options,
             auth=auth,
             max_pixels=max_pixels,
+            filter=filter,
+            sortby=sortby,
         )
     )
     if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)

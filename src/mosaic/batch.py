@@ -241,6 +241,8 @@ def regrid(
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -281,6 +283,8 @@ def regrid(
         gdal_options: GDAL configuration options entered inside every read task.
         auth: credential profiles matched by href prefix.
         max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
+        filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
+        sortby: the order ``first``/``last`` take scenes in, as :func:`mosaic.load`.
 
     Returns:
         A :class:`RegridReport`.
@@ -319,6 +323,8 @@ def regrid(
         gdal_options=gdal_options,
         auth=auth,
         max_pixels=max_pixels,
+        filter=filter,
+        sortby=sortby,
     )
     request = {
         "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
@@ -339,6 +345,10 @@ def regrid(
         "src_nodata": src_nodata,
         "chunks": dict(layout),
     }
+    if the_plan.filter is not None:  # recorded only when given: stores of earlier requests resume as before
+        request["filter"] = the_plan.filter
+    if the_plan.sortby:
+        request["sortby"] = [f"{'-' if desc else ''}{name}" for name, desc in the_plan.sortby]
     common = dict(request=request, client=client, batch_size=batch_size, progress=progress)
     if output_kind(path) == "cog":
         return write_cog(the_plan, path, overwrite=overwrite, **common)

@@ -19,6 +19,7 @@ __all__ = [
     "ChangedSourceWarning",
     "ChangedSourcesError",
     "DuplicateRowsWarning",
+    "FilterError",
     "GDALVersionError",
     "GridSizeError",
     "HrefNotAllowedError",
@@ -55,6 +56,15 @@ class MosaicError(Exception):
 
 class InvalidInputError(MosaicError, ValueError):
     """An argument is malformed: a bbox, a time range, a CRS, an option value."""
+
+
+class FilterError(InvalidInputError):
+    """A ``filter=`` (CQL2) or ``sortby=`` that cannot be applied.
+
+    It is malformed, uses an operator mosaic does not evaluate, names a property the index does not
+    hold, or compares a value of the wrong type. The message names the bad part (and, for an unknown
+    property, the ones the index holds).
+    """
 
 
 class GridSizeError(InvalidInputError):

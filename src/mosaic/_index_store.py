@@ -365,8 +365,9 @@ class ReadReport:
     """The files opened."""
     row_groups_filtered: int = 0
     """Row groups left out by the ``filter`` alone: their statistics show no row can match it."""
-    columns: tuple[str, ...] = ()
-    """The columns of the files opened (all of them, whatever was read)."""
+    columns: tuple[pa.Field, ...] = ()
+    """The columns of the files opened (all of them, whatever was read), each once; not those whose
+    type differs between files."""
 
 
 class _Footer:
@@ -639,7 +640,8 @@ def read_tables(
     end_us = None if end is None else int(end.value // 1000)
     out: list[FilePart] = []
     opened: list[str] = []
-    columns_seen: dict[str, None] = {}
+    columns_seen: dict[str, pa.Field] = {}
+    conflicting: set[str] = set()
     groups_total = groups_read = rows_read = probed = filtered = 0
     for path, stamp in zip(where.files, where.stamps, strict=True):
         relative = path[len(where.root) :].lstrip("/")
@@ -652,7 +654,9 @@ def read_tables(
         pf, footer, meta, absent = _open_file(where.filesystem, path, stamp, name, schema_names, version_max)
         opened.append(name)
         names = pf.schema_arrow.names
-        columns_seen.update(dict.fromkeys(names))
+        for found in pf.schema_arrow:
+            if columns_seen.setdefault(found.name, found).type != found.type:
+                conflicting.add(found.name)  # read as derived from the JSON (TileIndex.read)
         groups = _groups(footer, parts, start_us, end_us)
         groups_total += footer.metadata.num_row_groups
         pushed = None if predicate is None else predicate.pushable(pf.schema_arrow)
@@ -710,7 +714,7 @@ def read_tables(
         rows_read=rows_read,
         opened=tuple(opened),
         row_groups_filtered=filtered,
-        columns=tuple(columns_seen),
+        columns=tuple(f for f in columns_seen.values() if f.name not in conflicting),
     )
     log.debug(
         "%s: opened %d of %d file(s); of their %d row group(s), %d left out by the filter, %d matched by "

@@ -669,12 +669,10 @@ class TileIndex:
             predicate=flt,
         )
         tables = [_with_columns(f.table, f.absent, f.meta.get("format_version", 1)) for f in files]
-        table = _concat(tables)
+        table = _with_properties_of(_concat(tables), report.columns)
         geometry = np.concatenate([f.geometry for f in files]) if files else np.empty(0, dtype=object)
-        if flt is not None and (
-            len(table) or set(flt.fields) <= set(report.columns) | set(table.column_names)
-        ):
-            keep = flt.mask(table)
+        if flt is not None and (len(table) or set(flt.fields) <= set(table.column_names)):
+            keep = flt.mask(table)  # (an empty read of files of old formats cannot tell unknown names)
             table, geometry = table.filter(pa.array(keep)), geometry[keep]
         table, geometry = _without_duplicates(table, geometry, where.label)
         skipped = list(dict.fromkeys(Skipped(h, r) for f in files for h, r in f.meta.get("skipped", [])))
@@ -946,6 +944,23 @@ def _with_columns(table: pa.Table, absent: Sequence[str], version: int = _FORMAT
     for name in extra:
         core = core.append_column(table.schema.field(name), table.column(name))
     return core
+
+
+def _with_properties_of(table: pa.Table, fields: Sequence[pa.Field]) -> pa.Table:
+    """``table`` with a null column for each property column of the files read that no row read has.
+
+    So an index read has the property columns of its files whichever row groups were read.
+    """
+    have = set(table.column_names)
+    for found in fields:
+        if (
+            found.name not in have
+            and found.name not in ("geometry", "bbox")
+            and found.name not in SCHEMA.names
+        ):
+            table = table.append_column(found, pa.nulls(len(table), found.type))
+            have.add(found.name)
+    return table.select([*SCHEMA.names, *sorted(n for n in table.column_names if n not in SCHEMA.names)])
 
 
 def _concat(tables: Sequence[pa.Table]) -> pa.Table:

@@ -597,3 +597,26 @@ def test_gdal_reads_the_saved_index_as_a_tile_index_where_it_has_a_parquet_drive
         f"GTI:{path}", LOCATION_FIELD="href", FILTER="asset = 'B02'", RESX=0.002, RESY=0.002
     ) as gti:
         assert gti.count == 1
+
+
+def test_regrid_takes_filter_and_sortby(demo_index, tmp_path):
+    kw = dict(
+        resolution=0.002, bands=["B02"], groupby=None, filter="eo:cloud_cover < 70", sortby="eo:cloud_cover"
+    )
+    report = mosaic.regrid(tmp_path / "clear.tif", SEAM, "EPSG:4326", "2024-06", index=demo_index, **kw)
+    assert report is not None
+    with rasterio.open(tmp_path / "clear.tif") as cog:
+        written = cog.read(1)
+    loaded = mosaic.load(SEAM, "EPSG:4326", "2024-06", index=demo_index, chunks=None, **kw)
+    np.testing.assert_array_equal(written, loaded.B02.values[0])
+    unfiltered = mosaic.load(
+        SEAM,
+        "EPSG:4326",
+        "2024-06",
+        index=demo_index,
+        chunks=None,
+        resolution=0.002,
+        bands=["B02"],
+        groupby=None,
+    )
+    assert (written != unfiltered.B02.values[0]).mean() > 0.1

@@ -122,22 +122,77 @@ def property_columns(
         properties: the JSON texts (null: no properties).
         reserved: column names of the index itself: properties of those names are not made columns.
     """
-    column = properties.combine_chunks() if isinstance(properties, pa.ChunkedArray) else properties
+    column = properties
     if len(column) == 0 or column.null_count == len(column):
         return {}
-    encoded = pc.dictionary_encode(column)
-    texts = encoded.dictionary.to_pylist()
-    indices = encoded.indices
+    if column.null_count:
+        column = pc.fill_null(column, "{}")
+    # the rows of one Item's assets are neighbours (the index's order): each run is parsed once
+    starts = np.ones(len(column), dtype=bool)
+    if len(column) > 1:
+        same = pc.equal(column.slice(1), column.slice(0, len(column) - 1))
+        starts[1:] = ~np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+    every = bool(starts.all())  # all distinct: no copy, no take
+    texts = column if every else column.take(pa.array(np.flatnonzero(starts)))
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    indices = None if every else pa.array(np.cumsum(starts) - 1)
+    columns = _read_json(texts)
+    if columns is None:  # kinds mixed within a property (Arrow refuses): the slow path sorts them out
+        columns = _parse_json(texts.to_pylist())
+    out: dict[str, pa.Array] = {}
+    for name in sorted(set(columns) - set(reserved)):
+        distinct = columns[name]
+        out[name] = distinct if indices is None else distinct.take(indices)
+    return out
+
+
+def _read_json(texts: pa.Array) -> dict[str, pa.Array] | None:
+    """The scalar properties of JSON objects, one per text, parsed by Arrow (C++), or None: mixed kinds."""
+    import pyarrow.json as pj
+
+    lines = pc.binary_join_element_wise(texts, pa.scalar(""), "\n")  # each text and a newline
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
+    data = lines.buffers()[2][int(offsets[0]) : int(offsets[-1])]  # the texts, one a line, not copied
+    if not data.size:
+        return None
+    read = pj.ReadOptions(block_size=min(data.size + 1, 2**31 - 1), use_threads=True)  # one inference
+    try:
+        table = pj.read_json(pa.BufferReader(data), read_options=read)
+        times = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+        if times:  # Arrow takes "2024-06-01" for a time: read those as text, typed by our rule below
+            parse = pj.ParseOptions(
+                explicit_schema=pa.schema([(n, pa.string()) for n in times]),
+                unexpected_field_behavior="infer",
+            )
+            table = pj.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    out: dict[str, pa.Array] = {}
+    for found in table.schema:
+        column = table.column(found.name).combine_chunks()
+        kind = found.type
+        if pa.types.is_boolean(kind) or kind in (pa.int64(), pa.float64()):
+            out[found.name] = column
+        elif pa.types.is_string(kind):
+            valid = column.drop_null()
+            if len(valid) and pc.all(pc.match_substring_regex(valid, _RFC3339.pattern)).as_py():
+                out[found.name] = _array(column.to_pylist(), _TS)
+            elif len(valid):
+                out[found.name] = column
+    return out
+
+
+def _parse_json(texts: list[str | None]) -> dict[str, pa.Array]:
+    """As :func:`_read_json`, in Python: a property whose values mix kinds is left out."""
     parsed = [_object(t) for t in texts]
-    names = sorted({k for p in parsed for k, v in p.items() if v is not None} - set(reserved))
+    names = sorted({k for p in parsed for k, v in p.items() if v is not None})
     out: dict[str, pa.Array] = {}
     for name in names:
         values = [p.get(name) for p in parsed]
         kind = _kind([v for v in values if v is not None])
-        if kind is None:
-            continue
-        distinct = _array(values, kind)
-        out[name] = distinct.take(indices)  # null indices (rows without properties) give nulls
+        if kind is not None:
+            out[name] = _array(values, kind)
     return out
 
 

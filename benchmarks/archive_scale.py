@@ -12,7 +12,7 @@ Then times, each in a fresh process (median of ``--runs``):
 
 * a cold 1-degree, 1-month query: ``TileIndex.read(folder, bbox=box, time=month).query(box,
   time=month)``, timed after ``import mosaic``, with the files, row groups, rows and bytes it read
-  (the ``mosaic.index.tile_index`` DEBUG record and ``/proc/self/io``) and the process's peak RSS;
+  (the ``mosaic.index`` DEBUG record and ``/proc/self/io``) and the process's peak RSS;
 * the same query warm: repeated in the same process (modules imported, files in the OS page cache);
 * the whole process (``python -c`` with the import) for the first box.
 
@@ -167,7 +167,7 @@ def child(args: argparse.Namespace) -> None:
     from mosaic.index import TileIndex
 
     handler = _Reports()
-    logger = logging.getLogger("mosaic.index.tile_index")
+    logger = logging.getLogger("mosaic.index")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     bbox = tuple(float(v) for v in args.box.split(","))

@@ -78,7 +78,7 @@ def test_files_are_indexed_with_their_size_and_time_and_older_indexes_still_read
     saved = index.write(tmp_path / "index.parquet")
     back = TileIndex.read(saved)
     assert back.equals(index) and [r.identity for r in back] == [r.identity for r in index]
-    assert json.loads(pq.read_schema(saved).metadata[b"mosaic"])["format_version"] == 4
+    assert json.loads(pq.read_schema(saved).metadata[b"mosaic"])["format_version"] == 5
 
     # an index written before identities (format 2) reads with none: nothing to check
     table = pq.read_table(saved)

@@ -84,7 +84,7 @@ def by_id(index: TileIndex) -> TileIndex:
 def read_report(caplog: pytest.LogCaptureFixture, path, **query):
     """``TileIndex.read(path, **query)`` and the report of what it opened and read."""
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="mosaic.index.tile_index"):
+    with caplog.at_level(logging.DEBUG, logger="mosaic.index"):
         index = TileIndex.read(path, **query)
     reports = [r.index_read for r in caplog.records if hasattr(r, "index_read")]
     assert len(reports) == 1

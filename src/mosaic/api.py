@@ -66,6 +66,8 @@ def load(
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
     mask: MaskSpec | str | None = None,
     mask_fraction: bool = False,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> xr.Dataset:
     """Load a seamless mosaic of the scenes in ``index`` on one grid: lazy, or eager with ``chunks=None``.
 
@@ -128,6 +130,15 @@ def load(
         mask_fraction: with ``mask``, add a ``mask_fraction`` variable (float32): per pixel and time,
             the share of the scenes with data there (in the first band) that the mask drops; NaN
             where no scene has data.
+        filter: only the scenes for which this CQL2 filter is true: text
+            (``"eo:cloud_cover < 20 AND sat:orbit_state = 'descending'"``) or CQL2 JSON (a dict), on
+            the Item properties the index holds and its own columns (``id``, ``collection``...); see
+            :meth:`~mosaic.index.tile_index.TileIndex.query`. A saved index reads only the row groups that can
+            match.
+        sortby: the order ``method="first"``/``"last"`` take the scenes of a time group in, as STAC
+            API ``sortby``: ``"-eo:cloud_cover"`` (least cloudy first), ``["+datetime", "id"]``; ties,
+            and the default, in datetime-then-id order. Scenes without a value of a field come after
+            those with one.
 
     Raises:
         GridSizeError: the grid is larger than ``max_pixels``, or much finer than the scenes.
@@ -174,6 +185,8 @@ def load(
             max_pixels=max_pixels,
             mask=mask,
             mask_fraction=mask_fraction,
+            filter=filter,
+            sortby=sortby,
         )
     )
     if chunks is None:  # eager, as odc-stac: the same graph, computed here (2048-pixel tasks)

@@ -19,6 +19,7 @@ __all__ = [
     "ChangedSourceWarning",
     "ChangedSourcesError",
     "DuplicateRowsWarning",
+    "FilterError",
     "GDALVersionError",
     "GridSizeError",
     "HrefNotAllowedError",
@@ -72,6 +73,15 @@ class VirtualStoreError(InvalidInputError):
 
     Zarr gives an array one chunk shape and one codec chain; the message names the scenes (and what
     differs) that do not fit, and what to do (``mixed="split"``, or re-encode them).
+    """
+
+
+class FilterError(InvalidInputError):
+    """A ``filter=`` (CQL2) or ``sortby=`` that cannot be applied.
+
+    It is malformed, uses an operator mosaic does not evaluate, names a property the index does not
+    hold, or compares a value of the wrong type. The message names the bad part (and, for an unknown
+    property, the ones the index holds).
     """
 
 

@@ -90,6 +90,7 @@ __all__ = [
     "Cloud",
     "Collar",
     "SceneSpec",
+    "cloud_cover",
     "demo_assets",
     "demo_clouds",
     "demo_collection",
@@ -477,6 +478,15 @@ def _quality(seed: int) -> int:
     return int(np.random.default_rng([seed, 0x9A11]).integers(1, 251))
 
 
+def cloud_cover(quality: int) -> float:
+    """A scene's ``eo:cloud_cover`` (percent) from its quality (1..250): 0 at 250, 100 at 1.
+
+    So the least cloudy scene is the one of highest quality (and ``sortby="eo:cloud_cover"`` orders
+    scenes as ``method="highest:quality"`` ranks them).
+    """
+    return round(100.0 * (250 - quality) / 249, 2)
+
+
 def _noise(seed: int, asset: str, band: int, shape: tuple[int, int]) -> np.ndarray:
     rng = np.random.default_rng([seed, zlib.crc32(asset.encode()), band])
     return rng.uniform(-NOISE_AMPLITUDE, NOISE_AMPLITUDE, size=shape)
@@ -742,6 +752,7 @@ def _build_item(
         "proj:bbox": list(bounds),
         "mosaic:seed": spec.seed,
         "mosaic:quality": _quality(int(spec.seed or 0)),
+        "eo:cloud_cover": cloud_cover(_quality(int(spec.seed or 0))),
         "mosaic:collar": collar,
         "mosaic:noise_amplitude": NOISE_AMPLITUDE,
         "mosaic:fingerprint": _fingerprint(spec),

@@ -12,12 +12,14 @@ from mosaic.cli.options import (
     bbox_crs_opt,
     check_bbox,
     crs_opt,
+    filter_opt,
     index_opt,
     max_pixels_opt,
     parse_bbox,
     quiet_opt,
     require_index,
     resolution_opt,
+    sortby_opt,
     time_opt,
 )
 
@@ -73,6 +75,8 @@ def gti() -> None:
 )
 @click.option("--xml", is_flag=True, help="Also write a .gti XML wrapper beside each GeoPackage.")
 @max_pixels_opt
+@filter_opt
+@sortby_opt
 @quiet_opt
 def export(
     index: str | None,
@@ -88,6 +92,8 @@ def export(
     warp: str,
     xml: bool,
     max_pixels: float | None,
+    filter: Any,
+    sortby: str | None,
     quiet: bool,
 ) -> None:
     """Write GTI files that GDAL opens as the mosaic 'mosaic regrid --groupby none' writes (same --method).
@@ -121,6 +127,8 @@ def export(
         warp=warp,  # type: ignore[arg-type]
         xml=xml,
         max_pixels=max_pixels,
+        filter=filter,
+        sortby=sortby,
     )
     if not quiet:
         for path in written:

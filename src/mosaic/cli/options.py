@@ -348,6 +348,56 @@ chunks_opt = click.option(
     callback=_callback(parse_chunks),
     help="Chunk size of the output in pixels.",
 )
+
+
+def parse_filter_option(text: str) -> Any:
+    """``--filter``: CQL2 text or CQL2 JSON, checked for syntax here (its properties when planning).
+
+    Raises:
+        click.BadParameter: not CQL2 (the message points at the problem).
+    """
+    from mosaic.errors import FilterError
+    from mosaic.index.filters import parse_filter
+
+    try:
+        return parse_filter(text)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def parse_sortby_option(text: str) -> str:
+    """``--sortby``: STAC API sortby text (``-eo:cloud_cover,datetime``), checked here.
+
+    Raises:
+        click.BadParameter: a field given twice, or none.
+    """
+    from mosaic.errors import FilterError
+    from mosaic.index.filters import parse_sortby
+
+    try:
+        parse_sortby(text)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return text
+
+
+filter_opt = click.option(
+    "--filter",
+    "filter",
+    metavar="CQL2",
+    callback=_callback(parse_filter_option),
+    help="Only the scenes for which this CQL2 filter (text, or JSON) is true, on Item properties and "
+    "index columns: \"eo:cloud_cover < 20 AND sat:orbit_state = 'descending'\"; comparisons, LIKE, "
+    "BETWEEN, IN, IS NULL, AND/OR/NOT, TIMESTAMP('...').",
+)
+sortby_opt = click.option(
+    "--sortby",
+    metavar="[-]FIELD,...",
+    callback=_callback(parse_sortby_option),
+    help="The order first/last take the scenes of a time step in, as STAC API sortby: "
+    "--sortby=-eo:cloud_cover is least cloudy first (- descending, + or nothing ascending); ties, and "
+    "the default, by datetime then id.",
+)
 bands_opt = click.option(
     "--bands",
     metavar="A,B,...",
@@ -469,6 +519,8 @@ _PLAN_OPTIONS = (
     src_nodata_opt,
     max_pixels_opt,
     mask_opt,
+    filter_opt,
+    sortby_opt,
 )
 """Every option that changes a plan, in help order. Each one's parameter name is a keyword argument of
 :func:`mosaic.plan` and :func:`mosaic.regrid`, which receive it as it is parsed."""
@@ -495,7 +547,8 @@ def plan_options(command: F) -> F:
     ``request`` holds the keyword arguments of :func:`mosaic.plan` (and :func:`mosaic.regrid`):
     ``index``, ``bbox``, ``bbox_crs``, ``crs``, ``resolution``, ``time``, ``bands``, ``method``,
     ``resampling``, ``groupby``, ``anchor``, ``dtype``, ``nodata``, ``src_nodata``, ``max_pixels``,
-    ``mask``; the bbox is checked in its CRS and an index is required. A command calls
+    ``mask``, ``filter``, ``sortby``; the
+    bbox is checked in its CRS and an index is required. A command calls
     ``mosaic.plan(**request, chunks=...)``, so an option added to ``_PLAN_OPTIONS`` reaches every such
     command and the API without touching them.
     """

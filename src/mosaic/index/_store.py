@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mosaic.auth import Profile
+    from mosaic.index.filters import Filter
 
 __all__ = [
     "NULL_KEY",
@@ -71,7 +72,7 @@ __all__ = [
     "wanted_keys",
 ]
 
-log = logging.getLogger("mosaic.index.tile_index")
+log = logging.getLogger("mosaic.index")
 
 PARTITION_KEYS = ("year", "utm_zone")
 """Partition keys :meth:`TileIndex.write` can write (``partition_by=``), and the ones a reader prunes by."""
@@ -362,15 +363,22 @@ class ReadReport:
     """Rows in the row groups read whole (before the row-by-row test)."""
     opened: tuple[str, ...]
     """The files opened."""
+    row_groups_filtered: int = 0
+    """Row groups left out by the ``filter`` alone: their statistics show no row can match it."""
+    columns: tuple[pa.Field, ...] = ()
+    """The columns of the files opened (all of them, whatever was read), each once; not those whose
+    type differs between files."""
 
 
 class _Footer:
     """A file's parsed footer and the statistics arrays taken from it (cached per file version)."""
 
-    __slots__ = ("checked", "metadata", "stats")
+    __slots__ = ("checked", "fragment", "metadata", "stats")
 
     def __init__(self, metadata: pq.FileMetaData):
         self.metadata = metadata
+        self.fragment: Any = None
+        """The file as a pyarrow dataset fragment with its statistics, once a filter needed them."""
         self.stats: dict[tuple[str, str], np.ndarray | None] = {}
         self.checked: tuple[dict[str, Any], tuple[str, ...]] | None = None
         """The file's mosaic metadata and absent columns, once its schema passed the checks."""
@@ -590,6 +598,20 @@ def _open_file(
     return pf, footer, meta, absent
 
 
+def _filtered_groups(
+    fs: pafs.FileSystem, path: str, footer: _Footer, expression: pc.Expression, groups: list[int]
+) -> list[int]:
+    """Of ``groups``, those whose footer statistics do not rule ``expression`` out (pyarrow decides)."""
+    import pyarrow.dataset as pads
+
+    if footer.fragment is None:
+        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=fs)
+        fragment.ensure_complete_metadata()
+        footer.fragment = fragment
+    kept = {group.id for group in footer.fragment.subset(filter=expression).row_groups}
+    return [g for g in groups if g in kept]
+
+
 def read_tables(
     where: IndexFiles,
     *,
@@ -598,6 +620,7 @@ def read_tables(
     end: pd.Timestamp | None,
     schema_names: Sequence[str],
     version_max: int,
+    predicate: Filter | None = None,
 ) -> tuple[list[FilePart], ReadReport]:
     """The candidate rows of each file the query needs (all rows without a query), and what was read.
 
@@ -606,15 +629,20 @@ def read_tables(
         parts: the query's lon/lat boxes (one, or two split at the antimeridian), or None.
         start: the query's start (None: open).
         end: the query's end, excluded (None: open).
-        schema_names: the index columns (``SCHEMA.names``).
+        schema_names: the index columns (``SCHEMA.names``); a file's other columns (Item properties)
+            are read too.
         version_max: the newest index format this mosaic reads.
+        predicate: a filter (:mod:`mosaic.index.filters`): in a file that has its properties as columns,
+            the row groups whose statistics rule it out are not read, nor the rows it leaves out.
     """
     wanted = wanted_keys(parts, start, end) if where.collection else {}
     start_us = None if start is None else int(start.value // 1000)
     end_us = None if end is None else int(end.value // 1000)
     out: list[FilePart] = []
     opened: list[str] = []
-    groups_total = groups_read = rows_read = probed = 0
+    columns_seen: dict[str, pa.Field] = {}
+    conflicting: set[str] = set()
+    groups_total = groups_read = rows_read = probed = filtered = 0
     for path, stamp in zip(where.files, where.stamps, strict=True):
         relative = path[len(where.root) :].lstrip("/")
         keys = partition_keys(relative) if where.collection else {}
@@ -625,21 +653,40 @@ def read_tables(
             name = f"s3://{path}"
         pf, footer, meta, absent = _open_file(where.filesystem, path, stamp, name, schema_names, version_max)
         opened.append(name)
+        names = pf.schema_arrow.names
+        for found in pf.schema_arrow:
+            if columns_seen.setdefault(found.name, found).type != found.type:
+                conflicting.add(found.name)  # read as derived from the JSON (TileIndex.read)
         groups = _groups(footer, parts, start_us, end_us)
         groups_total += footer.metadata.num_row_groups
+        pushed = None if predicate is None else predicate.pushable(pf.schema_arrow)
+        if pushed is not None and groups:
+            try:
+                kept = _filtered_groups(where.filesystem, path, footer, pushed, groups)
+            except (pa.ArrowException, OSError) as exc:
+                raise IndexFormatError(f"{name}: cannot be read (truncated or damaged: {exc})") from exc
+            filtered += len(groups) - len(kept)
+            groups = kept
         if not groups:
             continue
         present = [n for n in schema_names if n not in absent]
-        columns = [*present, "geometry"]
+        extra = [n for n in names if n not in schema_names and n not in ("geometry", "bbox")]
+        columns = [*present, *extra, "geometry"]
         mask = None
         try:
-            if parts or start is not None or end is not None:
+            if parts or start is not None or end is not None or pushed is not None:
                 # the few columns the row test needs first: row groups without a candidate are not
                 # read further (their statistics matched, e.g. a group's bbox spans the query, but no row)
-                probe = [c for c in _PROBE if c in pf.schema_arrow.names]
+                probe = [c for c in _PROBE if c in names and (c != "bbox" or parts)]
+                if pushed is not None and predicate is not None:
+                    probe += [f for f in dict.fromkeys(predicate.fields) if f not in probe]
                 table = pf.read_row_groups(groups, columns=probe, use_threads=len(groups) > _THREADED_GROUPS)
                 probed += len(groups)
                 mask = _row_mask(table, parts, start_us, end_us)
+                if pushed is not None and predicate is not None:
+                    keep = predicate.mask(table)
+                    mask = keep if mask is None else mask & keep
+                    mask = None if mask.all() else mask
                 if mask is not None:
                     sizes = [footer.metadata.row_group(g).num_rows for g in groups]
                     pieces = np.split(mask, np.cumsum(sizes)[:-1])
@@ -666,13 +713,17 @@ def read_tables(
         row_groups_read=groups_read,
         rows_read=rows_read,
         opened=tuple(opened),
+        row_groups_filtered=filtered,
+        columns=tuple(f for f in columns_seen.values() if f.name not in conflicting),
     )
     log.debug(
-        "%s: opened %d of %d file(s); of their %d row group(s), %d matched by statistics, %d read (%d rows)",
+        "%s: opened %d of %d file(s); of their %d row group(s), %d left out by the filter, %d matched by "
+        "statistics, %d read (%d rows)",
         where.label,
         report.files_opened,
         report.files,
         report.row_groups,
+        report.row_groups_filtered,
         report.row_groups_probed,
         report.row_groups_read,
         report.rows_read,

@@ -38,6 +38,7 @@ from mosaic.errors import (
     SkippedSourcesWarning,
     SourceError,
 )
+from mosaic.index.filters import parse_filter, with_property_columns
 from mosaic.index.geom import bbox_to_lonlat, normalize_lonlat
 from mosaic.index.sources import (
     AssetHeader,
@@ -97,11 +98,15 @@ SCHEMA = pa.schema(
 ROW_GROUP_SIZE = 8192
 _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 _META_KEY = b"mosaic"
-_FORMAT_VERSION = 4
+_FORMAT_VERSION = 5
 """Version of the on-disk layout, in the ``mosaic`` key of the Parquet metadata. 1: the first; 2: adds
-``common_names``; 3: adds ``identity``; 4: adds ``tiles`` (:mod:`mosaic.io.cog` layouts). A file of an
-older version reads with the added columns filled
-(see ``_ADDED_IN``): empty common names, unknown identities (nothing to check)."""
+``common_names``; 3: adds ``identity``; 4: adds ``tiles`` (:mod:`mosaic.io.cog` layouts); 5: adds a typed
+column per scalar Item property, named as the property (:mod:`mosaic.index.filters`), after the columns of
+:data:`SCHEMA`. A file of an older version reads with the added columns filled
+(see ``_ADDED_IN``): empty common names, unknown identities (nothing to check), and property columns
+derived from its ``properties`` JSON."""
+_PROPERTY_COLUMNS_IN = 5
+"""The format version from which files hold the property columns (older ones: derived on read)."""
 _ADDED_IN = {"common_names": 2, "identity": 3, "tiles": 4}
 """Columns that files of older format versions lack, with the version that added them."""
 _HILBERT_LEVEL = 16
@@ -195,7 +200,7 @@ class TileIndex:
                     f"duplicate index row: scene {r.id!r} asset {r.asset!r} appears twice"
                 )
             seen.add(key)
-        table = _records_to_table(records)
+        table = with_property_columns(_records_to_table(records), SCHEMA.names)
         geometry = (
             np.array([r.footprint for r in records], dtype=object) if records else np.empty(0, dtype=object)
         )
@@ -609,6 +614,7 @@ class TileIndex:
         bbox_crs: Any = "EPSG:4326",
         allowed_prefixes: PrefixesLike = None,
         auth: Profile | Sequence[Profile] | None = None,
+        filter: Any = None,
     ) -> TileIndex:
         """Open a saved index (GeoParquet written by :meth:`write`), or a GTI (:meth:`from_gti`).
 
@@ -622,6 +628,10 @@ class TileIndex:
         (bbox covering, datetime) can match. The result then holds those candidate rows; call
         :meth:`query` for the exact selection. Memory stays that of the candidates, not of the index.
         What was opened and read is logged (``mosaic.index.tile_index`` logger, DEBUG).
+
+        With ``filter`` (CQL2, as :meth:`query`), the row groups whose statistics show that no row can
+        match are not read (where the filter's properties are columns of the file: format 5), and
+        the result holds only the rows the filter keeps.
 
         An index from someone else can point at any file or URL: with ``allowed_prefixes`` (folders
         and URLs) and/or ``$MOSAIC_ALLOWED_PREFIXES``, an index with an href outside them is refused
@@ -648,7 +658,10 @@ class TileIndex:
                 raise IndexFormatError(f"{local}: index file does not exist")
             if not _is_parquet(local):  # a GDAL GTI or gdaltindex output
                 gti = cls.from_gti(local, allowed_prefixes=allowed_prefixes)
-                return gti if bbox is None and time is None else gti.query(bbox, time, bbox_crs=bbox_crs)
+                if bbox is None and time is None and filter is None:
+                    return gti
+                return gti.query(bbox, time, bbox_crs=bbox_crs, filter=filter)
+        flt = parse_filter(filter)
         parts = None
         if bbox is not None:
             area = bbox_to_lonlat(bbox, bbox_crs)
@@ -656,12 +669,21 @@ class TileIndex:
         start, end = parse_time(time)
         wanted = wanted_keys(parts, start, end)
         where = find_index_files(text, as_profiles(auth), wanted)
-        files, _ = read_tables(
-            where, parts=parts, start=start, end=end, schema_names=SCHEMA.names, version_max=_FORMAT_VERSION
+        files, report = read_tables(
+            where,
+            parts=parts,
+            start=start,
+            end=end,
+            schema_names=SCHEMA.names,
+            version_max=_FORMAT_VERSION,
+            predicate=flt,
         )
-        tables = [_with_columns(f.table, f.absent) for f in files]
-        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        tables = [_with_columns(f.table, f.absent, f.meta.get("format_version", 1)) for f in files]
+        table = _with_properties_of(_concat(tables), report.columns)
         geometry = np.concatenate([f.geometry for f in files]) if files else np.empty(0, dtype=object)
+        if flt is not None and (len(table) or set(flt.fields) <= set(table.column_names)):
+            keep = flt.mask(table)  # (an empty read of files of old formats cannot tell unknown names)
+            table, geometry = table.filter(pa.array(keep)), geometry[keep]
         table, geometry = _without_duplicates(table, geometry, where.label)
         skipped = list(dict.fromkeys(Skipped(h, r) for f in files for h, r in f.meta.get("skipped", [])))
         check_allowed((h for c in table.column("href").chunks for h in c.to_pylist()), allowed_prefixes)
@@ -677,24 +699,43 @@ class TileIndex:
         time: TimeLike = None,
         *,
         bbox_crs: Any = "EPSG:4326",
+        filter: Any = None,
     ) -> TileIndex:
-        """Rows whose footprint (not just its bounding box) intersects ``bbox`` and whose time overlaps.
+        """Rows whose footprint (not just its bounding box) intersects ``bbox``, in ``time``, ``filter`` true.
 
         Args:
             bbox: (minx, miny, maxx, maxy) in ``bbox_crs``; in lon/lat, minx > maxx crosses the
                 antimeridian. None selects everywhere.
             time: a date, partial date (``"2024-06"``), ``"start/end"`` or ``(start, end)``.
             bbox_crs: CRS of ``bbox``; a box in a polar projection becomes a polar cap.
+            filter: CQL2 text (``"eo:cloud_cover < 20 AND sat:orbit_state = 'descending'"``) or CQL2
+                JSON (a dict) over the Item properties the index holds as columns and its own scalar
+                columns (``id``, ``collection``, ``asset``, ``datetime``...): comparisons, ``LIKE``,
+                ``BETWEEN``, ``IN``, ``IS NULL``, ``AND``/``OR``/``NOT``, ``TIMESTAMP('...')``
+                (see :mod:`mosaic.index.filters`).
+
+        Raises:
+            FilterError: a malformed filter, or one naming a property the index does not hold (the
+                message names those it holds).
         """
         area = None if bbox is None else bbox_to_lonlat(bbox, bbox_crs)
-        return self.query_geometry(area, time)
+        return self.query_geometry(area, time, filter=filter)
 
-    def query_geometry(self, area: BaseGeometry | None, time: TimeLike = None) -> TileIndex:
-        """Rows whose footprint intersects ``area`` (lon/lat, split at the antimeridian) and ``time``."""
-        return self.take(self.query_rows(area, time))
+    def query_geometry(
+        self,
+        area: BaseGeometry | None,
+        time: TimeLike = None,
+        *,
+        filter: Any = None,
+    ) -> TileIndex:
+        """Rows whose footprint intersects ``area`` (lon/lat, split at 180), ``time`` and ``filter``."""
+        return self.take(self.query_rows(area, time, filter=filter))
 
-    def query_rows(self, area: BaseGeometry | None, time: TimeLike = None) -> np.ndarray:
+    def query_rows(
+        self, area: BaseGeometry | None, time: TimeLike = None, *, filter: Any = None
+    ) -> np.ndarray:
         """The positions of the rows :meth:`query_geometry` selects, ascending."""
+        flt = parse_filter(filter)
         if area is None:
             rows = np.arange(len(self))
         else:
@@ -710,7 +751,31 @@ class TileIndex:
             if start is not None:
                 keep &= t1[rows] >= start.value // 1000
             rows = rows[keep]
+        if flt is not None:  # on the filter's columns only (all of them for the error of an unknown one)
+            names = self._table.column_names
+            wanted = list(flt.fields) if flt.fields and set(flt.fields) <= set(names) else names
+            rows = rows[flt.mask(self._table.select(wanted).take(pa.array(rows)))]
         return rows
+
+    def sql(self, query: str) -> TileIndex | pa.Table:
+        """Run a DuckDB SQL query over the index, as table ``scenes`` (needs the ``sql`` extra: duckdb).
+
+        ``scenes`` has the index's columns, one per Item property named as the property (quote it:
+        ``"eo:cloud_cover"``), the footprint as WKB in ``geometry`` and its lon/lat box in ``bbox``
+        (``bbox.xmin``...). Nothing is written and no DuckDB extension is loaded. Times are in UTC.
+
+        Returns:
+            A :class:`TileIndex` of the result's rows when it keeps the index's columns
+            (``SELECT * FROM scenes WHERE ...``), else a ``pyarrow.Table`` (``.to_pandas()`` for a
+            DataFrame), e.g. of ``SELECT platform, count(*) FROM scenes GROUP BY platform``.
+
+        Raises:
+            InvalidInputError: DuckDB cannot run the query (its message).
+            ImportError: DuckDB is not installed.
+        """
+        from mosaic.index._sql import run_sql
+
+        return run_sql(self, query)
 
     def take(self, rows: Sequence[int] | np.ndarray) -> TileIndex:
         """The rows at the given positions, as a new index."""
@@ -876,16 +941,61 @@ def _warn_secrets(hrefs: Iterable[str | None], path: PathType) -> None:
     )
 
 
-def _with_columns(table: pa.Table, absent: Sequence[str]) -> pa.Table:
-    """The table in :data:`SCHEMA`, the columns an older format lacks filled (empty lists, else nulls)."""
+def _with_columns(table: pa.Table, absent: Sequence[str], version: int = _FORMAT_VERSION) -> pa.Table:
+    """The table in :data:`SCHEMA` (columns an older format lacks filled), then its property columns.
+
+    Columns an older format lacks are filled with empty lists, else nulls; the property columns of a
+    file older than format 5 are derived from its ``properties`` JSON.
+    """
     for name in absent:
         kind = SCHEMA.field(name).type
         fill: list[Any] | None = [] if pa.types.is_list(kind) else None
         table = table.append_column(name, pa.array([fill] * len(table), type=kind))
-    table = table.select(SCHEMA.names)
-    if table.schema.equals(SCHEMA):  # a cast would copy list columns for nothing
-        return table
-    return table.cast(SCHEMA)
+    extra = [n for n in table.column_names if n not in SCHEMA.names and n not in ("geometry", "bbox")]
+    core = table.select(SCHEMA.names)
+    if not core.schema.equals(SCHEMA):  # a cast would copy list columns for nothing
+        core = core.cast(SCHEMA)
+    if version < _PROPERTY_COLUMNS_IN:
+        return with_property_columns(core, SCHEMA.names)
+    for name in extra:
+        core = core.append_column(table.schema.field(name), table.column(name))
+    return core
+
+
+def _with_properties_of(table: pa.Table, fields: Sequence[pa.Field]) -> pa.Table:
+    """``table`` with a null column for each property column of the files read that no row read has.
+
+    So an index read has the property columns of its files whichever row groups were read.
+    """
+    have = set(table.column_names)
+    for found in fields:
+        if (
+            found.name not in have
+            and found.name not in ("geometry", "bbox")
+            and found.name not in SCHEMA.names
+        ):
+            table = table.append_column(found, pa.nulls(len(table), found.type))
+            have.add(found.name)
+    return table.select([*SCHEMA.names, *sorted(n for n in table.column_names if n not in SCHEMA.names)])
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """The rows of several files; property columns a file lacks are null, types widened (int to float).
+
+    Files whose property columns disagree beyond widening (a property of numbers in one file and of
+    text in another) have the columns derived again from the ``properties`` JSON of all rows.
+    """
+    if not tables:
+        return SCHEMA.empty_table()
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        joined = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        joined = pa.concat_tables([t.select(SCHEMA.names) for t in tables])
+        return with_property_columns(joined, SCHEMA.names)
+    order = [*SCHEMA.names, *sorted(n for n in joined.column_names if n not in SCHEMA.names)]
+    return joined.select(order)
 
 
 def _read_headers(

@@ -245,6 +245,8 @@ def regrid(
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
     mask: MaskSpec | str | None = None,
     sign: Callable[[str], str] | None = None,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> RegridReport:
     """Plan a mosaic and write it to a Zarr store (resumable) or, for a ``.tif`` path, a COG.
 
@@ -288,6 +290,8 @@ def regrid(
         max_pixels: the largest output grid (height x width), as :func:`mosaic.load`; None: no check.
         mask: a quality mask applied to each scene before fusion, as :func:`mosaic.load` (a spec, a
             preset name or an expression; recorded in the request, so a resume must give the same).
+        filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
+        sortby: the order ``first``/``last`` take scenes in, as :func:`mosaic.load`.
 
     Returns:
         A :class:`RegridReport`.
@@ -327,6 +331,8 @@ def regrid(
         auth=with_signer(auth, sign),
         max_pixels=max_pixels,
         mask=mask,
+        filter=filter,
+        sortby=sortby,
     )
     request = {
         "index": redact(the_plan.index_source) if the_plan.index_source else "in-memory TileIndex",
@@ -349,6 +355,10 @@ def regrid(
     }
     if the_plan.mask is not None:  # (only then: requests recorded before masks existed stay the same)
         request["mask"] = repr(the_plan.mask)
+    if the_plan.filter is not None:  # recorded only when given: stores of earlier requests resume as before
+        request["filter"] = the_plan.filter
+    if the_plan.sortby:
+        request["sortby"] = [f"{'-' if desc else ''}{name}" for name, desc in the_plan.sortby]
     common = dict(request=request, client=client, batch_size=batch_size, progress=progress)
     if output_kind(path) == "cog":
         return write_cog(the_plan, path, overwrite=overwrite, **common)

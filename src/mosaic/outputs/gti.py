@@ -5,7 +5,8 @@ as a raster with no options. Its layer is in the mosaic CRS (each feature the ti
 continuous across the antimeridian) and its metadata (``RESX``..``MAXY``, ``SRS``, ``BAND_COUNT``,
 ``DATA_TYPE``, ``NODATA``, ``SORT_FIELD``...) give GDAL the grid of :func:`mosaic.load` for the same
 arguments, so GDAL never opens a tile to infer it. A ``priority`` field makes GDAL draw the tiles in
-the order that reproduces ``method="first"`` (or ``"last"``): GDAL draws the highest value last, on top.
+the order that reproduces ``method="first"`` (or ``"last"``), with ``sortby``: GDAL draws the highest
+value last, on top.
 
 GDAL's GTI warps a tile of another CRS with its default approximate transformer (0.125 px error, not
 configurable), which flips ~4% of nearest-neighbour picks against :func:`mosaic.load` (0.01 px, see
@@ -51,6 +52,7 @@ from shapely.geometry import box
 
 from mosaic.errors import GDALVersionError, InvalidInputError, NoDataError, OutputError, SourceError
 from mosaic.index._gti_read import GtiTile, gti_tiles, tile_facts
+from mosaic.index.filters import Filter, SortBy, check_sortby, ordered, parse_filter, parse_sortby
 from mosaic.index.geom import areal, bbox_to_lonlat, grid_outline, lonlat_to_crs, to_lonlat
 from mosaic.index.tile_index import TileIndex
 from mosaic.io.paths import check_allowed, credentials_in, gdal_path
@@ -113,11 +115,11 @@ def require_gti_driver() -> None:
 # ---------------------------------------------------------------------------------------- export
 
 
-def _as_index(index: TileIndex | PathType | Any) -> TileIndex:
+def _as_index(index: TileIndex | PathType | Any, flt: Filter | None = None) -> TileIndex:
     """The index to export: a TileIndex, a saved index or STAC Items, or any GDAL tile index file."""
     from mosaic.planning.planner import resolve_index
 
-    return resolve_index(index, other_files="gti")
+    return resolve_index(index, other_files="gti", filter=flt)
 
 
 def _grid(
@@ -129,6 +131,7 @@ def _grid(
     time: TimeLike,
     anchor: Any,
     bands: Sequence[str] | str | None,
+    flt: Filter | None = None,
 ) -> GeoBox:
     """The grid of ``mosaic.load`` for the same arguments; without a bbox, the footprints' extent."""
     from mosaic.planning.planner import anchor_of, request_grid
@@ -136,15 +139,24 @@ def _grid(
     phase = anchor_of(anchor)
     if bbox is None:
         target = target_crs(crs, None, bbox_crs)
-        rows = [r for r in idx.query(time=time).records() if r.href is not None]
+        rows = [r for r in idx.query(time=time, filter=flt).records() if r.href is not None]
         if not rows:
-            raise NoDataError(f"no scene in the index matches time {time!r}")
+            matching = "" if flt is None else f" and filter {flt.text!r}"
+            raise NoDataError(f"no scene in the index matches time {time!r}{matching}")
         union = shapely.union_all([r.footprint for r in rows])
         geo = target.is_geographic and target.equals("EPSG:4326", ignore_axis_order=True)
         bbox = union.bounds if geo else lonlat_to_crs(union, target.to_wkt()).bounds
         bbox_crs = target
     return request_grid(
-        idx, bbox, crs, time=time, bands=bands, resolution=resolution, bbox_crs=bbox_crs, phase=phase
+        idx,
+        bbox,
+        crs,
+        time=time,
+        bands=bands,
+        resolution=resolution,
+        bbox_crs=bbox_crs,
+        phase=phase,
+        filter=flt,
     )
 
 
@@ -214,6 +226,8 @@ def export_gti(
     warp: Literal["exact", "gdal"] = "exact",
     xml: bool = False,
     max_pixels: float | None = DEFAULT_MAX_PIXELS,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> list[Path]:
     """Write GDAL GTI files that show what ``mosaic.load(..., groupby=None, method=method)`` shows.
 
@@ -237,6 +251,9 @@ def export_gti(
         xml: also write a ``.gti`` XML wrapper beside each GeoPackage.
         max_pixels: the largest grid (height x width) to export, as :func:`mosaic.load`; None: no
             check of the grid's size or resolution.
+        filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
+        sortby: the order ``method`` takes scenes in, as :func:`mosaic.load` (``"-eo:cloud_cover"``:
+            least cloudy first); it sets each tile's ``priority``.
 
     Returns:
         The files written, in asset order (each GeoPackage followed by its ``.gti`` when ``xml``).
@@ -265,9 +282,10 @@ def export_gti(
     parse_crs(bbox_crs, "bbox_crs")
     if bbox is not None:
         bbox = check_bbox(bbox)
+    flt, order = parse_filter(filter), parse_sortby(sortby)
     require_gti_driver()
-    idx = _as_index(index)
-    gbox = _grid(idx, bbox, bbox_crs, crs, resolution, time, anchor, bands)
+    idx = _as_index(index, flt)
+    gbox = _grid(idx, bbox, bbox_crs, crs, resolution, time, anchor, bands, flt)
     area = bbox_to_lonlat(bbox, bbox_crs) if bbox is not None else None
     warn_area_of_use(gbox.crs, area or to_lonlat(box(*gbox.boundingbox), gbox.crs.to_wkt()))  # type: ignore[union-attr]
     target = CRS.from_user_input(gbox.crs.to_wkt())  # type: ignore[union-attr]
@@ -282,13 +300,18 @@ def export_gti(
             "(-180..180) and leaves the other side empty; use warp='exact'"
         )
     area_ll = to_lonlat(box(*gbox.boundingbox), wkt)
-    rows = [r for r in idx.query_geometry(area_ll, time).records() if r.href and r.transform and r.shape]
+    rows = [
+        r
+        for r in idx.query_geometry(area_ll, time, filter=flt).records()
+        if r.href and r.transform and r.shape
+    ]
     if not rows:
         raise NoDataError(
             f"no scene with a file intersects the grid {tuple(gbox.boundingbox)} ({srs}), time {time!r}"
         )
     assets = _assets(rows, bands)
     rows = [r for r in rows if r.asset in assets]
+    check_sortby(order, rows)
     check_grid(gbox, rows, max_pixels=max_pixels)
     for r in rows:
         secret = credentials_in(r.href)  # type: ignore[arg-type]
@@ -304,7 +327,7 @@ def export_gti(
     for asset, out in zip(assets, outputs, strict=True):
         band = Band.of(asset, [r for r in rows if r.asset == asset])
         meta = gti_metadata(band, gbox, srs)
-        frame = _layer(rows, band, gbox, area_ll, target, srs, method, warp)
+        frame = _layer(rows, band, gbox, area_ll, target, srs, method, warp, order)
         if frame.empty:
             raise NoDataError(f"asset {asset!r}: no footprint intersects the grid {tuple(gbox.boundingbox)}")
         written.append(_write_layer(frame.set_crs(wkt), out, asset, meta))
@@ -360,6 +383,7 @@ def _layer(
     srs: str,
     method: str,
     warp: str,
+    sortby: SortBy = (),
 ) -> Any:
     """The tiles of one asset as a GeoDataFrame, highest ``priority`` for the tile ``method`` picks first.
 
@@ -370,11 +394,9 @@ def _layer(
     """
     import geopandas as gpd
 
-    mine = sorted(
-        (r for r in rows if r.asset == band.asset),
-        key=lambda r: (r.datetime or r.start_datetime or _EPOCH, r.id),
-        reverse=method == "last",
-    )
+    mine = ordered((r for r in rows if r.asset == band.asset), sortby, _EPOCH)  # as the planner orders
+    if method == "last":
+        mine.reverse()
     on_grid = [_pasteable(rec, gbox, target) for rec in mine]
     warped = [warp == "exact" and not g for g in on_grid]
     files = _declared_files(str(rec.href) for rec, w in zip(mine, warped, strict=True) if _needs_file(rec, w))

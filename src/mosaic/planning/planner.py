@@ -14,7 +14,7 @@ How a plan is made:
    CRS (one vectorised transform per CRS, not per pair) to find the source window and the local scale,
    which picks the coarsest overview that still resolves the target pixels;
 5. scenes are grouped in time (solar day, exact time, an Item property, or one group) and ordered for
-   fusion (datetime, then id).
+   fusion (``sortby``'s fields, then datetime, then id).
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, as_profiles, hide_secrets, with_signer
 from mosaic.errors import IndexFormatError, InvalidInputError, MissingIndexError, MosaicWarning, NoDataError
+from mosaic.index.filters import (
+    Filter,
+    check_sortby,
+    ordered,
+    parse_filter,
+    parse_sortby,
+    sort_values,
+    sortby_text,
+)
 from mosaic.index.geom import (
     areal,
     as_geometry,
@@ -234,6 +243,11 @@ class Plan:
     mask_fraction: bool = False
     """Add the ``mask_fraction`` variable: per pixel, the share of the scenes with data there that the
     mask drops."""
+    sortby: tuple[tuple[str, bool], ...] = ()
+    """The ``sortby`` fields (name, descending) ordering the scenes of a time group before datetime and
+    id: the order ``first`` and ``last`` take them in."""
+    filter: str | None = None
+    """The ``filter=`` the scenes were selected by (CQL2 text), if any."""
 
     # ------------------------------------------------------------------------------------ geometry
 
@@ -359,12 +373,13 @@ class Plan:
             ):
                 continue
             lines.append(
-                f"  {task.band} @ {self.groups[task.time]}: {len(task.reads)} read(s), in fusion order:"
+                f"  {task.band} @ {self.groups[task.time]}: {len(task.reads)} read(s), in fusion order "
+                f"({'reversed: ' if self.method == 'last' else ''}{sortby_text(self.sortby)}):"
             )
             fed.update((r.scene, r.asset) for r in task.aux)  # the ranking band of highest:/lowest:
             for r in task.reads:
                 fed.add((r.scene, r.asset))
-                lines.append(f"    - {read_text(r)}: footprint intersects the chunk")
+                lines.append(f"    - {read_text(r)}{self._sort_values(r)}: footprint intersects the chunk")
         outside = self.clip is not None and not shapely.from_wkb(self.clip).intersects(box(*gbox.boundingbox))
         if outside:
             lines.append("  no reads: the chunk lies outside the clip polygon (it is a constant fill)")
@@ -397,6 +412,16 @@ class Plan:
             lines.append(f"  not read: {rec.id} [{rec.asset}]: {why}")
         return "\n".join(lines)
 
+    def _sort_values(self, read: Read) -> str:
+        """`` [eo:cloud_cover=3.2]``: the read's scene's values of the ``sortby`` fields (empty without)."""
+        if not self.sortby:
+            return ""
+        rec = next((r for r in self.considered if (r.id, r.asset) == (read.scene, read.asset)), None)
+        if rec is None:
+            return ""
+        values = sort_values(rec, self.sortby)
+        return " [" + ", ".join(f"{n}={v}" for (n, _), v in zip(self.sortby, values, strict=True)) + "]"
+
     def plot(self, path: str | os.PathLike[str] | None = None, *, ax: Any = None) -> Any:
         """Draw scene footprints (coloured by CRS) over the chunk grid; save a PNG when ``path`` is given."""
         from mosaic.plot import plot_plan
@@ -414,6 +439,7 @@ def resolve_index(
     time: TimeLike = None,
     other_files: Literal["stac", "gti"] = "stac",
     auth: Sequence[Any] = (),
+    filter: Filter | None = None,
 ) -> TileIndex:
     """A TileIndex from an index, the path of a saved index or a GTI, STAC Items, or ``$MOSAIC_INDEX``.
 
@@ -421,7 +447,8 @@ def resolve_index(
     (``.gti``, ``.gpkg``, ``.shp``, ``.fgb``), and any other file as STAC Items (JSON or NDJSON); with
     ``other_files="gti"``, any file but ``.json`` and ``.ndjson`` as a GDAL tile index. A folder, a glob
     or a URL is a (partitioned) saved index, read with ``auth``'s credentials
-    (:meth:`TileIndex.read`), of which only the partitions and row groups ``bbox_ll`` and ``time`` need.
+    (:meth:`TileIndex.read`), of which only the partitions and row groups ``bbox_ll``, ``time`` and
+    ``filter`` need.
 
     Raises:
         MissingIndexError: no index given, and ``$MOSAIC_INDEX`` is not set.
@@ -447,9 +474,9 @@ def resolve_index(
         text = os.fspath(index)
         try:
             if "://" in text or is_index_collection(text):  # a folder, a glob, a URL
-                return TileIndex.read(text, bbox=_pushdown_box(bbox_ll), time=time, auth=auth)
+                return TileIndex.read(text, bbox=_pushdown_box(bbox_ll), time=time, auth=auth, filter=filter)
             path = Path(text)
-            return _index_file(path, label or str(path), bbox_ll, time, other_files)
+            return _index_file(path, label or str(path), bbox_ll, time, other_files, filter)
         except IndexFormatError as exc:
             if label is None or label in str(exc):
                 raise
@@ -465,7 +492,12 @@ def resolve_index(
 
 
 def _index_file(
-    path: Path, label: str, bbox_ll: Any, time: TimeLike, other_files: Literal["stac", "gti"]
+    path: Path,
+    label: str,
+    bbox_ll: Any,
+    time: TimeLike,
+    other_files: Literal["stac", "gti"],
+    filter: Filter | None = None,
 ) -> TileIndex:
     """The index in file ``path`` (``label`` names it in errors)."""
     import pyarrow as pa
@@ -493,7 +525,7 @@ def _index_file(
             ) from exc
         if "stac_version" in names or ("assets" in names and "href" not in names):
             return _stac_file(path, label)
-        return TileIndex.read(path, bbox=_pushdown_box(bbox_ll), time=time)
+        return TileIndex.read(path, bbox=_pushdown_box(bbox_ll), time=time, filter=filter)
     if name.endswith(RASTER_SUFFIXES):
         raise IndexFormatError(
             f"{label}: is a raster, not a tile index; index it first "
@@ -726,12 +758,17 @@ def _check_method(method: Any) -> tuple[Any, str | None]:
 
 
 def time_groups(
-    records: Sequence[SceneAsset], groupby: str | None, *, reverse: bool = False
+    records: Sequence[SceneAsset],
+    groupby: str | None,
+    *,
+    reverse: bool = False,
+    order: tuple[tuple[str, bool], ...] = (),
 ) -> tuple[list[Any], tuple[np.datetime64, ...], dict[Any, list[SceneAsset]]]:
     """The time groups of ``records``: their keys in time order, time labels, and rows in fusion order.
 
     A group's label is the first time of its scenes (NaT when none has one); groups are ordered by it,
-    then by key. Inside a group, scenes are in fusion order: datetime, then id (reversed for ``last``).
+    then by key. Inside a group, scenes are in fusion order: the ``sortby`` fields ``order``, then
+    datetime, then id (all reversed for ``last``).
     :func:`make_plan` and :func:`mosaic.sample` group with this, so both label the same groups alike.
     """
     if groupby in ("solar_day", "time") and not any(r.datetime or r.start_datetime for r in records):
@@ -752,11 +789,10 @@ def time_groups(
     epoch = pd.Timestamp(0, tz="UTC")
     keys = sorted(grouped, key=lambda k: (first_time(grouped[k]) or epoch, str(k)))
     times = tuple(as_coord(first_time(grouped[k])) for k in keys)
-    ordered = {
-        k: sorted(grouped[k], key=lambda r: (r.datetime or r.start_datetime or epoch, r.id), reverse=reverse)
-        for k in keys
-    }
-    return keys, times, ordered
+    in_order = {k: ordered(grouped[k], order, epoch) for k in keys}  # sortby, then datetime and id
+    if reverse:
+        in_order = {k: rows[::-1] for k, rows in in_order.items()}
+    return keys, times, in_order
 
 
 def _group_key(rec: SceneAsset, groupby: str | None) -> Any:
@@ -797,6 +833,7 @@ def request_grid(
     like: Any = None,
     phase: tuple[float, float] | None = (0.0, 0.0),
     area_ll: BaseGeometry | None = None,
+    filter: Filter | None = None,
 ) -> GeoBox:
     """The output grid of a request, as :func:`mosaic.load` makes it (also for :func:`mosaic.export_gti`).
 
@@ -808,7 +845,7 @@ def request_grid(
         area_ll = bbox_to_lonlat(bbox, bbox_crs)
 
     def selected() -> list[SceneAsset]:
-        return idx.query_geometry(area_ll, time).records() if area_ll is not None else idx.records()
+        return idx.query_geometry(area_ll, time, filter=filter).records()
 
     def native_anchor(target: CRS, rx: float, ry: float) -> tuple[float, float]:
         return _native_phase(selected(), bands, target, rx, ry)
@@ -866,6 +903,8 @@ def make_plan(
     mask: MaskSpec | str | None = None,
     mask_fraction: bool = False,
     sign: Callable[[str], str] | None = None,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> Plan:
     """Plan a mosaic load without reading any pixels (``mosaic.plan``); arguments as :func:`mosaic.load`.
 
@@ -882,6 +921,8 @@ def make_plan(
     max_concurrency = check_concurrency(max_concurrency)
     check_max_pixels(max_pixels)
     parse_time(time)  # validate early
+    flt = parse_filter(filter)
+    order = parse_sortby(sortby)
     bands = check_bands(bands)
     _check_dtypes(dtype)
     mask_spec = as_mask(mask)
@@ -915,7 +956,7 @@ def make_plan(
     pre_area = None if bbox is None else bbox_to_lonlat(bbox, bbox_crs)
     if area is not None:
         pre_area = to_lonlat(*area)
-    idx = resolve_index(index, bbox_ll=pre_area, time=time, auth=profiles)
+    idx = resolve_index(index, bbox_ll=pre_area, time=time, auth=profiles, filter=flt)
 
     gbox = request_grid(
         idx,
@@ -930,6 +971,7 @@ def make_plan(
         bbox_crs=bbox_crs,
         phase=phase,
         area_ll=pre_area,
+        filter=flt,
     )
     chunk_yx = chunk_shape(chunks, tuple(gbox.shape))  # type: ignore[arg-type]
     area_ll = to_lonlat(box(*gbox.boundingbox), cast("GeoCRS", gbox.crs).to_wkt())
@@ -939,16 +981,18 @@ def make_plan(
         area_ll = areal(area_ll.intersection(pre_area))
         clip_target = _in_grid(area, gbox)
 
-    considered = idx.query_geometry(area_ll, time).records()
+    considered = idx.query_geometry(area_ll, time, filter=flt).records()
     records = [r for r in considered if r.href is not None and r.transform is not None]
     check_allowed(r.href for r in records)  # $MOSAIC_ALLOWED_PREFIXES: refused before any read
     no_href = len(considered) - len(records)
     if not records:
         detail = f" ({no_href} footprint-only rows have no file to read)" if no_href else ""
         where = f" {idx.source}" if idx.source else ""
+        matching = "" if flt is None else f", filter {flt.text!r}"
         message = (
             f"no scene in the index{where} intersects the request: bbox "
-            f"{tuple(bbox) if bbox is not None else gbox.boundingbox} ({bbox_crs}), time {time!r}{detail}; "
+            f"{tuple(bbox) if bbox is not None else gbox.boundingbox} ({bbox_crs}), time {time!r}{matching}"
+            f"{detail}; "
             "compare the request with the index's extent and time range (`mosaic index info`)"
         )
         if on_empty == "raise":
@@ -991,7 +1035,8 @@ def make_plan(
     check_grid(gbox, records, max_pixels=max_pixels, dtypes=[b.dtype for b in specs])
 
     # time groups, and fusion order inside each
-    group_keys, times, grouped = time_groups(records, groupby, reverse=method == "last")
+    check_sortby(order, records)
+    group_keys, times, grouped = time_groups(records, groupby, reverse=method == "last", order=order)
 
     # footprints in the target CRS against the boxes of the chunks near them (never every chunk)
     finder = WindowFinder(gbox, chunk_yx)
@@ -1088,6 +1133,8 @@ def make_plan(
         clip=None if clip_target is None else shapely.to_wkb(clip_target),
         mask=mask_spec,
         mask_fraction=mask_fraction,
+        sortby=order,
+        filter=None if flt is None else flt.text,
     )
 
 

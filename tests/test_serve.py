@@ -334,3 +334,28 @@ def test_point_gives_the_time_series_of_mosaic_sample(server, demo_index):
     for query in ("lon=x&lat=1", "lon=200&lat=0", "lat=1"):
         status, headers, _ = server.get(f"/point?{query}")
         assert status == 400 and "lon" in headers["x-mosaic-error"], query
+
+
+def test_filter_and_sortby_select_and_order_the_scenes_of_tiles(index_file, demo_index):
+    s = Server(
+        index_file,
+        "--bands",
+        "B02",
+        "--rescale",
+        "0,3000",
+        "--filter",
+        "eo:cloud_cover < 70",
+        "--sortby",
+        "eo:cloud_cover",
+    )
+    try:
+        z = 12
+        x, y = tile_of(12.0, 45.48, z)
+        status, _, body = s.get(f"/tiles/{z}/{x}/{y}.npy")
+    finally:
+        s.stop()
+    assert status == 200, body
+    options = {"filter": "eo:cloud_cover < 70", "sortby": "eo:cloud_cover"}
+    want = load_on(tile_geobox(z, x, y), demo_index, **options)
+    np.testing.assert_array_equal(npy(body)[0], want)
+    assert (load_on(tile_geobox(z, x, y), demo_index) != want).sum() > 100  # not the default order

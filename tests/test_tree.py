@@ -397,3 +397,13 @@ def test_bad_inputs_are_one_line_errors(demo_index, kwargs, message):
 def test_no_scene_is_a_no_data_error(demo_index):
     with pytest.raises(NoDataError, match="no scene with a file"):
         open_tree(demo_index, time="1999")
+
+
+def test_a_filter_selects_the_scenes_of_the_tree_as_a_loop_over_the_items(demo_collection):
+    _, items = demo_collection
+    index = TileIndex.from_stac(items)
+    keep = {i.id for i in items if i.properties.get("eo:cloud_cover", 100) < 50}
+    assert 0 < len(keep) < len(items)
+    tree = mosaic.open_tree(index, bands="B02", filter="eo:cloud_cover < 50")
+    got = {str(s) for node in tree.subtree if node.has_data for s in node.to_dataset()["scene_id"].values}
+    assert got == keep

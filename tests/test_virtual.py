@@ -614,3 +614,10 @@ def test_a_tree_opened_from_a_saved_index_exports_its_own_scenes(demo_tiles_inde
     )
     with pytest.raises(InvalidInputError, match="in-memory TileIndex"):
         mosaic.export_virtual(mosaic.open_tree(demo_tiles_index), tmp_path / "x.json")
+
+
+def test_a_filter_selects_the_scenes_exported(demo_tiles_index, tmp_path):
+    written = mosaic.export_virtual(demo_tiles_index, tmp_path / "f.json", filter="id LIKE 'S33%'")
+    summary = read_back(written[1])
+    exported = {scene for group in summary["groups"].values() for scene in group["ids"]}
+    assert exported == {r.id for r in demo_tiles_index if r.id.startswith("S33")}

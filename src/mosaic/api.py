@@ -133,12 +133,12 @@ def load(
         filter: only the scenes for which this CQL2 filter is true: text
             (``"eo:cloud_cover < 20 AND sat:orbit_state = 'descending'"``) or CQL2 JSON (a dict), on
             the Item properties the index holds and its own columns (``id``, ``collection``...); see
-            :meth:`~mosaic.index.tile_index.TileIndex.query`. A saved index reads only the row groups that can
+            :meth:`~mosaic.index.TileIndex.query`. A saved index reads only the row groups that can
             match.
         sortby: the order ``method="first"``/``"last"`` take the scenes of a time group in, as STAC
-            API ``sortby``: ``"-eo:cloud_cover"`` (least cloudy first), ``["+datetime", "id"]``; ties,
-            and the default, in datetime-then-id order. Scenes without a value of a field come after
-            those with one.
+            API ``sortby``: ``"eo:cloud_cover"`` (least cloudy first; ``"-eo:cloud_cover"``: most
+            cloudy first), ``["+datetime", "id"]``; ties, and the default, in datetime-then-id order.
+            Scenes without a value of a field come after those with one.
 
     Raises:
         GridSizeError: the grid is larger than ``max_pixels``, or much finer than the scenes.

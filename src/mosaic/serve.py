@@ -103,7 +103,8 @@ def app(
         max_scenes: the most scenes one tile may read; beyond it the tile is refused (HTTP 413).
         tile_size: 256 or 512 pixels.
         load_options: further options of :func:`mosaic.plan`: ``mask`` (a quality mask applied to each
-            scene before fusion, as in :func:`mosaic.load`), ``auth``, ``max_concurrency``, ``nodata``...
+            scene before fusion), ``filter`` (CQL2) and ``sortby`` (which scene ``first`` takes), as
+            :func:`mosaic.load` takes them; ``auth``, ``max_concurrency``, ``nodata``...
 
     Raises:
         InvalidInputError: a bad default (bands, rescale, colormap, tile size).
@@ -272,7 +273,9 @@ def _series(index: Any, lon: float, lat: float, style: TileStyle) -> list[dict[s
     from mosaic.errors import NoDataError
     from mosaic.outputs.sampling import sample
 
-    options = {k: v for k, v in style.extra.items() if k in ("mask", "auth", "max_concurrency", "nodata")}
+    options = {
+        k: v for k, v in style.extra.items() if k in ("mask", "auth", "max_concurrency", "nodata", "filter")
+    }
     try:
         ds = sample(
             [(lon, lat)],

@@ -395,7 +395,7 @@ sortby_opt = click.option(
     metavar="[-]FIELD,...",
     callback=_callback(parse_sortby_option),
     help="The order first/last take the scenes of a time step in, as STAC API sortby: "
-    "--sortby=-eo:cloud_cover is least cloudy first (- descending, + or nothing ascending); ties, and "
+    "--sortby=eo:cloud_cover is least cloudy first (- descending, + or nothing ascending); ties, and "
     "the default, by datetime then id.",
 )
 bands_opt = click.option(

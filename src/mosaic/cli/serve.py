@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from mosaic.cli.options import bands_opt, index_opt, mask_opt, method_opt, require_index, time_opt
+from mosaic.cli.options import (
+    bands_opt,
+    filter_opt,
+    index_opt,
+    mask_opt,
+    method_opt,
+    require_index,
+    sortby_opt,
+    time_opt,
+)
 
 __all__ = ["serve"]
 
@@ -21,6 +30,8 @@ __all__ = ["serve"]
 )
 @method_opt
 @mask_opt
+@filter_opt
+@sortby_opt
 @click.option("--resampling", default="nearest", show_default=True, help="Resampling of the tiles' reads.")
 @click.option(
     "--max-scenes",
@@ -40,6 +51,8 @@ def serve(
     colormap: str,
     method: str,
     mask: str | None,
+    filter: str | None,
+    sortby: str | None,
     resampling: str,
     max_scenes: int,
     tile_size: str,
@@ -75,6 +88,8 @@ def serve(
         max_scenes=max_scenes,
         tile_size=int(tile_size),
         mask=mask,
+        filter=filter,
+        sortby=sortby,
     )
     click.echo(f"mosaic: serving on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -8,6 +8,7 @@ from mosaic.cli.options import (
     bands_opt,
     bbox_crs_opt,
     check_bbox,
+    filter_opt,
     index_opt,
     parse_bbox,
     quiet_opt,
@@ -41,6 +42,7 @@ def tree() -> None:
 @bbox_crs_opt
 @time_opt
 @bands_opt
+@filter_opt
 @click.option(
     "--format",
     "store_format",
@@ -64,6 +66,7 @@ def export(
     bbox_crs: str,
     time: str | None,
     bands: tuple[str, ...] | None,
+    filter: str | None,
     store_format: str,
     mixed: str,
     quiet: bool,
@@ -92,6 +95,7 @@ def export(
         bands=list(bands) if bands else None,
         format=store_format,  # type: ignore[arg-type]
         mixed=mixed,  # type: ignore[arg-type]
+        filter=filter,
     )
     if not quiet:
         for path in written:

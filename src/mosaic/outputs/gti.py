@@ -252,7 +252,7 @@ def export_gti(
         max_pixels: the largest grid (height x width) to export, as :func:`mosaic.load`; None: no
             check of the grid's size or resolution.
         filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
-        sortby: the order ``method`` takes scenes in, as :func:`mosaic.load` (``"-eo:cloud_cover"``:
+        sortby: the order ``method`` takes scenes in, as :func:`mosaic.load` (``"eo:cloud_cover"``:
             least cloudy first); it sets each tile's ``priority``.
 
     Returns:

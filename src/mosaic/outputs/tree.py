@@ -520,6 +520,7 @@ def plan_tree(
     max_concurrency: int | None = None,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    filter: Any = None,
 ) -> TreePlan:
     """Plan the tree of the scenes of ``index`` in ``bbox`` and ``time``: no pixel is read.
 
@@ -549,13 +550,15 @@ def plan_tree(
         from mosaic.planning.grid import chunk_shape
 
         chunk_shape(chunks, (1, 1))  # validate early
+    from mosaic.index.filters import parse_filter
     from mosaic.index.geom import bbox_to_lonlat
     from mosaic.planning.grid import check_bbox, parse_crs
 
     parse_crs(bbox_crs, "bbox_crs")
     area = None if bbox is None else bbox_to_lonlat(check_bbox(bbox), bbox_crs)
-    idx = resolve_index(index, bbox_ll=area, time=time, auth=profiles)
-    positions = idx.query_rows(area, time)  # (the index rows each source comes from)
+    flt = parse_filter(filter)
+    idx = resolve_index(index, bbox_ll=area, time=time, auth=profiles, filter=flt)
+    positions = idx.query_rows(area, time, filter=flt)  # (the index rows each source comes from)
     found = idx.take(positions).records()
     position = {(r.id, r.asset): int(i) for r, i in zip(found, positions, strict=True)}
     selected = [r for r in found if r.href is not None and r.transform is not None]
@@ -1001,6 +1004,7 @@ def open_tree(
     max_concurrency: int | None = None,
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    filter: Any = None,
 ) -> xr.DataTree:
     """Every selected scene on its own native grid, as a lazy ``xarray.DataTree``: no resampling.
 
@@ -1024,6 +1028,7 @@ def open_tree(
         max_concurrency: bound on simultaneous reads per process (the limiter :func:`mosaic.load` uses).
         gdal_options: GDAL configuration options entered inside every read.
         auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix.
+        filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
 
     Returns:
         A DataTree: ``/<crs>/<grid>`` nodes (see :mod:`mosaic.outputs.tree` for the names), each a Dataset of
@@ -1048,6 +1053,7 @@ def open_tree(
         max_concurrency=max_concurrency,
         gdal_options=gdal_options,
         auth=auth,
+        filter=filter,
     )
     return tree_of(plan)
 

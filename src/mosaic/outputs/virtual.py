@@ -162,6 +162,7 @@ def export_virtual(
     bands: Sequence[str] | str | None = None,
     format: Format = "json",
     mixed: Mixed = "split",
+    filter: Any = None,
 ) -> list[Path]:
     """Write the scenes' native grids as a virtual Zarr store (Kerchunk references to the COG tiles).
 
@@ -184,6 +185,7 @@ def export_virtual(
             loaded Parquet references, for stores with many chunks).
         mixed: scenes of one grid whose tiles are encoded differently: ``"split"`` writes them to
             sibling groups (``<grid>~2``, ...), ``"error"`` raises :class:`VirtualStoreError`.
+        filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
 
     Returns:
         The files written: the store and its ``.open.json``.
@@ -217,7 +219,7 @@ def export_virtual(
     idx = resolve_index(index_or_tree)
     rows = [
         r
-        for r in idx.query(bbox, time, bbox_crs=bbox_crs).records()
+        for r in idx.query(bbox, time, bbox_crs=bbox_crs, filter=filter).records()
         if r.href and r.transform is not None and r.shape is not None and (hrefs is None or r.href in hrefs)
     ]
     rows = [r for r in rows if r.asset in _assets(rows, bands)]

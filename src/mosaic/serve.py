@@ -33,11 +33,11 @@ from mosaic.io.paths import redact
 from mosaic.outputs.tiles import (
     FORMATS,
     HALF_WORLD,
-    TileResult,
     TileStyle,
     TooManyScenesError,
     check_bands,
     default_rescale,
+    plan_tile,
     render_tile,
 )
 
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 CACHE_TILES = 1024
 """Encoded tiles kept per server (least recently used dropped first)."""
+CACHE_PLANS = 4096
+"""Tile plans kept per server: a tile drawn with another colormap or range, or as ``.npy``, is not
+planned again."""
 
 
 def parse_rescale(text: str | None) -> tuple[tuple[float, float], ...] | None:
@@ -138,6 +141,7 @@ def app(
     if base.rescale is None:
         base = dataclasses.replace(base, rescale=default_rescale(tiles, base))
     cache = _TileCache(CACHE_TILES)
+    plans: _TileCache = _TileCache(CACHE_PLANS)
     samples = _one_row_per_asset(tiles)
     checked: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
@@ -169,7 +173,12 @@ def app(
             style = style_of(request)
             key = (z, x, y, fmt, _style_key(style))
             names = bands_of(fmt, style) if fmt in FORMATS else ()
-            result = cache.get_or_make(key, lambda: render_tile(tiles, z, x, y, fmt, style, names))
+            plan_key = (z, x, y, style.bands, style.method, style.resampling, str(style.time))
+
+            def plan() -> Any:  # the tile's plan, shared by its formats, colormaps and ranges
+                return plans.get_or_make(plan_key, lambda: plan_tile(tiles, z, x, y, style))
+
+            result = cache.get_or_make(key, lambda: render_tile(tiles, z, x, y, fmt, style, names, plan))
         except TooManyScenesError as exc:
             return _error(413, where, exc)
         except InvalidInputError as exc:
@@ -273,9 +282,8 @@ def _series(index: Any, lon: float, lat: float, style: TileStyle) -> list[dict[s
     from mosaic.errors import NoDataError
     from mosaic.outputs.sampling import sample
 
-    options = {
-        k: v for k, v in style.extra.items() if k in ("mask", "auth", "max_concurrency", "nodata", "filter")
-    }
+    wanted = ("mask", "auth", "max_concurrency", "nodata", "filter")
+    options = {k: v for k, v in style.extra.items() if k in wanted and v is not None}
     try:
         ds = sample(
             [(lon, lat)],
@@ -324,15 +332,15 @@ def _error(status: int, where: str, exc: BaseException) -> Response:
 
 
 class _TileCache:
-    """A thread-safe LRU of encoded tiles; one render per key at a time (concurrent asks wait for it)."""
+    """A thread-safe LRU (of encoded tiles, or plans); one make per key at a time (others wait for it)."""
 
     def __init__(self, size: int):
         self.size = size
-        self._items: OrderedDict[Any, TileResult] = OrderedDict()
+        self._items: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._making: dict[Any, threading.Lock] = {}
 
-    def get_or_make(self, key: Any, make: Callable[[], TileResult]) -> TileResult:
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

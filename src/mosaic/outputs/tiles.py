@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
 
 from mosaic.errors import InvalidInputError, NoDataError
+
+if TYPE_CHECKING:
+    from mosaic.planning.planner import Plan
 
 __all__ = [
     "FORMATS",
@@ -29,6 +32,7 @@ __all__ = [
     "TooManyScenesError",
     "check_bands",
     "default_rescale",
+    "plan_tile",
     "render_tile",
     "tile_bounds",
     "tile_geobox",
@@ -98,29 +102,21 @@ def _check_tile(z: int, x: int, y: int) -> None:
         raise InvalidInputError(f"tile {z}/{x}/{y} does not exist: x and y must be in 0..{n - 1} at zoom {z}")
 
 
-def render_tile(
-    index: Any, z: int, x: int, y: int, fmt: str, style: TileStyle, bands: Sequence[str] = ("band",)
-) -> TileResult:
-    """Plan, read and encode one tile (see the module's docstring).
+def plan_tile(index: Any, z: int, x: int, y: int, style: TileStyle) -> Plan | None:
+    """The plan of one tile (None: no scene touches it), as a chunk of :func:`mosaic.load` on its grid.
 
-    ``bands`` is what :func:`check_bands` said the style selects (an empty ``.npy`` tile has one layer
-    per band).
+    Depends on the tile and on the style's bands, time, method and resampling (and its ``extra``), not on
+    how the tile is drawn, so a server caches it across colormaps, ranges and formats.
 
     Raises:
-        InvalidInputError: no such tile or format, or a style that does not fit the bands.
-        TooManyScenesError: more than ``style.max_scenes`` scenes touch the tile.
-        ReadError: a scene's read failed (its message names the scene).
+        InvalidInputError: no such tile, or a style that does not fit the index.
     """
-    from mosaic.api import to_dataset
     from mosaic.planning.planner import make_plan
 
-    if fmt not in FORMATS:
-        raise InvalidInputError(f"tile format {fmt!r} is not one of {', '.join(FORMATS)}")
-    geobox = tile_geobox(z, x, y, style.tile_size)
     try:
-        plan = make_plan(
+        return make_plan(
             index=index,
-            geobox=geobox,
+            geobox=tile_geobox(z, x, y, style.tile_size),
             time=style.time,
             bands=list(style.bands) if style.bands else None,
             groupby=None,
@@ -130,22 +126,51 @@ def render_tile(
             **style.extra,
         )
     except NoDataError:
-        return _empty(fmt, len(bands), geobox)
-    if len(plan.scenes) > style.max_scenes:
+        return None
+
+
+def render_tile(
+    index: Any,
+    z: int,
+    x: int,
+    y: int,
+    fmt: str,
+    style: TileStyle,
+    bands: Sequence[str] = ("band",),
+    plan: Callable[[], Plan | None] | None = None,
+) -> TileResult:
+    """Plan, read and encode one tile (see the module's docstring).
+
+    ``bands`` is what :func:`check_bands` said the style selects (an empty ``.npy`` tile has one layer
+    per band); ``plan`` gives the tile's plan (a server's cache), else :func:`plan_tile` makes it.
+
+    Raises:
+        InvalidInputError: no such tile or format, or a style that does not fit the bands.
+        TooManyScenesError: more than ``style.max_scenes`` scenes touch the tile.
+        ReadError: a scene's read failed (its message names the scene).
+    """
+    from mosaic.api import to_dataset
+
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"tile format {fmt!r} is not one of {', '.join(FORMATS)}")
+    the_plan = plan() if plan is not None else plan_tile(index, z, x, y, style)
+    if the_plan is None:
+        return _empty(fmt, len(bands), tile_geobox(z, x, y, style.tile_size))
+    if len(the_plan.scenes) > style.max_scenes:
         raise TooManyScenesError(
-            f"tile {z}/{x}/{y} touches {len(plan.scenes)} scenes, more than max_scenes={style.max_scenes}: "
-            "zoom in, narrow the time, or raise max_scenes"
+            f"tile {z}/{x}/{y} touches {len(the_plan.scenes)} scenes, more than "
+            f"max_scenes={style.max_scenes}: zoom in, narrow the time, or raise max_scenes"
         )
     import dask.threaded
 
-    ds = to_dataset(plan).compute(scheduler=dask.threaded.get)
-    names = [b.name for b in plan.bands]
+    ds = to_dataset(the_plan).compute(scheduler=dask.threaded.get)
+    names = [b.name for b in the_plan.bands]
     arrays = [ds[name].values[0] for name in names]
     nodata = [ds[name].attrs.get("nodata") for name in names]
     if fmt == "npy":
-        return TileResult(_npy(np.stack(arrays)), FORMATS[fmt], len(plan.scenes))
+        return TileResult(_npy(np.stack(arrays)), FORMATS[fmt], len(the_plan.scenes))
     rgba = to_rgba(arrays, nodata, style)
-    return TileResult(_image(rgba, fmt), FORMATS[fmt], len(plan.scenes))
+    return TileResult(_image(rgba, fmt), FORMATS[fmt], len(the_plan.scenes))
 
 
 def check_bands(records: Sequence[Any], fmt: str, style: TileStyle) -> tuple[str, ...]:

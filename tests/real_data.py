@@ -85,3 +85,36 @@ def _tilted_swath(shape: tuple[int, int], degrees: float) -> np.ndarray:
     u = xx * math.cos(t) + yy * math.sin(t)
     v = -xx * math.sin(t) + yy * math.cos(t)
     return (np.abs(u) < 0.40 * w) & (np.abs(v) < 0.45 * h)
+
+
+def sentinel2_b01_items(folder: Path) -> list[dict]:
+    """The real Sentinel-2 Items with their B01 asset pointing at files written here on exactly the
+    Items' grids (1830 x 1830 at 60 m, two UTM zones; tiled 256, nodata 0, rows 0-99 nodata), in place
+    of the archive the tests cannot reach."""
+    import json
+
+    items = json.loads(SENTINEL2_ITEMS.read_text())
+    rng = np.random.default_rng(1)
+    for item in items:
+        asset = item["assets"]["B01"]
+        data = rng.integers(1, 10_000, asset["proj:shape"], dtype="uint16")
+        data[:100] = 0  # nodata rows
+        path = folder / f"{item['properties']['s2:mgrs_tile']}_B01.tif"
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            dtype="uint16",
+            count=1,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            height=data.shape[0],
+            width=data.shape[1],
+            crs=f"EPSG:{item['properties']['proj:epsg']}",
+            transform=Affine(*asset["proj:transform"][:6]),
+            nodata=0,
+        ) as dst:
+            dst.write(data, 1)
+        asset["href"] = str(path)
+    return items

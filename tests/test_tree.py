@@ -22,7 +22,7 @@ from mosaic.errors import InvalidInputError, NoDataError
 from mosaic.io import runtime
 from mosaic.io.cog import decode_layout
 from mosaic.outputs.tree import grid_code, grid_nodes, open_tree, plan_tree
-from real_data import L7, LANDSAT_ITEMS, SENTINEL2_ITEMS, fill_zero_scenes
+from real_data import L7, LANDSAT_ITEMS, SENTINEL2_ITEMS, fill_zero_scenes, sentinel2_b01_items
 from servers import clear_gdal_http_cache
 
 SEAM = (11.88, 45.40, 12.12, 45.58)  # lon/lat, across the UTM 32N/33N seam (three dates)
@@ -122,31 +122,7 @@ def test_real_stac_items_nodes_are_their_grids_named_by_their_codes():
 def test_real_stac_items_pixels_exactly_with_their_files_written_here(tmp_path):
     """The real Sentinel-2 Items' B01 grids (1830 x 1830 at 60 m, two UTM zones), with files written on
     exactly those grids in place of the unreachable archive: each node holds its file's pixels."""
-    items = json.loads(SENTINEL2_ITEMS.read_text())
-    rng = np.random.default_rng(1)
-    for item in items:
-        asset = item["assets"]["B01"]
-        tile = item["properties"]["s2:mgrs_tile"]
-        data = rng.integers(1, 10_000, asset["proj:shape"], dtype="uint16")
-        data[:100] = 0  # nodata rows
-        path = tmp_path / f"{tile}_B01.tif"
-        profile = dict(
-            crs=f"EPSG:{item['properties']['proj:epsg']}", nodata=0, blockxsize=256, blockysize=256
-        )
-        profile["transform"] = Affine(*asset["proj:transform"][:6])
-        with rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            dtype="uint16",
-            count=1,
-            tiled=True,
-            height=data.shape[0],
-            width=data.shape[1],
-            **profile,
-        ) as dst:
-            dst.write(data, 1)
-        asset["href"] = str(path)
+    items = sentinel2_b01_items(tmp_path)
     index = TileIndex.from_stac(items, assets=["B01"])
     tree = open_tree(index)
     assert sorted(leaf.path for leaf in tree.leaves) == [

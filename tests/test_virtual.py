@@ -31,7 +31,7 @@ from mosaic import TileIndex, VirtualStoreError
 from mosaic.cli import cli
 from mosaic.errors import InvalidInputError, NoDataError
 from mosaic.planning.records import SceneAsset
-from real_data import DEM, L7, fill_zero_scenes
+from real_data import DEM, L7, fill_zero_scenes, sentinel2_b01_items
 
 pytest.importorskip("imagecodecs")  # the readers' codecs (the `virtual` extra)
 
@@ -621,3 +621,27 @@ def test_a_filter_selects_the_scenes_exported(demo_tiles_index, tmp_path):
     summary = read_back(written[1])
     exported = {scene for group in summary["groups"].values() for scene in group["ids"]}
     assert exported == {r.id for r in demo_tiles_index if r.id.startswith("S33")}
+
+
+@pytest.mark.filterwarnings("ignore::mosaic.errors.IncompleteMetadataWarning")
+def test_real_stac_items_export_their_grids_named_as_the_tree_names_them(tmp_path):
+    """The real Sentinel-2 Items (files written on their B01 grids): the store's groups are the tree's
+    MGRS-named nodes, and read back without mosaic they equal open_tree bit for bit."""
+    index = TileIndex.from_stac(sentinel2_b01_items(tmp_path), assets=["B01"], tile_ranges=True)
+    written = mosaic.export_virtual(index, tmp_path / "s2.json")
+    summary = read_back(written[1], values="1")
+    tree = mosaic.open_tree(index)
+    assert (
+        sorted(summary["groups"])
+        == sorted(leaf.path for leaf in tree.leaves)
+        == [
+            "/EPSG_32646/46XER_60m",
+            "/EPSG_32646/46XES_60m",
+            "/EPSG_32647/47XMJ_60m",
+            "/EPSG_32647/47XML_60m",
+        ]
+    )
+    for leaf in tree.leaves:
+        got = np.load(io.BytesIO(bytes.fromhex(summary["groups"][leaf.path]["vars"]["B01"]["values"])))
+        assert got.tobytes() == leaf.to_dataset()["B01"].values.tobytes(), leaf.path
+    assert summary["compared"] == 4

@@ -129,6 +129,8 @@ class SamplePlan:
     """A complete, inspectable point-sample plan. Execute it with :func:`run_sample`.
 
     ``x`` and ``y`` are the points in ``crs``; ``ids`` the id columns of a GeoDataFrame's rows.
+    ``mask`` is the quality mask (:mod:`mosaic.masks`) whose band reads each data read carries
+    (:attr:`mosaic.planning.planner.Read.masks`), or None.
     """
 
     x: tuple[float, ...]

@@ -484,23 +484,27 @@ def _seam_points(n: int, seed: int) -> np.ndarray:
     return np.column_stack([rng.uniform(west, east, n), rng.uniform(south, north, n)])
 
 
-@pytest.mark.parametrize("dilation", [0, 2])
-@pytest.mark.parametrize("groupby", ["solar_day", None])
+@pytest.mark.parametrize(
+    ("dilation", "groupby", "resampling"),
+    [(0, "solar_day", "nearest"), (0, None, "nearest"), (2, "solar_day", "nearest"), (2, None, "bilinear")],
+)
 def test_a_masked_sample_equals_sampling_files_whose_masked_pixels_are_blanked(
-    cloudy, tmp_path, dilation, groupby
+    cloudy, tmp_path, dilation, groupby, resampling
 ):
     """SCL (160 m) masks B02 (80 m) per scene across the seam: as blanked copies of the B02 files sample."""
     items, index = cloudy
     pts = _seam_points(400, seed=18)
     drop = lambda v: np.isin(v, SENTINEL2_SCL_EXCLUDED)  # noqa: E731
     blanked = _blanked_index(items, tmp_path / "blanked", "B02", "SCL", drop, dilation)
-    request = {"index": index, "bands": "B02", "groupby": groupby}
+    request = {"index": index, "bands": "B02", "groupby": groupby, "resampling": resampling}
     out = mosaic.sample(pts, mask=sentinel2_scl(dilate=dilation), **request).B02.values
     expected = mosaic.sample(pts, **{**request, "index": blanked}).B02.values
     plain = mosaic.sample(pts, **request).B02.values
     np.testing.assert_array_equal(out, expected)
     assert (plain >= CLOUDY).sum() > 10 and not (out >= CLOUDY).any()
-    if groupby == "solar_day":  # one scene per date at a point: the mask drops clouds, nothing else
+    if (
+        groupby == "solar_day" and resampling == "nearest"
+    ):  # one scene per date at a point: the mask drops clouds, nothing else
         kept = out > 0
         np.testing.assert_array_equal(out[kept], plain[kept])
     else:  # first takes the next date holding the point clear
@@ -554,3 +558,22 @@ def test_cli_sample_mask(cloudy, tmp_path):
     assert result.exit_code == 0, result.output
     ref = mosaic.sample(pts, index=index, bands="B02", mask="sentinel2-scl").to_dataframe().reset_index()
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "o.csv").B02.values, ref.B02.values)
+
+
+def test_a_failed_mask_read_fails_its_read_as_on_error_says(cloudy, tmp_path):
+    _, index = cloudy
+    rows = list(index)
+    scene = min(r.id for r in rows if r.asset == "SCL")
+    scl = next(r for r in rows if r.id == scene and r.asset == "SCL")
+    broken = tmp_path / "broken-scl.tif"
+    raw = Path(scl.href).read_bytes()
+    broken.write_bytes(raw[: len(raw) // 3])
+    rows = [dataclasses.replace(r, href=str(broken), identity=None) if r is scl else r for r in rows]
+    pts = _seam_points(200, seed=5)
+    request = {"bands": "B02", "mask": "sentinel2-scl"}
+    with pytest.raises(mosaic.ReadError, match=r"broken-scl\.tif"):
+        mosaic.sample(pts, index=TileIndex.from_records(rows), **request)
+    with pytest.warns(mosaic.ReadFailedWarning, match=scene):
+        out = mosaic.sample(pts, index=TileIndex.from_records(rows), on_error="skip", **request)
+    without = TileIndex.from_records([r for r in rows if r.id != scene])
+    np.testing.assert_array_equal(out.B02.values, mosaic.sample(pts, index=without, **request).B02.values)

@@ -174,7 +174,9 @@ class SamplePlan:
         return (
             f"SamplePlan({s['points']} points ({s['points_in_a_scene']} in a scene), {s['scenes']} scenes, "
             f"{s['times']} times, bands {s['bands']}, {s['reads']} reads of {s['pixels_read']} pixels, "
-            f"method={s['method']!r}, resampling={s['resampling']!r})"
+            f"method={s['method']!r}, resampling={s['resampling']!r}"
+            + ("" if self.mask is None else f", mask={s['mask']}, {s['mask_reads']} mask reads")
+            + ")"
         )
 
 
@@ -604,19 +606,20 @@ def _run_task(task: SampleTask, plan: SamplePlan, n: int) -> tuple[np.ndarray, l
                 continue  # first/last: these points have their value, later scenes cannot change it
             try:
                 fetched = read_window(pr.read, limiter, auth=plan.auth)
+                if fetched is None:
+                    continue
+                data = fetched[0]
+                if plan.mask is not None and pr.read.masks:
+                    # the mask evaluated (and dilated) on the mask band's own grid, taken to the
+                    # window's pixels (nearest): its dropped pixels are no data before the points'
+                    # values are taken; a failed mask read fails the read (on_error decides)
+                    drop = scene_mask(plan.mask, pr.read, data.shape, fetched[1], limiter, plan.auth)
+                    data = np.where(drop, np.nan, data.astype(np.float64, copy=False))
             except ReadError as exc:
                 if plan.on_error == "raise":
                     raise
                 failed.append(exc)
                 continue
-            if fetched is None:
-                continue
-            data = fetched[0]
-            if plan.mask is not None and pr.read.masks:
-                # the mask evaluated (and dilated) on the mask band's own grid, taken to the window's
-                # pixels (nearest), its dropped pixels no data before the points' values are taken
-                drop = scene_mask(plan.mask, pr.read, data.shape, fetched[1], limiter, plan.auth)
-                data = np.where(drop, np.nan, data.astype(np.float64, copy=False))
             values = _physical(_values(data, pr, plan.resampling), pr.read.to_physical)
             layer = np.full((1, n), np.nan)
             layer[0, list(pr.points)] = values

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 from pathlib import Path
 
 import geopandas as gpd
@@ -27,11 +28,14 @@ from rasterio.windows import Window
 import mosaic
 import real_data
 from mosaic import InvalidInputError, NoDataError, TileIndex
+from mosaic import synthetic as syn
 from mosaic.cli import cli
 from mosaic.io import runtime
 from mosaic.io.cog import decode_layout
+from mosaic.masks import SENTINEL2_SCL_EXCLUDED, Classes, sentinel2_scl
 from mosaic.outputs.sampling import plan_sample
 from servers import clear_gdal_http_cache
+from test_masks import CLOUDY, SEAM_BBOX, _blanked_index
 
 SEAM12 = ("S32-seam12-20240601", "S33-seam12-20240601")
 POLAR = ("NP-20240702", "SP-20241215", "N80-20240702")
@@ -398,7 +402,6 @@ def test_geodataframe_crs_and_ids_are_honoured(demo_index):
         ([shapely.Point()], {}, "(empty)"),
         ("12,45", {}, "points must be"),
         ([(12.0, 95.0)], {}, "not a place on Earth"),
-        ([(12.0, 45.5)], {"mask": "clouds"}, "mask= is not available"),
         ([(12.0, 45.5)], {"resampling": "cubic"}, "'nearest' or 'bilinear'"),
         ([(12.0, 45.5)], {"method": "highest:B8A"}, "ranking methods"),
         ([(12.0, 45.5)], {"crs": "EPSG:0"}, "crs 'EPSG:0'"),
@@ -462,3 +465,115 @@ def test_a_failed_read_raises_or_is_skipped_with_a_warning(demo_index, tmp_path)
     with pytest.warns(mosaic.ReadFailedWarning, match="S33-mid-20240601"):
         ds = mosaic.sample(pts, index=index, on_error="skip")
     assert (ds.B02.values[0] == 0).all() and (ds.B02.values[1] != 0).all()  # the other date is read
+
+
+# ------------------------------------------------------------------------------------- quality masks
+
+
+@pytest.fixture(scope="module")
+def cloudy(tmp_path_factory):
+    """The demo's 12E seam scenes with clouds and SCL/QA_PIXEL bands (2 CRSs x 3 dates)."""
+    specs = [s for s in syn.demo_specs(192, clouds=True) if "seam12" in s.id]
+    items = syn.make_collection(specs, tmp_path_factory.mktemp("cloudy"))
+    return items, TileIndex.from_stac(items)
+
+
+def _seam_points(n: int, seed: int) -> np.ndarray:
+    west, south, east, north = SEAM_BBOX
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(west, east, n), rng.uniform(south, north, n)])
+
+
+@pytest.mark.parametrize(
+    ("dilation", "groupby", "resampling"),
+    [(0, "solar_day", "nearest"), (0, None, "nearest"), (2, "solar_day", "nearest"), (2, None, "bilinear")],
+)
+def test_a_masked_sample_equals_sampling_files_whose_masked_pixels_are_blanked(
+    cloudy, tmp_path, dilation, groupby, resampling
+):
+    """SCL (160 m) masks B02 (80 m) per scene across the seam: as blanked copies of the B02 files sample."""
+    items, index = cloudy
+    pts = _seam_points(400, seed=18)
+    drop = lambda v: np.isin(v, SENTINEL2_SCL_EXCLUDED)  # noqa: E731
+    blanked = _blanked_index(items, tmp_path / "blanked", "B02", "SCL", drop, dilation)
+    request = {"index": index, "bands": "B02", "groupby": groupby, "resampling": resampling}
+    out = mosaic.sample(pts, mask=sentinel2_scl(dilate=dilation), **request).B02.values
+    expected = mosaic.sample(pts, **{**request, "index": blanked}).B02.values
+    plain = mosaic.sample(pts, **request).B02.values
+    np.testing.assert_array_equal(out, expected)
+    assert (plain >= CLOUDY).sum() > 10 and not (out >= CLOUDY).any()
+    if (
+        groupby == "solar_day" and resampling == "nearest"
+    ):  # one scene per date at a point: the mask drops clouds, nothing else
+        kept = out > 0
+        np.testing.assert_array_equal(out[kept], plain[kept])
+    else:  # first takes the next date holding the point clear
+        refilled = (plain[0] >= CLOUDY) & (out[0] > 0)
+        assert refilled.sum() > 5
+
+
+def test_dilation_masks_more_points_and_mask_reads_are_counted(cloudy):
+    _, index = cloudy
+    pts = _seam_points(400, seed=18)
+    request = {"index": index, "bands": "B02"}
+    sharp = mosaic.sample(pts, mask=sentinel2_scl(), **request).B02.values
+    wide = mosaic.sample(pts, mask=sentinel2_scl(dilate=3), **request).B02.values
+    assert ((sharp > 0) & (wide == 0)).sum() > 5 and not ((wide > 0) & (sharp == 0)).any()
+    plain = plan_sample(pts, **request)
+    spec = Classes("SCL", exclude=[9]) | Classes("QA_PIXEL", exclude=[1])
+    two = plan_sample(pts, mask=spec, **request)
+    assert plain.summary()["mask_reads"] == 0 and plain.summary()["mask"] is None
+    reads = two.summary()["reads"]
+    assert reads == plain.summary()["reads"] and two.summary()["mask_reads"] == 2 * reads
+    read = two.tasks[0].reads[0].read
+    assert [m.asset for m in read.masks] == ["SCL", "QA_PIXEL"]
+    assert all(m.scene == read.scene for m in read.masks)
+    # the mask window holds the points' window, on the mask band's grid, grown by the dilation
+    wide_plan = plan_sample(pts, mask=sentinel2_scl(dilate=3), **request)
+    (scl,) = wide_plan.tasks[0].reads[0].read.masks
+    (scl0,) = plan_sample(pts, mask=sentinel2_scl(), **request).tasks[0].reads[0].read.masks
+    assert scl.window[2] >= scl0.window[2] and scl.window[3] > scl0.window[3]
+    assert pickle.loads(pickle.dumps(two)) == two
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        two.mask = None  # type: ignore[misc]
+
+
+def test_a_mask_band_the_scenes_lack_is_a_one_line_error(cloudy, demo_index):
+    _, index = cloudy
+    with pytest.raises(mosaic.InvalidMaskError, match="has no asset 'CLOUDS'"):
+        mosaic.sample(_seam_points(3, seed=1), index=index, bands="B02", mask=Classes("CLOUDS", exclude=[9]))
+    with pytest.raises(mosaic.InvalidMaskError, match="not a preset"):
+        mosaic.sample(_seam_points(3, seed=1), index=index, bands="B02", mask="clouds")
+
+
+def test_cli_sample_mask(cloudy, tmp_path):
+    _, index = cloudy
+    index.write(tmp_path / "cloudy.parquet")
+    pts = _seam_points(50, seed=3)
+    pd.DataFrame({"lon": pts[:, 0], "lat": pts[:, 1]}).to_csv(tmp_path / "points.csv", index=False)
+    args = ["sample", "--index", str(tmp_path / "cloudy.parquet"), "--points", str(tmp_path / "points.csv")]
+    result = CliRunner().invoke(
+        cli, [*args, "--bands", "B02", "--mask", "sentinel2-scl", "-o", str(tmp_path / "o.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    ref = mosaic.sample(pts, index=index, bands="B02", mask="sentinel2-scl").to_dataframe().reset_index()
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "o.csv").B02.values, ref.B02.values)
+
+
+def test_a_failed_mask_read_fails_its_read_as_on_error_says(cloudy, tmp_path):
+    _, index = cloudy
+    rows = list(index)
+    scene = min(r.id for r in rows if r.asset == "SCL")
+    scl = next(r for r in rows if r.id == scene and r.asset == "SCL")
+    broken = tmp_path / "broken-scl.tif"
+    raw = Path(scl.href).read_bytes()
+    broken.write_bytes(raw[: len(raw) // 3])
+    rows = [dataclasses.replace(r, href=str(broken), identity=None) if r is scl else r for r in rows]
+    pts = _seam_points(200, seed=5)
+    request = {"bands": "B02", "mask": "sentinel2-scl"}
+    with pytest.raises(mosaic.ReadError, match=r"broken-scl\.tif"):
+        mosaic.sample(pts, index=TileIndex.from_records(rows), **request)
+    with pytest.warns(mosaic.ReadFailedWarning, match=scene):
+        out = mosaic.sample(pts, index=TileIndex.from_records(rows), on_error="skip", **request)
+    without = TileIndex.from_records([r for r in rows if r.id != scene])
+    np.testing.assert_array_equal(out.B02.values, mosaic.sample(pts, index=without, **request).B02.values)

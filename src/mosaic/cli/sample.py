@@ -11,6 +11,7 @@ from mosaic.cli.options import (
     bands_opt,
     groupby_opt,
     index_opt,
+    mask_opt,
     on_error_opt,
     parse_crs,
     parse_list,
@@ -118,6 +119,7 @@ def read_points(path: Path, crs: str, xy: tuple[str, ...] | None = None) -> Any:
     show_default=True,
     help="The pixel holding the point, or GDAL's bilinear of the 2 x 2 pixels around it.",
 )
+@mask_opt
 @src_nodata_opt
 @on_error_opt
 @click.option(
@@ -138,6 +140,7 @@ def sample(
     method: str,
     groupby: str | None,
     resampling: str,
+    mask: Any,
     src_nodata: Any,
     on_error: str,
     output: Path,
@@ -148,6 +151,7 @@ def sample(
     Examples:
       mosaic sample --index index.parquet --points sites.csv --time 2024 --bands B04,B08 -o series.csv
       mosaic sample --index index.parquet --points sites.geojson --method median -o series.parquet
+      mosaic sample --index index.parquet --points sites.csv --mask sentinel2-scl -o clear.csv
     """  # noqa: D301 (\b keeps click from rewrapping the examples)
     from mosaic.errors import InvalidInputError
     from mosaic.outputs.sampling import sample as sample_points
@@ -165,6 +169,7 @@ def sample(
         method=method,
         groupby=groupby,
         resampling=resampling,
+        mask=mask,
         src_nodata=src_nodata,
         on_error=on_error,
     )

@@ -28,6 +28,7 @@ from the recorded tile ranges), and fuses the points' values with :mod:`mosaic.f
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,8 @@ from shapely.geometry.base import BaseGeometry
 from mosaic.auth import Profile, hide_secrets
 from mosaic.errors import InvalidInputError, MosaicWarning, NoDataError, ReadError, ReadFailedWarning
 from mosaic.io.paths import check_allowed, redact
+from mosaic.masks import MaskSpec, as_mask
+from mosaic.planning._mask_plan import check_mask_rows, mask_assets, mask_reads
 from mosaic.planning.bands import (
     BandSpec,
     band_specs,
@@ -126,6 +129,8 @@ class SamplePlan:
     """A complete, inspectable point-sample plan. Execute it with :func:`run_sample`.
 
     ``x`` and ``y`` are the points in ``crs``; ``ids`` the id columns of a GeoDataFrame's rows.
+    ``mask`` is the quality mask (:mod:`mosaic.masks`) whose band reads each data read carries
+    (:attr:`mosaic.planning.planner.Read.masks`), or None.
     """
 
     x: tuple[float, ...]
@@ -138,6 +143,7 @@ class SamplePlan:
     tasks: tuple[SampleTask, ...]
     method: str | Callable[..., Any]
     resampling: str
+    mask: MaskSpec | None = None
     index_source: str | None = None
     scenes: tuple[str, ...] = ()
     on_error: str = "raise"
@@ -155,6 +161,8 @@ class SamplePlan:
             "times": len(self.times),
             "bands": [b.name for b in self.bands],
             "reads": len(reads),
+            "mask": None if self.mask is None else repr(self.mask),
+            "mask_reads": sum(len(pr.read.masks) for pr in reads),
             "pixels_read": int(sum(pr.read.pixels for pr in reads)),
             "source_crs": sorted({pr.read.crs for pr in reads}),
             "method": self.method if isinstance(self.method, str) else "callable",
@@ -166,7 +174,9 @@ class SamplePlan:
         return (
             f"SamplePlan({s['points']} points ({s['points_in_a_scene']} in a scene), {s['scenes']} scenes, "
             f"{s['times']} times, bands {s['bands']}, {s['reads']} reads of {s['pixels_read']} pixels, "
-            f"method={s['method']!r}, resampling={s['resampling']!r})"
+            f"method={s['method']!r}, resampling={s['resampling']!r}"
+            + ("" if self.mask is None else f", mask={s['mask']}, {s['mask_reads']} mask reads")
+            + ")"
         )
 
 
@@ -289,11 +299,7 @@ def plan_sample(
     auth: Profile | Sequence[Profile] | None = None,
 ) -> SamplePlan:
     """Plan a point sample without reading pixels; arguments as :func:`sample`."""
-    if mask is not None:
-        raise InvalidInputError(
-            "mask= is not available in mosaic.sample yet (quality masks come with mosaic.masks); "
-            "pass mask=None"
-        )
+    mask_spec = as_mask(mask)
     method, rank_band = _check_method(method)
     if rank_band is not None:
         raise InvalidInputError(
@@ -353,7 +359,11 @@ def plan_sample(
         else ()
     )
     wanted = {spec.asset for spec in specs}
+    # the mask bands are read for the scenes' reads, not as reads of their own (as make_plan does)
+    mask_rows = {(r.id, r.asset): r for r in records if r.asset in mask_assets(mask_spec)}
     records = [r for r in records if r.asset in wanted]
+    if mask_spec is not None:
+        check_mask_rows(mask_spec, (r.id for r in records), mask_rows)
 
     # which points each scene's footprint holds: one vectorised query of the scenes' footprints
     held: dict[int, np.ndarray] = {}
@@ -377,6 +387,9 @@ def plan_sample(
                 physical = to_physical(rec) if spec.physical else None
                 for win, pts, rows, cols in clusters.get((rec.id, rec.asset), ()):
                     read = _make_read(rec, spec.band, -1, 1, win, None, physical)
+                    if mask_spec is not None:  # the mask around the points, on the mask band's grid
+                        masks = mask_reads(mask_spec, rec, -1, 1, win, mask_rows, _make_read)
+                        read = dataclasses.replace(read, masks=masks)
                     reads.append(PointRead(read, pts, rows, cols))
             if reads:
                 tasks.append(SampleTask(spec.name, t, tuple(reads)))
@@ -392,6 +405,7 @@ def plan_sample(
         tasks=tuple(tasks),
         method=method,
         resampling=kernel,
+        mask=mask_spec,
         index_source=idx.source,
         scenes=tuple(sorted({r.id for r in records_held})),
         on_error=on_error,
@@ -578,6 +592,7 @@ def _run_task(task: SampleTask, plan: SamplePlan, n: int) -> tuple[np.ndarray, l
     """Read and fuse one task: the points' fused values (float, NaN for no data) and the failed reads."""
     from mosaic.fuse import First, make_fuser
     from mosaic.graph import _physical
+    from mosaic.io._mask_read import scene_mask
     from mosaic.io.gdalenv import gdal_env
     from mosaic.io.limits import get_limiter
     from mosaic.io.read import read_window
@@ -591,14 +606,21 @@ def _run_task(task: SampleTask, plan: SamplePlan, n: int) -> tuple[np.ndarray, l
                 continue  # first/last: these points have their value, later scenes cannot change it
             try:
                 fetched = read_window(pr.read, limiter, auth=plan.auth)
+                if fetched is None:
+                    continue
+                data = fetched[0]
+                if plan.mask is not None and pr.read.masks:
+                    # the mask evaluated (and dilated) on the mask band's own grid, taken to the
+                    # window's pixels (nearest): its dropped pixels are no data before the points'
+                    # values are taken; a failed mask read fails the read (on_error decides)
+                    drop = scene_mask(plan.mask, pr.read, data.shape, fetched[1], limiter, plan.auth)
+                    data = np.where(drop, np.nan, data.astype(np.float64, copy=False))
             except ReadError as exc:
                 if plan.on_error == "raise":
                     raise
                 failed.append(exc)
                 continue
-            if fetched is None:
-                continue
-            values = _physical(_values(fetched[0], pr, plan.resampling), pr.read.to_physical)
+            values = _physical(_values(data, pr, plan.resampling), pr.read.to_physical)
             layer = np.full((1, n), np.nan)
             layer[0, list(pr.points)] = values
             fuser.feed(layer)
@@ -660,6 +682,7 @@ def run_sample(plan: SamplePlan) -> Any:
         "groups": list(plan.groups),
         "scenes": len(plan.scenes),
         "reads": sum(len(t.reads) for t in plan.tasks),
+        "mask": None if plan.mask is None else repr(plan.mask),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
@@ -702,7 +725,10 @@ def sample(
         method: how the scenes of one time group are fused at a point: ``first``, ``last``, ``min``,
             ``max``, ``mean``, ``median``, ``count``, or a callable from a (scenes, 1, points) stack.
         groupby: ``"solar_day"``, ``"time"``, an Item property name, or None (one step for the period).
-        mask: quality masks (not available yet: must be None).
+        mask: a quality mask (:mod:`mosaic.masks`: a spec, a preset name such as ``"sentinel2-scl"``,
+            or an expression) evaluated per scene on its own mask band's grid around the points
+            (dilation included); a masked point gives no data in that scene, so ``first`` takes the
+            next scene holding it clear.
         resampling: ``"nearest"`` (the pixel holding the point) or ``"bilinear"``.
         dtype: output dtype (one, or a mapping per band with ``"*"``); default as :func:`mosaic.load`.
         nodata: output nodata (one, or a mapping per band); default as :func:`mosaic.load`.

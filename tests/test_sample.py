@@ -8,6 +8,7 @@ range server, whose request log counts what a sample reads.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 from pathlib import Path
@@ -577,3 +578,32 @@ def test_a_failed_mask_read_fails_its_read_as_on_error_says(cloudy, tmp_path):
         out = mosaic.sample(pts, index=TileIndex.from_records(rows), on_error="skip", **request)
     without = TileIndex.from_records([r for r in rows if r.id != scene])
     np.testing.assert_array_equal(out.B02.values, mosaic.sample(pts, index=without, **request).B02.values)
+
+
+def test_filter_and_sortby_select_and_order_the_scenes_as_load_does(demo_index):
+    points = [(12.0, 45.48), (11.95, 45.45), (12.05, 45.5)]
+    options = {"filter": "eo:cloud_cover < 70", "sortby": "eo:cloud_cover", "groupby": None}
+    got = mosaic.sample(points, "2024-06", index=demo_index, bands=["B02"], **options)
+    plain = mosaic.sample(points, "2024-06", index=demo_index, bands=["B02"], groupby=None)
+    scenes = [r for r in demo_index if r.asset == "B02" and "seam12" in r.id]
+    cloud = {r.id: json.loads(r.properties)["eo:cloud_cover"] for r in scenes}
+    kept = sorted((c, s) for s, c in cloud.items() if c < 70)
+    assert 0 < len(kept) < len(cloud)
+    # first takes, at each point, the least cloudy kept scene holding data there: the loop over the rows
+    want = []
+    for x, y in points:
+        value = 0
+        for _, scene in kept:
+            one = mosaic.sample(
+                [(x, y)],
+                "2024-06",
+                index=demo_index.take([i for i, r in enumerate(demo_index) if r.id == scene]),
+                bands=["B02"],
+                groupby=None,
+            )
+            if one.sizes["time"] and int(one.B02.values[0, 0]) != 0:
+                value = int(one.B02.values[0, 0])
+                break
+        want.append(value)
+    assert got.B02.values[0].tolist() == want
+    assert got.B02.values[0].tolist() != plain.B02.values[0].tolist() or len(kept) == len(cloud)

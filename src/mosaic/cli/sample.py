@@ -9,6 +9,7 @@ import click
 
 from mosaic.cli.options import (
     bands_opt,
+    filter_opt,
     groupby_opt,
     index_opt,
     mask_opt,
@@ -16,6 +17,7 @@ from mosaic.cli.options import (
     parse_crs,
     parse_list,
     require_index,
+    sortby_opt,
     src_nodata_opt,
     time_opt,
 )
@@ -120,6 +122,8 @@ def read_points(path: Path, crs: str, xy: tuple[str, ...] | None = None) -> Any:
     help="The pixel holding the point, or GDAL's bilinear of the 2 x 2 pixels around it.",
 )
 @mask_opt
+@filter_opt
+@sortby_opt
 @src_nodata_opt
 @on_error_opt
 @click.option(
@@ -141,6 +145,8 @@ def sample(
     groupby: str | None,
     resampling: str,
     mask: Any,
+    filter: str | None,
+    sortby: str | None,
     src_nodata: Any,
     on_error: str,
     output: Path,
@@ -170,6 +176,8 @@ def sample(
         groupby=groupby,
         resampling=resampling,
         mask=mask,
+        filter=filter,
+        sortby=sortby,
         src_nodata=src_nodata,
         on_error=on_error,
     )

@@ -44,6 +44,7 @@ from shapely.geometry.base import BaseGeometry
 
 from mosaic.auth import Profile, hide_secrets
 from mosaic.errors import InvalidInputError, MosaicWarning, NoDataError, ReadError, ReadFailedWarning
+from mosaic.index.filters import check_sortby, parse_filter, parse_sortby
 from mosaic.io.paths import check_allowed, redact
 from mosaic.masks import MaskSpec, as_mask
 from mosaic.planning._mask_plan import check_mask_rows, mask_assets, mask_reads
@@ -297,6 +298,8 @@ def plan_sample(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> SamplePlan:
     """Plan a point sample without reading pixels; arguments as :func:`sample`."""
     mask_spec = as_mask(mask)
@@ -330,8 +333,10 @@ def plan_sample(
     lon, lat = _to_lonlat(x, y, crs_in)
 
     near = _cells(lon, lat)  # the index is queried per cell of points, not per point
-    idx = resolve_index(index, bbox_ll=near, time=time, auth=profiles)
-    considered = idx.query_geometry(near, time).records()
+    flt = parse_filter(filter)
+    order = parse_sortby(sortby)
+    idx = resolve_index(index, bbox_ll=near, time=time, auth=profiles, filter=flt)
+    considered = idx.query_geometry(near, time, filter=flt).records()
     records = [r for r in considered if r.href is not None and r.transform is not None]
     check_allowed(r.href for r in records)
     if not records:
@@ -375,7 +380,8 @@ def plan_sample(
     points_of = {(records[i].id, records[i].asset): held[i] for i in held}
 
     clusters = _clusters(records_held, points_of, x, y, crs_in, kernel)
-    group_keys, times, grouped = time_groups(records_held, groupby, reverse=method == "last")
+    check_sortby(order, records_held)
+    group_keys, times, grouped = time_groups(records_held, groupby, reverse=method == "last", order=order)
 
     tasks: list[SampleTask] = []
     for t, key in enumerate(group_keys):
@@ -706,6 +712,8 @@ def sample(
     on_empty: str = "raise",
     gdal_options: Mapping[str, Any] | None = None,
     auth: Profile | Sequence[Profile] | None = None,
+    filter: Any = None,
+    sortby: Any = None,
 ) -> Any:
     """The time series of a collection at points: one value per (time group, point) and band.
 
@@ -738,6 +746,8 @@ def sample(
         on_empty: ``"raise"`` (default) or ``"warn"`` when no scene holds any point.
         gdal_options: GDAL configuration options entered around every read.
         auth: credential profiles (:mod:`mosaic.auth`) matched by href prefix.
+        filter: only the scenes for which this CQL2 filter is true, as :func:`mosaic.load`.
+        sortby: the order ``first``/``last`` take the scenes of a time group in, as :func:`mosaic.load`.
 
     Raises:
         InvalidInputError: a malformed argument: points empty, not (n, 2), NaN, off the Earth; ...
@@ -767,5 +777,7 @@ def sample(
             on_empty=on_empty,
             gdal_options=gdal_options,
             auth=auth,
+            filter=filter,
+            sortby=sortby,
         )
     )

@@ -31,7 +31,7 @@ import ast
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -276,13 +276,16 @@ def _dilate_text(pixels: int) -> str:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class AnyOf(MaskSpec):
-    """Drop a pixel where any part drops it (``a | b``)."""
+class _Combination(MaskSpec):
+    """Two or more specs combined pixel by pixel: :class:`AnyOf` (``|``) or :class:`AllOf` (``&``)."""
 
     parts: tuple[MaskSpec, ...] = field(default=())
+    _symbol: ClassVar[str] = ""
+    _join: ClassVar[Any] = None
+    """The NumPy ufunc joining two parts' dropped pixels (``logical_or``, ``logical_and``)."""
 
     def __post_init__(self) -> None:
-        _check_parts(self, "AnyOf")
+        _check_parts(self, type(self).__name__)
 
     @property
     def leaves(self) -> tuple[Leaf, ...]:
@@ -292,38 +295,31 @@ class AnyOf(MaskSpec):
     def _combine(self, evaluate: Callable[[Leaf], np.ndarray]) -> np.ndarray:
         out = self.parts[0]._combine(evaluate).copy()
         for part in self.parts[1:]:
-            out |= part._combine(evaluate)
+            self._join(out, part._combine(evaluate), out=out)
         return out
 
     def __repr__(self) -> str:
-        return " | ".join(f"({p!r})" if isinstance(p, AllOf) else repr(p) for p in self.parts)
+        other = AllOf if isinstance(self, AnyOf) else AnyOf
+        return f" {self._symbol} ".join(f"({p!r})" if isinstance(p, other) else repr(p) for p in self.parts)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class AllOf(MaskSpec):
+class AnyOf(_Combination):
+    """Drop a pixel where any part drops it (``a | b``)."""
+
+    _symbol: ClassVar[str] = "|"
+    _join: ClassVar[Any] = np.logical_or
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AllOf(_Combination):
     """Drop a pixel where every part drops it (``a & b``)."""
 
-    parts: tuple[MaskSpec, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        _check_parts(self, "AllOf")
-
-    @property
-    def leaves(self) -> tuple[Leaf, ...]:
-        """The rules of every part, in order."""
-        return tuple(leaf for part in self.parts for leaf in part.leaves)
-
-    def _combine(self, evaluate: Callable[[Leaf], np.ndarray]) -> np.ndarray:
-        out = self.parts[0]._combine(evaluate).copy()
-        for part in self.parts[1:]:
-            out &= part._combine(evaluate)
-        return out
-
-    def __repr__(self) -> str:
-        return " & ".join(f"({p!r})" if isinstance(p, AnyOf) else repr(p) for p in self.parts)
+    _symbol: ClassVar[str] = "&"
+    _join: ClassVar[Any] = np.logical_and
 
 
-def _check_parts(spec: AnyOf | AllOf, kind: str) -> None:
+def _check_parts(spec: _Combination, kind: str) -> None:
     parts = spec.parts
     if isinstance(parts, MaskSpec) or not isinstance(parts, Iterable):
         raise InvalidMaskError(f"{kind} takes a list of mask specs, got {parts!r}")

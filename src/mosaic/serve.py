@@ -179,16 +179,8 @@ def app(
                 return plans.get_or_make(plan_key, lambda: plan_tile(tiles, z, x, y, style))
 
             result = cache.get_or_make(key, lambda: render_tile(tiles, z, x, y, fmt, style, names, plan))
-        except TooManyScenesError as exc:
-            return _error(413, where, exc)
-        except InvalidInputError as exc:
-            return _error(400, where, exc)
-        except ReadError as exc:
-            log.error("%s: %s", where, redact(str(exc)))
-            return _error(502, where, exc)
         except MosaicError as exc:
-            log.error("%s: %s", where, redact(str(exc)))
-            return _error(500, where, exc)
+            return _failure(where, exc)
         return Response(
             result.content,
             media_type=result.media_type,
@@ -229,13 +221,8 @@ def app(
             where = f"point {lon:.6f},{lat:.6f}"
             style = style_of(request)
             series = _series(tiles, lon, lat, style)
-        except InvalidInputError as exc:
-            return _error(400, where, exc)
-        except ReadError as exc:
-            log.error("%s: %s", where, redact(str(exc)))
-            return _error(502, where, exc)
         except MosaicError as exc:
-            return _error(500, where, exc)
+            return _failure(where, exc)
         return JSONResponse({"lon": lon, "lat": lat, "series": series})
 
     def page(request: Request) -> Response:
@@ -320,6 +307,20 @@ def _colormap(name: str) -> str:
 def _style_key(style: TileStyle) -> tuple[Any, ...]:
     """What makes two tile requests the same (the server's ``extra`` options are fixed per server)."""
     return (style.bands, style.rescale, style.colormap, style.method, style.resampling, str(style.time))
+
+
+def _failure(where: str, exc: MosaicError) -> Response:
+    """The HTTP answer to a request that failed, its reason in ``X-Mosaic-Error``.
+
+    413: too many scenes; 400: bad input; 502: a failed read (logged, the scene named); 500: anything
+    else of mosaic's (logged).
+    """
+    if isinstance(exc, TooManyScenesError):
+        return _error(413, where, exc)
+    if isinstance(exc, InvalidInputError):
+        return _error(400, where, exc)
+    log.error("%s: %s", where, redact(str(exc)))
+    return _error(502 if isinstance(exc, ReadError) else 500, where, exc)
 
 
 def _error(status: int, where: str, exc: BaseException) -> Response:

@@ -196,7 +196,14 @@ def _outputs(path: PathType, assets: Sequence[str]) -> list[Path]:
     return [target.with_name(f"{name}.{asset}.gti.gpkg") for asset in assets]
 
 
-def _assets(rows: Sequence[SceneAsset], bands: Sequence[str] | str | None) -> list[str]:
+def select_assets(
+    rows: Sequence[SceneAsset], bands: Sequence[str] | str | None, holder: str = "a GTI"
+) -> list[str]:
+    """The assets ``bands`` names among ``rows`` (all of them for None): outputs that hold whole assets.
+
+    Raises:
+        InvalidInputError: a name no selected scene has (with a hint when it is a band of an asset).
+    """
     available = sorted({r.asset for r in rows})
     if bands is None:
         return available
@@ -204,7 +211,7 @@ def _assets(rows: Sequence[SceneAsset], bands: Sequence[str] | str | None) -> li
     for name in wanted:
         if name not in available:
             base = name.rpartition(".")[0]
-            hint = f"; a GTI holds whole assets: ask for {base!r}" if base in available else ""
+            hint = f"; {holder} holds whole assets: ask for {base!r}" if base in available else ""
             raise InvalidInputError(
                 f"band {name!r} is in none of the selected scenes{hint}; assets: {available}"
             )
@@ -309,7 +316,7 @@ def export_gti(
         raise NoDataError(
             f"no scene with a file intersects the grid {tuple(gbox.boundingbox)} ({srs}), time {time!r}"
         )
-    assets = _assets(rows, bands)
+    assets = select_assets(rows, bands)
     rows = [r for r in rows if r.asset in assets]
     check_sortby(order, rows)
     check_grid(gbox, rows, max_pixels=max_pixels)

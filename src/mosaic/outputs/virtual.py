@@ -40,6 +40,7 @@ import numpy as np
 from mosaic.errors import InvalidInputError, NoDataError, OutputError, VirtualStoreError
 from mosaic.io import cog
 from mosaic.io.paths import check_allowed, credentials_in
+from mosaic.outputs.gti import select_assets
 from mosaic.planning.records import SceneAsset
 from mosaic.types import BBox, PathType, TimeLike
 
@@ -222,7 +223,7 @@ def export_virtual(
         for r in idx.query(bbox, time, bbox_crs=bbox_crs, filter=filter).records()
         if r.href and r.transform is not None and r.shape is not None and (hrefs is None or r.href in hrefs)
     ]
-    rows = [r for r in rows if r.asset in _assets(rows, bands)]
+    rows = [r for r in rows if r.asset in select_assets(rows, bands, holder="a virtual store")]
     if not rows:
         raise NoDataError(f"no scene with a file matches bbox {bbox!r} ({bbox_crs}), time {time!r}")
     _check_hrefs(rows)
@@ -290,17 +291,6 @@ def write_virtual(
 
 
 # -------------------------------------------------------------------------------------- grouping
-
-
-def _assets(rows: Sequence[SceneAsset], bands: Sequence[str] | str | None) -> list[str]:
-    available = sorted({r.asset for r in rows})
-    if bands is None:
-        return available
-    wanted = [bands] if isinstance(bands, str) else list(bands)
-    for name in wanted:
-        if name not in available:
-            raise InvalidInputError(f"band {name!r} is in none of the selected scenes; assets: {available}")
-    return wanted
 
 
 def _tree_source(tree: Any) -> tuple[str, set[str]]:

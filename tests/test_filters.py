@@ -280,7 +280,7 @@ def _tiles_index(n_tiles: int = 64, dates: int = 25) -> TileIndex:
 
 
 class Reads(logging.Handler):
-    """The read reports the ``mosaic.index.tile_index`` logger gives (one per read)."""
+    """The read reports the ``mosaic.index`` logger gives (one per read)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

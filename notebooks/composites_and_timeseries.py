@@ -25,7 +25,8 @@
 # and `QA_PIXEL` (Landsat bit flags). The pixels are a known field plus noise, so the notebook checks
 # what it shows against the truth.
 #
-# Runs offline (the collection is generated in a few seconds). It is a
+# Runs offline (the collection is generated in a few seconds). Unlike the other notebooks it does not
+# take a saved index (`MOSAIC_INDEX`): every check below compares with this collection's known truth. It is a
 # [jupytext](https://jupytext.readthedocs.io) "percent" script: run it as
 # `python composites_and_timeseries.py`, or open it in Jupyter with jupytext installed.
 # `MOSAIC_NOTEBOOK_DIR` (where to write) is optional.

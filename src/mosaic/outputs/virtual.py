@@ -806,10 +806,12 @@ def _templated(refs: Mapping[str, Any]) -> dict[str, Any]:
 def _require_fastparquet() -> None:
     from importlib.util import find_spec
 
-    if find_spec("fastparquet") is None:
+    missing = [name for name in ("fastparquet", "kerchunk") if find_spec(name) is None]
+    if missing:
         raise InvalidInputError(
-            "format='parquet' needs fastparquet (fsspec reads and writes Parquet references with it): "
-            "pip install 'virtual-mosaic[virtual]', or use format='json'"
+            f"format='parquet' needs {' and '.join(missing)} (fsspec writes Parquet references through "
+            "kerchunk.df, and reads and writes them with fastparquet): pip install "
+            "'virtual-mosaic[virtual]', or use format='json'"
         )
 
 

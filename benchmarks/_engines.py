@@ -10,6 +10,7 @@ Items, build an index) is timed separately and reported beside it.
 from __future__ import annotations
 
 import copy
+import os
 import shlex
 import subprocess
 import time
@@ -237,3 +238,31 @@ def run_gdalwarp(cmd: list[str]) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"gdalwarp failed ({shlex.join(cmd[:12])} ...): {proc.stderr.strip()}")
     return elapsed
+
+
+def write_uint16_cog(
+    path: Path, data: np.ndarray, crs: str, transform: Any, *, tile: int, overviews: int
+) -> None:
+    """Write ``data`` (uint16, nodata 0) as the benchmarks' COG: DEFLATE + predictor 2, ``tile``-pixel
+    blocks, ``overviews`` averaged overviews; through a temporary name, so a killed run leaves no
+    partial file a later run would reuse."""
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    height, width = data.shape
+    profile = dict(driver="GTiff", count=1, height=height, width=width, dtype="uint16", crs=crs)
+    tmp = path.with_suffix(".tmp")
+    with MemoryFile() as mem, mem.open(**profile, transform=transform, nodata=0) as ds:
+        ds.write(data, 1)
+        rasterio.shutil.copy(
+            ds,
+            tmp,
+            driver="COG",
+            compress="DEFLATE",
+            predictor="2",
+            blocksize=tile,
+            overview_resampling="average",
+            overview_count=overviews,
+            bigtiff="NO",
+        )
+    os.replace(tmp, path)

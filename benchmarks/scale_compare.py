@@ -109,11 +109,8 @@ def scene_specs() -> list[dict[str, Any]]:
 def make_scene(spec: dict[str, Any]) -> dict[str, Any]:
     """Write one scene's COG (if absent) and return its STAC Item as a dict."""
     import numpy as np
-    import rasterio
-    import rasterio.shutil
     from affine import Affine
     from pyproj import Transformer
-    from rasterio.io import MemoryFile
     from shapely.geometry import box, mapping
 
     from mosaic.index.geom import to_lonlat
@@ -138,22 +135,9 @@ def make_scene(spec: dict[str, Any]) -> dict[str, Any]:
         seed = sum(map(ord, spec["id"]))
         noise = np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, size=(SIZE, SIZE))
         data = np.clip(np.rint(truth(lon, lat, 1, when=when) + noise), 1, 65535).astype("uint16")
-        profile = dict(driver="GTiff", count=1, height=SIZE, width=SIZE, dtype="uint16", crs=spec["crs"])
-        tmp = path.with_suffix(".tmp")
-        with MemoryFile() as mem, mem.open(**profile, transform=transform, nodata=0) as ds:
-            ds.write(data, 1)
-            rasterio.shutil.copy(
-                ds,
-                tmp,
-                driver="COG",
-                compress="DEFLATE",
-                predictor="2",
-                blocksize=TILE,
-                overview_resampling="average",
-                overview_count=OVERVIEWS,
-                bigtiff="NO",
-            )
-        os.replace(tmp, path)
+        from _engines import write_uint16_cog
+
+        write_uint16_cog(path, data, spec["crs"], transform, tile=TILE, overviews=OVERVIEWS)
     footprint = to_lonlat(box(*bounds), spec["crs"])
     return {
         "type": "Feature",

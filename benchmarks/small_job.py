@@ -84,10 +84,6 @@ def make_scene(scene: tuple[str, float, float, str]) -> dict[str, Any]:
     transform = Affine(RES, 0, left, 0, -RES, top)
     bounds = (left, top - HEIGHT * RES, left + WIDTH * RES, top)
     if not path.exists():
-        import rasterio
-        import rasterio.shutil
-        from rasterio.io import MemoryFile
-
         path.parent.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(sum(map(ord, name)))
         rows = np.arange(HEIGHT, dtype=np.float32)[:, None]
@@ -107,22 +103,9 @@ def make_scene(scene: tuple[str, float, float, str]) -> dict[str, Any]:
         inside = (np.abs(u) < 3100) & (np.abs(v) < 3000)
         out = np.where(inside, np.clip(np.rint(data), 1, 65535), 0).astype("uint16")
         del data, field, u, v, inside
-        profile = dict(driver="GTiff", count=1, height=HEIGHT, width=WIDTH, dtype="uint16", crs=CRS)
-        tmp = path.with_suffix(".tmp")
-        with MemoryFile() as mem, mem.open(**profile, transform=transform, nodata=0) as ds:
-            ds.write(out, 1)
-            rasterio.shutil.copy(
-                ds,
-                tmp,
-                driver="COG",
-                compress="DEFLATE",
-                predictor="2",
-                blocksize=TILE,
-                overview_resampling="average",
-                overview_count=OVERVIEWS,
-                bigtiff="NO",
-            )
-        os.replace(tmp, path)
+        from _engines import write_uint16_cog
+
+        write_uint16_cog(path, out, CRS, transform, tile=TILE, overviews=OVERVIEWS)
     footprint = to_lonlat(box(*bounds), CRS)
     return {
         "type": "Feature",

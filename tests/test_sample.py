@@ -313,7 +313,9 @@ def _cluster_points(rec, tiles: dict[tuple[int, int], int], seed: int) -> np.nda
     return np.concatenate(out)
 
 
-def test_one_read_per_scene_and_tile_cluster_over_http(demo_index, demo_collection, http_server):
+def _remote_mid_scenes(demo_index, demo_collection, http_server) -> tuple[list, TileIndex]:
+    """The two dates of the S33-mid B02 files: their local rows, and an index of them over HTTP with
+    their tile ranges recorded; the server's counters and GDAL's and mosaic's caches emptied."""
     root = Path(demo_collection[0])
     rows = sorted(
         (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
@@ -330,6 +332,11 @@ def test_one_read_per_scene_and_tile_cluster_over_http(demo_index, demo_collecti
     clear_gdal_http_cache()  # (what GDAL fetched indexing them would hide its requests)
     http_server.reset_stats()
     runtime.reset()
+    return rows, remote
+
+
+def test_one_read_per_scene_and_tile_cluster_over_http(demo_index, demo_collection, http_server):
+    rows, remote = _remote_mid_scenes(demo_index, demo_collection, http_server)
     pts = _cluster_points(rows[0], {(0, 1): 6, (2, 2): 4}, seed=1)
     plan = plan_sample(pts, index=remote, bands="B02")
     assert plan.summary()["reads"] == 4  # 2 scenes x 2 tile clusters
@@ -351,11 +358,84 @@ def test_one_read_per_scene_and_tile_cluster_over_http(demo_index, demo_collecti
     assert (ds.B02.values != 0).all()
 
 
+def test_points_in_tiles_side_by_side_are_one_request_of_exactly_those_tiles(
+    demo_index, demo_collection, http_server
+):
+    # a tiled TIFF stores tiles (1, 0) and (1, 1) one after the other: their points are one read and
+    # one GET from the first byte of (1, 0) to the last of (1, 1); (0, 0) and (0, 2) have a tile no
+    # point needs between them, and (2, 1) is in another tile row: a read each
+    rows, remote = _remote_mid_scenes(demo_index, demo_collection, http_server)
+    pts = _cluster_points(rows[0], {(1, 0): 2, (1, 1): 3, (0, 0): 1, (0, 2): 2, (2, 1): 2}, seed=5)
+    plan = plan_sample(pts, index=remote, bands="B02")
+    assert plan.summary()["reads"] == 2 * 4
+    ds = mosaic.sample(pts, index=remote, bands="B02")
+    gets = [r for r in http_server.log if r.method == "GET"]
+    assert mosaic.read_stats().tile_range_reads == 8 and len(gets) == 8
+    for rec in remote:
+        level = decode_layout(rec.tiles).levels[0]
+        assert level.offsets.size == 9  # 3 x 3 tiles of 256 px
+
+        def span(first: tuple[int, int], last: tuple[int, int], level=level) -> str:
+            a, b = first[0] * 3 + first[1], last[0] * 3 + last[1]
+            return f"bytes={level.offsets[a]}-{level.offsets[b] + level.sizes[b] - 1}"
+
+        mine = sorted(r.range for r in gets if rec.href.endswith(r.path))
+        assert mine == sorted(
+            [span((1, 0), (1, 1)), span((0, 0), (0, 0)), span((0, 2), (0, 2)), span((2, 1), (2, 1))]
+        )
+    same = mosaic.sample(pts, index=TileIndex.from_records(rows), bands="B02")  # the local files
+    np.testing.assert_array_equal(ds.B02.values, same.B02.values)
+    assert (ds.B02.values != 0).all()
+
+
+def test_first_reads_only_the_tiles_of_the_points_still_without_a_value(
+    demo_index, demo_collection, http_server
+):
+    # points in tiles (1, 0) and (1, 1), side by side: one read per date. The first date has no data
+    # in tile (1, 1), so the second date's read is cut to what its points still need: tile (1, 1)
+    rows, _ = _remote_mid_scenes(demo_index, demo_collection, http_server)
+    root = Path(demo_collection[0])
+    with rasterio.open(rows[0].href) as src:
+        pixels, nodata = src.read(1), src.nodata
+    pixels[256:512, 256:512] = nodata
+    holed = root / "holed" / "S33-mid-20240601-B02.tif"
+    holed.parent.mkdir(exist_ok=True)
+    syn.write_raster(holed, pixels, rows[0].crs, rows[0].affine, nodata)
+    urls = [http_server.url(Path(p).relative_to(root).as_posix()) for p in (holed, rows[1].href)]
+    indexed = {r.href: r for r in TileIndex.from_files(urls, progress=False, tile_ranges=True)}
+    remote = TileIndex.from_records(  # the dates and footprints of the originals
+        [
+            dataclasses.replace(
+                indexed[url], id=row.id, asset="B02", datetime=row.datetime, footprint=row.footprint
+            )
+            for url, row in zip(urls, rows, strict=True)
+        ]
+    )
+    clear_gdal_http_cache()
+    http_server.reset_stats()
+    runtime.reset()
+    pts = _cluster_points(rows[0], {(1, 0): 2, (1, 1): 3}, seed=7)
+    ds = mosaic.sample(pts, index=remote, bands="B02", groupby=None)
+    gets = [r for r in http_server.log if r.method == "GET"]
+    second = [r.range for r in gets if urls[1].endswith(r.path)]
+    level = decode_layout(next(r for r in remote if r.href == urls[1]).tiles).levels[0]
+    assert second == [f"bytes={level.offsets[4]}-{level.offsets[4] + level.sizes[4] - 1}"]  # tile (1, 1)
+    assert len(gets) == 2
+    expected = []
+    to_utm = Transformer.from_crs("EPSG:4326", rows[0].crs, always_xy=True)
+    for i, (x, y) in enumerate(to_utm.itransform(pts)):  # the (1, 0) points, then the (1, 1) points
+        with rasterio.open(rows[0].href if i < 2 else rows[1].href) as src:
+            expected.append(next(src.sample([(x, y)]))[0])
+    np.testing.assert_array_equal(ds.B02.values[0], expected)
+
+
 def test_gdal_path_counts_one_limiter_read_per_cluster(demo_index):
     rec = _rec(demo_index, "S33-mid-20240601")
     pts = _cluster_points(rec, {(0, 0): 3, (1, 2): 5, (2, 0): 1}, seed=4)
     mosaic.sample(pts, index=demo_index, bands=["B02", "B8A"])
-    assert mosaic.read_stats().reads == 2 * 3 * 2  # 2 dates x 3 clusters x 2 bands (assets)
+    # B02 (10 m, 3 x 3 tiles): 3 tiles apart; B8A (40 m, 2 x 2 tiles): the points fall in its tiles
+    # (0, 0), (0, 1) and (1, 0), and the first two are side by side: 2 reads; on each of 2 dates
+    assert mosaic.read_stats().reads == 2 * (3 + 2)
 
 
 def test_first_skips_reads_whose_points_have_their_value(demo_index):

@@ -15,8 +15,10 @@ How a sample is planned:
    is not rounded through lon/lat), and into each scene's pixel grid by its inverse affine;
 4. a scene's points are grouped by the tile (block) of the file they fall in (the tile size the index
    recorded with ``tile_ranges=True``, else 256 px, which holds within one tile of any tiling in
-   multiples of 256); each group is one :class:`~mosaic.planning.planner.Read` of the smallest window holding
-   its pixels (and their bilinear neighbours), at full resolution;
+   multiples of 256), tiles side by side in one tile row together (a tiled TIFF stores them one
+   after the other: one request, no byte nobody needs); each group is one
+   :class:`~mosaic.planning.planner.Read` of the smallest window holding its pixels (and their
+   bilinear neighbours), at full resolution;
 5. scenes are grouped in time and ordered for fusion as :func:`mosaic.load` does
    (:func:`mosaic.planning.planner.time_groups`), so both label the same groups with the same times.
 
@@ -504,7 +506,8 @@ def _clusters(
 def _scene_clusters(
     rec: SceneAsset, pts: np.ndarray, px: np.ndarray, py: np.ndarray, kernel: str
 ) -> list[Cluster]:
-    """One scene's points (in its CRS) on its pixel grid, grouped by tile; points off the grid dropped."""
+    """One scene's points (in its CRS) on its pixel grid, grouped by runs of adjacent tiles of one tile
+    row; points off the grid dropped."""
     inv = ~cast(Affine, rec.affine)
     cols = inv.a * px + inv.b * py + inv.c
     rows = inv.d * px + inv.e * py + inv.f
@@ -516,20 +519,18 @@ def _scene_clusters(
     if not ok.any():
         return []
     pts, rows, cols, r0, c0 = pts[ok], rows[ok], cols[ok], r0[ok].astype(np.int64), c0[ok].astype(np.int64)
-    # the pixels a point needs: its own, or the 2 x 2 whose centres surround it
-    if kernel == "bilinear":
-        lo_r, lo_c = np.floor(rows - 0.5).astype(np.int64), np.floor(cols - 0.5).astype(np.int64)
-        hi_r, hi_c = lo_r + 1, lo_c + 1
-        lo_r, lo_c = np.clip(lo_r, 0, height - 1), np.clip(lo_c, 0, width - 1)
-        hi_r, hi_c = np.clip(hi_r, 0, height - 1), np.clip(hi_c, 0, width - 1)
-    else:
-        lo_r, lo_c, hi_r, hi_c = r0, c0, r0, c0
+    lo_r, lo_c, hi_r, hi_c = _pixel_boxes(rows, cols, kernel, (0, 0, height, width))
     th, tw = _tile_shape(rec)
-    key = (r0 // th) * (width // tw + 1) + c0 // tw
+    tile_row, tile_col = r0 // th, c0 // tw
+    key = tile_row * (width // tw + 1) + tile_col
     order = np.lexsort((pts, key))
     key, pts, rows, cols = key[order], pts[order], rows[order], cols[order]
+    tile_row, tile_col = tile_row[order], tile_col[order]
     lo_r, lo_c, hi_r, hi_c = lo_r[order], lo_c[order], hi_r[order], hi_c[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    # a group is a run of tiles side by side in one tile row: a tiled TIFF stores them one after the
+    # other, so their read is one request, with no byte between them that no point needs
+    apart = (np.diff(tile_row) != 0) | (np.diff(tile_col) > 1)
+    starts = np.flatnonzero(np.r_[True, apart])
     top, left = np.minimum.reduceat(lo_r, starts), np.minimum.reduceat(lo_c, starts)
     heights = np.maximum.reduceat(hi_r, starts) - top + 1
     widths = np.maximum.reduceat(hi_c, starts) - left + 1
@@ -540,6 +541,42 @@ def _scene_clusters(
         (tuple(win), tuple(pts_l[s:e]), tuple(rows_l[s:e]), tuple(cols_l[s:e]))
         for win, s, e in zip(windows, starts.tolist(), ends, strict=True)
     ]
+
+
+def _pixel_boxes(
+    rows: np.ndarray, cols: np.ndarray, kernel: str, inside: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first and last row and column of the pixels each point needs (its own, or the 2 x 2 whose
+    centres surround it), kept within the ``inside`` window (row_off, col_off, height, width)."""
+    top, left, height, width = inside
+    if kernel == "bilinear":
+        lo_r, lo_c = np.floor(rows - 0.5).astype(np.int64), np.floor(cols - 0.5).astype(np.int64)
+        hi_r, hi_c = lo_r + 1, lo_c + 1
+    else:
+        lo_r = hi_r = np.floor(rows).astype(np.int64)
+        lo_c = hi_c = np.floor(cols).astype(np.int64)
+    last_r, last_c = top + height - 1, left + width - 1
+    return (
+        np.clip(lo_r, top, last_r),
+        np.clip(lo_c, left, last_c),
+        np.clip(hi_r, top, last_r),
+        np.clip(hi_c, left, last_c),
+    )
+
+
+def _narrowed(pr: PointRead, keep: np.ndarray, kernel: str) -> PointRead:
+    """``pr`` for the points ``keep`` selects only, its window cut to the pixels they need (so a read of
+    a run of tiles whose other points have their value fetches only the tiles these points need)."""
+    rows, cols = np.asarray(pr.rows)[keep], np.asarray(pr.cols)[keep]
+    lo_r, lo_c, hi_r, hi_c = _pixel_boxes(rows, cols, kernel, pr.read.window)
+    top, left = int(lo_r.min()), int(lo_c.min())
+    window = (top, left, int(hi_r.max()) - top + 1, int(hi_c.max()) - left + 1)
+    return PointRead(
+        dataclasses.replace(pr.read, window=window),
+        tuple(np.asarray(pr.points)[keep].tolist()),
+        tuple(rows.tolist()),
+        tuple(cols.tolist()),
+    )
 
 
 def _tile_shape(rec: SceneAsset) -> tuple[int, int]:
@@ -608,8 +645,12 @@ def _run_task(task: SampleTask, plan: SamplePlan, n: int) -> tuple[np.ndarray, l
     failed: list[ReadError] = []
     with gdal_env(plan.gdal_options):
         for pr in task.reads:
-            if isinstance(fuser, First) and not np.isnan(fuser.result()[0, list(pr.points)]).any():
-                continue  # first/last: these points have their value, later scenes cannot change it
+            if isinstance(fuser, First):  # first/last: a point with its value keeps it, whatever comes
+                lacking = np.isnan(fuser.result()[0, list(pr.points)])
+                if not lacking.any():
+                    continue
+                if not lacking.all():
+                    pr = _narrowed(pr, lacking, plan.resampling)
             try:
                 fetched = read_window(pr.read, limiter, auth=plan.auth)
                 if fetched is None:
@@ -720,7 +761,8 @@ def sample(
     Each point takes the value of the scene pixel holding it (or GDAL's bilinear of the 2 x 2 around
     it), in each scene whose footprint holds it, whatever the scene's CRS; the scenes of a time group
     are fused by ``method`` as :func:`mosaic.load` fuses them, and grouped in time as ``load`` groups
-    them (same time labels). Only the tiles holding points are read: one read per scene and tile.
+    them (same time labels). Only the tiles holding points are read: one read per scene and run of
+    adjacent tiles (tiles side by side in a tile row, which a tiled file stores together).
 
     Args:
         points: an (n, 2) array of x, y; a list of (x, y); shapely Points (a list or a MultiPoint); or

@@ -114,8 +114,8 @@ def floor(items: list[dict[str, Any]], pts: np.ndarray) -> dict[str, int]:
     for (lon, lat), holding in zip(pts, _holding(items, pts), strict=True):
         for item in holding:
             asset = item["assets"]["B02"]
-            x, y = Transformer.from_crs("EPSG:4326", asset.get("proj:code") or item["properties"]["proj:code"],
-                                        always_xy=True).transform(lon, lat)
+            crs = asset.get("proj:code") or item["properties"]["proj:code"]
+            x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
             with rasterio.open(asset["href"]) as ds:
                 row, col = ds.index(x, y)
                 (bh, bw) = ds.block_shapes[0]
@@ -245,7 +245,8 @@ def run_once(engine: str, base: str | None, n: int, server: Any) -> dict[str, An
     cmd = [sys.executable, __file__, "--worker", engine, "--points", str(n)]
     if base is not None:
         cmd += ["--base-url", base]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent / "tests")])}
+    paths = [str(HERE.parent / "src"), str(HERE.parent / "tests")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     line = proc.stdout.readline()
@@ -350,8 +351,9 @@ def main() -> None:
             moved = f"{r['requests']} ({methods}) | {r['bytes_sent_mb']:.2f}"
         else:
             moved = f"{r['rchar_mb']:.2f}"
+        runs = ", ".join(map(str, r["seconds_all"]))
         lines.append(
-            f"| {r['engine']} | {r['seconds_median']:.2f} | {', '.join(map(str, r['seconds_all']))} | {moved} | "
+            f"| {r['engine']} | {r['seconds_median']:.2f} | {runs} | {moved} | "
             f"{'-' if r['reads'] is None else r['reads']} | {r['dates']} | {100 * r['equal']:.1f}% |"
         )
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")

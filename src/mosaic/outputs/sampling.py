@@ -506,8 +506,10 @@ def _clusters(
 def _scene_clusters(
     rec: SceneAsset, pts: np.ndarray, px: np.ndarray, py: np.ndarray, kernel: str
 ) -> list[Cluster]:
-    """One scene's points (in its CRS) on its pixel grid, grouped by runs of adjacent tiles of one tile
-    row; points off the grid dropped."""
+    """One scene's points (in its CRS) on its pixel grid, grouped by runs of tiles side by side.
+
+    A run is tiles next to each other in one tile row; points off the grid are dropped.
+    """
     inv = ~cast(Affine, rec.affine)
     cols = inv.a * px + inv.b * py + inv.c
     rows = inv.d * px + inv.e * py + inv.f
@@ -546,8 +548,11 @@ def _scene_clusters(
 def _pixel_boxes(
     rows: np.ndarray, cols: np.ndarray, kernel: str, inside: tuple[int, int, int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The first and last row and column of the pixels each point needs (its own, or the 2 x 2 whose
-    centres surround it), kept within the ``inside`` window (row_off, col_off, height, width)."""
+    """The first and last row and column of the pixels each point needs, within ``inside``.
+
+    A point needs its own pixel, or for bilinear the 2 x 2 whose centres surround it; ``inside`` is a
+    window (row_off, col_off, height, width) the rows and columns are kept in.
+    """
     top, left, height, width = inside
     if kernel == "bilinear":
         lo_r, lo_c = np.floor(rows - 0.5).astype(np.int64), np.floor(cols - 0.5).astype(np.int64)
@@ -565,8 +570,10 @@ def _pixel_boxes(
 
 
 def _narrowed(pr: PointRead, keep: np.ndarray, kernel: str) -> PointRead:
-    """``pr`` for the points ``keep`` selects only, its window cut to the pixels they need (so a read of
-    a run of tiles whose other points have their value fetches only the tiles these points need)."""
+    """``pr`` for the points ``keep`` selects only, its window cut to the pixels they need.
+
+    So a read of a run of tiles whose other points have their value fetches only these points' tiles.
+    """
     rows, cols = np.asarray(pr.rows)[keep], np.asarray(pr.cols)[keep]
     lo_r, lo_c, hi_r, hi_c = _pixel_boxes(rows, cols, kernel, pr.read.window)
     top, left = int(lo_r.min()), int(lo_c.min())

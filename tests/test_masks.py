@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pystac
 import pytest
-import rasterio
 
 import mosaic
+from masking import CLOUDY, SEAM_BBOX, blanked_index, cloudy_specs, disc
 from mosaic import InvalidInputError, InvalidMaskError, TileIndex
 from mosaic import synthetic as syn
 from mosaic.masks import (
@@ -42,11 +42,6 @@ from mosaic.masks import (
     sentinel2_scl,
 )
 
-SIZE = 192  # B02 pixels a side: 80 m pixels, SCL at 160 m, scenes of 15.36 km
-SEAM_BBOX = (11.88, 45.40, 12.12, 45.58)
-CLOUDY = 4500.0  # above every truth value, below CLOUD_VALUE
-
-
 # ----------------------------------------------------------------------------------------- fixtures
 
 
@@ -54,8 +49,7 @@ CLOUDY = 4500.0  # above every truth value, below CLOUD_VALUE
 def cloudy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[pystac.Item]]:
     """The 12E seam scenes of the demo with clouds (6 scenes: 2 CRSs x 3 dates)."""
     root = tmp_path_factory.mktemp("cloudy")
-    specs = [s for s in syn.demo_specs(SIZE, clouds=True) if "seam12" in s.id]
-    return root, syn.make_collection(specs, root)
+    return root, syn.make_collection(cloudy_specs(), root)
 
 
 @pytest.fixture(scope="module")
@@ -70,55 +64,6 @@ def _request(index: TileIndex, crs: str, **kwargs: object) -> dict[str, object]:
         else {"crs": crs, "resolution": 80.0}  # B02's own grid in 33N: pasted there, warped from 32N
     )
     return {"index": index, "bands": ["B02"], "groupby": None, "chunks": 96, **grid, **kwargs}
-
-
-def _disc(flags: np.ndarray, radius: int) -> np.ndarray:
-    """Brute-force dilation by the disc dy^2 + dx^2 <= radius^2."""
-    out = flags.copy()
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy * dy + dx * dx > radius * radius:
-                continue
-            shifted = np.zeros_like(flags)
-            ys = slice(max(dy, 0), flags.shape[0] + min(dy, 0))
-            yd = slice(max(-dy, 0), flags.shape[0] + min(-dy, 0))
-            xs = slice(max(dx, 0), flags.shape[1] + min(dx, 0))
-            xd = slice(max(-dx, 0), flags.shape[1] + min(-dx, 0))
-            shifted[ys, xs] = flags[yd, xd]
-            out |= shifted
-    return out
-
-
-def _blanked_index(
-    items: list[pystac.Item], folder: Path, data: str, quality: str, drop: object, radius: int = 0
-) -> TileIndex:
-    """The index of copies of the ``data`` files whose pixels ``drop`` flags (on ``quality``) are nodata.
-
-    ``drop(values) -> flags`` on the quality band's own grid; flags are dilated by ``radius`` there
-    (a disc), no-data quality pixels added (not dilated), then each data pixel takes the quality pixel
-    holding its centre.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    dicts = []
-    for item in items:
-        with rasterio.open(item.assets[quality].href) as q:
-            qa, q_nodata, q_res = q.read(1), q.nodata, q.res[0]
-        nodata = qa == q_nodata
-        flags = _disc(drop(qa) & ~nodata, radius) | nodata  # type: ignore[operator]  (no data: not dilated)
-        with rasterio.open(item.assets[data].href) as src:
-            pixels, profile, d_res = src.read(1), src.profile, src.res[0]
-        ratio = d_res / q_res
-        rows = np.floor((np.arange(pixels.shape[0]) + 0.5) * ratio).astype(int)
-        cols = np.floor((np.arange(pixels.shape[1]) + 0.5) * ratio).astype(int)
-        pixels = np.where(flags[np.ix_(rows, cols)], profile["nodata"], pixels)
-        path = folder / f"{item.id}-{data}.tif"
-        profile.update(driver="GTiff")
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(pixels, 1)
-        d = item.to_dict(include_self_link=False, transform_hrefs=False)
-        d["assets"][data]["href"] = str(path)
-        dicts.append(d)
-    return TileIndex.from_stac(dicts)
 
 
 # ----------------------------------------------------------------------------------------- specs
@@ -156,7 +101,7 @@ def test_dilation_is_a_disc_that_does_not_grow_the_no_data_edge() -> None:
     rng = np.random.default_rng(7)
     for radius in range(5):
         flags = rng.random((23, 31)) > 0.97
-        assert np.array_equal(dilate(flags, radius), _disc(flags, radius)), radius
+        assert np.array_equal(dilate(flags, radius), disc(flags, radius)), radius
     values = np.full((9, 9), 4.0, dtype="float32")
     values[4, 4] = 9
     values[:, 0] = np.nan  # no data: dropped, but not dilated
@@ -310,7 +255,7 @@ def test_masked_first_is_the_truth_wherever_a_date_is_clear(
     margin = 3 * 160.0  # SCL pixels (160 m) around a cloud's edge: either side may hold the pixel
     # (a pixel within an SCL pixel of a scene's edge may take an SCL pixel of no data: dropped)
     seen = {str(t)[:10]: daily.sel(time=t).values > 0 for t in daily.time.values}
-    covered = {day: ~_disc(~data, 3) for day, data in seen.items()}
+    covered = {day: ~disc(~data, 3) for day, data in seen.items()}
     assert sorted(covered) == sorted(gaps)
     clear_some_date = np.any([covered[day] & (gaps[day] > margin) for day in gaps], axis=0)
     cloudy_every_date = np.all([~seen[day] | (gaps[day] < -margin) for day in gaps], axis=0)
@@ -347,7 +292,7 @@ def test_masked_scl_equals_blanking_the_files(
     dilation: int,
 ) -> None:
     """SCL at 160 m masks B02 at 80 m, across the UTM seam, as blanked copies of the B02 files load."""
-    blanked = _blanked_index(
+    blanked = blanked_index(
         cloudy[1], tmp_path, "B02", "SCL", lambda v: np.isin(v, SENTINEL2_SCL_EXCLUDED), dilation
     )
     request = _request(cloudy_index, crs, chunks=None, method=method)
@@ -363,7 +308,7 @@ def test_masked_qa_bits_equal_blanking_a_coarser_band(
 ) -> None:
     """Bits on QA_PIXEL (80 m) mask B8A (160 m, int16), with a dilation, in lazy chunks across the seam."""
     spec = landsat_c2_qa("QA_PIXEL", dilate=1)
-    blanked = _blanked_index(cloudy[1], tmp_path, "B8A", "QA_PIXEL", spec.flags, 1)
+    blanked = blanked_index(cloudy[1], tmp_path, "B8A", "QA_PIXEL", spec.flags, 1)
     request = {**_request(cloudy_index, "EPSG:4326"), "bands": ["B8A"], "chunks": 64}
     out = mosaic.load(SEAM_BBOX, mask=spec, **request).B8A.values
     expected = mosaic.load(SEAM_BBOX, **{**request, "index": blanked}).B8A.values

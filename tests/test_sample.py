@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 import mosaic
 import real_data
+from masking import CLOUDY, SEAM_BBOX, blanked_index, cloudy_specs
 from mosaic import InvalidInputError, NoDataError, TileIndex
 from mosaic import synthetic as syn
 from mosaic.cli import cli
@@ -36,7 +37,6 @@ from mosaic.io.cog import decode_layout
 from mosaic.masks import SENTINEL2_SCL_EXCLUDED, Classes, sentinel2_scl
 from mosaic.outputs.sampling import plan_sample
 from servers import clear_gdal_http_cache
-from test_masks import CLOUDY, SEAM_BBOX, _blanked_index
 
 SEAM12 = ("S32-seam12-20240601", "S33-seam12-20240601")
 POLAR = ("NP-20240702", "SP-20241215", "N80-20240702")
@@ -554,8 +554,7 @@ def test_a_failed_read_raises_or_is_skipped_with_a_warning(demo_index, tmp_path)
 @pytest.fixture(scope="module")
 def cloudy(tmp_path_factory):
     """The demo's 12E seam scenes with clouds and SCL/QA_PIXEL bands (2 CRSs x 3 dates)."""
-    specs = [s for s in syn.demo_specs(192, clouds=True) if "seam12" in s.id]
-    items = syn.make_collection(specs, tmp_path_factory.mktemp("cloudy"))
+    items = syn.make_collection(cloudy_specs(), tmp_path_factory.mktemp("cloudy"))
     return items, TileIndex.from_stac(items)
 
 
@@ -576,7 +575,7 @@ def test_a_masked_sample_equals_sampling_files_whose_masked_pixels_are_blanked(
     items, index = cloudy
     pts = _seam_points(400, seed=18)
     drop = lambda v: np.isin(v, SENTINEL2_SCL_EXCLUDED)  # noqa: E731
-    blanked = _blanked_index(items, tmp_path / "blanked", "B02", "SCL", drop, dilation)
+    blanked = blanked_index(items, tmp_path / "blanked", "B02", "SCL", drop, dilation)
     request = {"index": index, "bands": "B02", "groupby": groupby, "resampling": resampling}
     out = mosaic.sample(pts, mask=sentinel2_scl(dilate=dilation), **request).B02.values
     expected = mosaic.sample(pts, **{**request, "index": blanked}).B02.values

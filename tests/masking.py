@@ -8,6 +8,7 @@ through mosaic's own mask code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,12 @@ def disc(flags: np.ndarray, radius: int) -> np.ndarray:
 
 
 def blanked_index(
-    items: list[pystac.Item], folder: Path, data: str, quality: str, drop: object, radius: int = 0
+    items: list[pystac.Item],
+    folder: Path,
+    data: str,
+    quality: str,
+    drop: Callable[[np.ndarray], np.ndarray],
+    radius: int = 0,
 ) -> TileIndex:
     """The index of copies of the ``data`` files whose pixels ``drop`` flags (on ``quality``) are nodata.
 
@@ -59,7 +65,7 @@ def blanked_index(
         with rasterio.open(item.assets[quality].href) as q:
             qa, q_nodata, q_res = q.read(1), q.nodata, q.res[0]
         nodata = qa == q_nodata
-        flags = disc(drop(qa) & ~nodata, radius) | nodata  # type: ignore[operator]  (no data: not dilated)
+        flags = disc(drop(qa) & ~nodata, radius) | nodata  # (no data: not dilated)
         with rasterio.open(item.assets[data].href) as src:
             pixels, profile, d_res = src.read(1), src.profile, src.res[0]
         ratio = d_res / q_res

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 import mosaic
 from mosaic import TileIndex, VirtualStoreError
 from mosaic.cli import cli
-from mosaic.errors import InvalidInputError, NoDataError
+from mosaic.errors import InvalidInputError, MissingExtraError, NoDataError
 from mosaic.planning.records import SceneAsset
 from real_data import DEM, L7, fill_zero_scenes, sentinel2_b01_items
 
@@ -575,10 +575,12 @@ def test_parquet_references_read_back_bit_for_bit(demo_tiles_index, tmp_path):
     assert summary["compared"] == len(demo_tiles_index.query(time="2024-06-01/2024-06-12").records()) > 0
 
 
-@pytest.mark.skipif(find_spec("fastparquet") is not None, reason="fastparquet is installed")
-def test_parquet_without_fastparquet_says_what_to_install(demo_tiles_index, tmp_path):
-    with pytest.raises(InvalidInputError, match=r"fastparquet.*virtual-mosaic\[virtual\]"):
+@pytest.mark.parametrize("package", ["fastparquet", "kerchunk"])
+def test_parquet_without_its_packages_says_what_to_install(demo_tiles_index, tmp_path, monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)  # not installed, as far as imports go
+    with pytest.raises(MissingExtraError, match=rf"{package}.*virtual-mosaic\[virtual\]"):
         mosaic.export_virtual(demo_tiles_index, tmp_path / "x.parq", format="parquet")
+    assert not (tmp_path / "x.parq").exists()
 
 
 def test_the_store_read_back_without_mosaic_equals_open_tree(demo_tiles_index, tmp_path):

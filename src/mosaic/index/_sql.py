@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from mosaic.errors import InvalidInputError
+from mosaic.errors import InvalidInputError, MissingExtraError
 
 if TYPE_CHECKING:
     from mosaic.index.tile_index import TileIndex
@@ -31,7 +31,7 @@ def _duckdb() -> Any:
     try:
         import duckdb
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "TileIndex.sql needs DuckDB: pip install 'virtual-mosaic[sql]' (or pip install duckdb)"
         ) from None
     return duckdb

@@ -771,7 +771,7 @@ class TileIndex:
 
         Raises:
             InvalidInputError: DuckDB cannot run the query (its message).
-            ImportError: DuckDB is not installed.
+            MissingExtraError: DuckDB is not installed (the ``sql`` extra; an ImportError too).
         """
         from mosaic.index._sql import run_sql
 

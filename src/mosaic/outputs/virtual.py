@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mosaic.errors import InvalidInputError, NoDataError, OutputError, VirtualStoreError
+from mosaic.errors import InvalidInputError, MissingExtraError, NoDataError, OutputError, VirtualStoreError
 from mosaic.io import cog
 from mosaic.io.paths import check_allowed, credentials_in
 from mosaic.outputs.gti import select_assets
@@ -194,6 +194,7 @@ def export_virtual(
     Raises:
         IndexFormatError: the index file is missing or not an index.
         InvalidInputError: a bad argument, an unknown band, or an href carrying credentials.
+        MissingExtraError: ``format="parquet"`` without fastparquet and kerchunk (the ``virtual`` extra).
         HrefNotAllowedError: an href outside ``$MOSAIC_ALLOWED_PREFIXES``.
         NoDataError: no scene with a file matches ``bbox``, ``time`` and ``bands``.
         VirtualStoreError: a scene without a recorded tile layout, with tiles Zarr cannot decode
@@ -808,7 +809,7 @@ def _require_fastparquet() -> None:
 
     missing = [name for name in ("fastparquet", "kerchunk") if find_spec(name) is None]
     if missing:
-        raise InvalidInputError(
+        raise MissingExtraError(
             f"format='parquet' needs {' and '.join(missing)} (fsspec writes Parquet references through "
             "kerchunk.df, and reads and writes them with fastparquet): pip install "
             "'virtual-mosaic[virtual]', or use format='json'"

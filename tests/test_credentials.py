@@ -41,8 +41,8 @@ from mosaic.auth import (
 from mosaic.errors import InvalidInputError
 from mosaic.io.credentials import Credentials, current, fetch_count, parse_expiration, refused
 from mosaic.io.limits import get_limiter
+from seam_cases import GRID, SCENES, SEAM12, local_mosaic, moved
 from servers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, CredentialsServer, SeaweedFS, clear_gdal_http_cache
-from test_remote import GRID, SCENES, SEAM12, local_mosaic, moved
 
 TOKEN = "edl-token-7c1f0a9e55"  # the bearer token the endpoint wants (distinctive: searched for below)
 

@@ -24,11 +24,11 @@ import rasterio
 import shapely
 
 import mosaic
+from agreement import assert_same_mosaic
 from mosaic import TileIndex
 from mosaic.errors import FilterError, IncompleteMetadataWarning
 from mosaic.planning.records import SceneAsset
 from real_data import LANDSAT_ITEMS, SENTINEL2_ITEMS
-from test_gti import assert_same_mosaic
 
 MOSAIC = Path(sys.executable).parent / "mosaic"
 SEAM = (11.88, 45.40, 12.12, 45.58)

@@ -18,6 +18,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 import mosaic
+from agreement import agreement, assert_same_mosaic
 from mosaic import GDALVersionError, IndexFormatError, InvalidInputError, SourceError, TileIndex
 from mosaic.cli import cli
 from mosaic.io.paths import credentials_in, gdal_path
@@ -32,49 +33,6 @@ PATTERN = r"(?P<id>[\w-]+)/(?P<asset>\w+)\.tif$"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
-    out = mask.copy()
-    for _ in range(steps):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
-
-
-def _valid(a: np.ndarray, nodata: float) -> np.ndarray:
-    return ~np.isnan(a) if math.isnan(nodata) else (a != nodata) & ~np.isnan(a.astype(float))
-
-
-def agreement(gdal: np.ndarray, ours: np.ndarray, nodata: float) -> dict[str, float]:
-    """Identical share of pixels valid in both; mask differences, in all and off scene edges (2 px)."""
-    vg, vo = _valid(gdal, nodata), _valid(ours, nodata)
-    both = vg & vo
-    same = (gdal[both] == ours[both]) | (
-        np.isnan(gdal[both].astype(float)) & np.isnan(ours[both].astype(float))
-    )
-    edges = _grow(vo, 2) & _grow(~vo, 2)  # within 2 px of the edge of our valid area
-    stats = {
-        "identical": float(same.mean()) if both.any() else math.nan,
-        "valid": float(vo.mean()),
-        "mask_diff": int((vg != vo).sum()),
-        "mask_diff_off_edges": int(((vg != vo) & ~edges).sum()),
-    }
-    print(stats)  # the figures, for the record (pytest -s)
-    return stats
-
-
-def assert_same_mosaic(gdal: np.ndarray, ours: np.ndarray, nodata: float) -> dict[str, float]:
-    stats = agreement(gdal, ours, nodata)
-    assert stats["valid"] > 0.2
-    assert stats["identical"] >= 0.995
-    assert stats["mask_diff_off_edges"] == 0  # no region nodata in one and data in the other
-    assert stats["mask_diff"] <= 0.001 * gdal.size
-    return stats
 
 
 def read_gti(path: Path, band: int = 1, **open_options: str) -> tuple[np.ndarray, rasterio.Affine, str]:

@@ -30,8 +30,8 @@ from mosaic.errors import ChangedSourceWarning
 from mosaic.io import runtime
 from mosaic.io.cog import assemble as assemble_window
 from mosaic.io.cog import decodable, decode_layout, encode, parse_tiff, window_ranges
+from seam_cases import SCENES, SEAM12, s3_profile
 from servers import RangeServer, clear_gdal_http_cache
-from test_remote import SCENES, SEAM12, s3_profile
 
 PATTERN = r"(?P<id>[^/]+)/(?P<asset>[^/.]+)\.tif$"
 FINE = dict(resolution=0.0008, bands="B02", groupby=None)  # ~native: full-resolution tiles

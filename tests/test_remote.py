@@ -20,11 +20,8 @@ import mosaic
 from mosaic import AuthenticationError, ReadError, ReadFailedWarning, TileIndex
 from mosaic.auth import EarthdataProfile, HTTPProfile, S3Profile, Secret
 from mosaic.io.paths import gdal_path
-from servers import RangeServer, SeaweedFS, clear_gdal_http_cache
-
-SEAM12 = (11.88, 45.40, 12.12, 45.58)
-SCENES = ("S32-seam12-20240601", "S33-seam12-20240601")
-GRID = dict(resolution=0.0008, bands="B02", groupby=None)  # 300 x 225 px: quick
+from seam_cases import GRID, SCENES, SEAM12, local_mosaic, moved, s3_profile
+from servers import RangeServer, clear_gdal_http_cache
 
 
 @pytest.fixture
@@ -33,29 +30,6 @@ def seam_rows(demo_index, demo_collection):
     root = Path(demo_collection[0])
     rows = sorted((r for r in demo_index if r.id in SCENES and r.asset == "B02"), key=lambda r: r.id)
     return rows, [Path(r.href).relative_to(root).as_posix() for r in rows]
-
-
-def moved(rows, hrefs) -> TileIndex:
-    return TileIndex.from_records([dataclasses.replace(r, href=h) for r, h in zip(rows, hrefs, strict=True)])
-
-
-def local_mosaic(rows, chunks: int = 2048) -> np.ndarray:
-    """The same mosaic from the files on disk (same chunks: nearest picks may depend on them)."""
-    index = TileIndex.from_records(rows)
-    return mosaic.load(SEAM12, "EPSG:4326", index=index, chunks=chunks, **GRID).B02.values
-
-
-def s3_profile(server: SeaweedFS, bucket: str, user: str | None) -> S3Profile:
-    if user is None:
-        return S3Profile(f"s3://{bucket}", endpoint=server.endpoint_url, region=server.region, unsigned=True)
-    u = server.users[user]
-    return S3Profile(
-        f"s3://{bucket}",
-        access_key_id=u.access_key,
-        secret_access_key=Secret(u.secret_key),
-        endpoint=server.endpoint_url,
-        region=server.region,
-    )
 
 
 # ------------------------------------------------------------------------------ same pixels remotely

@@ -12,7 +12,7 @@ import os
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from mosaic._blocks import LazyBlocks
 from mosaic.auth import Profile
 from mosaic.errors import ReadError, ReadFailedWarning
 from mosaic.fuse import FirstNative, Fuser, as_chunk, make_fuser
@@ -398,7 +399,7 @@ def _report_to_cluster(lines: list[str]) -> None:
         worker.log_event("mosaic-failed-reads", line)
 
 
-class _Blocks(Mapping[Any, Any]):
+class _Blocks(LazyBlocks):
     """The graph of one band: a task per chunk with reads, an alias of a shared constant for the rest.
 
     The aliases are made when asked for, not stored: the graph holds what the plan's tasks hold, so
@@ -416,8 +417,8 @@ class _Blocks(Mapping[Any, Any]):
         xchunks: tuple[int, ...],
         fill: tuple[Any, Any, Any],
     ):
-        self._name, self._tasks, self._times = name, tasks, times
-        self._ychunks, self._xchunks = ychunks, xchunks
+        super().__init__(name, times, len(ychunks), len(xchunks))
+        self._tasks, self._ychunks, self._xchunks = tasks, ychunks, xchunks
         full, value, dtype = fill
         rows, cols = Counter(ychunks), Counter(xchunks)  # chunk sizes: at most two values each
         counts = {(h, w): times * nh * nw for h, nh in rows.items() for w, nw in cols.items()}
@@ -427,21 +428,6 @@ class _Blocks(Mapping[Any, Any]):
             (f"{name}-fill", h, w): (full, (1, h, w), value, dtype) for (h, w), n in counts.items() if n > 0
         }
 
-    def _alias(self, key: Any) -> Any:
-        """The constant block an empty chunk's key stands for (KeyError for a key not of this band)."""
-        if isinstance(key, tuple) and len(key) == 4 and key[0] == self._name:
-            _, t, iy, ix = key
-            if (
-                isinstance(t, int)
-                and isinstance(iy, int)
-                and isinstance(ix, int)
-                and 0 <= t < self._times
-                and 0 <= iy < len(self._ychunks)
-                and 0 <= ix < len(self._xchunks)
-            ):
-                return (f"{self._name}-fill", self._ychunks[iy], self._xchunks[ix])
-        raise KeyError(key)
-
     def __getitem__(self, key: Any) -> Any:
         task = self._tasks.get(key)
         if task is not None:
@@ -449,28 +435,16 @@ class _Blocks(Mapping[Any, Any]):
         fill = self._fills.get(key)
         if fill is not None:
             return fill
-        return self._alias(key)
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]
-        except (KeyError, TypeError):
-            return False
-        return True
+        _, iy, ix = self._chunk(key)  # an empty chunk: an alias of its shape's constant block
+        return (f"{self._name}-fill", self._ychunks[iy], self._xchunks[ix])
 
     def __iter__(self) -> Iterator[Any]:
         yield from self._tasks
         yield from self._fills
-        for t in range(self._times):
-            for iy in range(len(self._ychunks)):
-                for ix in range(len(self._xchunks)):
-                    key = (self._name, t, iy, ix)
-                    if key not in self._tasks:
-                        yield key
+        yield from (key for key in self._grid_keys() if key not in self._tasks)
 
     def __len__(self) -> int:
-        chunks = self._times * len(self._ychunks) * len(self._xchunks)
-        return chunks + len(self._fills)
+        return self._times * self._ny * self._nx + len(self._fills)
 
 
 def band_array(

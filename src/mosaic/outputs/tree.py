@@ -48,6 +48,7 @@ import pandas as pd
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
+from mosaic._blocks import LazyBlocks
 from mosaic.auth import Profile, hide_secrets
 from mosaic.errors import InvalidInputError, NoDataError
 from mosaic.io.paths import check_allowed, redact
@@ -839,7 +840,7 @@ def _block_shape(
 # ============================================================================================ execution
 
 
-class _NodeBlocks(Mapping[Any, Any]):
+class _NodeBlocks(LazyBlocks):
     """The graph of one band of a node, made when asked: a read task per chunk a scene touches.
 
     Chunks no scene of their step touches are a constant block of the band's nodata (0 without one).
@@ -847,22 +848,15 @@ class _NodeBlocks(Mapping[Any, Any]):
     """
 
     def __init__(self, name: str, node: TreeNode, spec: BandSpec, ctx: Any):
-        self._name, self._node, self._spec, self._ctx = name, node, spec, ctx
-        self._ny, self._nx = node.chunk_grid
-        self._times = len(node.steps)
+        super().__init__(name, len(node.steps), *node.chunk_grid)
+        self._node, self._spec, self._ctx = node, spec, ctx
 
     def __getitem__(self, key: Any) -> Any:
         from affine import Affine
 
         from mosaic.graph import load_chunk
 
-        if not (isinstance(key, tuple) and len(key) == 4 and key[0] == self._name):
-            raise KeyError(key)
-        _, t, iy, ix = key
-        if not all(isinstance(v, int) for v in (t, iy, ix)) or not (
-            0 <= t < self._times and 0 <= iy < self._ny and 0 <= ix < self._nx
-        ):
-            raise KeyError(key)
+        t, iy, ix = self._chunk(key)
         r0, c0, h, w = self._node.chunk_box(iy, ix)
         reads = self._node.reads(self._spec.name, t, iy, ix)
         if not reads:
@@ -872,20 +866,10 @@ class _NodeBlocks(Mapping[Any, Any]):
         return (load_chunk, ChunkTask(self._spec.name, t, iy, ix, reads), self._ctx, affine, (h, w))
 
     def __iter__(self) -> Iterator[Any]:
-        for t in range(self._times):
-            for iy in range(self._ny):
-                for ix in range(self._nx):
-                    yield (self._name, t, iy, ix)
+        return self._grid_keys()
 
     def __len__(self) -> int:
         return self._times * self._ny * self._nx
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]
-        except (KeyError, TypeError):
-            return False
-        return True
 
 
 def _band_array(node: TreeNode, spec: BandSpec, plan: TreePlan, token: str) -> Any:

@@ -95,8 +95,8 @@ plt.close(fig)
 # %% [markdown]
 # ## Time series at points
 #
-# `mosaic.sample` reads, per scene, only the tile holding the points, and with a mask also the
-# quality band's pixels around them (on its own grid). Points: the centres of some of June 1st's
+# `mosaic.sample` reads, per scene, only the tiles holding the points (tiles side by side in one
+# read), and with a mask also the quality band's pixels around them (on its own grid). Points: the centres of some of June 1st's
 # clouds (cloudy on some dates, clear on others; one cloud stays on every date) and two places away
 # from them. A date holds two scenes at a point near the seam: where the first is cloudy and the
 # other clear, the masked series takes the other; where both are cloudy it is no data on that date,

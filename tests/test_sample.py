@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import pickle
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -36,7 +37,7 @@ from mosaic.io import runtime
 from mosaic.io.cog import decode_layout
 from mosaic.masks import SENTINEL2_SCL_EXCLUDED, Classes, sentinel2_scl
 from mosaic.outputs.sampling import plan_sample
-from servers import clear_gdal_http_cache
+from servers import RangeServer, clear_gdal_http_cache
 
 SEAM12 = ("S32-seam12-20240601", "S33-seam12-20240601")
 POLAR = ("NP-20240702", "SP-20241215", "N80-20240702")
@@ -388,37 +389,37 @@ def test_points_in_tiles_side_by_side_are_one_request_of_exactly_those_tiles(
     assert (ds.B02.values != 0).all()
 
 
-def test_first_reads_only_the_tiles_of_the_points_still_without_a_value(
-    demo_index, demo_collection, http_server
-):
+def test_first_reads_only_the_tiles_of_the_points_still_without_a_value(demo_index, tmp_path):
     # points in tiles (1, 0) and (1, 1), side by side: one read per date. The first date has no data
     # in tile (1, 1), so the second date's read is cut to what its points still need: tile (1, 1)
-    rows, _ = _remote_mid_scenes(demo_index, demo_collection, http_server)
-    root = Path(demo_collection[0])
+    rows = sorted(
+        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
+    )
     with rasterio.open(rows[0].href) as src:
         pixels, nodata = src.read(1), src.nodata
     pixels[256:512, 256:512] = nodata
-    holed = root / "holed" / "S33-mid-20240601-B02.tif"
-    holed.parent.mkdir(exist_ok=True)
-    syn.write_raster(holed, pixels, rows[0].crs, rows[0].affine, nodata)
-    urls = [http_server.url(Path(p).relative_to(root).as_posix()) for p in (holed, rows[1].href)]
-    indexed = {r.href: r for r in TileIndex.from_files(urls, progress=False, tile_ranges=True)}
-    remote = TileIndex.from_records(  # the dates and footprints of the originals
-        [
-            dataclasses.replace(
-                indexed[url], id=row.id, asset="B02", datetime=row.datetime, footprint=row.footprint
-            )
-            for url, row in zip(urls, rows, strict=True)
-        ]
-    )
-    clear_gdal_http_cache()
-    http_server.reset_stats()
-    runtime.reset()
-    pts = _cluster_points(rows[0], {(1, 0): 2, (1, 1): 3}, seed=7)
-    ds = mosaic.sample(pts, index=remote, bands="B02", groupby=None)
-    gets = [r for r in http_server.log if r.method == "GET"]
+    (tmp_path / "first").mkdir()
+    syn.write_raster(tmp_path / "first" / "B02.tif", pixels, rows[0].crs, rows[0].affine, nodata)
+    (tmp_path / "second").mkdir()
+    shutil.copyfile(rows[1].href, tmp_path / "second" / "B02.tif")
+    with RangeServer(tmp_path) as server:
+        urls = [server.url(f"{name}/B02.tif") for name in ("first", "second")]
+        files = TileIndex.from_files(urls, pattern=PATTERN, progress=False, tile_ranges=True)
+        indexed = {r.href: r for r in files}
+        remote = TileIndex.from_records(  # the ids, dates and footprints of the originals
+            [
+                dataclasses.replace(indexed[url], id=row.id, datetime=row.datetime, footprint=row.footprint)
+                for url, row in zip(urls, rows, strict=True)
+            ]
+        )
+        clear_gdal_http_cache()
+        server.reset_stats()
+        runtime.reset()
+        pts = _cluster_points(rows[0], {(1, 0): 2, (1, 1): 3}, seed=7)
+        ds = mosaic.sample(pts, index=remote, bands="B02", groupby=None)
+        gets = [r for r in server.log if r.method == "GET"]
     second = [r.range for r in gets if urls[1].endswith(r.path)]
-    level = decode_layout(next(r for r in remote if r.href == urls[1]).tiles).levels[0]
+    level = decode_layout(indexed[urls[1]].tiles).levels[0]
     assert second == [f"bytes={level.offsets[4]}-{level.offsets[4] + level.sizes[4] - 1}"]  # tile (1, 1)
     assert len(gets) == 2
     expected = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pickle
 import threading
 import time
@@ -42,7 +43,15 @@ from mosaic.errors import InvalidInputError
 from mosaic.io.credentials import Credentials, current, fetch_count, parse_expiration, refused
 from mosaic.io.limits import get_limiter
 from seam_cases import GRID, SCENES, SEAM12, local_mosaic, moved
-from servers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, CredentialsServer, SeaweedFS, clear_gdal_http_cache
+from servers import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    Azurite,
+    CredentialsServer,
+    RangeServer,
+    SeaweedFS,
+    clear_gdal_http_cache,
+)
 
 TOKEN = "edl-token-7c1f0a9e55"  # the bearer token the endpoint wants (distinctive: searched for below)
 
@@ -254,6 +263,49 @@ def test_a_bad_token_is_an_authentication_error_naming_the_endpoint_not_the_toke
     assert f"{endpoint.url}/s3credentials" in message and "HTTP 401" in message
     assert "wrong-token-93ab" not in message and TOKEN not in message
     assert endpoint.refused >= 1 and endpoint.calls == []
+
+
+def test_without_a_token_the_keys_come_through_an_earthdata_login_with_user_and_password(
+    seaweedfs, seam_rows, tmp_path, monkeypatch
+):
+    # a DAAC's s3credentials endpoint sends a caller without a token to Earthdata Login (another host):
+    # the user name and password go to the login host only, the session cookie back to the DAAC
+    rows, rel = seam_rows
+    password = "pw-ed1-5e1f0c"
+    keys_json = CredentialsServer.s3(keys(seaweedfs, "alice"), lifetime=3600)(0, "/s3credentials")
+    (tmp_path / "daac").mkdir()
+    (tmp_path / "daac" / "s3credentials").write_text(json.dumps(keys_json))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no token `mosaic login` stored
+    monkeypatch.delenv("EARTHDATA_TOKEN", raising=False)
+    monkeypatch.setenv("EARTHDATA_USERNAME", "ada")
+    index = moved(rows[:1], [seaweedfs.url("bucket-a", rel[0])])
+    with RangeServer(tmp_path / "daac") as daac, RangeServer(tmp_path / "daac") as login:
+        daac.login_gate("/", login.base_url.replace("127.0.0.1", "localhost"), code="c0de", session="s3ss")
+        login.login_host(user="ada", password=password, code="c0de")
+
+        def profile() -> TemporaryS3Profile:
+            return TemporaryS3Profile(
+                "s3://bucket-a",
+                daac.url("s3credentials"),
+                endpoint=seaweedfs.endpoint_url,
+                region=seaweedfs.region,
+                login_host="localhost",
+            )
+
+        monkeypatch.setenv("EARTHDATA_PASSWORD", "not-" + password)
+        with pytest.raises(AuthenticationError, match="refused the credentials") as info:
+            mosaic.load(SEAM12, "EPSG:4326", index=index, auth=profile(), **GRID).compute()
+        assert daac.url("s3credentials") in str(info.value) and password not in str(info.value)
+        monkeypatch.setenv("EARTHDATA_PASSWORD", password)
+        login.reset_stats()
+        daac.reset_stats()
+        got = mosaic.load(SEAM12, "EPSG:4326", index=index, auth=profile(), **GRID).B02.values
+        logins = [r for r in login.log if r.path == "/oauth/authorize"]
+        daac_log = list(daac.log)
+    assert np.array_equal(got, local_mosaic(rows[:1]))
+    assert [(r.auth_scheme, r.status) for r in logins] == [(None, 401), ("Basic", 302)]  # asked, then sent
+    assert [r.status for r in daac_log if r.path == "/s3credentials"] == [302, 200]  # to the login, back
+    assert not any(r.authorization for r in daac_log)  # the DAAC never sees the password
 
 
 def test_the_token_comes_from_the_environment_and_an_empty_session_token_is_none(seaweedfs, monkeypatch):

@@ -179,11 +179,24 @@ def _login_opener(login_host: str | None) -> urllib.request.OpenerDirector:
         if found:
             user, password = found[0], found[2]
     if login_host and user and password:
-        manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        for scheme in ("https", "http"):
-            manager.add_password(None, f"{scheme}://{login_host}", user, password)
-        handlers.append(urllib.request.HTTPBasicAuthHandler(manager))
+        handlers.append(urllib.request.HTTPBasicAuthHandler(_LoginHostPassword(login_host, user, password)))
     return urllib.request.build_opener(*handlers)
+
+
+class _LoginHostPassword(urllib.request.HTTPPasswordMgr):
+    """The user name and password for one host, on any port and scheme, as curl matches a netrc machine.
+
+    (urllib's own managers match the port too, and take a host without one as port 80 or 443.)
+    """
+
+    def __init__(self, host: str, user: str, password: str):
+        super().__init__()
+        self._host = urllib.parse.urlsplit(f"//{host}").hostname
+        self._user, self._password = user, password
+
+    def find_user_password(self, realm: str | None, authuri: str) -> tuple[str | None, str | None]:
+        asked = urllib.parse.urlsplit(authuri if "//" in authuri else f"//{authuri}").hostname
+        return (self._user, self._password) if asked == self._host else (None, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ Items, build an index) is timed separately and reported beside it.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shlex
 import subprocess
@@ -266,3 +267,34 @@ def write_uint16_cog(
             bigtiff="NO",
         )
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------- a timed worker process
+
+
+def run_ready_worker(
+    cmd: Sequence[str], what: str, *, before_go: Callable[[], None] | None = None, timeout: float = 1800
+) -> dict[str, Any]:
+    """Run a benchmark worker in a fresh process and return the JSON of its ``RESULT `` line.
+
+    The worker sets up (imports, Items, index), prints ``READY`` and waits for ``GO`` on its stdin;
+    ``before_go`` runs in between (zeroing a server's counters), so only the timed part is counted.
+    The worker finds ``src`` and ``tests`` on its ``PYTHONPATH``.
+    """
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "tests")])}
+    proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        proc.kill()
+        raise RuntimeError(f"{what}: the worker did not get ready: {line!r}")
+    if before_go is not None:
+        before_go()
+    proc.stdin.write("GO\n")
+    proc.stdin.flush()
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what}: the worker failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+    return result

@@ -39,7 +39,6 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,25 +154,14 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_once(engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    from _engines import run_ready_worker
+
     from servers import RangeServer
 
     with RangeServer(DATA, latency=args.latency) as server:
         cmd = [sys.executable, __file__, "--worker", "--engine", engine, "--base-url", server.base_url]
         cmd += ["--y", str(args.y), "--x", str(args.x)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        assert proc.stdin is not None and proc.stdout is not None
-        line = proc.stdout.readline()
-        if line.strip() != "READY":
-            proc.kill()
-            raise RuntimeError(f"{engine}: the worker did not get ready: {line!r}")
-        server.reset_stats()
-        proc.stdin.write("GO\n")
-        proc.stdin.flush()
-        out, _ = proc.communicate(timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{engine}: the worker failed ({proc.returncode})")
-        result = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+        result = run_ready_worker(cmd, engine, before_go=server.reset_stats, timeout=600)
         result["requests"] = server.requests
         result["by_method"] = server.by_method
         result["bytes"] = server.bytes_sent

@@ -48,7 +48,6 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -242,25 +241,12 @@ def worker(engine: str, base: str | None, n: int) -> None:
 
 
 def run_once(engine: str, base: str | None, n: int, server: Any) -> dict[str, Any]:
+    from _engines import run_ready_worker
+
     cmd = [sys.executable, __file__, "--worker", engine, "--points", str(n)]
     if base is not None:
         cmd += ["--base-url", base]
-    paths = [str(HERE.parent / "src"), str(HERE.parent / "tests")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdin is not None and proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
-        proc.kill()
-        raise RuntimeError(f"{engine}: the worker did not get ready: {line!r}")
-    if server is not None:
-        server.reset_stats()
-    proc.stdin.write("GO\n")
-    proc.stdin.flush()
-    out, _ = proc.communicate(timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{engine}: the worker failed ({proc.returncode})")
-    result = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+    result = run_ready_worker(cmd, engine, before_go=None if server is None else server.reset_stats)
     if server is not None:
         stats = server.stats()
         result["requests"], result["by_method"], result["bytes_sent"] = (

@@ -96,11 +96,11 @@ plt.close(fig)
 # ## Time series at points
 #
 # `mosaic.sample` reads, per scene, only the tiles holding the points (tiles side by side in one
-# read), and with a mask also the quality band's pixels around them (on its own grid). Points: the centres of some of June 1st's
-# clouds (cloudy on some dates, clear on others; one cloud stays on every date) and two places away
-# from them. A date holds two scenes at a point near the seam: where the first is cloudy and the
-# other clear, the masked series takes the other; where both are cloudy it is no data on that date,
-# and the unmasked series shows the cloud value.
+# read), and with a mask also the quality band's pixels around them (on its own grid). Points: the
+# centres of some of June 1st's clouds (cloudy on some dates, clear on others; one cloud stays on
+# every date) and two places away from them. A date holds two scenes at a point near the seam: where
+# the first is cloudy and the other clear, the masked series takes the other; where both are cloudy
+# it is no data on that date, and the unmasked series shows the cloud value.
 
 # %%
 first = min(items, key=lambda item: item.datetime)

@@ -15,8 +15,8 @@ How a sample is planned:
    is not rounded through lon/lat), and into each scene's pixel grid by its inverse affine;
 4. a scene's points are grouped by the tile (block) of the file they fall in (the tile size the index
    recorded with ``tile_ranges=True``, else 256 px, which holds within one tile of any tiling in
-   multiples of 256), tiles side by side in one tile row together (a tiled TIFF stores them one
-   after the other: one request, no byte nobody needs); each group is one
+   multiples of 256), tiles side by side in one tile row together (a COG stores them one after
+   the other: one request, no byte nobody needs); each group is one
    :class:`~mosaic.planning.planner.Read` of the smallest window holding its pixels (and their
    bilinear neighbours), at full resolution;
 5. scenes are grouped in time and ordered for fusion as :func:`mosaic.load` does
@@ -529,8 +529,9 @@ def _scene_clusters(
     key, pts, rows, cols = key[order], pts[order], rows[order], cols[order]
     tile_row, tile_col = tile_row[order], tile_col[order]
     lo_r, lo_c, hi_r, hi_c = lo_r[order], lo_c[order], hi_r[order], hi_c[order]
-    # a group is a run of tiles side by side in one tile row: a tiled TIFF stores them one after the
-    # other, so their read is one request, with no byte between them that no point needs
+    # a group is a run of tiles side by side in one tile row: a COG (as any GeoTIFF GDAL tiles)
+    # stores them one after the other, so their read is one request with no byte no point needs;
+    # where a file stores them apart, the reader makes a request per stretch (io/_neighbours.spans)
     apart = (np.diff(tile_row) != 0) | (np.diff(tile_col) > 1)
     starts = np.flatnonzero(np.r_[True, apart])
     top, left = np.minimum.reduceat(lo_r, starts), np.minimum.reduceat(lo_c, starts)
@@ -769,7 +770,7 @@ def sample(
     it), in each scene whose footprint holds it, whatever the scene's CRS; the scenes of a time group
     are fused by ``method`` as :func:`mosaic.load` fuses them, and grouped in time as ``load`` groups
     them (same time labels). Only the tiles holding points are read: one read per scene and run of
-    adjacent tiles (tiles side by side in a tile row, which a tiled file stores together).
+    adjacent tiles (tiles side by side in a tile row, which a COG stores together).
 
     Args:
         points: an (n, 2) array of x, y; a list of (x, y); shapely Points (a list or a MultiPoint); or

@@ -531,7 +531,7 @@ def _scene_clusters(
     lo_r, lo_c, hi_r, hi_c = lo_r[order], lo_c[order], hi_r[order], hi_c[order]
     # a group is a run of tiles side by side in one tile row: a COG (as any GeoTIFF GDAL tiles)
     # stores them one after the other, so their read is one request with no byte no point needs;
-    # where a file stores them apart, the reader makes a request per stretch (io/_neighbours.spans)
+    # where a file stores them apart, the reader fetches across gaps up to MOSAIC_RANGE_GAP, else apart
     apart = (np.diff(tile_row) != 0) | (np.diff(tile_col) > 1)
     starts = np.flatnonzero(np.r_[True, apart])
     top, left = np.minimum.reduceat(lo_r, starts), np.minimum.reduceat(lo_c, starts)

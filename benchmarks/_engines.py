@@ -269,6 +269,48 @@ def write_uint16_cog(
     os.replace(tmp, path)
 
 
+def uint16_cog_item(
+    item_id: str,
+    path: Path,
+    asset: str,
+    *,
+    crs: str,
+    when: str,
+    footprint: Any,
+    transform: Any,
+    bounds: Sequence[float],
+    shape: tuple[int, int],
+    res: float,
+) -> dict[str, Any]:
+    """The STAC Item (projection v2 + raster extensions) of one ``write_uint16_cog`` file (nodata 0)."""
+    from shapely.geometry import mapping
+
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        ],
+        "id": item_id,
+        "geometry": json.loads(json.dumps(mapping(footprint))),
+        "bbox": list(footprint.bounds),
+        "properties": {"datetime": when, "proj:code": crs},
+        "links": [],
+        "assets": {
+            asset: {
+                "href": str(path),
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "roles": ["data"],
+                "proj:shape": list(shape),
+                "proj:transform": list(transform)[:6],
+                "proj:bbox": list(bounds),
+                "raster:bands": [{"data_type": "uint16", "nodata": 0, "spatial_resolution": res}],
+            }
+        },
+    }
+
+
 # ------------------------------------------------------------------------- a timed worker process
 
 

@@ -111,7 +111,7 @@ def make_scene(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from affine import Affine
     from pyproj import Transformer
-    from shapely.geometry import box, mapping
+    from shapely.geometry import box
 
     from mosaic.index.geom import to_lonlat
     from mosaic.synthetic import truth
@@ -139,30 +139,20 @@ def make_scene(spec: dict[str, Any]) -> dict[str, Any]:
 
         write_uint16_cog(path, data, spec["crs"], transform, tile=TILE, overviews=OVERVIEWS)
     footprint = to_lonlat(box(*bounds), spec["crs"])
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-        ],
-        "id": spec["id"],
-        "geometry": json.loads(json.dumps(mapping(footprint))),
-        "bbox": list(footprint.bounds),
-        "properties": {"datetime": spec["when"].replace("+00:00", "Z"), "proj:code": spec["crs"]},
-        "links": [],
-        "assets": {
-            ASSET: {
-                "href": str(path),
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "roles": ["data"],
-                "proj:shape": [SIZE, SIZE],
-                "proj:transform": list(transform)[:6],
-                "proj:bbox": list(bounds),
-                "raster:bands": [{"data_type": "uint16", "nodata": 0, "spatial_resolution": RES}],
-            }
-        },
-    }
+    from _engines import uint16_cog_item
+
+    return uint16_cog_item(
+        spec["id"],
+        path,
+        ASSET,
+        crs=spec["crs"],
+        when=spec["when"].replace("+00:00", "Z"),
+        footprint=footprint,
+        transform=transform,
+        bounds=bounds,
+        shape=(SIZE, SIZE),
+        res=RES,
+    )
 
 
 def build_collection() -> tuple[list[dict[str, Any]], float]:

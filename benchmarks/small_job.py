@@ -75,7 +75,7 @@ def make_scene(scene: tuple[str, float, float, str]) -> dict[str, Any]:
     """Write one scene's COG (if absent) and return its STAC Item as a dict."""
     import numpy as np
     from affine import Affine
-    from shapely.geometry import box, mapping
+    from shapely.geometry import box
 
     from mosaic.index.geom import to_lonlat
 
@@ -107,30 +107,20 @@ def make_scene(scene: tuple[str, float, float, str]) -> dict[str, Any]:
 
         write_uint16_cog(path, out, CRS, transform, tile=TILE, overviews=OVERVIEWS)
     footprint = to_lonlat(box(*bounds), CRS)
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-        ],
-        "id": name,
-        "geometry": json.loads(json.dumps(mapping(footprint))),
-        "bbox": list(footprint.bounds),
-        "properties": {"datetime": when, "proj:code": CRS},
-        "links": [],
-        "assets": {
-            ASSET: {
-                "href": str(path),
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "roles": ["data"],
-                "proj:shape": [HEIGHT, WIDTH],
-                "proj:transform": list(transform)[:6],
-                "proj:bbox": list(bounds),
-                "raster:bands": [{"data_type": "uint16", "nodata": 0, "spatial_resolution": RES}],
-            }
-        },
-    }
+    from _engines import uint16_cog_item
+
+    return uint16_cog_item(
+        name,
+        path,
+        ASSET,
+        crs=CRS,
+        when=when,
+        footprint=footprint,
+        transform=transform,
+        bounds=bounds,
+        shape=(HEIGHT, WIDTH),
+        res=RES,
+    )
 
 
 def build() -> dict[str, Any]:

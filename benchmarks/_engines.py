@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -309,6 +310,28 @@ def uint16_cog_item(
             }
         },
     }
+
+
+class IndexReadReports(logging.Handler):
+    """The read reports (``ReadReport``) the ``mosaic.index`` logger gives, one per index read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reports: list[Any] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        report = getattr(record, "index_read", None)
+        if report is not None:
+            self.reports.append(report)
+
+
+def collect_index_reads() -> IndexReadReports:
+    """Attach a collector of index read reports to the ``mosaic.index`` logger (at DEBUG)."""
+    handler = IndexReadReports()
+    logger = logging.getLogger("mosaic.index")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler
 
 
 # ------------------------------------------------------------------------- a timed worker process

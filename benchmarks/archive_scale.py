@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import os
 import resource
 import statistics
@@ -151,25 +150,13 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-class _Reports(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.reports: list = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        report = getattr(record, "index_read", None)
-        if report is not None:
-            self.reports.append(report)
-
-
 def child(args: argparse.Namespace) -> None:
     """One cold query, then warm repeats, in this fresh process; prints a JSON line."""
+    from _engines import collect_index_reads
+
     from mosaic.index import TileIndex
 
-    handler = _Reports()
-    logger = logging.getLogger("mosaic.index")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    handler = collect_index_reads()
     bbox = tuple(float(v) for v in args.box.split(","))
     rss0 = _rss_mb()
     r0 = _rchar()

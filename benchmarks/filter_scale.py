@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import subprocess
@@ -99,21 +98,10 @@ def with_properties(index: TileIndex, when: list, *, columns: bool) -> TileIndex
 # ---------------------------------------------------------------------------------------- children
 
 
-class _Reports(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.reports: list = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, "index_read"):
-            self.reports.append(record.index_read)
-
-
 def child(args: argparse.Namespace) -> None:
-    logger = logging.getLogger("mosaic.index")
-    handler = _Reports()
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    from _engines import collect_index_reads
+
+    handler = collect_index_reads()
     box = None if args.box is None else tuple(float(v) for v in args.box.split(","))
     t0 = time.perf_counter()
     if args.child == "pushdown":

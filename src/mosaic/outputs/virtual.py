@@ -31,7 +31,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -471,25 +471,17 @@ def _partitions(group: VirtualGroup, mixed: Mixed) -> list[VirtualGroup]:
             + "; ".join(lines)
             + "; pass mixed='split' to write them to groups of their own, or re-encode them alike"
         )
-    out = []
-    for k, (_, members) in enumerate(parts):
-        out.append(
-            VirtualGroup(
-                path=group.path if k == 0 else f"{group.path}~{k + 1}",
-                crs_wkt=group.crs_wkt,
-                transform=group.transform,
-                shape=group.shape,
-                bands=group.bands,
-                band_counts=group.band_counts,
-                dtypes=group.dtypes,
-                nodata=group.nodata,
-                times=tuple(group.times[t] for t in members),
-                scene_ids=tuple(group.scene_ids[t] for t in members),
-                footprints=tuple(group.footprints[t] for t in members),
-                sources=tuple(group.sources[t] for t in members),
-            )
+    return [
+        replace(  # the same grid and variables, the time steps of this part
+            group,
+            path=group.path if k == 0 else f"{group.path}~{k + 1}",
+            times=tuple(group.times[t] for t in members),
+            scene_ids=tuple(group.scene_ids[t] for t in members),
+            footprints=tuple(group.footprints[t] for t in members),
+            sources=tuple(group.sources[t] for t in members),
         )
-    return out
+        for k, (_, members) in enumerate(parts)
+    ]
 
 
 def _encodings(group: VirtualGroup) -> list[_Encoding]:

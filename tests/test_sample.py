@@ -314,13 +314,16 @@ def _cluster_points(rec, tiles: dict[tuple[int, int], int], seed: int) -> np.nda
     return np.concatenate(out)
 
 
+def _mid_rows(index: TileIndex) -> list:
+    """The B02 rows of the S33-mid scene on its two dates, in date order."""
+    return sorted((r for r in index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id)
+
+
 def _remote_mid_scenes(demo_index, demo_collection, http_server) -> tuple[list, TileIndex]:
     """The two dates of the S33-mid B02 files: their local rows, and an index of them over HTTP with
     their tile ranges recorded; the server's counters and GDAL's and mosaic's caches emptied."""
     root = Path(demo_collection[0])
-    rows = sorted(
-        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
-    )
+    rows = _mid_rows(demo_index)
     urls = [http_server.url(Path(r.href).relative_to(root).as_posix()) for r in rows]
     indexed = TileIndex.from_files(urls, pattern=PATTERN, progress=False, tile_ranges=True)  # two dates
     remote = TileIndex.from_records(
@@ -392,9 +395,7 @@ def test_points_in_tiles_side_by_side_are_one_request_of_exactly_those_tiles(
 def test_first_reads_only_the_tiles_of_the_points_still_without_a_value(demo_index, tmp_path):
     # points in tiles (1, 0) and (1, 1), side by side: one read per date. The first date has no data
     # in tile (1, 1), so the second date's read is cut to what its points still need: tile (1, 1)
-    rows = sorted(
-        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
-    )
+    rows = _mid_rows(demo_index)
     with rasterio.open(rows[0].href) as src:
         pixels, nodata = src.read(1), src.nodata
     pixels[256:512, 256:512] = nodata
@@ -534,9 +535,7 @@ def test_cli_sample_csv_and_geojson_to_csv_and_parquet(demo_index, tmp_path):
 
 
 def test_a_failed_read_raises_or_is_skipped_with_a_warning(demo_index, tmp_path):
-    rows = sorted(
-        (r for r in demo_index if r.id.startswith("S33-mid") and r.asset == "B02"), key=lambda r: r.id
-    )
+    rows = _mid_rows(demo_index)
     broken = tmp_path / "broken.tif"
     raw = Path(rows[0].href).read_bytes()
     broken.write_bytes(raw[: len(raw) // 3])  # the header holds, the tiles are cut off
